@@ -1,0 +1,174 @@
+"""Labelled structures: ASE ``Atoms`` carrying reference energy, forces and stress.
+
+mlpot keeps the user's structures as plain :class:`ase.Atoms`; reference labels live in a
+:class:`~ase.calculators.singlepoint.SinglePointCalculator` attached to each structure, which
+is what ``ase.io`` does when it reads labelled files. So ``atoms.get_potential_energy()``
+works, ``ase.io.write`` keeps the labels, and nothing mlpot-specific leaks into user code.
+
+Units: positions and cell in Å, energy in eV, forces in eV/Å, stress in eV/Å³ with ASE's
+sign convention (stress = (1/V) ∂E/∂ε, so a compressed cell has a negative diagonal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
+
+__all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure"]
+
+
+class DataError(ValueError):
+    """A dataset or a structure in it is malformed; the message names the file and item."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Reference labels of one structure; ``None`` where the source has no such label.
+
+    Attributes:
+        energy: total energy, eV.
+        forces: (n_atoms, 3) eV/Å.
+        stress: (3, 3) eV/Å³, ASE sign convention.
+    """
+
+    energy: float | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+
+
+def labelled_atoms(
+    numbers,
+    positions,
+    cell=None,
+    pbc=False,
+    energy: float | None = None,
+    forces=None,
+    stress=None,
+    info: dict | None = None,
+) -> Atoms:
+    """Build a validated :class:`ase.Atoms` with its labels attached.
+
+    Args:
+        numbers: (n_atoms,) atomic numbers or chemical symbols.
+        positions: (n_atoms, 3) Cartesian positions, Å.
+        cell: (3, 3) lattice vectors as rows, Å; ``None`` for an open system.
+        pbc: periodicity, a bool or three bools.
+        energy: total energy, eV.
+        forces: (n_atoms, 3), eV/Å.
+        stress: (3, 3) or Voigt (6,) in ASE order (xx yy zz yz xz xy), eV/Å³.
+        info: extra metadata stored in ``atoms.info``.
+
+    Raises:
+        DataError: if any array has the wrong shape or a non-finite value.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    numbers = list(numbers) if not isinstance(numbers, np.ndarray) else numbers
+    if positions.shape != (len(numbers), 3):
+        raise DataError(
+            f"positions must have shape (n_atoms, 3) = ({len(numbers)}, 3), "
+            f"got {positions.shape}"
+        )
+    if len(numbers) and isinstance(numbers[0], str):
+        try:
+            atoms = Atoms(symbols=numbers, positions=positions, cell=cell, pbc=pbc)
+        except KeyError as exc:
+            raise DataError(f"unknown element symbol {exc.args[0]!r}") from None
+    else:
+        atoms = Atoms(numbers=np.asarray(numbers, dtype=int), positions=positions,
+                      cell=cell, pbc=pbc)
+    if info:
+        atoms.info.update(info)
+    results: dict = {}
+    if energy is not None:
+        results["energy"] = float(energy)
+        results["free_energy"] = float(energy)
+    if forces is not None:
+        results["forces"] = _check_forces(forces, len(atoms))
+    if stress is not None:
+        results["stress"] = full_3x3_to_voigt_6_stress(_check_stress(stress))
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    validate_structure(atoms)
+    return atoms
+
+
+def get_labels(atoms: Atoms) -> Labels:
+    """Return the reference labels attached to ``atoms`` (``None`` where absent)."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    energy = results.get("energy", results.get("free_energy"))
+    forces = results.get("forces")
+    stress = results.get("stress")
+    return Labels(
+        energy=None if energy is None else float(energy),
+        forces=None if forces is None else np.asarray(forces, dtype=np.float64),
+        stress=None if stress is None else _check_stress(stress),
+    )
+
+
+def validate_structure(atoms: Atoms, where: str = "") -> None:
+    """Check one structure and raise :class:`DataError` naming the first problem found.
+
+    Checks: known elements, finite positions, a non-degenerate cell along periodic
+    directions, and labels of the right shape with finite values.
+
+    Args:
+        atoms: the structure.
+        where: prefix for the message, e.g. ``"train.xyz, structure 12"``.
+    """
+    prefix = f"{where}: " if where else ""
+    numbers = atoms.numbers
+    if len(numbers) == 0:
+        raise DataError(f"{prefix}structure has no atoms")
+    bad = (numbers < 1) | (numbers > 118)
+    if bad.any():
+        idx = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{prefix}unknown element (atomic number {numbers[idx]}) at atom {idx}"
+        )
+    if not np.isfinite(atoms.positions).all():
+        idx = int(np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))[0])
+        raise DataError(f"{prefix}non-finite (NaN/inf) coordinates at atom {idx}")
+    cell = atoms.cell.array
+    if not np.isfinite(cell).all():
+        raise DataError(f"{prefix}cell contains NaN/inf")
+    if atoms.pbc.any():
+        periodic = cell[atoms.pbc]
+        # Volume (or area/length) spanned by the periodic vectors: Gram determinant.
+        gram = np.linalg.det(periodic @ periodic.T)
+        scale = np.prod(np.sum(periodic**2, axis=1)) if len(periodic) else 1.0
+        if not gram > 1e-12 * max(scale, 1e-300):
+            raise DataError(
+                f"{prefix}zero-volume (degenerate) cell along periodic directions "
+                f"{atoms.pbc.tolist()}: {cell.tolist()}"
+            )
+    labels = get_labels(atoms)
+    if labels.energy is not None and not np.isfinite(labels.energy):
+        raise DataError(f"{prefix}energy is {labels.energy}")
+    if labels.forces is not None:
+        _check_forces(labels.forces, len(atoms), prefix)
+    if labels.stress is not None and not np.isfinite(labels.stress).all():
+        raise DataError(f"{prefix}stress contains NaN/inf")
+
+
+def _check_forces(forces, n_atoms: int, prefix: str = "") -> np.ndarray:
+    forces = np.asarray(forces, dtype=np.float64)
+    if forces.shape != (n_atoms, 3):
+        raise DataError(
+            f"{prefix}forces have shape {forces.shape}, expected ({n_atoms}, 3)"
+        )
+    if not np.isfinite(forces).all():
+        raise DataError(f"{prefix}forces contain NaN/inf")
+    return forces
+
+
+def _check_stress(stress) -> np.ndarray:
+    stress = np.asarray(stress, dtype=np.float64)
+    if stress.shape == (6,):
+        return voigt_6_to_full_3x3_stress(stress)
+    if stress.shape == (3, 3):
+        return stress
+    raise DataError(f"stress must have shape (3, 3) or Voigt (6,), got {stress.shape}")
