@@ -1,0 +1,403 @@
+"""Symmetry-function parameters: explicit terms, n2p2-style grids, strict YAML mapping.
+
+A *term* is one functional form with its parameters; it becomes one feature per neighbour
+element (radial) or per unordered neighbour-element pair (angular), for each centre element
+it applies to. Terms may be restricted to a centre element and to neighbour elements, which
+is how n2p2 potentials define different sets per element.
+
+YAML / dict layout (lengths in Å, η in Å⁻²)::
+
+    elements: [H, O]
+    cutoff: 6.0                 # default r_c of every term and the neighbour-list radius
+    cutoff_function: cos        # see mlpot.descriptors.cutoffs
+    cutoff_alpha: 0.0           # inner radius fraction (polynomial/cos/exp cutoffs)
+    radial:
+      - {eta: 0.5, r_s: 0.0}                                    # one explicit G2 term
+      - {grid: {count: 8, mode: shift, r_lower: 0.8}}           # a generated grid
+      - {eta: 1.0, centre: H, neighbour: O, cutoff: 4.0}        # restricted term
+    angular:
+      - {kind: G5, eta: 0.01, zeta: 1, lambda: 1}
+      - {kind: G4, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 2, mode: center, r_lower: 1.5}}
+
+Grids follow n2p2's ``SymFuncParamGenerator`` rules (Gastegger et al., JCP 148, 241709
+(2018) and Imbalzano et al., JCP 148, 241730 (2018)); see :func:`radial_grid`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable
+
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
+
+from .cutoffs import CUTOFF_FUNCTIONS
+
+__all__ = [
+    "RadialTerm",
+    "AngularTerm",
+    "Feature",
+    "SymmetryFunctionSpec",
+    "radial_grid",
+]
+
+ANGULAR_KINDS = ("G4", "G5")
+
+
+@dataclass(frozen=True)
+class RadialTerm:
+    """G2_i = Σ_{j≠i, Z_j = neighbour} exp(−η (r_ij − r_s)²) f_c(r_ij).
+
+    Attributes:
+        eta: Gaussian width parameter η, Å⁻² (≥ 0).
+        r_s: Gaussian centre, Å (≥ 0).
+        cutoff: r_c, Å; ``None`` uses the descriptor's cutoff.
+        centre: restrict to this centre element (symbol); ``None`` = every element.
+        neighbour: restrict to this neighbour element; ``None`` = one feature per element.
+    """
+
+    eta: float
+    r_s: float = 0.0
+    cutoff: float | None = None
+    centre: str | None = None
+    neighbour: str | None = None
+
+
+@dataclass(frozen=True)
+class AngularTerm:
+    """Angular symmetry functions (Behler, JCP 134, 074106 (2011); n2p2 types 3 and 9).
+
+    Narrow (G4), over each unordered pair of neighbours {j, k} (k > j, both ≠ i)::
+
+        G4_i = 2^(1−ζ) Σ (1 + λ cos θ_ijk)^ζ exp(−η[(r_ij−r_s)² + (r_ik−r_s)² + (r_jk−r_s)²])
+                          f_c(r_ij) f_c(r_ik) f_c(r_jk)
+
+    Wide (G5): the same without the r_jk Gaussian and without f_c(r_jk).
+
+    Attributes:
+        kind: ``"G4"`` (narrow) or ``"G5"`` (wide).
+        eta: η, Å⁻² (≥ 0).
+        zeta: ζ ≥ 1.
+        lam: λ = ±1 (the YAML key is ``lambda``).
+        r_s: Gaussian centre, Å.
+        cutoff: r_c, Å; ``None`` uses the descriptor's cutoff.
+        centre: restrict to this centre element; ``None`` = every element.
+        neighbours: restrict to this unordered pair of neighbour elements; ``None`` = all pairs.
+    """
+
+    kind: str
+    eta: float
+    zeta: float
+    lam: float
+    r_s: float = 0.0
+    cutoff: float | None = None
+    centre: str | None = None
+    neighbours: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One column of the descriptor of a centre element (for names, export and checks)."""
+
+    centre: str
+    term: RadialTerm | AngularTerm
+    neighbours: tuple[str, ...]  # (Z_j,) for radial, (Z_j, Z_k) sorted for angular
+
+    @property
+    def name(self) -> str:
+        t = self.term
+        nb = ",".join(self.neighbours)
+        rc = t.cutoff
+        if isinstance(t, RadialTerm):
+            return f"G2[{self.centre}|{nb}](eta={t.eta:g},r_s={t.r_s:g},rc={rc:g})"
+        return (
+            f"{t.kind}[{self.centre}|{nb}](eta={t.eta:g},zeta={t.zeta:g},"
+            f"lambda={t.lam:g},r_s={t.r_s:g},rc={rc:g})"
+        )
+
+
+def radial_grid(
+    count: int,
+    cutoff: float,
+    mode: str = "shift",
+    rule: str = "gastegger2018",
+    r_lower: float | None = None,
+    r_upper: float | None = None,
+) -> list[tuple[float, float]]:
+    """(η, r_s) pairs on n2p2's radial grids.
+
+    ``gastegger2018``: a grid r_1..r_n = linspace(r_lower, r_upper or r_c, count);
+    ``center`` mode gives r_s = 0, η = 1/(2 r_k²); ``shift`` mode gives r_s = r_k with one
+    η = 1/(2 Δr²) from the grid spacing. ``imbalzano2018``: ``center`` gives r_s = 0,
+    η_m = (n^(m/n)/r_c)² for m = 0..n with n = count − 1; ``shift`` places r_s on the
+    geometric grid r_c/n^(m/n) and sets η from the neighbouring spacings.
+
+    Returns:
+        ``count`` (η in Å⁻², r_s in Å) pairs, ascending in r_s (shift) or η (center).
+    """
+    if count < 2:
+        raise ValueError(f"grid count must be at least 2, got {count}")
+    if mode not in ("shift", "center"):
+        raise ValueError(f"grid mode must be 'shift' or 'center', got {mode!r}")
+    if rule == "gastegger2018":
+        if r_lower is None:
+            raise ValueError("grid rule 'gastegger2018' needs r_lower (Å)")
+        r_upper = cutoff if r_upper is None else r_upper
+        low_ok = r_lower > 0 if mode == "center" else r_lower >= 0
+        if not (low_ok and r_lower < r_upper <= cutoff):
+            raise ValueError(
+                f"grid needs {'0 <' if mode == 'center' else '0 <='} r_lower < r_upper <= "
+                f"cutoff, got r_lower={r_lower}, r_upper={r_upper}, cutoff={cutoff}"
+            )
+        grid = np.linspace(r_lower, r_upper, count)
+        if mode == "center":
+            return [(float(1.0 / (2.0 * r * r)), 0.0) for r in grid]
+        dr = (r_upper - r_lower) / (count - 1)
+        return [(float(1.0 / (2.0 * dr * dr)), float(r)) for r in grid]
+    if rule == "imbalzano2018":
+        if mode == "center":
+            n = count - 1
+            return [(float((n ** (m / n) / cutoff) ** 2), 0.0) for m in range(count)]
+        n = count
+        shifts = cutoff / n ** (np.arange(n + 1) / n)  # descending, shifts[0] = r_c
+        etas = 1.0 / (shifts[:-1] - shifts[1:]) ** 2
+        return [(float(e), float(r)) for e, r in zip(etas[::-1], shifts[1:][::-1])]
+    raise ValueError(f"unknown grid rule {rule!r}; choose 'gastegger2018' or 'imbalzano2018'")
+
+
+@dataclass(frozen=True)
+class SymmetryFunctionSpec:
+    """The full, resolved definition of an element-resolved ACSF descriptor.
+
+    Attributes:
+        elements: chemical symbols, in the order that indexes per-element tensors.
+        cutoff: default r_c of terms without their own, Å; also the neighbour-list radius
+            (the largest term cutoff is used if one exceeds it).
+        cutoff_function: name in :data:`mlpot.descriptors.cutoffs.CUTOFF_FUNCTIONS`.
+        cutoff_alpha: inner-radius fraction α of the cutoff function.
+        radial, angular: the terms, each with a resolved cutoff.
+    """
+
+    elements: tuple[str, ...]
+    cutoff: float
+    cutoff_function: str = "cos"
+    cutoff_alpha: float = 0.0
+    radial: tuple[RadialTerm, ...] = ()
+    angular: tuple[AngularTerm, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.elements) == 0:
+            raise ValueError("descriptor needs at least one element")
+        for el in self.elements:
+            if el not in atomic_numbers or el == "X":
+                raise ValueError(f"unknown element {el!r} in descriptor elements")
+        if len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"duplicate elements in {self.elements}")
+        if not (np.isfinite(self.cutoff) and self.cutoff > 0):
+            raise ValueError(f"cutoff must be a positive distance in Å, got {self.cutoff}")
+        if self.cutoff_function not in CUTOFF_FUNCTIONS:
+            raise ValueError(
+                f"unknown cutoff_function {self.cutoff_function!r}; "
+                f"choose one of {sorted(CUTOFF_FUNCTIONS)}"
+            )
+        if not 0.0 <= self.cutoff_alpha < 1.0:
+            raise ValueError(f"cutoff_alpha must be in [0, 1), got {self.cutoff_alpha}")
+        if not self.radial and not self.angular:
+            raise ValueError("descriptor has no radial and no angular terms")
+        # Terms without their own cutoff take the descriptor's (frozen: set through object).
+        for name in ("radial", "angular"):
+            terms = tuple(
+                replace(t, cutoff=float(self.cutoff)) if t.cutoff is None else t
+                for t in getattr(self, name)
+            )
+            object.__setattr__(self, name, terms)
+        for t in self.radial + self.angular:
+            self._check_term(t)
+
+    def _check_term(self, t: RadialTerm | AngularTerm) -> None:
+        where = f"{type(t).__name__} {t}"
+        if t.cutoff is None or not (np.isfinite(t.cutoff) and t.cutoff > 0):
+            raise ValueError(f"{where}: cutoff must be a positive distance in Å")
+        if not (t.eta >= 0 and np.isfinite(t.eta)):
+            raise ValueError(f"{where}: eta must be finite and >= 0")
+        if not (t.r_s >= 0 and np.isfinite(t.r_s)):
+            raise ValueError(f"{where}: r_s must be finite and >= 0")
+        named = [t.centre] + (
+            [t.neighbour] if isinstance(t, RadialTerm) else list(t.neighbours or ())
+        )
+        for el in named:
+            if el is not None and el not in self.elements:
+                raise ValueError(f"{where}: element {el!r} is not in elements {self.elements}")
+        if isinstance(t, AngularTerm):
+            if t.kind not in ANGULAR_KINDS:
+                raise ValueError(f"{where}: kind must be one of {ANGULAR_KINDS}")
+            if not t.zeta >= 1:
+                raise ValueError(f"{where}: zeta must be >= 1")
+            if t.lam not in (-1.0, 1.0):
+                raise ValueError(f"{where}: lambda must be +1 or -1")
+            if t.neighbours is not None and len(t.neighbours) != 2:
+                raise ValueError(f"{where}: neighbours must name two elements")
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def max_cutoff(self) -> float:
+        """Neighbour-list radius: the largest cutoff of any term, Å."""
+        return max(t.cutoff for t in self.radial + self.angular)
+
+    @property
+    def max_angular_cutoff(self) -> float:
+        """Radius of the pairs that enter triplets, Å (0 without angular terms)."""
+        return max((t.cutoff for t in self.angular), default=0.0)
+
+    def element_pairs(self) -> list[tuple[str, str]]:
+        """Unordered neighbour-element pairs in canonical order (by element index)."""
+        return list(itertools.combinations_with_replacement(self.elements, 2))
+
+    def features(self, centre: str) -> list[Feature]:
+        """The ordered feature list of a centre element: radial blocks per neighbour element,
+        then angular blocks per neighbour pair; terms in definition order inside a block."""
+        out: list[Feature] = []
+        for nb in self.elements:
+            for t in self.radial:
+                if t.centre in (None, centre) and t.neighbour in (None, nb):
+                    out.append(Feature(centre, t, (nb,)))
+        for pair in self.element_pairs():
+            for t in self.angular:
+                if t.centre in (None, centre) and (
+                    t.neighbours is None or tuple(sorted(t.neighbours, key=self.elements.index)) == pair
+                ):
+                    out.append(Feature(centre, t, pair))
+        return out
+
+    def n_features(self) -> dict[str, int]:
+        return {el: len(self.features(el)) for el in self.elements}
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Explicit, resolved dict (every term listed, grids expanded); from_dict inverts it."""
+        def term_dict(t):
+            d = asdict(t)
+            if isinstance(t, AngularTerm):
+                d["lambda"] = d.pop("lam")
+                if d["neighbours"] is not None:
+                    d["neighbours"] = list(d["neighbours"])
+            return {k: v for k, v in d.items() if v is not None}
+
+        return {
+            "elements": list(self.elements),
+            "cutoff": self.cutoff,
+            "cutoff_function": self.cutoff_function,
+            "cutoff_alpha": self.cutoff_alpha,
+            "radial": [term_dict(t) for t in self.radial],
+            "angular": [term_dict(t) for t in self.angular],
+        }
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "SymmetryFunctionSpec":
+        """Build from a (YAML) dict; unknown keys are errors that name the key."""
+        _reject_unknown(config, {"elements", "cutoff", "cutoff_function", "cutoff_alpha",
+                                 "radial", "angular"}, "descriptor")
+        for required in ("elements", "cutoff"):
+            if required not in config:
+                raise ValueError(f"descriptor: missing required key {required!r}")
+        elements = tuple(_as_symbol(e) for e in config["elements"])
+        cutoff = float(config["cutoff"])
+        radial = tuple(
+            t for entry in config.get("radial") or () for t in _radial_terms(entry, cutoff)
+        )
+        angular = tuple(
+            t for entry in config.get("angular") or () for t in _angular_terms(entry, cutoff)
+        )
+        return cls(
+            elements=elements,
+            cutoff=cutoff,
+            cutoff_function=str(config.get("cutoff_function", "cos")),
+            cutoff_alpha=float(config.get("cutoff_alpha", 0.0)),
+            radial=radial,
+            angular=angular,
+        )
+
+    @classmethod
+    def from_yaml(cls, path) -> "SymmetryFunctionSpec":
+        import yaml
+
+        with open(path) as fh:
+            return cls.from_dict(yaml.safe_load(fh))
+
+
+# ---------------------------------------------------------------------- helpers
+_GRID_KEYS = {"count", "mode", "rule", "r_lower", "r_upper"}
+
+
+def _reject_unknown(d: dict, allowed: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _as_symbol(el: Any) -> str:
+    if isinstance(el, (int, np.integer)):
+        if not 0 < int(el) < len(chemical_symbols):
+            raise ValueError(f"unknown element with atomic number {el}")
+        return chemical_symbols[int(el)]
+    return str(el)
+
+
+def _grid_pairs(entry: dict, cutoff: float, where: str) -> list[tuple[float, float]]:
+    grid = entry["grid"]
+    _reject_unknown(grid, _GRID_KEYS, f"{where}.grid")
+    if "count" not in grid:
+        raise ValueError(f"{where}.grid: missing required key 'count'")
+    return radial_grid(
+        int(grid["count"]),
+        cutoff,
+        mode=grid.get("mode", "shift"),
+        rule=grid.get("rule", "gastegger2018"),
+        r_lower=grid.get("r_lower"),
+        r_upper=grid.get("r_upper"),
+    )
+
+
+def _radial_terms(entry: dict, default_cutoff: float) -> Iterable[RadialTerm]:
+    _reject_unknown(entry, {"eta", "r_s", "cutoff", "centre", "neighbour", "grid"}, "radial")
+    cutoff = float(entry.get("cutoff", default_cutoff))
+    common = dict(cutoff=cutoff, centre=entry.get("centre"), neighbour=entry.get("neighbour"))
+    if "grid" in entry:
+        if "eta" in entry or "r_s" in entry:
+            raise ValueError("radial: give either 'grid' or explicit 'eta'/'r_s', not both")
+        return [RadialTerm(eta=e, r_s=r, **common) for e, r in _grid_pairs(entry, cutoff, "radial")]
+    if "eta" not in entry:
+        raise ValueError("radial: missing required key 'eta' (or a 'grid')")
+    return [RadialTerm(eta=float(entry["eta"]), r_s=float(entry.get("r_s", 0.0)), **common)]
+
+
+def _angular_terms(entry: dict, default_cutoff: float) -> Iterable[AngularTerm]:
+    allowed = {"kind", "eta", "zeta", "zetas", "lambda", "lambdas", "r_s", "cutoff", "centre",
+               "neighbours", "grid"}
+    _reject_unknown(entry, allowed, "angular")
+    cutoff = float(entry.get("cutoff", default_cutoff))
+    kind = str(entry.get("kind", "G4"))
+    zetas = entry.get("zetas", [entry["zeta"]] if "zeta" in entry else None)
+    lambdas = entry.get("lambdas", [entry["lambda"]] if "lambda" in entry else [-1.0, 1.0])
+    if zetas is None:
+        raise ValueError("angular: missing required key 'zeta' (or 'zetas')")
+    if "grid" in entry:
+        if "eta" in entry or "r_s" in entry:
+            raise ValueError("angular: give either 'grid' or explicit 'eta'/'r_s', not both")
+        radial = _grid_pairs(entry, cutoff, "angular")
+    else:
+        if "eta" not in entry:
+            raise ValueError("angular: missing required key 'eta' (or a 'grid')")
+        radial = [(float(entry["eta"]), float(entry.get("r_s", 0.0)))]
+    neighbours = entry.get("neighbours")
+    neighbours = tuple(str(x) for x in neighbours) if neighbours is not None else None
+    return [
+        AngularTerm(kind=kind, eta=eta, zeta=float(z), lam=float(lam), r_s=r_s, cutoff=cutoff,
+                    centre=entry.get("centre"), neighbours=neighbours)
+        for eta, r_s in radial
+        for z in zetas
+        for lam in lambdas
+    ]
