@@ -303,6 +303,8 @@ class SymmetryFunctionSpec:
                 raise ValueError(f"descriptor: missing required key {required!r}")
         elements = tuple(_as_symbol(e) for e in config["elements"])
         cutoff = float(config["cutoff"])
+        if not (np.isfinite(cutoff) and cutoff > 0):  # checked before grids are built on it
+            raise ValueError(f"cutoff must be a positive distance in Å, got {cutoff}")
         radial = tuple(
             t for entry in config.get("radial") or () for t in _radial_terms(entry, cutoff)
         )
