@@ -81,26 +81,39 @@ class FeatureScaler(nn.Module):
     """Affine per-element scaling G' = a[e]·G + b[e], with the training range kept for
     extrapolation checks.
 
+    Build one with :meth:`from_statistics` (or :meth:`fit`); the plain constructor makes an
+    empty scaler of the right shape, ready for ``load_state_dict``.
+
     Args:
-        stats: statistics of the training descriptors.
+        n_elements: E.
+        width: F, the descriptor width.
         mode: one of :data:`SCALING_MODES`.
         s_min, s_max: target interval of the ``scale*`` modes.
     """
 
-    def __init__(self, stats: FeatureStatistics, mode: str = "scale_center",
+    def __init__(self, n_elements: int, width: int, mode: str = "scale_center",
                  s_min: float = 0.0, s_max: float = 1.0):
         super().__init__()
         if mode not in SCALING_MODES:
             raise ValueError(f"unknown scaling mode {mode!r}; choose one of {SCALING_MODES}")
+        if mode == "standard":
+            s_min, s_max = 0.0, 1.0
         if not s_max > s_min:
             raise ValueError(f"scaling needs s_max > s_min, got [{s_min}, {s_max}]")
+        self.mode = mode
+        self.s_min, self.s_max = float(s_min), float(s_max)
+        for name in ("weight", "bias", "train_min", "train_max", "train_mean", "train_std"):
+            self.register_buffer(name, torch.zeros(n_elements, width, dtype=torch.float64))
+        self.register_buffer("constant_mask", torch.zeros(n_elements, width, dtype=torch.bool))
+
+    @classmethod
+    def from_statistics(cls, stats: FeatureStatistics, mode: str = "scale_center",
+                        s_min: float = 0.0, s_max: float = 1.0) -> "FeatureScaler":
+        """Scaler of the given mode from accumulated training statistics."""
+        scaler = cls(*stats.mean.shape, mode=mode, s_min=s_min, s_max=s_max)
         if (stats.count == 0).any():
             missing = torch.nonzero(stats.count == 0).squeeze(1).tolist()
             raise ValueError(f"no atoms of element index(es) {missing} in the data used for scaling")
-        self.mode = mode
-        if mode == "standard":
-            s_min, s_max = 0.0, 1.0
-        self.s_min, self.s_max = float(s_min), float(s_max)
         valid = torch.zeros_like(stats.mean, dtype=torch.bool)
         for e, n in enumerate(stats.n_features):
             valid[e, :n] = True
@@ -113,18 +126,18 @@ class FeatureScaler(nn.Module):
             a = torch.ones_like(stats.mean)
             b = torch.zeros_like(stats.mean) if centre is None else -centre
         else:
-            factor = (self.s_max - self.s_min) / torch.where(constant, torch.ones_like(spread), spread)
-            a = torch.where(constant, torch.ones_like(factor), factor)
-            b = self.s_min - a * centre
-        a = torch.where(valid, a, torch.zeros_like(a))
-        b = torch.where(valid, b, torch.zeros_like(b))
-        self.register_buffer("weight", a)
-        self.register_buffer("bias", b)
-        self.register_buffer("train_min", torch.where(valid, stats.min, torch.zeros_like(stats.min)))
-        self.register_buffer("train_max", torch.where(valid, stats.max, torch.zeros_like(stats.max)))
-        self.register_buffer("train_mean", stats.mean.clone())
-        self.register_buffer("train_std", stats.std)
-        self.register_buffer("constant_mask", constant)
+            safe = torch.where(constant, torch.ones_like(spread), spread)
+            a = torch.where(constant, torch.ones_like(spread), (scaler.s_max - scaler.s_min) / safe)
+            b = scaler.s_min - a * centre
+        zero = torch.zeros_like(stats.mean)
+        scaler.weight.copy_(torch.where(valid, a, zero))
+        scaler.bias.copy_(torch.where(valid, b, zero))
+        scaler.train_min.copy_(torch.where(valid, stats.min, zero))
+        scaler.train_max.copy_(torch.where(valid, stats.max, zero))
+        scaler.train_mean.copy_(torch.where(valid, stats.mean, zero))
+        scaler.train_std.copy_(torch.where(valid, stats.std, zero))
+        scaler.constant_mask.copy_(constant)
+        return scaler
 
     @property
     def constant_features(self) -> list[tuple[int, int]]:
@@ -138,7 +151,7 @@ class FeatureScaler(nn.Module):
         stats = FeatureStatistics(len(n_features), n_features)
         for features, species in batches:
             stats.update(features, species)
-        return cls(stats, mode, s_min, s_max)
+        return cls.from_statistics(stats, mode, s_min, s_max)
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Scale (N, F) features of atoms with element indices species (N,)."""

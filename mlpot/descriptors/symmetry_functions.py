@@ -6,9 +6,9 @@ Data path (N atoms, P pairs, T triplets; no Python loop over atoms, pairs or ele
 2. radial: a (P, K_r) table of exp(−η(r−r_s)²) f_c(r) for the K_r distinct radial shapes,
    summed into rows (centre i, element of j) with ``index_add_``;
 3. angular: pairs inside the angular cutoff → triplets (pairs of pairs with one centre);
-   per-pair Gaussians·cutoffs are computed once and multiplied for the two legs, the angle
-   factor 2^(1−ζ)(1+λ cos θ)^ζ per distinct (ζ, λ), the r_jk factor only for G4; summed
-   into rows (centre i, unordered element pair of j, k);
+   per-pair Gaussians·cutoffs are computed once and multiplied for the two legs (times the
+   r_jk factor for G4), the angle factor 2^(1−ζ)(1+λ cos θ)^ζ once per distinct (ζ, λ), and
+   their outer product is summed into rows (centre i, unordered element pair of j, k);
 4. one gather maps these raw blocks onto each centre element's own feature list (skipped
    when every element uses the full block layout, the common case).
 
@@ -62,27 +62,39 @@ class SymmetryFunctions(nn.Module):
             lookup[atomic_numbers[el]] = k
         self.register_buffer("species_of_number", lookup, persistent=False)
 
-        # Radial shapes (η, r_s, r_c), deduplicated over centre/neighbour restrictions.
-        radial_keys, radial_idx = _unique_index([(t.eta, t.r_s, t.cutoff) for t in spec.radial])
-        self.register_buffer("radial_shape", torch.tensor(radial_keys, dtype=torch.float64).reshape(-1, 3), persistent=False)
+        # Radial shapes (η, r_s, r_c), deduplicated over centre/neighbour restrictions; the
+        # cutoff function is evaluated once per distinct r_c, not once per shape.
+        radial_keys, _ = _unique_index([(t.eta, t.r_s, t.cutoff) for t in spec.radial])
         self.n_radial = len(radial_keys)
+        self._register_shapes("radial", radial_keys)
 
-        # Angular terms: the two-leg factor (η, r_s, r_c), the angle factor (ζ, λ) and, for
-        # G4 only, the r_jk factor (η, r_s, r_c); column 0 of the r_jk table is all ones.
-        angular_keys, _ = _unique_index([(t.kind, t.eta, t.zeta, t.lam, t.r_s, t.cutoff) for t in spec.angular])
-        self.n_angular = len(angular_keys)
-        leg_keys, leg_idx = _unique_index([(eta, rs, rc) for _, eta, _, _, rs, rc in angular_keys])
-        angle_keys, angle_idx = _unique_index([(z, lam) for _, _, z, lam, _, _ in angular_keys])
-        jk_keys, jk_idx = _unique_index([(eta, rs, rc) for kind, eta, _, _, rs, rc in angular_keys if kind == "G4"])
-        jk_lookup = dict(zip(jk_keys, range(1, len(jk_keys) + 1)))
-        jk_col = [jk_lookup[(eta, rs, rc)] if kind == "G4" else 0 for kind, eta, _, _, rs, rc in angular_keys]
-        f64 = dict(dtype=torch.float64)
-        self.register_buffer("leg_shape", torch.tensor(leg_keys, **f64).reshape(-1, 3), persistent=False)
-        self.register_buffer("angle_shape", torch.tensor(angle_keys, **f64).reshape(-1, 2), persistent=False)
-        self.register_buffer("jk_shape", torch.tensor(jk_keys, **f64).reshape(-1, 3), persistent=False)
-        self.register_buffer("leg_col", torch.tensor(leg_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("angle_col", torch.tensor(angle_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("jk_col", torch.tensor(jk_col, dtype=torch.long), persistent=False)
+        # Angular terms factor into a radial part per (kind, η, r_s, r_c) and an angle part
+        # 2^(1−ζ)(1+λcosθ)^ζ per (ζ, λ). Raw angular columns are the outer product of the
+        # two (no per-term gathers) unless that would compute more than twice the terms.
+        angular_keys = [(t.kind, t.eta, t.r_s, t.cutoff, t.zeta, t.lam) for t in spec.angular]
+        g5 = _unique_index([k[:4] for k in angular_keys if k[0] == "G5"])[0]
+        g4 = _unique_index([k[:4] for k in angular_keys if k[0] == "G4"])[0]
+        self._register_shapes("g5", [k[1:] for k in g5])
+        self._register_shapes("g4", [k[1:] for k in g4])
+        part_keys = g5 + g4
+        angle_keys, _ = _unique_index([k[4:] for k in angular_keys])
+        self.register_buffer("angle_zeta", torch.tensor([z for z, _ in angle_keys], dtype=torch.float64), persistent=False)
+        self.register_buffer("angle_lambda_col", torch.tensor([0 if lam > 0 else 1 for _, lam in angle_keys], dtype=torch.long), persistent=False)
+        zetas = sorted({z for z, _ in angle_keys})
+        all_integer = all(float(z).is_integer() and z <= 64 for z in zetas)
+        self.integer_zetas = [int(z) for z in zetas] if all_integer else []
+        self.register_buffer("angle_zeta_col", torch.tensor([zetas.index(z) for z, _ in angle_keys], dtype=torch.long), persistent=False)
+        unique_terms = _unique_index(angular_keys)[0]
+        self.angular_outer = len(part_keys) * len(angle_keys) <= 2 * len(unique_terms)
+        if self.angular_outer:
+            angular_col = {p + a: ip * len(angle_keys) + ia for ip, p in enumerate(part_keys)
+                           for ia, a in enumerate(angle_keys)}
+            self.n_angular = len(part_keys) * len(angle_keys)
+        else:
+            angular_col = {k: i for i, k in enumerate(unique_terms)}
+            self.n_angular = len(unique_terms)
+        self.register_buffer("term_part", torch.tensor([part_keys.index(k[:4]) for k in unique_terms], dtype=torch.long), persistent=False)
+        self.register_buffer("term_angle", torch.tensor([angle_keys.index(k[4:]) for k in unique_terms], dtype=torch.long), persistent=False)
 
         # Unordered neighbour-element pair → pair type.
         pairs = spec.element_pairs()
@@ -95,7 +107,6 @@ class SymmetryFunctions(nn.Module):
 
         # Column map: raw layout = [radial (n_el × K_r) | angular (n_pt × K_a) | one zero pad].
         radial_col = {k: i for i, k in enumerate(radial_keys)}
-        angular_col = {k: i for i, k in enumerate(angular_keys)}
         self.n_raw = n_el * self.n_radial + self.n_pair_types * self.n_angular
         self.features = {el: spec.features(el) for el in self.elements}
         self.n_features = {el: len(f) for el, f in self.features.items()}
@@ -109,7 +120,7 @@ class SymmetryFunctions(nn.Module):
                     colmap[e, c] = nb * self.n_radial + radial_col[(t.eta, t.r_s, t.cutoff)]
                 else:
                     pt = pairs.index(feat.neighbours)
-                    key = (t.kind, t.eta, t.zeta, t.lam, t.r_s, t.cutoff)
+                    key = (t.kind, t.eta, t.r_s, t.cutoff, t.zeta, t.lam)
                     colmap[e, c] = n_el * self.n_radial + pt * self.n_angular + angular_col[key]
         self.register_buffer("colmap", colmap, persistent=False)
         identity = torch.arange(self.n_raw).expand(n_el, -1)
@@ -193,15 +204,50 @@ class SymmetryFunctions(nn.Module):
         return padded.gather(1, self.colmap[species])
 
     # ------------------------------------------------------------------ kernels
-    def _gaussian_cutoff(self, r: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
-        """exp(−η (r − r_s)²) f_c(r; r_c) for each shape row (η, r_s, r_c): (M,) → (M, K)."""
-        shape = shape.to(r.dtype)
-        eta, r_s, r_c = shape[:, 0], shape[:, 1], shape[:, 2]
+    def _register_shapes(self, prefix: str, keys: list[tuple[float, float, float]]) -> None:
+        """Buffers ``{prefix}_eta``, ``_rs`` (K,), the distinct cutoffs ``_rc`` (C,) and each
+        shape's cutoff column ``_rc_col`` (K,)."""
+        cutoffs, rc_col = _unique_index([(rc,) for _, _, rc in keys])
+        f64 = dict(dtype=torch.float64)
+        self.register_buffer(f"{prefix}_eta", torch.tensor([k[0] for k in keys], **f64), persistent=False)
+        self.register_buffer(f"{prefix}_rs", torch.tensor([k[1] for k in keys], **f64), persistent=False)
+        self.register_buffer(f"{prefix}_rc", torch.tensor([c for (c,) in cutoffs], **f64), persistent=False)
+        self.register_buffer(f"{prefix}_rc_col", torch.tensor(rc_col, dtype=torch.long), persistent=False)
+
+    def _gaussian_cutoff(self, r: torch.Tensor, prefix: str) -> torch.Tensor:
+        """exp(−η (r − r_s)²) f_c(r; r_c) for each registered shape: (M,) → (M, K)."""
+        eta = getattr(self, f"{prefix}_eta").to(r.dtype)
+        r_s = getattr(self, f"{prefix}_rs").to(r.dtype)
+        r_c = getattr(self, f"{prefix}_rc").to(r.dtype)
         r = r.unsqueeze(1)
-        return torch.exp(-eta * (r - r_s) ** 2) * self._fc(r, r_c)
+        fc = self._fc(r, r_c)  # (M, C), C distinct cutoffs (usually 1: broadcasts)
+        if r_c.shape[0] > 1:
+            fc = fc[:, getattr(self, f"{prefix}_rc_col")]
+        return torch.exp(-eta * (r - r_s) ** 2) * fc
+
+    def _angle_powers(self, base: torch.Tensor) -> torch.Tensor:
+        """2^(1−ζ) base[:, λ]^ζ for every (ζ, λ): (T, 2) → (T, A).
+
+        Integer ζ use repeated squaring (a few multiplications of (T, 2) tensors, cheaper
+        than ``pow`` forward and backward); any fractional ζ falls back to ``pow``.
+        """
+        zeta = self.angle_zeta.to(base.dtype)
+        prefactor = 2.0 ** (1.0 - zeta)
+        if not self.integer_zetas:
+            return prefactor * base[:, self.angle_lambda_col] ** zeta
+        powers: dict[int, torch.Tensor] = {1: base}
+
+        def power(z: int) -> torch.Tensor:  # binary exponentiation, memoised
+            if z not in powers:
+                half = power(z // 2)
+                powers[z] = half * half if z % 2 == 0 else half * half * base
+            return powers[z]
+
+        stacked = torch.stack([power(z) for z in self.integer_zetas], dim=2)  # (T, 2, Z)
+        return prefactor * stacked[:, self.angle_lambda_col, self.angle_zeta_col]
 
     def _radial(self, dist, centre, neighbour_species, n_atoms) -> torch.Tensor:
-        values = self._gaussian_cutoff(dist, self.radial_shape)  # (P, K_r)
+        values = self._gaussian_cutoff(dist, "radial")  # (P, K_r)
         rows = centre * self.n_elements + neighbour_species
         out = values.new_zeros(n_atoms * self.n_elements, self.n_radial)
         out.index_add_(0, rows, values)
@@ -214,20 +260,29 @@ class SymmetryFunctions(nn.Module):
             keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
             vec, dist, centre, neighbour = vec[keep], dist[keep], centre[keep], neighbour[keep]
         first, second = triplets_from_pairs(centre, n_atoms)
-        legs = self._gaussian_cutoff(dist, self.leg_shape)  # (P_a, L)
-        radial = (legs[first] * legs[second])[:, self.leg_col]  # (T, K_a)
-        d1, d2 = dist[first], dist[second]
-        cos = (vec[first] * vec[second]).sum(1) / (d1 * d2)
-        angle_shape = self.angle_shape.to(dist.dtype)
-        zeta, lam = angle_shape[:, 0], angle_shape[:, 1]
-        # Rounding can push 1 + λcosθ a hair below 0, where a fractional power is NaN.
-        angle = 2.0 ** (1.0 - zeta) * (1.0 + lam * cos.unsqueeze(1)).clamp(min=0.0) ** zeta
-        values = radial * angle[:, self.angle_col]
-        if self.jk_shape.shape[0]:
-            r_jk = torch.linalg.vector_norm(vec[second] - vec[first], dim=1)
-            jk = self._gaussian_cutoff(r_jk, self.jk_shape)
-            jk = torch.cat([jk.new_ones(jk.shape[0], 1), jk], dim=1)
-            values = values * jk[:, self.jk_col]
+        # index_select rather than fancy indexing: its backward is a fast index_add.
+        v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
+        d1, d2 = dist.index_select(0, first), dist.index_select(0, second)
+        # Radial parts (T, R): the two legs' Gaussians·cutoffs are per pair, computed once.
+        parts = []
+        if self.g5_eta.shape[0]:
+            legs = self._gaussian_cutoff(dist, "g5")
+            parts.append(legs.index_select(0, first) * legs.index_select(0, second))
+        if self.g4_eta.shape[0]:
+            legs = self._gaussian_cutoff(dist, "g4")
+            r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
+            parts.append(legs.index_select(0, first) * legs.index_select(0, second)
+                         * self._gaussian_cutoff(r_jk, "g4"))
+        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        # Angle parts (T, A) = 2^(1−ζ) (1 + λ cos θ)^ζ; rounding can push 1 ± cos θ a hair
+        # below 0, where a fractional power would be NaN.
+        cos = (v1 * v2).sum(1) / (d1 * d2)
+        base = torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
+        angle = self._angle_powers(base)
+        if self.angular_outer:
+            values = (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], -1)
+        else:
+            values = radial[:, self.term_part] * angle[:, self.term_angle]
         rows = centre[first] * self.n_pair_types + self.pair_type[
             species[neighbour[first]], species[neighbour[second]]
         ]

