@@ -87,3 +87,27 @@ def test_scaler_state_round_trip():
     empty = FeatureScaler(2, 4, mode="scale_sigma", s_min=-1, s_max=1)
     empty.load_state_dict(scaler.state_dict())
     torch.testing.assert_close(empty(x, s), scaler(x, s), rtol=0, atol=0)
+
+
+def test_descriptor_fit_scaling_and_default_spec():
+    from mlpot.data import collate
+    from mlpot.descriptors import SymmetryFunctions, SymmetryFunctionSpec
+    from structures_for_tests import water_box
+
+    spec = SymmetryFunctionSpec.default(["H", "O"], cutoff=4.0)
+    sf = SymmetryFunctions(spec).double()
+    batches = [collate([water_box(seed=s)], labels=False) for s in range(3)]
+    scaler = sf.fit_scaling(batches, mode="scale", s_min=-1.0, s_max=1.0)
+    assert sf.scaler is scaler
+    scaled = torch.cat([sf(b) for b in batches])
+    raw = torch.cat([sf(b, scaled=False) for b in batches])
+    assert not torch.equal(scaled, raw)
+    # Over the fitting data every non-constant feature spans exactly [-1, 1].
+    species = torch.cat([sf.species(b.numbers) for b in batches])
+    for e in range(2):
+        n = sf.n_features_per_element[e]
+        cols = [c for c in range(n) if (e, c) not in scaler.constant_features]
+        block = scaled[species == e][:, cols]
+        torch.testing.assert_close(block.min(0).values, torch.full((len(cols),), -1.0, dtype=torch.float64))
+        torch.testing.assert_close(block.max(0).values, torch.full((len(cols),), 1.0, dtype=torch.float64))
+    assert "scaler.weight" in sf.state_dict()

@@ -321,6 +321,19 @@ class SymmetryFunctionSpec:
         )
 
     @classmethod
+    def default(cls, elements, cutoff: float = 5.0, radial_count: int = 8,
+                angular_count: int = 3, zetas=(1, 4), kind: str = "G5") -> "SymmetryFunctionSpec":
+        """A general-purpose set: shifted radial Gaussians from 0.5 Å to r_c and wide (G5)
+        angular terms on a centred η grid, ζ in ``zetas``, λ = ±1, for every element and
+        element pair."""
+        return cls.from_dict({
+            "elements": list(elements), "cutoff": cutoff, "cutoff_function": "poly2",
+            "radial": [{"grid": {"count": radial_count, "mode": "shift", "r_lower": 0.5}}],
+            "angular": [{"kind": kind, "zetas": list(zetas), "lambdas": [-1, 1],
+                         "grid": {"count": angular_count, "mode": "center", "r_lower": 1.0}}],
+        })
+
+    @classmethod
     def from_yaml(cls, path) -> "SymmetryFunctionSpec":
         import yaml
 

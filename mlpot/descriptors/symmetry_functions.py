@@ -17,12 +17,15 @@ Forces and stress follow from autograd through step 1.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
 from ..neighbours import edge_vectors, triplets_from_pairs
 from .cutoffs import cutoff_function
-from .parameters import AngularTerm, RadialTerm, SymmetryFunctionSpec
+from .parameters import RadialTerm, SymmetryFunctionSpec
+from .scaling import FeatureScaler, FeatureStatistics
 
 __all__ = ["SymmetryFunctions"]
 
@@ -41,6 +44,9 @@ class SymmetryFunctions(nn.Module):
     element e uses columns ``0 .. n_features[e]−1`` (the rest are zero). Units: G2 counts
     neighbours (dimensionless); η in Å⁻², distances in Å.
 
+    Calling the module on a batch returns scaled features once a scaler is fitted
+    (:meth:`fit_scaling`) or attached; :meth:`compute` always returns raw values.
+
     Args:
         spec: the resolved parameter set (see :class:`SymmetryFunctionSpec`).
     """
@@ -48,6 +54,7 @@ class SymmetryFunctions(nn.Module):
     def __init__(self, spec: SymmetryFunctionSpec):
         super().__init__()
         self.spec = spec
+        self.scaler: FeatureScaler | None = None
         self.elements = tuple(spec.elements)
         n_el = len(self.elements)
         self.n_elements = n_el
@@ -149,22 +156,41 @@ class SymmetryFunctions(nn.Module):
             )
         return species
 
-    def forward(self, batch) -> torch.Tensor:
+    def forward(self, batch, scaled: bool = True) -> torch.Tensor:
         """Descriptors of an :class:`~mlpot.data.AtomsBatch` (pairs are built if missing).
+
+        Args:
+            batch: the structures.
+            scaled: apply the fitted scaler, if there is one.
 
         Returns:
             (N, F) symmetry-function values.
         """
         if batch.edge_index is None or batch.cutoff is None or batch.cutoff < self.cutoff:
             batch = batch.with_neighbours(self.cutoff)
-        return self.compute(
-            batch.positions,
-            self.species(batch.numbers),
-            batch.cell,
-            batch.system_idx,
-            batch.edge_index,
-            batch.edge_shift,
-        )
+        species = self.species(batch.numbers)
+        raw = self.compute(batch.positions, species, batch.cell, batch.system_idx,
+                           batch.edge_index, batch.edge_shift)
+        return self.scale(raw, species) if scaled else raw
+
+    def scale(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Apply the scaler (identity when none is fitted). features (N, F), species (N,)."""
+        return features if self.scaler is None else self.scaler(features, species)
+
+    @torch.no_grad()
+    def statistics(self, batches: Iterable) -> FeatureStatistics:
+        """Per-element statistics of the raw descriptors over an iterable of batches."""
+        stats = FeatureStatistics(self.n_elements, self.n_features_per_element)
+        for batch in batches:
+            stats.update(self(batch, scaled=False), self.species(batch.numbers))
+        return stats
+
+    def fit_scaling(self, batches: Iterable, mode: str = "scale_center",
+                    s_min: float = 0.0, s_max: float = 1.0) -> FeatureScaler:
+        """Fit and attach a per-element scaler from (training) batches; returns it."""
+        scaler = FeatureScaler.from_statistics(self.statistics(batches), mode, s_min, s_max)
+        self.scaler = scaler.to(self.species_of_number.device)
+        return self.scaler
 
     def compute(
         self,

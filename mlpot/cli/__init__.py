@@ -1,0 +1,43 @@
+"""The ``mlpot`` command line: thin commands that parse, load and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import describe
+
+COMMANDS = {"describe": describe}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="mlpot", description="Behler–Parrinello ML potentials")
+    parser.add_argument("--version", action="version", version=f"mlpot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input, with a one-line reason)."""
+    from ..data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"mlpot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlpot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
