@@ -188,7 +188,12 @@ class SymmetryFunctions(nn.Module):
     def fit_scaling(self, batches: Iterable, mode: str = "scale_center",
                     s_min: float = 0.0, s_max: float = 1.0) -> FeatureScaler:
         """Fit and attach a per-element scaler from (training) batches; returns it."""
-        scaler = FeatureScaler.from_statistics(self.statistics(batches), mode, s_min, s_max)
+        stats = self.statistics(batches)
+        missing = [el for el, n in zip(self.elements, stats.count.tolist()) if n == 0]
+        if missing:
+            raise ValueError(f"no atoms of element(s) {missing} in the data used to fit the "
+                             "descriptor scaling; every element of the model must occur there")
+        scaler = FeatureScaler.from_statistics(stats, mode, s_min, s_max)
         self.scaler = scaler.to(self.species_of_number.device)
         return self.scaler
 

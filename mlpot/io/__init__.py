@@ -1,0 +1,5 @@
+"""Model files (and, later, n2p2 potentials)."""
+
+from .model_file import FORMAT_VERSION, ModelFileError, load_model, save_model
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load_model", "save_model"]

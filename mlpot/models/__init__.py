@@ -1,0 +1,20 @@
+"""Per-element atomic networks of free depth and the potential built from them."""
+
+from .blocks import ACTIVATIONS, BLOCKS
+from .depth import DropPath, survival_probabilities
+from .elementwise import ElementNetworks
+from .init import INITS
+from .mlp import AtomicMLP, NetworkConfig
+from .potential import Potential
+
+__all__ = [
+    "ACTIVATIONS",
+    "AtomicMLP",
+    "BLOCKS",
+    "DropPath",
+    "ElementNetworks",
+    "INITS",
+    "NetworkConfig",
+    "Potential",
+    "survival_probabilities",
+]

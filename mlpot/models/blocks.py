@@ -1,0 +1,79 @@
+"""Activations and hidden-layer blocks, each a small registry.
+
+A hidden block maps width ``d_in`` to ``d_out``:
+
+* ``plain``:    h' = σ(W h + b)
+* ``residual``: h' = P h + DropPath(σ(W h + b)), with P the identity when d_in = d_out and
+  a bias-free linear projection otherwise (He et al. 2016). With ``zero_init`` the branch's
+  W starts at zero so every block starts as (projected) identity; σ(0) = 0 for every
+  activation here, so the branch output starts at exactly zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .depth import DropPath
+from .init import initialise_linear
+
+__all__ = ["ACTIVATIONS", "BLOCKS", "activation", "PlainBlock", "ResidualBlock"]
+
+
+class ShiftedSoftplus(nn.Module):
+    """ssp(x) = softplus(x) − ln 2 (SchNet), zero at the origin."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x) - math.log(2.0)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "shifted_softplus": ShiftedSoftplus,
+    "silu": nn.SiLU,
+    "celu": nn.CELU,
+    "gelu": nn.GELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, d_in: int, d_out: int, act: str, init: str, **_: object):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.act = activation(act)
+        initialise_linear(self.linear, init, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.linear(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
+                 survival: float = 1.0):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.act = activation(act)
+        initialise_linear(self.linear, init, act)
+        if zero_init:
+            nn.init.zeros_(self.linear.weight)
+        self.project = None
+        if d_in != d_out:
+            self.project = nn.Linear(d_in, d_out, bias=False)
+            initialise_linear(self.project, init, "linear")
+        self.drop = DropPath(survival)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.project is None else self.project(x)
+        return skip + self.drop(self.act(self.linear(x)))
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"plain": PlainBlock, "residual": ResidualBlock}

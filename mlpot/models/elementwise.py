@@ -1,0 +1,44 @@
+"""Per-element routing: each element's atoms go through that element's network once."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .mlp import AtomicMLP, NetworkConfig
+
+__all__ = ["ElementNetworks"]
+
+
+class ElementNetworks(nn.Module):
+    """One :class:`AtomicMLP` per element.
+
+    Args:
+        elements: symbols, in species-index order.
+        n_features: descriptor length per element (its first columns are used).
+        config: the architecture shared by all elements.
+    """
+
+    def __init__(self, elements: Sequence[str], n_features: Sequence[int], config: NetworkConfig):
+        super().__init__()
+        self.elements = tuple(elements)
+        self.n_features = tuple(int(n) for n in n_features)
+        self.networks = nn.ModuleList(AtomicMLP(n, config) for n in self.n_features)
+
+    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,)."""
+        parts, where = [], []
+        for e, net in enumerate(self.networks):
+            idx = torch.nonzero(species == e).squeeze(1)
+            if idx.numel():
+                parts.append(net(features.index_select(0, idx)[:, : self.n_features[e]]))
+                where.append(idx)
+        if not parts:
+            return features.new_zeros(0)
+        values = torch.cat(parts)
+        return values.new_zeros(features.shape[0]).scatter(0, torch.cat(where), values)
+
+    def n_parameters(self) -> dict[str, int]:
+        return {el: sum(p.numel() for p in net.parameters()) for el, net in zip(self.elements, self.networks)}

@@ -1,0 +1,99 @@
+"""The atomic network: hidden blocks of free depth and width, then a linear readout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .blocks import ACTIVATIONS, BLOCKS
+from .depth import survival_probabilities
+from .init import INITS, initialise_linear
+
+__all__ = ["NetworkConfig", "AtomicMLP"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of every per-element network.
+
+    Attributes:
+        hidden: explicit hidden widths, e.g. ``[64, 64, 64]``; overrides depth/width.
+        depth: number of hidden layers (used when ``hidden`` is not given).
+        width: width of each hidden layer (used when ``hidden`` is not given).
+        activation: one of :data:`~mlpot.models.blocks.ACTIVATIONS`.
+        block: ``plain`` or ``residual`` (see :data:`~mlpot.models.blocks.BLOCKS`).
+        init: weight initialisation scheme (see :data:`~mlpot.models.init.INITS`).
+        zero_init_residual: start each residual branch at zero (block = identity).
+        survival: stochastic depth, survival probability of the last residual block,
+            decaying linearly from 1 (1 = off; residual blocks only).
+        checkpointing: recompute block activations in backward to save memory.
+    """
+
+    hidden: tuple[int, ...] | None = None
+    depth: int = 2
+    width: int = 32
+    activation: str = "tanh"
+    block: str = "plain"
+    init: str = "xavier_uniform"
+    zero_init_residual: bool = False
+    survival: float = 1.0
+    checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hidden is not None:
+            if len(self.hidden) == 0 or any(int(w) < 1 for w in self.hidden):
+                raise ValueError(f"model.hidden must be a non-empty list of positive widths, got {self.hidden}")
+            object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        elif self.depth < 1 or self.width < 1:
+            raise ValueError(f"model.depth and model.width must be >= 1, got {self.depth}, {self.width}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation {self.activation!r} unknown; choose one of {sorted(ACTIVATIONS)}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"model.block {self.block!r} unknown; choose one of {sorted(BLOCKS)}")
+        if self.init not in INITS:
+            raise ValueError(f"model.init {self.init!r} unknown; choose one of {sorted(INITS)}")
+        if not 0.0 < self.survival <= 1.0:
+            raise ValueError(f"model.survival must be in (0, 1], got {self.survival}")
+        if self.survival < 1.0 and self.block != "residual":
+            raise ValueError("model.survival < 1 (stochastic depth) needs block: residual")
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return self.hidden if self.hidden is not None else (self.width,) * self.depth
+
+
+class AtomicMLP(nn.Module):
+    """Descriptor (n, d_in) → atomic energy contribution (n,).
+
+    Args:
+        d_in: descriptor length of this element.
+        config: the architecture.
+    """
+
+    def __init__(self, d_in: int, config: NetworkConfig):
+        super().__init__()
+        sizes: Sequence[int] = (d_in, *config.hidden_sizes)
+        n_blocks = len(sizes) - 1
+        survival = survival_probabilities(n_blocks, config.survival)
+        self.blocks = nn.ModuleList(
+            BLOCKS[config.block](sizes[k], sizes[k + 1], act=config.activation, init=config.init,
+                                 zero_init=config.zero_init_residual, survival=survival[k])
+            for k in range(n_blocks)
+        )
+        self.readout = nn.Linear(sizes[-1], 1)
+        initialise_linear(self.readout, config.init, "linear")
+        self.checkpointing = config.checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # Non-reentrant checkpointing: the reentrant form breaks the double backward
+                # of force training.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.readout(x).squeeze(-1)

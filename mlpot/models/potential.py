@@ -1,0 +1,163 @@
+"""The potential: descriptors → scaling → per-element networks → energy, forces, stress.
+
+E = Σ_i [e_ref(Z_i) + s · NN_{Z_i}(G̃_i)], with per-element reference energies e_ref fitted by
+least squares on the training energies (so networks learn only the remainder), a global
+energy scale s (eV) from the training forces, and G̃ the scaled descriptors. Forces are
+F = −∂E/∂R and stress σ = (1/V) ∂E/∂ε (ASE convention, eV/Å³), both by autograd; the strain
+ε acts on positions and cell together.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..descriptors import SymmetryFunctions, SymmetryFunctionSpec
+from .elementwise import ElementNetworks
+from .mlp import NetworkConfig
+
+__all__ = ["Potential"]
+
+
+class Potential(nn.Module):
+    """A Behler–Parrinello potential.
+
+    Args:
+        spec: the symmetry functions.
+        config: the per-element network architecture.
+    """
+
+    def __init__(self, spec: SymmetryFunctionSpec, config: NetworkConfig):
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        self.descriptor = SymmetryFunctions(spec)
+        self.networks = ElementNetworks(spec.elements, self.descriptor.n_features_per_element, config)
+        self.register_buffer("reference_energies", torch.zeros(len(spec.elements), dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return self.descriptor.elements
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.networks.parameters()).dtype
+
+    @property
+    def cutoff(self) -> float:
+        return self.descriptor.cutoff
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save(self, path, metadata: dict | None = None) -> None:
+        """Write this model to one file (see :mod:`mlpot.io.model_file`)."""
+        from ..io import save_model
+
+        save_model(self, path, metadata)
+
+    # ------------------------------------------------------------------ data-derived set-up
+    @torch.no_grad()
+    def fit_to_data(self, batches: Sequence, scaling: str = "scale_center",
+                    scaling_range: tuple[float, float] = (-1.0, 1.0)) -> dict:
+        """Fit descriptor scaling, reference energies and energy scale on training batches.
+
+        Reference energies: least squares of E_total ≈ Σ_e n_e e_ref(e) (minimum-norm when
+        compositions are collinear). Energy scale: RMS of the reference force components,
+        or, without forces, the standard deviation of the per-atom residual energy.
+
+        Returns:
+            a summary dict (reference energies per element, scale, residual RMSE per atom).
+        """
+        self.descriptor.fit_scaling(batches, scaling, *scaling_range)
+        n_el = len(self.elements)
+        counts, energies, n_atoms, forces = [], [], [], []
+        for b in batches:
+            t = b.targets
+            species = self.descriptor.species(b.numbers)
+            c = torch.zeros(b.n_systems, n_el, dtype=torch.float64, device=species.device)
+            c.index_put_((b.system_idx, species), torch.ones_like(species, dtype=torch.float64), accumulate=True)
+            keep = t.has_energy
+            counts.append(c[keep].cpu())
+            energies.append(t.energy[keep].double().cpu())
+            n_atoms.append(b.n_atoms[keep].double().cpu())
+            has_f = t.has_forces[b.system_idx]
+            forces.append(t.forces[has_f].double().cpu())
+        counts, energies, n_atoms = torch.cat(counts), torch.cat(energies), torch.cat(n_atoms)
+        forces = torch.cat(forces)
+        summary: dict = {}
+        if len(energies):
+            ref, *_ = np.linalg.lstsq(counts.numpy(), energies.numpy(), rcond=None)
+            self.reference_energies.copy_(torch.as_tensor(ref))
+            residual = (energies - counts @ torch.as_tensor(ref)) / n_atoms
+            summary["residual_rmse_per_atom"] = float(residual.pow(2).mean().sqrt())
+        if forces.numel():
+            scale = float(forces.pow(2).mean().sqrt())
+        elif len(energies) > 1:
+            scale = float(residual.std())
+        else:
+            scale = 1.0
+        self.energy_scale.fill_(scale if scale > 0 else 1.0)
+        summary["reference_energies"] = dict(zip(self.elements, self.reference_energies.tolist()))
+        summary["energy_scale"] = float(self.energy_scale)
+        return summary
+
+    # ------------------------------------------------------------------ evaluation
+    def forward(self, batch, forces: bool = True, stress: bool = False,
+                create_graph: bool | None = None) -> dict[str, torch.Tensor]:
+        """Energies (and optionally forces and stress) of a batch.
+
+        Args:
+            batch: an :class:`~mlpot.data.AtomsBatch` (neighbour pairs are built if absent).
+            forces: compute forces.
+            stress: compute stress (NaN for structures that are not periodic in 3D).
+            create_graph: keep the graph of the derivatives (needed to train on forces);
+                defaults to ``self.training``.
+
+        Returns:
+            ``energy`` (B,) eV, ``atomic_energies`` (N,) eV, and if asked ``forces``
+            (N, 3) eV/Å, ``stress`` (B, 3, 3) eV/Å³.
+        """
+        if batch.edge_index is None or batch.cutoff is None or batch.cutoff < self.cutoff:
+            batch = batch.with_neighbours(self.cutoff)
+        if batch.dtype != self.dtype:  # compute in the model's precision
+            batch = batch.to(dtype=self.dtype)
+        create_graph = self.training if create_graph is None else create_graph
+        need_grad = forces or stress
+        leaf = batch.positions
+        if need_grad and not leaf.requires_grad:
+            leaf = leaf.detach().requires_grad_(True)
+        positions, cell, strain = leaf, batch.cell, None
+        if stress:
+            # Homogeneous strain of atoms and cell together: r → r(1 + ε), h → h(1 + ε).
+            strain = torch.zeros_like(cell).requires_grad_(True)
+            positions = leaf + torch.einsum("ni,nij->nj", leaf, strain[batch.system_idx])
+            cell = cell + cell @ strain
+        with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+            species = self.descriptor.species(batch.numbers)
+            raw = self.descriptor.compute(positions, species, cell, batch.system_idx,
+                                          batch.edge_index, batch.edge_shift)
+            features = self.descriptor.scale(raw, species)
+            dtype = features.dtype
+            atomic = (self.reference_energies.to(dtype)[species]
+                      + self.energy_scale.to(dtype) * self.networks(features, species))
+            energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
+        out = {"energy": energy, "atomic_energies": atomic}
+        if not need_grad:
+            return out
+        wrt = [leaf] + ([strain] if strain is not None else [])
+        grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+        if forces:
+            out["forces"] = -grads[0]
+        if strain is not None:
+            volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1)
+            sigma = grads[1] / volume
+            sigma = 0.5 * (sigma + sigma.transpose(1, 2))
+            periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
+            out["stress"] = torch.where(periodic, sigma, torch.full_like(sigma, float("nan")))
+        return out
