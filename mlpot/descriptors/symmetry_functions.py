@@ -285,10 +285,11 @@ class SymmetryFunctions(nn.Module):
         return out.view(n_atoms, self.n_elements * self.n_radial)
 
     def _angular(self, vec, dist, centre, neighbour, species, n_atoms) -> torch.Tensor:
-        # Only pairs inside the angular cutoff can form triplets (a shorter angular cutoff,
-        # as in ANI, shrinks the triplet count quadratically).
-        if self.angular_cutoff < self.cutoff:
-            keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
+        # Only pairs inside the angular cutoff can form triplets: a shorter angular cutoff
+        # (as in ANI) or a Verlet skin on the pair list would otherwise add triplets that
+        # contribute exact zeros, quadratically many.
+        keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
+        if keep.shape[0] < dist.shape[0]:
             vec, dist, centre, neighbour = vec[keep], dist[keep], centre[keep], neighbour[keep]
         first, second = triplets_from_pairs(centre, n_atoms)
         # index_select rather than fancy indexing: its backward is a fast index_add.

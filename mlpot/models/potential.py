@@ -108,8 +108,12 @@ class Potential(nn.Module):
 
     # ------------------------------------------------------------------ evaluation
     def forward(self, batch, forces: bool = True, stress: bool = False,
-                create_graph: bool | None = None) -> dict[str, torch.Tensor]:
+                create_graph: bool | None = None,
+                descriptors: bool = False) -> dict[str, torch.Tensor]:
         """Energies (and optionally forces and stress) of a batch.
+
+        The pair list may extend beyond the cutoff (a Verlet skin): such pairs contribute
+        exact zeros.
 
         Args:
             batch: an :class:`~mlpot.data.AtomsBatch` (neighbour pairs are built if absent).
@@ -117,10 +121,12 @@ class Potential(nn.Module):
             stress: compute stress (NaN for structures that are not periodic in 3D).
             create_graph: keep the graph of the derivatives (needed to train on forces);
                 defaults to ``self.training``.
+            descriptors: also return the raw descriptors (for extrapolation checks).
 
         Returns:
             ``energy`` (B,) eV, ``atomic_energies`` (N,) eV, and if asked ``forces``
-            (N, 3) eV/Å, ``stress`` (B, 3, 3) eV/Å³.
+            (N, 3) eV/Å, ``stress`` (B, 3, 3) eV/Å³, ``descriptors`` (N, F) raw
+            (unscaled) symmetry functions, detached.
         """
         if batch.edge_index is None or batch.cutoff is None or batch.cutoff < self.cutoff:
             batch = batch.with_neighbours(self.cutoff)
@@ -147,6 +153,8 @@ class Potential(nn.Module):
                       + self.energy_scale.to(dtype) * self.networks(features, species))
             energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
+        if descriptors:
+            out["descriptors"] = raw.detach()
         if not need_grad:
             return out
         wrt = [leaf] + ([strain] if strain is not None else [])
