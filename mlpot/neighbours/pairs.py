@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import vesin
+import vesin.torch as vesin_torch
 
 __all__ = ["neighbour_pairs", "structure_pairs", "check_cutoff"]
 
@@ -57,7 +58,8 @@ def structure_pairs(
 def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbour pairs of every structure of a batch, in flat (batch-wide) atom indices.
 
-    The list is built on the CPU by vesin (float64) and moved to the batch's device.
+    Built by vesin's torch interface on the batch's own device (its CUDA kernels on a GPU),
+    so MD on a GPU never copies positions to the host to rebuild a list.
 
     Args:
         batch: an :class:`~mlpot.data.AtomsBatch`.
@@ -67,21 +69,25 @@ def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
         edge_index (2, P) long, sorted by centre; edge_shift (P, 3) in the batch dtype.
     """
     cutoff = check_cutoff(cutoff)
-    positions = batch.positions.detach().cpu().double().numpy()
-    cells = batch.cell.detach().cpu().double().numpy()
-    pbcs = batch.pbc.cpu().numpy()
-    counts = batch.n_atoms.cpu().numpy()
-    offsets = np.concatenate([[0], np.cumsum(counts)])
+    device = batch.device
+    # vesin computes in float64 (float32 positions would shift pairs at the cutoff).
+    positions = batch.positions.detach().to(torch.float64)
+    cells = batch.cell.detach().to(torch.float64)
+    counts = batch.n_atoms.tolist()
+    offsets = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    nl = vesin_torch.NeighborList(cutoff=cutoff, full_list=False)
     all_i, all_j, all_s = [], [], []
-    for b in range(len(counts)):
-        lo, hi = offsets[b], offsets[b + 1]
-        i, j, s = structure_pairs(positions[lo:hi], cells[b], pbcs[b], cutoff)
-        all_i.append(i + lo)
-        all_j.append(j + lo)
-        all_s.append(s)
-    edge_index = torch.from_numpy(np.stack([np.concatenate(all_i), np.concatenate(all_j)]))
-    edge_shift = torch.from_numpy(np.concatenate(all_s))
-    return (
-        edge_index.to(batch.device),
-        edge_shift.to(device=batch.device, dtype=batch.dtype),
-    )
+    for b, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+        pbc = batch.pbc[b]
+        box = cells[b] if bool(pbc.any()) else torch.zeros_like(cells[b])
+        i, j, s = nl.compute(positions[lo:hi], box, pbc.to(device), quantities="ijS")
+        # Mirror the half list: both (i, j, S) and (j, i, −S) are needed as centres.
+        all_i += [i + lo, j + lo]
+        all_j += [j + lo, i + lo]
+        all_s += [s, -s]
+    centre, neighbour, shift = torch.cat(all_i), torch.cat(all_j), torch.cat(all_s)
+    order = torch.argsort(centre, stable=True)
+    edge_index = torch.stack([centre[order], neighbour[order]]).long()
+    return edge_index, shift[order].to(batch.dtype)
