@@ -12,8 +12,6 @@ from mlpot.descriptors import SymmetryFunctions, SymmetryFunctionSpec
 from mlpot.testing import assert_gradient_matches_fd, random_rotation
 from structures_for_tests import ethanol, nacl_crystal, sic_tiny_cell, slab, water_box
 
-torch.set_default_dtype(torch.float64)
-
 
 def descriptor(config: dict) -> SymmetryFunctions:
     return SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).double()
@@ -254,7 +252,7 @@ def test_descriptor_value_and_slope_continuous_at_cutoff(name):
     from ase import Atoms
 
     def value_and_slope(r):
-        pos = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], requires_grad=True)
+        pos = torch.tensor([[0.0, 0.0, 0.0], [r, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
         batch = collate([Atoms("O2", positions=pos.detach().numpy())], labels=False)
         batch = batch.with_neighbours(rc + 1.0)
         g = sf.compute(pos, sf.species(batch.numbers), batch.cell, batch.system_idx,

@@ -61,12 +61,15 @@ def test_langevin_reaches_target_temperature_per_replica():
         for p in model.networks.parameters():
             p.zero_()
     structures = [start(s) for s in range(2)]
+    # Strong friction (velocity correlation time 0.5 fs = 10 steps): the 300 steps after
+    # burn-in hold ~30 independent samples of 36 degrees of freedom each, so the mean
+    # temperature is within ~4% (1σ) of the bath; 15% is a 3.5σ bound.
     engine = BatchedMD(model, structures, ensemble="nvt", timestep_fs=0.05,
-                       temperature_K=[200.0, 800.0], friction_per_fs=0.5, seed=1)
+                       temperature_K=[200.0, 800.0], friction_per_fs=2.0, seed=1)
     temps = []
-    engine.run(300, callback=lambda e: temps.append(e.temperature().cpu().numpy()), every=1)
+    engine.run(400, callback=lambda e: temps.append(e.temperature().cpu().numpy()), every=1)
     mean = np.mean(temps[100:], axis=0)
-    assert mean[0] == pytest.approx(200, rel=0.2) and mean[1] == pytest.approx(800, rel=0.2)
+    assert mean[0] == pytest.approx(200, rel=0.15) and mean[1] == pytest.approx(800, rel=0.15)
     assert mean[1] > 2.5 * mean[0]
 
 

@@ -223,3 +223,15 @@ def test_unknown_element_in_structure_is_named(model):
 
     with pytest.raises(ValueError, match=r"\['Cu'\] not known"):
         model(collate([bulk("Cu", "fcc", 3.6)]))
+
+
+def test_stress_training_on_a_mixed_open_and_periodic_batch_has_finite_gradients(model):
+    open_molecule = water_box(seed=9)[:6]
+    open_molecule.pbc, open_molecule.cell = False, [0, 0, 0]
+    batch = collate([water_box(seed=1), open_molecule])
+    trainable = make_model(NetworkConfig(depth=2, width=8)).train()
+    out = trainable(batch, stress=True, create_graph=True)
+    assert torch.isnan(out["stress"][1]).all() and torch.isfinite(out["stress"][0]).all()
+    loss = out["stress"][0].pow(2).sum() + out["forces"].pow(2).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in trainable.parameters() if p.grad is not None)

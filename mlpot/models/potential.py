@@ -163,9 +163,12 @@ class Potential(nn.Module):
         if forces:
             out["forces"] = -grads[0]
         if strain is not None:
+            periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
+            # Open structures have no volume: divide by 1 there (and mask below) so the
+            # double backward of stress training never sees 0/0.
             volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1)
+            volume = torch.where(periodic, volume, torch.ones_like(volume))
             sigma = grads[1] / volume
             sigma = 0.5 * (sigma + sigma.transpose(1, 2))
-            periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
             out["stress"] = torch.where(periodic, sigma, torch.full_like(sigma, float("nan")))
         return out

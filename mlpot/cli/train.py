@@ -1,0 +1,47 @@
+"""Train a potential from a YAML config.
+
+The run folder (default ``runs/<config name>``) receives config.yaml, split.json,
+metrics.csv, last.pt, best.pt, model.pt (the best model, for ``mlpot.load``) and, with a
+test set, test_metrics.json. ``--set key.path=value`` overrides config entries (values are
+YAML), e.g. ``--set training.epochs=5 model.hidden=[64,64]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "train a potential from a YAML config"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config (YAML)")
+    parser.add_argument("--out", help="run folder (default: runs/<config stem>)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh even if <out> already holds a run")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                        metavar="KEY=VALUE", help="override a config entry, e.g. training.epochs=5")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig, TrainingError, train
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    config = TrainConfig.from_yaml(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    try:
+        result = train(config, out, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+    except TrainingError as exc:
+        print(f"mlpot train: training stopped: {exc}", file=sys.stderr)
+        return 1
+    best = result["best_epoch"]
+    print(f"model (best epoch {best}): {out / 'model.pt'}")
+    print(f"metrics: {out / 'metrics.csv'}")
+    if result["test"] is not None:
+        print(f"test metrics: {out / 'test_metrics.json'}")
+    return 0

@@ -1,0 +1,344 @@
+"""The training configuration: YAML → nested frozen dataclasses, with command-line overrides.
+
+A config file has the sections below; every key is optional except ``data.train``, and an
+unknown key anywhere is an error that names it::
+
+    data:       {train: train.extxyz, test: null, format: null, val_fraction: 0.1,
+                 split_seed: 0, split_file: null, read_options: {}}
+    descriptor: null            # a SymmetryFunctionSpec mapping; null → the default set
+    descriptor_cutoff: 5.0      # Å, cutoff of the default set (ignored with a descriptor)
+    model:      {depth: 2, width: 32, activation: tanh, ...}   # NetworkConfig
+    scaling:    {mode: scale_center, range: [-1, 1]}
+    loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0}
+    optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0}
+    schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
+                 min_lr: 0.0}
+    training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
+                 early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
+                 checkpoint_every: 1}
+
+Overrides are ``key.path=value`` strings whose value is parsed as YAML
+(``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+import yaml
+
+from ..config import ConfigError, from_dict, to_dict
+from ..descriptors import SymmetryFunctionSpec
+from ..descriptors.scaling import SCALING_MODES
+from ..models import NetworkConfig
+
+__all__ = [
+    "DataConfig", "ScalingConfig", "LossConfig", "OptimizerConfig", "ScheduleConfig",
+    "TrainingOptions", "TrainConfig", "apply_overrides",
+]
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the structures come from and how they are split.
+
+    Attributes:
+        train: dataset file (any format :func:`mlpot.data.read` knows); split into train
+            and validation.
+        test: optional separate test set, evaluated once with the best model at the end.
+        format: reader format for both files (guessed from the names when ``None``).
+        val_fraction: fraction of ``train`` held out for validation (model selection).
+        split_seed: seed of the random split.
+        split_file: a split written by :meth:`mlpot.data.Split.save`; replaces the
+            random split (its test indices, if any, are evaluated at the end).
+        read_options: extra options for the reader (e.g. ``{stress_order: ...}``).
+    """
+
+    train: str
+    test: str | None = None
+    format: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    split_file: str | None = None
+    read_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            _fail("data.train", "a dataset path is required")
+        if not 0.0 <= self.val_fraction < 1.0:
+            _fail("data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Descriptor scaling (see :mod:`mlpot.descriptors.scaling`); ``range`` is [S_min, S_max]."""
+
+    mode: str = "scale_center"
+    range: tuple[float, float] = (-1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.mode not in SCALING_MODES:
+            _fail("scaling.mode", f"{self.mode!r} unknown; choose one of {list(SCALING_MODES)}")
+        if len(self.range) != 2 or not self.range[0] < self.range[1]:
+            _fail("scaling.range", f"must be [min, max] with min < max, got {list(self.range)}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss terms.
+
+    L = w_E·⟨(ΔE/n_atoms)²⟩ [eV²] + w_F·⟨ΔF_α²⟩ [(eV/Å)², per component]
+    + w_σ·⟨Δσ_αβ²⟩ [(eV/Å³)², per component]; each mean runs over labelled items only.
+    """
+
+    energy_weight: float = 1.0
+    forces_weight: float = 10.0
+    stress_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value >= 0):
+                _fail(f"loss.{f.name}", f"must be a finite number >= 0, got {value}")
+        if self.energy_weight == self.forces_weight == self.stress_weight == 0:
+            _fail("loss", "all weights are zero; nothing would be trained")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam or AdamW; ``lr`` is the peak learning rate (after warm-up)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            _fail("optimizer.lr", f"must be > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            _fail("optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule after a linear warm-up of ``warmup_epochs``.
+
+    Attributes:
+        name: ``none`` (constant), ``plateau`` (× ``factor`` after ``patience`` epochs
+            without validation improvement), ``cosine`` (to ``min_lr`` at the last epoch),
+            ``exponential`` (× ``gamma`` per epoch).
+        warmup_epochs: epochs of linear warm-up from ~0 to ``optimizer.lr`` (per step).
+        factor, patience: of ``plateau``.
+        gamma: of ``exponential``.
+        min_lr: floor of every schedule.
+    """
+
+    name: Literal["none", "plateau", "cosine", "exponential"] = "none"
+    warmup_epochs: int = 0
+    factor: float = 0.5
+    patience: int = 10
+    gamma: float = 0.99
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0:
+            _fail("schedule.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        if not 0.0 < self.factor < 1.0:
+            _fail("schedule.factor", f"must be in (0, 1), got {self.factor}")
+        if self.patience < 0:
+            _fail("schedule.patience", f"must be >= 0, got {self.patience}")
+        if not 0.0 < self.gamma <= 1.0:
+            _fail("schedule.gamma", f"must be in (0, 1], got {self.gamma}")
+        if not (math.isfinite(self.min_lr) and self.min_lr >= 0):
+            _fail("schedule.min_lr", f"must be >= 0, got {self.min_lr}")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The loop.
+
+    Attributes:
+        epochs: total number of epochs (a resumed run continues up to this number).
+        batch_size: structures per optimiser step.
+        seed: seeds weight initialisation, shuffling and stochastic depth.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
+        dtype: ``float32`` or ``float64`` for weights and computation.
+        early_stopping_patience: stop after this many epochs without validation
+            improvement (0 = off).
+        ema_decay: exponential moving average of the weights, used for validation and
+            the saved model (0 = off; e.g. 0.99).
+        grad_clip: clip the total gradient norm to this value (0 = off).
+        checkpoint_every: write ``last.pt`` every this many epochs (and at the end).
+    """
+
+    epochs: int = 100
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    early_stopping_patience: int = 0
+    ema_decay: float = 0.0
+    grad_clip: float = 0.0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            _fail("training.epochs", f"must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            _fail("training.batch_size", f"must be >= 1, got {self.batch_size}")
+        if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
+            _fail("training.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        if self.early_stopping_patience < 0:
+            _fail("training.early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            _fail("training.ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            _fail("training.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        if self.checkpoint_every < 1:
+            _fail("training.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A complete, resolved training configuration (see the module docstring)."""
+
+    data: DataConfig
+    descriptor: dict[str, Any] | None = None
+    descriptor_cutoff: float = 5.0
+    model: NetworkConfig = field(default_factory=NetworkConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.descriptor_cutoff) and self.descriptor_cutoff > 0):
+            _fail("descriptor_cutoff", f"must be a positive distance in Å, got {self.descriptor_cutoff}")
+        # A descriptor naming its elements is checked whole now; one without them gets the
+        # elements of the training data, so only its keys can be checked before the run.
+        if self.descriptor is not None:
+            allowed = {f.name for f in fields(SymmetryFunctionSpec)}
+            unknown = sorted(set(self.descriptor) - allowed)
+            if unknown:
+                raise ConfigError(f"unknown config key(s): {', '.join('descriptor.' + k for k in unknown)}; "
+                                  f"allowed in 'descriptor': {sorted(allowed)}")
+            if "elements" in self.descriptor:
+                self.descriptor_spec(self.descriptor["elements"])
+
+    def descriptor_spec(self, elements) -> SymmetryFunctionSpec:
+        """The symmetry functions: ``descriptor`` (its elements default to ``elements``) or
+        the default set for ``elements`` at ``descriptor_cutoff``."""
+        if self.descriptor is None:
+            return SymmetryFunctionSpec.default(list(elements), cutoff=self.descriptor_cutoff)
+        spec = {"elements": list(elements), **self.descriptor}
+        try:
+            return SymmetryFunctionSpec.from_dict(spec)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"descriptor: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TrainConfig":
+        """Build from a mapping; unknown keys and bad values raise :class:`ConfigError`."""
+        section = (data or {}).get("data")
+        if not isinstance(section, dict) or "train" not in section:
+            raise ConfigError("data.train: required (the training dataset path)")
+        return from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
+        """Read a YAML config and apply ``key.path=value`` overrides.
+
+        Relative data paths that do not exist from the working directory but do from the
+        config file's folder are taken from there (so a config beside its data works from
+        anywhere); the saved ``config.yaml`` holds the resolved paths.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such config file: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        data = apply_overrides(data, overrides)
+        section = data.get("data")
+        if isinstance(section, dict):
+            for key in ("train", "test", "split_file"):
+                value = section.get(key)
+                if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+                    beside = path.parent / value
+                    if beside.exists():
+                        section[key] = str(beside)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict; ``TrainConfig.from_dict(cfg.to_dict()) == cfg``."""
+        return to_dict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.path=value`` overrides applied.
+
+    Keys are checked against :class:`TrainConfig` as they are walked, so a typo is reported
+    as such (``training.epoch``) rather than as a later, vaguer error. Free-form mappings
+    (``descriptor``, ``data.read_options``) accept any key.
+
+    Raises:
+        ConfigError: naming the override and the key for a malformed override, an unknown
+            key, or a path through a value that is not a mapping.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        parts = key.split(".")
+        node, tp = data, TrainConfig
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[: depth + 1])
+            if tp is not None:
+                hints = get_type_hints(tp)
+                if part not in hints:
+                    raise ConfigError(f"override {item!r}: unknown config key {where!r}; "
+                                      f"allowed: {sorted(hints)}")
+                tp = _dataclass_of(hints[part])
+            if depth == len(parts) - 1:
+                node[part] = value
+                break
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {where} is {child!r}, not a section")
+            node = child
+    return data
+
+
+def _dataclass_of(tp) -> type | None:
+    """The dataclass inside an annotation (``X`` or ``X | None``), else ``None``."""
+    if is_dataclass(tp):
+        return tp
+    for arg in getattr(tp, "__args__", ()) or ():
+        if is_dataclass(arg):
+            return arg
+    return None

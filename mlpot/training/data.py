@@ -1,0 +1,157 @@
+"""Training data held as one pre-collated batch, with neighbour pairs built once.
+
+Positions never change during training, so the neighbour list of each structure is built
+once (by vesin, in :func:`~mlpot.data.collate`) and every mini-batch is cut out of the
+stored arrays by :func:`select`: atom and pair ranges are gathered and the pair indices
+re-offset, without calling the neighbour list again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+
+from ..data import AtomsBatch, Targets, collate
+
+__all__ = ["select", "concatenate", "BatchStore"]
+
+
+def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenation of ``arange(s, s + c)`` for each (s, c): (sum(counts),) long."""
+    total = int(counts.sum())
+    if total == 0:
+        return starts.new_zeros(0)
+    ends = torch.cumsum(counts, 0)
+    # Position k of the output belongs to range r(k); value = starts[r] + (k - ends[r] + counts[r]).
+    return torch.repeat_interleave(starts - (ends - counts), counts, output_size=total) + \
+        torch.arange(total, device=starts.device)
+
+
+def _edge_counts(batch: AtomsBatch) -> torch.Tensor:
+    """(B,) number of pairs of each structure (pairs are grouped by structure)."""
+    return torch.bincount(batch.system_idx[batch.edge_index[0]], minlength=batch.n_systems)
+
+
+def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor) -> AtomsBatch:
+    """The sub-batch of structures ``indices`` (in that order), neighbour pairs included.
+
+    Equal to ``collate([structures[k] for k in indices], cutoff)`` when ``batch`` is the
+    collated list of ``structures`` with pairs at ``cutoff``, but without rebuilding pairs.
+
+    Args:
+        batch: a batch with ``edge_index`` (pairs grouped by structure and sorted by
+            centre, as :func:`~mlpot.data.collate` makes them).
+        indices: (K,) structure indices into ``batch``; repeats allowed.
+    """
+    if batch.edge_index is None:
+        raise ValueError("select needs a batch with neighbour pairs (collate with a cutoff)")
+    idx = torch.as_tensor(indices, dtype=torch.long, device=batch.n_atoms.device)
+    n_atoms = batch.n_atoms
+    atom_start = torch.cumsum(n_atoms, 0) - n_atoms
+    edge_count = _edge_counts(batch)
+    edge_start = torch.cumsum(edge_count, 0) - edge_count
+    sel_atoms, sel_edges = n_atoms[idx], edge_count[idx]
+    atoms = _ranges(atom_start[idx], sel_atoms)
+    edges = _ranges(edge_start[idx], sel_edges)
+    new_start = torch.cumsum(sel_atoms, 0) - sel_atoms
+    offset = torch.repeat_interleave(new_start - atom_start[idx], sel_edges, output_size=edges.numel())
+    targets = None
+    if batch.targets is not None:
+        t = batch.targets
+        targets = Targets(energy=t.energy[idx], forces=t.forces[atoms], stress=t.stress[idx],
+                          has_energy=t.has_energy[idx], has_forces=t.has_forces[idx],
+                          has_stress=t.has_stress[idx])
+    return replace(
+        batch,
+        positions=batch.positions[atoms],
+        numbers=batch.numbers[atoms],
+        system_idx=torch.repeat_interleave(torch.arange(len(idx), device=idx.device), sel_atoms,
+                                           output_size=atoms.numel()),
+        cell=batch.cell[idx],
+        pbc=batch.pbc[idx],
+        n_atoms=sel_atoms,
+        edge_index=batch.edge_index[:, edges] + offset,
+        edge_shift=batch.edge_shift[edges],
+        targets=targets,
+    )
+
+
+def concatenate(batches: Sequence[AtomsBatch]) -> AtomsBatch:
+    """One batch of all structures of ``batches`` in order; pair indices re-offset.
+
+    All batches must have pairs at the same cutoff (or all none) and, if any has labels,
+    all must.
+    """
+    if not batches:
+        raise ValueError("nothing to concatenate")
+    cutoffs = {b.cutoff for b in batches}
+    if len(cutoffs) != 1:
+        raise ValueError(f"batches have different neighbour cutoffs {sorted(map(str, cutoffs))}")
+    atom_off = torch.cumsum(torch.tensor([0] + [b.positions.shape[0] for b in batches[:-1]]), 0).tolist()
+    sys_off = torch.cumsum(torch.tensor([0] + [b.n_systems for b in batches[:-1]]), 0).tolist()
+
+    def cat(name):
+        return torch.cat([getattr(b, name) for b in batches])
+
+    targets = None
+    if batches[0].targets is not None:
+        targets = Targets(**{f: torch.cat([getattr(b.targets, f) for b in batches])
+                             for f in ("energy", "forces", "stress", "has_energy", "has_forces", "has_stress")})
+    edge_index = edge_shift = None
+    if batches[0].edge_index is not None:
+        edge_index = torch.cat([b.edge_index + o for b, o in zip(batches, atom_off)], dim=1)
+        edge_shift = cat("edge_shift")
+    return AtomsBatch(
+        positions=cat("positions"), numbers=cat("numbers"),
+        system_idx=torch.cat([b.system_idx + o for b, o in zip(batches, sys_off)]),
+        cell=cat("cell"), pbc=cat("pbc"), n_atoms=cat("n_atoms"),
+        edge_index=edge_index, edge_shift=edge_shift, cutoff=batches[0].cutoff, targets=targets,
+    )
+
+
+class BatchStore:
+    """A labelled dataset collated once (on the CPU) with its neighbour pairs.
+
+    Args:
+        structures: labelled ``ase.Atoms`` (a list or any indexable sequence).
+        cutoff: neighbour-list radius, Å (the descriptor's largest cutoff).
+        dtype: floating dtype of positions, cells and labels.
+        chunk: structures collated per call (bounds the peak memory of collation).
+        progress: show a progress bar while building pairs.
+    """
+
+    def __init__(self, structures, cutoff: float, dtype: torch.dtype = torch.float64,
+                 chunk: int = 512, progress: bool = False):
+        from tqdm import tqdm
+
+        n = len(structures)
+        if n == 0:
+            raise ValueError("cannot store an empty dataset")
+        parts = []
+        for lo in tqdm(range(0, n, chunk), desc="neighbour lists", unit="chunk", disable=not progress,
+                       leave=False):
+            parts.append(collate([structures[k] for k in range(lo, min(n, lo + chunk))],
+                                 cutoff=cutoff, dtype=dtype))
+        self.data = parts[0] if len(parts) == 1 else concatenate(parts)
+        self.cutoff = cutoff
+
+    def __len__(self) -> int:
+        return self.data.n_systems
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        """(B,) atoms per structure."""
+        return self.data.n_atoms
+
+    def batch(self, indices: Sequence[int] | torch.Tensor, device=None) -> AtomsBatch:
+        """Structures ``indices`` as one batch on ``device``."""
+        out = select(self.data, indices)
+        return out if device is None else out.to(device)
+
+    def batches(self, indices: Sequence[int] | torch.Tensor, batch_size: int, device=None):
+        """Yield batches of ``batch_size`` consecutive entries of ``indices``."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        for lo in range(0, len(indices), batch_size):
+            yield self.batch(indices[lo:lo + batch_size], device)

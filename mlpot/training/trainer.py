@@ -1,0 +1,393 @@
+"""The training loop: data → split → potential → epochs of force training → best model.
+
+``train(config, out_dir)`` writes into ``out_dir``:
+
+- ``config.yaml``: the resolved config; ``split.json``: the train/val(/test) indices;
+- ``metrics.csv``: one row per epoch (losses, errors, learning rate, wall time, gradient
+  norm per parameter tensor);
+- ``last.pt`` / ``best.pt``: full checkpoints (latest / best validation loss);
+- ``model.pt``: the best model (EMA weights when EMA is on), loadable with :func:`mlpot.load`;
+- ``test_metrics.json``: errors of that model on the test set, if one is given.
+
+Resuming (``resume=True``) continues from ``last.pt``; in float64 on the CPU the weights are
+bit-identical to an uninterrupted run (seeded per-epoch shuffles, restored RNG, optimiser,
+schedule and EMA state).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+from ase.data import chemical_symbols
+from tqdm import tqdm
+
+from ..data import load_split, random_split, read
+from ..descriptors.scaling import FeatureScaler
+from ..models import Potential
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import BatchStore
+from .loss import loss_from_metrics, loss_terms
+from .metrics import METRIC_KEYS, ErrorAccumulator
+from .optim import EMA, LRSchedule, build_optimizer
+
+__all__ = ["TrainingError", "train", "evaluate", "METRIC_COLUMNS"]
+
+#: The error metrics reported per split (counts left out).
+METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_atoms"))
+# Settings a resumed run may change; anything else must match the checkpoint.
+_RESUME_MAY_CHANGE = {"training.epochs", "training.early_stopping_patience",
+                      "training.checkpoint_every", "training.device", "data.test"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); checkpoints of the last good epoch stay."""
+
+
+def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train a potential as ``config`` says and write the run into ``out_dir``.
+
+    Args:
+        config: the resolved configuration.
+        out_dir: run folder (created if needed).
+        resume: continue from ``out_dir/last.pt`` (``config`` may change only the number
+            of epochs, early-stopping patience, checkpoint interval, device and test set).
+        overwrite: allow starting afresh in a folder that already holds a run.
+        progress: show a progress bar per epoch.
+        log: receives one summary line per epoch and the final report.
+
+    Returns:
+        ``epochs`` completed, ``best_epoch``, ``best_val_loss``, ``stopped_early``, the
+        ``train`` and ``val`` metrics of the best epoch, and ``test`` metrics (or ``None``).
+
+    Raises:
+        TrainingError: on a non-finite loss (the files of the last good epoch are kept).
+        ValueError / FileNotFoundError / CheckpointError: for bad input or a bad resume.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resumable(ckpt["config"], config.to_dict(), out / "last.pt")
+    elif (out / "last.pt").exists() and not overwrite:
+        raise ValueError(f"{out} already holds a training run (last.pt); resume it or choose another output folder")
+    opts = config.training
+    device = _device(opts.device)
+    dtype = getattr(torch, opts.dtype)
+    config.save(out / "config.yaml")
+
+    structures = read(config.data.train, format=config.data.format, **config.data.read_options)
+    if resume and (out / "split.json").is_file():
+        split = load_split(out / "split.json")
+    elif config.data.split_file:
+        split = load_split(config.data.split_file)
+    else:
+        split = random_split(len(structures), config.data.val_fraction, seed=config.data.split_seed)
+    if split.n_total != len(structures):
+        raise ValueError(f"split has n_total={split.n_total} but {config.data.train} holds "
+                         f"{len(structures)} structures")
+    split.save(out / "split.json")
+    counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
+    elements = [chemical_symbols[z] for z in sorted(counts)]
+
+    torch.manual_seed(opts.seed)  # weight initialisation
+    model = Potential(config.descriptor_spec(elements), config.model)
+    log(f"data: {len(split.train)} train / {len(split.val)} val structures of {elements}; "
+        f"model: {model.n_parameters()} parameters")
+    store = BatchStore(structures, cutoff=model.cutoff, progress=progress)
+    train_idx = torch.tensor(split.train, dtype=torch.long)
+    val_idx = torch.tensor(split.val, dtype=torch.long)
+    fit_summary = None
+    if ckpt is None:
+        model.to(device)
+        fit_batches = list(store.batches(train_idx, max(64, opts.batch_size), device))
+        fit_summary = model.fit_to_data(fit_batches, config.scaling.mode, tuple(config.scaling.range))
+        del fit_batches
+    else:
+        sc = ckpt["scaling"]
+        model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
+                                                sc["mode"], sc["s_min"], sc["s_max"])
+    model.to(device=device, dtype=dtype)
+
+    params = dict(model.named_parameters())
+    optimizer = build_optimizer(params.values(), config.optimizer)
+    steps_per_epoch = math.ceil(len(train_idx) / opts.batch_size)
+    schedule = LRSchedule(optimizer, config.schedule, config.optimizer.lr, opts.epochs, steps_per_epoch)
+    ema = EMA(model, opts.ema_decay) if opts.ema_decay > 0 else None
+    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": None, "bad_epochs": 0,
+             "history": [], "fit": fit_summary}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        state.update({k: ckpt[k] for k in ("epoch", "best_val_loss", "bad_epochs", "history")})
+        state["fit"], state["best_epoch"] = ckpt.get("fit"), ckpt.get("best_epoch")
+        set_rng_state(ckpt["rng"])
+        log(f"resuming from {out / 'last.pt'} after epoch {state['epoch']}")
+
+    grad_names = [_grad_column(n, elements) for n in params]
+    columns = (["epoch", "lr", "wall_s", "train_loss", "val_loss"]
+               + [f"{s}_{k}" for s in ("train", "val") for k in METRIC_COLUMNS]
+               + ["grad_norm/total"] + grad_names)
+    _write_csv(out / "metrics.csv", columns, state["history"])  # rows of the checkpoint only
+    eval_stress = bool(store.data.targets.has_stress.any())
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "ema": None if ema is None else ema.state_dict(),
+            **{k: state[k] for k in ("epoch", "best_val_loss", "best_epoch", "bad_epochs", "history", "fit")},
+            "config": config.to_dict(), "rng": rng_state(cuda=device.type == "cuda"),
+            "scaling": {"mode": model.descriptor.scaler.mode, "s_min": model.descriptor.scaler.s_min,
+                        "s_max": model.descriptor.scaler.s_max},
+        })
+
+    stopped_early = False
+    for epoch in range(state["epoch"], opts.epochs):
+        if opts.early_stopping_patience and state["bad_epochs"] >= opts.early_stopping_patience:
+            stopped_early = True  # a resumed run that had already stopped
+            break
+        start = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)  # resumable shuffle
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        train_loss, train_metrics, grad_norms, lr = _train_epoch(
+            model, params, store, order, config, optimizer, schedule, ema, device, dtype, epoch, progress, out)
+        if ema is not None:
+            ema.swap(model)
+        try:
+            val_metrics = evaluate(model, store, val_idx, opts.batch_size, device, dtype, eval_stress)
+        finally:
+            if ema is not None:
+                ema.swap(model)
+        val_loss = (loss_from_metrics(val_metrics, config.loss) if len(val_idx)
+                    else loss_from_metrics(train_metrics, config.loss))  # no val set: select on train
+        if not math.isfinite(val_loss):
+            raise TrainingError(f"validation loss is {val_loss} after epoch {epoch + 1}; training stopped. "
+                                f"Files of the last good epoch are kept in {out}.")
+        schedule.epoch_end(val_loss)
+        improved = val_loss < state["best_val_loss"]
+        state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+        state["epoch"] = epoch + 1
+        row = {"epoch": epoch + 1, "lr": lr, "wall_s": time.perf_counter() - start,
+               "train_loss": train_loss, "val_loss": val_loss if len(val_idx) else None,
+               **{f"train_{k}": train_metrics[k] for k in METRIC_COLUMNS},
+               **{f"val_{k}": val_metrics[k] for k in METRIC_COLUMNS},
+               "grad_norm/total": float(grad_norms.pow(2).sum().sqrt()),
+               **dict(zip(grad_names, grad_norms.tolist()))}
+        state["history"].append(row)
+        _append_csv(out / "metrics.csv", columns, row)
+        if improved:
+            state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
+            _save_model(model, ema, out / "model.pt", {
+                "epoch": epoch + 1, "val_loss": val_loss, "val_metrics": val_metrics,
+                "train_metrics": train_metrics, "config": config.to_dict(), "fit": state["fit"]})
+            checkpoint(out / "best.pt")
+        stop = bool(opts.early_stopping_patience) and state["bad_epochs"] >= opts.early_stopping_patience
+        if (epoch + 1) % opts.checkpoint_every == 0 or epoch + 1 == opts.epochs or stop:
+            checkpoint(out / "last.pt")
+        log(_summary(row, opts.epochs, improved))
+        if stop:
+            stopped_early = True
+            log(f"early stopping: no validation improvement in {opts.early_stopping_patience} epochs")
+            break
+
+    best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), None)
+    result = {"epochs": state["epoch"], "best_epoch": state["best_epoch"],
+              "best_val_loss": state["best_val_loss"], "stopped_early": stopped_early,
+              "train": None if best is None else {k: best[f"train_{k}"] for k in METRIC_COLUMNS},
+              "val": None if best is None else {k: best[f"val_{k}"] for k in METRIC_COLUMNS},
+              "test": None}
+    result["test"] = _evaluate_test(config, structures, split, out, device, dtype, opts.batch_size, log)
+    return result
+
+
+def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, device, dtype,
+                 epoch, progress, out):
+    """One pass over the shuffled training indices.
+
+    Returns:
+        mean batch loss, training metrics (from the predictions made during the epoch),
+        (P,) gradient norm of each parameter tensor averaged over steps (before clipping),
+        and the learning rate of the epoch's last step.
+    """
+    opts, weights = config.training, config.loss
+    forces, stress = weights.forces_weight > 0, weights.stress_weight > 0
+    acc = ErrorAccumulator()
+    grad_sum = torch.zeros(len(params), dtype=torch.float64, device=device)
+    loss_sum, n_steps, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
+    steps = math.ceil(len(order) / opts.batch_size)
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", leave=False,
+               disable=not progress)
+    try:
+        for step, lo in enumerate(range(0, len(order), opts.batch_size)):
+            batch = store.batch(order[lo:lo + opts.batch_size])
+            batch = batch.to(device, dtype)
+            # Stress of open structures is NaN and masked out of the loss (loss_terms).
+            pred = model(batch, forces=forces, stress=stress, create_graph=forces or stress)
+            terms = loss_terms(pred, batch, weights)
+            value = float(terms["total"].detach())  # one sync per step: NaN must stop before the update
+            if not math.isfinite(value):
+                parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items() if k != "total")
+                raise TrainingError(
+                    f"non-finite training loss ({value}) at epoch {epoch + 1}, step {step + 1} ({parts}); "
+                    f"training stopped. last.pt, best.pt and model.pt in {out} are from the last good "
+                    f"epoch; try a lower optimizer.lr, training.grad_clip or float64.")
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            grad_sum += torch.stack([p.grad.detach().double().norm() if p.grad is not None
+                                     else grad_sum.new_zeros(()) for p in params.values()])
+            if opts.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(list(params.values()), opts.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            schedule.step()
+            if ema is not None:
+                ema.update(model)
+            acc.update({k: v.detach() for k, v in pred.items()}, batch)
+            loss_sum += value
+            n_steps += 1
+            bar.update()
+            bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.2e}")
+    finally:
+        bar.close()
+    return loss_sum / max(n_steps, 1), acc.result(), (grad_sum / max(n_steps, 1)).cpu(), lr
+
+
+def evaluate(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,
+             device, dtype: torch.dtype, stress: bool = False) -> dict:
+    """Error metrics (:class:`ErrorAccumulator`) of ``model`` on ``store`` structures ``indices``.
+
+    Runs in eval mode (stochastic depth off); forces need autograd but no graph is kept.
+    """
+    model.eval()
+    acc = ErrorAccumulator()
+    for batch in store.batches(indices, batch_size):
+        batch = batch.to(device, dtype)
+        pred = model(batch, forces=True, stress=stress, create_graph=False)
+        acc.update({k: v.detach() for k, v in pred.items()}, batch)
+    return acc.result()
+
+
+def _evaluate_test(config, structures, split, out, device, dtype, batch_size, log) -> dict | None:
+    """Errors of the saved best model on ``data.test`` (or the split's test indices)."""
+    from ..io import load_model
+
+    if config.data.test:
+        test = read(config.data.test, format=config.data.format, **config.data.read_options)
+        indices = torch.arange(len(test))
+    elif split.test:
+        test, indices = structures, torch.tensor(split.test, dtype=torch.long)
+    else:
+        return None
+    if not (out / "model.pt").exists():
+        return None
+    model = load_model(out / "model.pt", device=device, dtype=dtype)
+    store = BatchStore(test, cutoff=model.cutoff)
+    has_stress = bool(store.data.targets.has_stress[indices].any())
+    metrics = evaluate(model, store, indices, batch_size, device, dtype, stress=has_stress)
+    metrics["source"] = config.data.test or "split.json test indices"
+    metrics["epoch"] = model.metadata.get("epoch")
+    path = out / "test_metrics.json"
+    path.write_text(json.dumps(metrics, indent=1) + "\n")
+    log(f"test ({metrics['n_structures']} structures): " + _errors(metrics) + f"  → {path}")
+    return metrics
+
+
+def _save_model(model, ema, path: Path, metadata: dict) -> None:
+    if ema is not None:
+        ema.swap(model)
+    try:
+        model.save(path, metadata=metadata)
+    finally:
+        if ema is not None:
+            ema.swap(model)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"training.device is {name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def _grad_column(name: str, elements: list[str]) -> str:
+    """``networks.networks.0.blocks.0.linear.weight`` → ``grad_norm/Cu.blocks.0.linear.weight``."""
+    prefix = "networks.networks."
+    if name.startswith(prefix):
+        index, _, rest = name[len(prefix):].partition(".")
+        name = f"{elements[int(index)]}.{rest}"
+    return f"grad_norm/{name}"
+
+
+def _check_resumable(saved: dict, current: dict, path: Path) -> None:
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and k not in ("descriptor", "read_options"):
+                out.update(flat(v, key + "."))
+            else:
+                out[key] = v
+        return out
+
+    a, b = flat(saved), flat(current)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUME_MAY_CHANGE)
+    if changed:
+        raise ValueError(f"cannot resume {path}: the config differs in {changed}; only "
+                         f"{sorted(_RESUME_MAY_CHANGE)} may change on resume")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_fmt(row.get(c)) for c in columns])
+
+
+def _append_csv(path: Path, columns: list[str], row: dict) -> None:
+    with open(path, "a", newline="") as fh:
+        csv.writer(fh).writerow([_fmt(row.get(c)) for c in columns])
+
+
+def _errors(m: dict, prefix: str = "") -> str:
+    def g(k):
+        return m.get(prefix + k)
+
+    parts = []
+    if g("energy_rmse_mev_per_atom") is not None:
+        parts.append(f"E {g('energy_rmse_mev_per_atom'):.2f} meV/atom")
+    if g("force_rmse_mev_per_a") is not None:
+        parts.append(f"F {g('force_rmse_mev_per_a'):.1f} meV/Å")
+    if g("stress_rmse_gpa") is not None:
+        parts.append(f"σ {g('stress_rmse_gpa'):.3f} GPa")
+    return ", ".join(parts) or "no labels"
+
+
+def _summary(row: dict, epochs: int, improved: bool) -> str:
+    val = row["val_loss"]
+    width = len(str(epochs))
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  lr {row['lr']:.2e}  loss train {row['train_loss']:.4e}"
+            + (f" val {val:.4e}" if val is not None else "")
+            + f"  | val RMSE {_errors(row, 'val_')}  | {row['wall_s']:.1f} s" + ("  *" if improved else ""))

@@ -1,0 +1,206 @@
+"""End-to-end training on a tiny EMT Cu/Au set: learning, resume, NaN stop, early stop, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+import mlpot
+from mlpot.cli import main
+from mlpot.training import TrainConfig, TrainingError, load_checkpoint, train
+from mlpot.training.trainer import METRIC_COLUMNS
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: intra-op threads only add overhead (and contend on shared runners).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def emt_structures(n: int, seed: int):
+    """Rattled, strained 4-atom fcc Cu/Au cells labelled by EMT (energy, forces, stress)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
+        atoms.numbers[rng.permutation(4)[: rng.integers(1, 4)]] = 79
+        atoms.set_cell(atoms.cell * rng.uniform(0.98, 1.03), scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_stress()
+        out.append(atoms)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    ase.io.write(folder / "train.extxyz", emt_structures(30, seed=0))
+    ase.io.write(folder / "test.extxyz", emt_structures(6, seed=1))
+    return folder
+
+
+def config(dataset, **training) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "data": {"train": str(dataset / "train.extxyz"), "val_fraction": 0.2},
+        "descriptor": {"cutoff": 4.0, "cutoff_function": "poly2",
+                       "radial": [{"grid": {"count": 5, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": [{"kind": "G5", "zetas": [1], "lambdas": [-1, 1], "eta": 0.05}]},
+        "model": {"depth": 2, "width": 8},
+        "optimizer": {"lr": 5e-3},
+        "training": {"epochs": 3, "batch_size": 8, "dtype": "float64", **training},
+    })
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_training_reduces_validation_loss(dataset, tmp_path):
+    cfg = config(dataset, epochs=8)
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"],
+                                                            "test": str(dataset / "test.extxyz")}})
+    lines = []
+    result = train(cfg, tmp_path, progress=False, log=lines.append)
+    history = rows(tmp_path / "metrics.csv")
+    assert len(history) == 8 and [int(r["epoch"]) for r in history] == list(range(1, 9))
+    val = [float(r["val_loss"]) for r in history]
+    assert min(val[-3:]) < 0.7 * val[0], val
+    assert result["best_epoch"] == 1 + int(np.argmin(val))
+    assert result["best_val_loss"] == pytest.approx(min(val))
+    assert sum(line.startswith("epoch") for line in lines) == 8
+    for name in ("config.yaml", "split.json", "last.pt", "best.pt", "model.pt", "test_metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    model = mlpot.load(tmp_path / "model.pt")
+    assert model.metadata["epoch"] == result["best_epoch"]
+    assert model.metadata["config"] == cfg.to_dict()
+    test = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert test["n_structures"] == 6 and test["force_rmse_mev_per_a"] > 0
+    assert test["stress_rmse_gpa"] is not None  # the test set has stress labels
+    assert TrainConfig.from_yaml(tmp_path / "config.yaml") == cfg
+
+
+def test_resume_is_bit_identical(dataset, tmp_path):
+    """4 epochs straight == 2 epochs, then resume to 4 (float64, CPU), with EMA, clipping,
+    warm-up + plateau and stochastic depth (so the RNG state matters)."""
+    extra = {"ema_decay": 0.8, "grad_clip": 5.0}
+    base = config(dataset, epochs=4, **extra).to_dict()
+    base["model"] = {"depth": 3, "width": 8, "block": "residual", "survival": 0.7}
+    base["schedule"] = {"name": "plateau", "warmup_epochs": 1, "patience": 0, "factor": 0.7}
+    straight, part = TrainConfig.from_dict(base), TrainConfig.from_dict(
+        {**base, "training": {**base["training"], "epochs": 2}})
+    train(straight, tmp_path / "a", progress=False, log=lambda s: None)
+    train(part, tmp_path / "b", progress=False, log=lambda s: None)
+    assert len(rows(tmp_path / "b" / "metrics.csv")) == 2
+    train(straight, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k
+    assert a["schedule"] == b["schedule"] and a["best_val_loss"] == b["best_val_loss"]
+    ma, mb = mlpot.load(tmp_path / "a" / "model.pt"), mlpot.load(tmp_path / "b" / "model.pt")
+    for (k, v), w in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(v, w), k
+    ra, rb = rows(tmp_path / "a" / "metrics.csv"), rows(tmp_path / "b" / "metrics.csv")
+    assert len(ra) == len(rb) == 4
+    for x, y in zip(ra, rb):
+        x.pop("wall_s"), y.pop("wall_s")
+        assert x == y
+
+
+def test_nan_loss_stops_and_keeps_last_good_epoch(dataset, tmp_path, monkeypatch):
+    import mlpot.training.trainer as trainer
+
+    cfg = config(dataset, epochs=4)
+    steps_per_epoch = 3  # 24 training structures, batch 8
+    calls = {"n": 0}
+    real = trainer.loss_terms
+
+    def poisoned(pred, batch, weights):
+        calls["n"] += 1
+        terms = real(pred, batch, weights)
+        if calls["n"] == steps_per_epoch + 2:  # second step of epoch 2
+            terms["forces"] = terms["forces"] * float("nan")
+            terms["total"] = terms["total"] + terms["forces"]
+        return terms
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite training loss.*epoch 2, step 2.*forces=nan"):
+        train(cfg, tmp_path, progress=False, log=lambda s: None)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert mlpot.load(tmp_path / "model.pt").metadata["epoch"] == 1
+    assert len(rows(tmp_path / "metrics.csv")) == 1
+
+
+def test_early_stopping(dataset, tmp_path, monkeypatch):
+    import mlpot.training.trainer as trainer
+
+    losses = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
+    monkeypatch.setattr(trainer, "loss_from_metrics", lambda metrics, weights: next(losses))
+    result = train(config(dataset, epochs=8, early_stopping_patience=2), tmp_path, progress=False,
+                   log=lambda s: None)
+    assert result["stopped_early"] and result["epochs"] == 4 and result["best_epoch"] == 2
+    assert mlpot.load(tmp_path / "model.pt").metadata["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
+
+
+def test_run_folder_guards(dataset, tmp_path):
+    cfg = config(dataset, epochs=1)
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        train(cfg, tmp_path, resume=True, progress=False, log=lambda s: None)
+    train(cfg, tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(cfg, tmp_path, progress=False, log=lambda s: None)
+    changed = TrainConfig.from_dict({**cfg.to_dict(), "model": {"depth": 2, "width": 9}})
+    with pytest.raises(ValueError, match=r"model\.width"):
+        train(changed, tmp_path, resume=True, progress=False, log=lambda s: None)
+
+
+def test_cli_train(dataset, tmp_path, capsys):
+    cfg = config(dataset, epochs=5).to_dict()
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    rc = main(["train", str(path), "--out", str(out), "--no-progress", "--set", "training.epochs=2",
+               "loss.forces_weight=5"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert str(out / "model.pt") in printed and str(out / "metrics.csv") in printed
+    model = mlpot.load(out / "model.pt")
+    batch_energy = model(mlpot.data.collate(emt_structures(2, seed=5)), forces=True)["energy"]
+    assert batch_energy.shape == (2,) and torch.isfinite(batch_energy).all()
+    saved = TrainConfig.from_yaml(out / "config.yaml")
+    assert saved.training.epochs == 2 and saved.loss.forces_weight == 5.0
+    with open(out / "metrics.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    expected = (["epoch", "lr", "wall_s", "train_loss", "val_loss"]
+                + [f"{s}_{k}" for s in ("train", "val") for k in METRIC_COLUMNS] + ["grad_norm/total"])
+    assert header[: len(expected)] == expected
+    grad = header[len(expected):]
+    assert "grad_norm/Cu.blocks.0.linear.weight" in grad and "grad_norm/Au.readout.bias" in grad
+    assert len(grad) == len(list(model.parameters()))
+    assert len(rows(out / "metrics.csv")) == 2
+
+
+def test_cli_reports_bad_override(dataset, tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config(dataset).to_dict()))
+    rc = main(["train", str(path), "--out", str(tmp_path / "run"), "--set", "training.epoch=2"])
+    assert rc == 2
+    assert "training.epoch" in capsys.readouterr().err
