@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import describe
+from . import convert, describe, evaluate, info, md, train
 
-COMMANDS = {"describe": describe}
+COMMANDS = {"train": train, "evaluate": evaluate, "md": md, "info": info, "convert": convert,
+            "describe": describe}
 
 
 def build_parser() -> argparse.ArgumentParser:

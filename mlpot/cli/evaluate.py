@@ -1,0 +1,86 @@
+"""Errors of a trained model on a labelled dataset.
+
+Prints energy RMSE/MAE per atom (meV/atom), force-component RMSE/MAE (meV/Å) and stress
+RMSE (GPa). With ``--json`` stdout holds exactly one JSON object with the keys
+energy_rmse_mev_per_atom, energy_mae_mev_per_atom, force_rmse_mev_per_a,
+force_mae_mev_per_a, stress_rmse_gpa, n_structures, n_atoms (null for a label the data
+lack), so scripts can parse it; the progress bar then stays off.
+
+example:
+  mlpot evaluate runs/cuau/model.pt datasets/cuau/cuau.extxyz.gz --plot parity.png
+  mlpot evaluate model.pt Mo/test.json --read-option stress_order="xx yy zz xy zx yz" --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "errors of a trained model on a labelled dataset"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model file written by mlpot train (model.pt)")
+    parser.add_argument("data", help="labelled dataset (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
+    parser.add_argument("--format", help="override the detected data format")
+    parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="reader option, e.g. stress_order='xx yy zz xy zx yz' (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
+    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["key=value", ...]`` → reader options; values are parsed as YAML, so
+    ``units=[0.529177, 27.2114]`` gives a list and ``stress_order=xx yy zz xy zx yz`` a string."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--read-option expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else value
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load
+    from ..data import read
+    from ..evaluation import evaluate, parity_plot, require_matplotlib
+    from ..training.metrics import METRIC_KEYS
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.plot:
+        try:  # fail before the (long) evaluation, not after it
+            require_matplotlib()
+        except ImportError as exc:
+            print(f"mlpot evaluate: error: {exc}", file=sys.stderr)
+            return 2
+    model = load(args.model, device=args.device)
+    structures = read(args.data, format=args.format, **parse_options(args.read_option))
+    metrics, predictions = evaluate(model, structures, batch_size=args.batch_size,
+                                    progress=not args.json)
+    if args.plot:
+        parity_plot(predictions, args.plot, title=f"{args.model} on {args.data}")
+    if args.json:
+        print(json.dumps({k: metrics[k] for k in METRIC_KEYS}))
+        return 0
+    print(f"model   {args.model} ({', '.join(model.elements)})")
+    print(f"data    {args.data}: {metrics['n_structures']} structures, {metrics['n_atoms']} atoms")
+    print(f"{'':<8}{'RMSE':>10}{'MAE':>10}")
+    rows = (("energy", "energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "meV/atom"),
+            ("forces", "force_rmse_mev_per_a", "force_mae_mev_per_a", "meV/Å"),
+            ("stress", "stress_rmse_gpa", None, "GPa"))
+    for name, rmse, mae, unit in rows:
+        print(f"{name:<8}{_fmt(metrics[rmse]):>10}{_fmt(metrics.get(mae)):>10}  {unit}")
+    if args.plot:
+        print(f"parity plot written to {args.plot}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"

@@ -1,0 +1,230 @@
+"""Evaluate a trained potential on labelled structures: error metrics and parity plots.
+
+:func:`evaluate` runs the model batch by batch in its own precision and on its own device,
+accumulates the errors with :class:`~mlpot.training.metrics.ErrorAccumulator` (the one
+metric implementation of mlpot, so the numbers here match the trainer's), and keeps the
+predictions beside the reference labels as numpy arrays for plots and further analysis.
+:func:`parity_plot` draws predicted against reference energies per atom and force
+components.
+
+Units: eV, Å, eV/Å, eV/Å³ in :class:`Predictions`; metrics in meV/atom, meV/Å and GPa
+(see :data:`~mlpot.training.metrics.METRIC_KEYS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from tqdm import tqdm
+
+from .data import collate
+from .training.metrics import ErrorAccumulator
+
+__all__ = ["Predictions", "evaluate", "parity_plot", "require_matplotlib"]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Model predictions beside the reference labels (NaN where a label is missing).
+
+    Shapes use B = structures and N = atoms over all structures, in input order.
+
+    Attributes:
+        energy: (B,) predicted total energies, eV.
+        energy_ref: (B,) reference total energies, eV.
+        n_atoms: (B,) atoms per structure.
+        forces: (N, 3) predicted forces, eV/Å.
+        forces_ref: (N, 3) reference forces, eV/Å.
+        numbers: (N,) atomic numbers.
+        system_idx: (N,) index of each atom's structure.
+        stress: (B, 3, 3) predicted stress, eV/Å³ (ASE sign); NaN for structures that are
+            not periodic in 3D.
+        stress_ref: (B, 3, 3) reference stress, eV/Å³.
+    """
+
+    energy: np.ndarray
+    energy_ref: np.ndarray
+    n_atoms: np.ndarray
+    forces: np.ndarray
+    forces_ref: np.ndarray
+    numbers: np.ndarray
+    system_idx: np.ndarray
+    stress: np.ndarray
+    stress_ref: np.ndarray
+
+    @property
+    def energy_per_atom(self) -> np.ndarray:
+        """(B,) predicted energy per atom, eV/atom."""
+        return self.energy / self.n_atoms
+
+    @property
+    def energy_ref_per_atom(self) -> np.ndarray:
+        """(B,) reference energy per atom, eV/atom."""
+        return self.energy_ref / self.n_atoms
+
+    def save(self, path: str | Path) -> None:
+        """Write every array to one ``.npz`` file."""
+        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate(
+    model,
+    structures: Sequence[Atoms],
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[dict, Predictions]:
+    """Errors of ``model`` on labelled ``structures``.
+
+    Stress is predicted only for batches that hold a structure periodic in all three
+    directions (the strain derivative costs a second gradient input; for molecules it is
+    meaningless), and enters the metrics only where a reference stress exists.
+
+    Args:
+        model: a :class:`~mlpot.models.Potential`; it is run in eval mode (stochastic depth
+            off) and put back into its previous mode afterwards.
+        structures: labelled ``ase.Atoms`` (a list or a lazy :class:`~mlpot.data.H5Dataset`).
+        batch_size: structures per batch.
+        device: where to compute (``"auto"``: CUDA when available); ``None`` keeps the
+            model where it is. The model is moved there.
+        progress: show a tqdm progress bar (on stderr).
+
+    Returns:
+        ``(metrics, predictions)``: the dict of :data:`~mlpot.training.metrics.METRIC_KEYS`
+        (``None`` for a label no structure has) and the :class:`Predictions`.
+
+    Raises:
+        ValueError: for ``batch_size`` < 1, no structures, or an element the model does not
+            know (the message names the element and the first structure holding it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(structures)
+    if n == 0:
+        raise ValueError("no structures to evaluate")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device is not None:
+        model = model.to(device)
+    device = _model_device(model)
+    known = {atomic_numbers[el] for el in model.elements}
+    accumulator = ErrorAccumulator()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
+    offset = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in tqdm(range(0, n, batch_size), desc="evaluate", unit="batch", disable=not progress):
+            block = structures[lo:lo + batch_size]
+            _check_elements(block, known, model.elements, lo)
+            # Labels stay float64 (a float32 total energy of a few hundred eV carries
+            # ~1e-5 eV of rounding); the model casts its own copy to its dtype.
+            batch = collate(block, cutoff=model.cutoff, dtype=torch.float64, device=device)
+            periodic = bool(batch.pbc.all(dim=1).any())
+            out = model(batch, forces=True, stress=periodic, create_graph=False)
+            out = {k: v.detach() for k, v in out.items()}
+            accumulator.update(out, batch)
+            t = batch.targets
+            nan_stress = torch.full_like(t.stress, float("nan"))
+            for key, value in (
+                ("energy", out["energy"]), ("energy_ref", t.energy), ("n_atoms", batch.n_atoms),
+                ("forces", out["forces"]), ("forces_ref", t.forces), ("numbers", batch.numbers),
+                ("system_idx", batch.system_idx + offset),
+                ("stress", out.get("stress", nan_stress)), ("stress_ref", t.stress),
+            ):
+                value = value.cpu()
+                parts[key].append((value.double() if value.is_floating_point() else value).numpy())
+            offset += batch.n_systems
+    finally:
+        model.train(was_training)
+    predictions = Predictions(**{k: np.concatenate(v) for k, v in parts.items()})
+    return accumulator.result(), predictions
+
+
+def _check_elements(block: Sequence[Atoms], known: set[int], elements, first: int) -> None:
+    """Name the element and structure up front, before any tensor work fails on it."""
+    for k, atoms in enumerate(block):
+        unknown = set(int(z) for z in np.unique(atoms.numbers)) - known
+        if unknown:
+            names = sorted(chemical_symbols[z] for z in unknown)
+            raise ValueError(f"structure {first + k} contains element(s) {names} that the model "
+                             f"does not know (model elements: {list(elements)})")
+
+
+def require_matplotlib():
+    """Import matplotlib with the non-interactive Agg backend, or explain how to get it.
+
+    Raises:
+        ImportError: naming the ``plot`` extra when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("parity plots need matplotlib; install it with "
+                          "pip install 'mlpot[plot]' (or pip install matplotlib)") from None
+    # Agg: plots are written to files, never shown, and must work without a display.
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(b)
+    return float(np.sqrt(np.mean((a[keep] - b[keep]) ** 2))) if keep.any() else float("nan")
+
+
+def parity_plot(predictions: Predictions, path: str | Path, title: str | None = None) -> None:
+    """Predicted against reference energy per atom and force components, one panel each.
+
+    The RMSE (meV/atom, meV/Å) of each panel is in its title; structures without a label
+    are left out of that panel (and the panel is dropped when no structure has the label).
+
+    Args:
+        predictions: from :func:`evaluate`.
+        path: image file; the format follows the suffix (``.png``, ``.pdf``, ``.svg``…).
+        title: optional figure title.
+
+    Raises:
+        ImportError: when matplotlib (the ``plot`` extra) is not installed.
+        ValueError: when there is neither an energy nor a force label to plot.
+    """
+    plt = require_matplotlib()
+    panels = []
+    e_ref, e_pred = predictions.energy_ref_per_atom, predictions.energy_per_atom
+    keep = np.isfinite(e_ref)
+    if keep.any():
+        panels.append((e_ref[keep], e_pred[keep], "energy per atom", "eV/atom", "meV/atom"))
+    f_ref, f_pred = predictions.forces_ref.ravel(), predictions.forces.ravel()
+    keep = np.isfinite(f_ref)
+    if keep.any():
+        panels.append((f_ref[keep], f_pred[keep], "force components", "eV/Å", "meV/Å"))
+    if not panels:
+        raise ValueError("nothing to plot: the structures have no energy or force labels")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.8), squeeze=False)
+    for ax, (ref, pred, name, unit, err_unit) in zip(axes[0], panels):
+        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        pad = 0.03 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1, zorder=0)
+        ax.scatter(ref, pred, s=6, alpha=0.5, edgecolors="none")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"reference {name} ({unit})")
+        ax.set_ylabel(f"predicted {name} ({unit})")
+        ax.set_title(f"{name} (n = {len(ref)})\nRMSE {1000.0 * _rmse(pred, ref):.4g} {err_unit}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

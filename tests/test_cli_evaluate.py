@@ -1,0 +1,191 @@
+"""`mlpot evaluate`, `mlpot info`, `mlpot convert` and :mod:`mlpot.evaluation`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+import mlpot
+from mlpot.cli import main
+from mlpot.data import collate, get_labels, labelled_atoms, read, write
+from mlpot.descriptors import SymmetryFunctionSpec
+from mlpot.evaluation import Predictions, evaluate, parity_plot
+from mlpot.models import NetworkConfig, Potential
+from mlpot.training.metrics import METRIC_KEYS, ErrorAccumulator
+
+
+def emt_structures(n: int = 6, seed: int = 0, elements=("Cu", "Au")) -> list:
+    """Rattled, strained 4-atom fcc cells with random Cu/Au occupation, EMT labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+        atoms.symbols = list(rng.choice(list(elements), size=len(atoms)))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.uniform(-0.02, 0.02, (3, 3))),
+                       scale_atoms=True)
+        atoms.rattle(0.05, seed=seed * 100 + k)
+        atoms.calc = EMT()
+        out.append(labelled_atoms(atoms.numbers, atoms.positions, atoms.cell.array, True,
+                                  energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                  stress=atoms.get_stress(), info={"k": k}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small fitted (untrained) Cu/Au model and an extxyz dataset it can evaluate."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Cu", "Au"], cutoff=4.0),
+                      NetworkConfig(depth=2, width=8)).double()
+    structures = emt_structures()
+    model.fit_to_data([collate(structures, cutoff=model.cutoff)])
+    model.save(tmp / "model.pt", {"epoch": 3, "val_metrics": {"energy_rmse_mev_per_atom": 1.5}})
+    write(tmp / "data.xyz", structures)
+    structures = read(tmp / "data.xyz")  # extxyz rounds positions: compare with what was read
+    return {"model": tmp / "model.pt", "data": tmp / "data.xyz", "tmp": tmp,
+            "structures": structures}
+
+
+def reference_metrics(model_path, structures) -> dict:
+    """ErrorAccumulator fed directly, one batch: what the command must reproduce."""
+    model = mlpot.load(model_path)
+    batch = collate(structures, cutoff=model.cutoff)
+    acc = ErrorAccumulator()
+    acc.update(model(batch, forces=True, stress=True), batch)
+    return acc.result()
+
+
+def test_evaluate_json_is_one_object_matching_error_accumulator(files, capsys):
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--json", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert list(result) == list(METRIC_KEYS)
+    expected = reference_metrics(files["model"], files["structures"])
+    assert result["n_structures"] == 6 and result["n_atoms"] == 24
+    for key in METRIC_KEYS:
+        assert result[key] == pytest.approx(expected[key], rel=1e-9), key
+
+
+def test_evaluate_table_and_missing_stress_is_null(files, tmp_path, capsys):
+    assert main(["evaluate", str(files["model"]), str(files["data"])]) == 0
+    out = capsys.readouterr().out
+    assert "meV/atom" in out and "meV/Å" in out and "GPa" in out
+    # The same structures as open molecules without stress: stress_rmse_gpa is null.
+    open_structures = [labelled_atoms(a.numbers, a.positions, energy=get_labels(a).energy,
+                                      forces=get_labels(a).forces) for a in files["structures"]]
+    write(tmp_path / "open.xyz", open_structures)
+    assert main(["evaluate", str(files["model"]), str(tmp_path / "open.xyz"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stress_rmse_gpa"] is None
+    assert result["energy_rmse_mev_per_atom"] is not None
+
+
+def test_evaluate_library_predictions(files):
+    model = mlpot.load(files["model"])
+    metrics, pred = evaluate(model, files["structures"], batch_size=4)
+    assert isinstance(pred, Predictions)
+    assert pred.energy.shape == (6,) and pred.forces.shape == (24, 3) and pred.stress.shape == (6, 3, 3)
+    ref = np.array([get_labels(a).energy for a in files["structures"]])
+    np.testing.assert_allclose(pred.energy_ref, ref)
+    e_rmse = 1000 * np.sqrt(np.mean((pred.energy_per_atom - pred.energy_ref_per_atom) ** 2))
+    assert metrics["energy_rmse_mev_per_atom"] == pytest.approx(e_rmse)
+    f_rmse = 1000 * np.sqrt(np.mean((pred.forces - pred.forces_ref) ** 2))
+    assert metrics["force_rmse_mev_per_a"] == pytest.approx(f_rmse)
+    np.testing.assert_array_equal(pred.system_idx, np.repeat(np.arange(6), 4))
+    assert not model.training
+
+
+def test_parity_plot_writes_png(files, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "parity.png"
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, pred = evaluate(mlpot.load(files["model"]), files["structures"])
+    parity_plot(pred, tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def test_parity_plot_without_matplotlib_names_the_extra(files, monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    _, pred = evaluate(mlpot.load(files["model"]), files["structures"][:2])
+    with pytest.raises(ImportError, match=r"mlpot\[plot\]"):
+        parity_plot(pred, tmp_path / "x.png")
+
+
+def test_unknown_element_is_a_clear_error(files, tmp_path, capsys):
+    write(tmp_path / "ag.xyz", emt_structures(2, seed=1, elements=("Cu", "Ag")))
+    assert main(["evaluate", str(files["model"]), str(tmp_path / "ag.xyz"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("mlpot evaluate: error:")
+    assert "'Ag'" in captured.err and "structure 0" in captured.err
+
+
+def test_missing_and_corrupt_model_files(files, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope.pt"), str(files["data"])]) == 2
+    err = capsys.readouterr().err
+    assert "mlpot evaluate: error:" in err and "nope.pt" in err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(files["model"].read_bytes()[:300])
+    for command in (["evaluate", str(corrupt), str(files["data"])], ["info", str(corrupt)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"mlpot {command[0]}: error:" in err and "not a readable mlpot model file" in err
+
+
+def test_info_prints_elements_and_parameter_count(files, capsys):
+    model = mlpot.load(files["model"])
+    assert main(["info", str(files["model"])]) == 0
+    out = capsys.readouterr().out
+    assert "Cu, Au" in out
+    assert f"{model.n_parameters():,}" in out
+    assert "version 1" in out and "epoch" in out
+    assert main(["info", str(files["model"]), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["elements"] == ["Cu", "Au"]
+    assert summary["network"]["parameters"] == model.n_parameters()
+    assert summary["network"]["parameters_per_element"] == model.networks.n_parameters()
+    assert summary["descriptor"]["features_per_element"] == model.spec.n_features()
+    assert summary["metadata"]["epoch"] == 3
+
+
+def test_convert_round_trip_preserves_labels(files, tmp_path, capsys):
+    h5, xyz = tmp_path / "data.h5", tmp_path / "back.extxyz"
+    assert main(["convert", str(files["data"]), str(h5)]) == 0
+    assert "6 structures, 24 atoms" in capsys.readouterr().out
+    assert main(["convert", str(h5), str(xyz)]) == 0
+    assert "stress 6/6" in capsys.readouterr().out
+    for a, b in zip(files["structures"], read(xyz), strict=True):
+        la, lb = get_labels(a), get_labels(b)
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a.cell.array, b.cell.array, rtol=0, atol=1e-12)
+        assert lb.energy == pytest.approx(la.energy, rel=1e-12)
+        np.testing.assert_allclose(lb.forces, la.forces, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(lb.stress, la.stress, rtol=1e-12, atol=1e-14)
+
+
+def test_convert_rejects_unknown_output_suffix(files, tmp_path, capsys):
+    assert main(["convert", str(files["data"]), str(tmp_path / "out.csv")]) == 2
+    assert ".h5" in capsys.readouterr().err
+
+
+def test_read_options_reach_the_reader(files, tmp_path, capsys):
+    assert main(["convert", str(files["data"]), str(tmp_path / "x.h5"),
+                 "--read-option", "stress_order=xx yy zz xy zx yz"]) == 2
+    assert "takes options" in capsys.readouterr().err  # extxyz has no stress_order option

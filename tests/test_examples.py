@@ -1,0 +1,55 @@
+"""The example configs stay valid against the config schema; the scripts start."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlpot.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.mark.parametrize("name, elements", [
+    ("ethanol", ["H", "C", "O"]), ("cuau", ["Cu", "Au"]), ("mlearn", ["Si"]), ("mlearn", ["Mo"]),
+    ("mlearn", ["Ni"]),
+])
+def test_example_config_resolves(name, elements):
+    config = TrainConfig.from_yaml(EXAMPLES / f"{name}.yaml")
+    spec = config.descriptor_spec(elements)
+    assert spec.elements == tuple(elements)
+    assert all(n > 0 for n in spec.n_features().values())
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("name", ["ethanol", "cuau"])
+def test_shipped_example_data_exist(name):
+    config = TrainConfig.from_yaml(EXAMPLES / f"{name}.yaml")
+    assert (ROOT / config.data.train).is_file()
+
+
+def test_mlearn_config_takes_another_element_by_overrides():
+    mo = "../shared/datasets/mlearn/Mo"
+    config = TrainConfig.from_yaml(EXAMPLES / "mlearn.yaml", [
+        f"data.train={mo}/training.json", f"data.test={mo}/test.json",
+        'data.read_options={stress_order: "xx yy zz xy zx yz"}'])
+    assert config.data.train.endswith("Mo/training.json")
+    assert config.data.read_options == {"stress_order": "xx yy zz xy zx yz"}
+    assert config.model.block == "residual" and len(config.model.hidden_sizes) > 2
+
+
+def test_bench_mlearn_skips_absent_elements(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_mlearn.py"), "--elements", "Xx",
+                           "--runs", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "[Xx] skipped" in proc.stdout and "nothing to report" in proc.stdout
+
+
+@pytest.mark.slow
+def test_api_example_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "api_example.py"), "--out", str(tmp_path),
+                           "--epochs", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test: energy RMSE" in proc.stdout
