@@ -13,4 +13,13 @@ def load(path, device="cpu", dtype=None):
     return load_model(path, device=device, dtype=dtype)
 
 
-__all__ = ["__version__", "load"]
+def __getattr__(name):
+    # The calculator pulls in ASE's calculator machinery: import it only when asked for.
+    if name == "MLPotCalculator":
+        from .calculator import MLPotCalculator
+
+        return MLPotCalculator
+    raise AttributeError(f"module 'mlpot' has no attribute {name!r}")
+
+
+__all__ = ["MLPotCalculator", "__version__", "load"]

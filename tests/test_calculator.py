@@ -27,8 +27,9 @@ def test_forces_and_stress_equal_ase_numerical_derivatives(model):
     atoms = water_box(seed=7)
     atoms.calc = MLPotCalculator(model, device="cpu", extrapolation="ignore")
     forces = atoms.get_forces()
-    numerical = calculate_numerical_forces(atoms, eps=1e-5)
-    np.testing.assert_allclose(forces, numerical, rtol=1e-6, atol=1e-8)
+    some = [0, 1, 2, 10, 23]  # a few atoms of both elements keep the FD loop short
+    numerical = calculate_numerical_forces(atoms, eps=1e-5, iatoms=some)
+    np.testing.assert_allclose(forces[some], numerical, rtol=1e-6, atol=1e-8)
     stress = atoms.get_stress()
     numerical_stress = calculate_numerical_stress(atoms, eps=1e-6)
     np.testing.assert_allclose(stress, numerical_stress, rtol=1e-5, atol=1e-9)
