@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .loss import loss_from_metrics, loss_terms
 from .metrics import METRIC_KEYS, ErrorAccumulator
-from .trainer import TrainingError, evaluate, train
+from .trainer import TrainingError, evaluate_store, train
 
 __all__ = [
     "CheckpointError",
@@ -12,7 +12,7 @@ __all__ = [
     "METRIC_KEYS",
     "TrainConfig",
     "TrainingError",
-    "evaluate",
+    "evaluate_store",
     "load_checkpoint",
     "loss_from_metrics",
     "loss_terms",

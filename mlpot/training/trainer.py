@@ -38,7 +38,7 @@ from .loss import loss_from_metrics, loss_terms
 from .metrics import METRIC_KEYS, ErrorAccumulator
 from .optim import EMA, LRSchedule, build_optimizer
 
-__all__ = ["TrainingError", "train", "evaluate", "METRIC_COLUMNS"]
+__all__ = ["TrainingError", "train", "evaluate_store", "METRIC_COLUMNS"]
 
 #: The error metrics reported per split (counts left out).
 METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_atoms"))
@@ -167,7 +167,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         if ema is not None:
             ema.swap(model)
         try:
-            val_metrics = evaluate(model, store, val_idx, opts.batch_size, device, dtype, eval_stress)
+            val_metrics = evaluate_store(model, store, val_idx, opts.batch_size, device, dtype, eval_stress)
         finally:
             if ema is not None:
                 ema.swap(model)
@@ -265,7 +265,7 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
     return loss_sum / max(n_steps, 1), acc.result(), (grad_sum / max(n_steps, 1)).cpu(), lr
 
 
-def evaluate(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,
+def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,
              device, dtype: torch.dtype, stress: bool = False) -> dict:
     """Error metrics (:class:`ErrorAccumulator`) of ``model`` on ``store`` structures ``indices``.
 
@@ -296,7 +296,7 @@ def _evaluate_test(config, structures, split, out, device, dtype, batch_size, lo
     model = load_model(out / "model.pt", device=device, dtype=dtype)
     store = BatchStore(test, cutoff=model.cutoff)
     has_stress = bool(store.data.targets.has_stress[indices].any())
-    metrics = evaluate(model, store, indices, batch_size, device, dtype, stress=has_stress)
+    metrics = evaluate_store(model, store, indices, batch_size, device, dtype, stress=has_stress)
     metrics["source"] = config.data.test or "split.json test indices"
     metrics["epoch"] = model.metadata.get("epoch")
     path = out / "test_metrics.json"
