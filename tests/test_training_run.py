@@ -204,3 +204,18 @@ def test_cli_reports_bad_override(dataset, tmp_path, capsys):
     rc = main(["train", str(path), "--out", str(tmp_path / "run"), "--set", "training.epoch=2"])
     assert rc == 2
     assert "training.epoch" in capsys.readouterr().err
+
+
+def test_descriptor_cache_gives_the_same_training(dataset, tmp_path):
+    """Cached (G, ∂G/∂r) and recomputed descriptors: the same losses and metrics every epoch."""
+    histories = []
+    for mode in ("memory", "none"):
+        cfg = TrainConfig.from_dict({**config(dataset, descriptor_cache=mode).to_dict(),
+                                     "loss": {"energy_weight": 1.0, "forces_weight": 10.0, "stress_weight": 1.0}})
+        train(cfg, tmp_path / mode, progress=False, log=lambda _: None)
+        histories.append(rows(tmp_path / mode / "metrics.csv"))
+    keys = ["train_loss", "val_loss", "val_energy_rmse_mev_per_atom", "val_force_rmse_mev_per_a",
+            "val_stress_rmse_gpa"]
+    for cached, direct in zip(*histories):
+        for key in keys:
+            assert float(cached[key]) == pytest.approx(float(direct[key]), rel=1e-9), key

@@ -219,8 +219,26 @@ class SymmetryFunctions(nn.Module):
         Returns:
             (N, F) symmetry-function values in ``positions.dtype``.
         """
-        n_atoms = positions.shape[0]
         vec = edge_vectors(positions, cell, system_idx, edge_index, edge_shift)
+        return self.compute_from_vectors(vec, species, edge_index, positions.shape[0])
+
+    def compute_from_vectors(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                             n_atoms: int) -> torch.Tensor:
+        """Descriptors as a function of the pair vectors alone.
+
+        Every symmetry function of atom i depends on the positions only through the
+        vectors r_ij of i's own pairs, which is what makes the per-pair Jacobian of
+        :meth:`jacobian` sparse.
+
+        Args:
+            vec: (P, 3) pair vectors r_ij = R_j − R_i (+ image shift), Å.
+            species: (N,) long element indices.
+            edge_index: (2, P) long, sorted by centre.
+            n_atoms: N.
+
+        Returns:
+            (N, F) symmetry-function values in ``vec.dtype``.
+        """
         dist = torch.linalg.vector_norm(vec, dim=1)
         centre, neighbour = edge_index[0], edge_index[1]
         blocks = []
@@ -233,6 +251,70 @@ class SymmetryFunctions(nn.Module):
             return raw
         padded = torch.cat([raw, raw.new_zeros(n_atoms, 1)], dim=1)
         return padded.gather(1, self.colmap[species])
+
+    def jacobian(self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor,
+                 system_idx: torch.Tensor, edge_index: torch.Tensor, edge_shift: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw descriptors and their sparse derivative with respect to the pair vectors.
+
+        G_i depends on the positions only through the vectors of i's own pairs, so the
+        full derivative dG/dR (N·F × N·3, mostly zeros) is held as one 3-vector per pair
+        and feature: J[p, f] = ∂G_{i(p), f} / ∂r_p. Forces then follow from any
+        ∂E/∂G without differentiating the descriptors again (see
+        :meth:`mlpot.models.Potential.forward_from_descriptors`):
+        ∂E/∂r_p = Σ_f ∂E/∂G_{i(p), f} J[p, f], and the chain rule through
+        r_p = R_j − R_i + S_p·h gives forces and the virial.
+
+        Arguments as for :meth:`compute`.
+
+        Returns:
+            ``(G, J)``: (N, F) raw descriptors and (P, F, 3) Jacobian, Å⁻¹ times the
+            descriptor's unit, both detached.
+        """
+        from torch.func import jvp
+
+        with torch.no_grad():
+            vec = edge_vectors(positions, cell, system_idx, edge_index, edge_shift)
+            raw = self.compute_from_vectors(vec, species, edge_index, positions.shape[0])
+            n_pairs, n_atoms = vec.shape[0], positions.shape[0]
+            centre, neighbour = edge_index[0], edge_index[1]
+            dist = torch.linalg.vector_norm(vec, dim=1)
+            unit = vec / dist.clamp(min=torch.finfo(vec.dtype).tiny).unsqueeze(1)
+            blocks = []
+            if self.n_radial:
+                # Each radial term depends on its pair's distance alone: one forward-mode
+                # pass gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p.
+                _, dphi = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
+                rows = torch.arange(n_pairs, device=vec.device) * self.n_elements + species[neighbour]
+                jr = vec.new_zeros(n_pairs * self.n_elements, self.n_radial, 3)
+                jr[rows] = dphi.unsqueeze(2) * unit.unsqueeze(1)
+                blocks.append(jr.view(n_pairs, self.n_elements * self.n_radial, 3))
+            if self.n_angular:
+                keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
+                first, second = triplets_from_pairs(centre.index_select(0, keep), n_atoms)
+                v1, v2 = vec[keep].index_select(0, first), vec[keep].index_select(0, second)
+                pt = self.pair_type[species[neighbour[keep].index_select(0, first)],
+                                    species[neighbour[keep].index_select(0, second)]]
+                ja = vec.new_zeros(n_pairs * self.n_pair_types, self.n_angular, 3)
+                # Each triplet's terms depend on its own two legs alone: six forward-mode
+                # passes (x, y, z of either leg) give every triplet's derivatives at once.
+                for leg, (p_idx, other) in enumerate(((keep[first], v2), (keep[second], v1))):
+                    rows = p_idx * self.n_pair_types + pt
+                    for k in range(3):
+                        tangent = torch.zeros_like(v1)
+                        tangent[:, k] = 1.0
+                        if leg == 0:
+                            _, d = jvp(lambda a: self._triplet_values(a, v2), (v1,), (tangent,))
+                        else:
+                            _, d = jvp(lambda b: self._triplet_values(v1, b), (v2,), (tangent,))
+                        ja[:, :, k].index_add_(0, rows, d)
+                blocks.append(ja.view(n_pairs, self.n_pair_types * self.n_angular, 3))
+            jac = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+            if not self.full_layout:  # per-element columns, as compute() lays them out
+                padded = torch.cat([jac, jac.new_zeros(n_pairs, 1, 3)], dim=1)
+                cols = self.colmap[species[centre]]  # (P, F)
+                jac = padded.gather(1, cols.unsqueeze(2).expand(-1, -1, 3))
+        return raw, jac.contiguous()
 
     # ------------------------------------------------------------------ kernels
     def _register_shapes(self, prefix: str, keys: list[tuple[float, float, float]]) -> None:
@@ -284,6 +366,47 @@ class SymmetryFunctions(nn.Module):
         out.index_add_(0, rows, values)
         return out.view(n_atoms, self.n_elements * self.n_radial)
 
+    def _triplet_values(self, v1, v2, legs: dict | None = None) -> torch.Tensor:
+        """Angular symmetry-function terms of each triplet from its two legs.
+
+        Args:
+            v1, v2: (T, 3) vectors from the centre to the two neighbours, Å.
+            legs: per kind (``"g5"``, ``"g4"``), the two legs' precomputed
+                exp(−η(r−r_s)²) f_c(r) (T, R); computed here when absent.
+
+        Returns:
+            (T, n_angular) terms 2^(1−ζ)(1+λ cos θ)^ζ × radial part.
+        """
+        d1, d2 = torch.linalg.vector_norm(v1, dim=1), torch.linalg.vector_norm(v2, dim=1)
+
+        def leg_pair(kind):
+            if legs is not None:
+                return legs[kind]
+            return self._gaussian_cutoff(d1, kind), self._gaussian_cutoff(d2, kind)
+
+        parts = []
+        if self.g5_eta.shape[0]:
+            a, b = leg_pair("g5")
+            parts.append(a * b)
+        if self.g4_eta.shape[0]:
+            a, b = leg_pair("g4")
+            r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
+            parts.append(a * b * self._gaussian_cutoff(r_jk, "g4"))
+        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        # Angle parts (T, A) = 2^(1−ζ) (1 + λ cos θ)^ζ; rounding can push 1 ± cos θ a hair
+        # below 0, where a fractional power would be NaN.
+        cos = (v1 * v2).sum(1) / (d1 * d2)
+        base = torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
+        angle = self._angle_powers(base)
+        if self.angular_outer:
+            return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], -1)
+        return radial[:, self.term_part] * angle[:, self.term_angle]
+
+    def _triplet_rows(self, centre, neighbour, species, first, second) -> torch.Tensor:
+        """(T,) row of each triplet in the (N · n_pair_types) angular accumulator."""
+        return centre.index_select(0, first) * self.n_pair_types + self.pair_type[
+            species[neighbour.index_select(0, first)], species[neighbour.index_select(0, second)]]
+
     def _angular(self, vec, dist, centre, neighbour, species, n_atoms) -> torch.Tensor:
         # Only pairs inside the angular cutoff can form triplets: a shorter angular cutoff
         # (as in ANI) or a Verlet skin on the pair list would otherwise add triplets that
@@ -294,30 +417,14 @@ class SymmetryFunctions(nn.Module):
         first, second = triplets_from_pairs(centre, n_atoms)
         # index_select rather than fancy indexing: its backward is a fast index_add.
         v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
-        d1, d2 = dist.index_select(0, first), dist.index_select(0, second)
-        # Radial parts (T, R): the two legs' Gaussians·cutoffs are per pair, computed once.
-        parts = []
-        if self.g5_eta.shape[0]:
-            legs = self._gaussian_cutoff(dist, "g5")
-            parts.append(legs.index_select(0, first) * legs.index_select(0, second))
-        if self.g4_eta.shape[0]:
-            legs = self._gaussian_cutoff(dist, "g4")
-            r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
-            parts.append(legs.index_select(0, first) * legs.index_select(0, second)
-                         * self._gaussian_cutoff(r_jk, "g4"))
-        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        # Angle parts (T, A) = 2^(1−ζ) (1 + λ cos θ)^ζ; rounding can push 1 ± cos θ a hair
-        # below 0, where a fractional power would be NaN.
-        cos = (v1 * v2).sum(1) / (d1 * d2)
-        base = torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
-        angle = self._angle_powers(base)
-        if self.angular_outer:
-            values = (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], -1)
-        else:
-            values = radial[:, self.term_part] * angle[:, self.term_angle]
-        rows = centre[first] * self.n_pair_types + self.pair_type[
-            species[neighbour[first]], species[neighbour[second]]
-        ]
+        # The legs' Gaussians·cutoffs are per pair: computed once, then gathered.
+        legs = {}
+        for kind in ("g5", "g4"):
+            if getattr(self, f"{kind}_eta").shape[0]:
+                per_pair = self._gaussian_cutoff(dist, kind)
+                legs[kind] = (per_pair.index_select(0, first), per_pair.index_select(0, second))
+        values = self._triplet_values(v1, v2, legs)
+        rows = self._triplet_rows(centre, neighbour, species, first, second)
         out = values.new_zeros(n_atoms * self.n_pair_types, self.n_angular)
         out.index_add_(0, rows, values)
         return out.view(n_atoms, self.n_pair_types * self.n_angular)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..descriptors import SymmetryFunctions, SymmetryFunctionSpec
+from ..neighbours import edge_vectors
 from .elementwise import ElementNetworks
 from .mlp import NetworkConfig
 
@@ -147,11 +148,7 @@ class Potential(nn.Module):
             species = self.descriptor.species(batch.numbers)
             raw = self.descriptor.compute(positions, species, cell, batch.system_idx,
                                           batch.edge_index, batch.edge_shift)
-            features = self.descriptor.scale(raw, species)
-            dtype = features.dtype
-            atomic = (self.reference_energies.to(dtype)[species]
-                      + self.energy_scale.to(dtype) * self.networks(features, species))
-            energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
+            atomic, energy = self._energies(raw, species, batch)
         out = {"energy": energy, "atomic_energies": atomic}
         if descriptors:
             out["descriptors"] = raw.detach()
@@ -163,12 +160,71 @@ class Potential(nn.Module):
         if forces:
             out["forces"] = -grads[0]
         if strain is not None:
-            periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
-            # Open structures have no volume: divide by 1 there (and mask below) so the
-            # double backward of stress training never sees 0/0.
-            volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1)
-            volume = torch.where(periodic, volume, torch.ones_like(volume))
-            sigma = grads[1] / volume
-            sigma = 0.5 * (sigma + sigma.transpose(1, 2))
-            out["stress"] = torch.where(periodic, sigma, torch.full_like(sigma, float("nan")))
+            out["stress"] = _stress(grads[1], batch)
         return out
+
+    def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: torch.Tensor,
+                                 forces: bool = True, stress: bool = False,
+                                 create_graph: bool | None = None) -> dict[str, torch.Tensor]:
+        """As :meth:`forward`, from precomputed raw descriptors and their pair Jacobian.
+
+        The descriptors do not depend on the weights, so training can compute them and
+        J = ∂G/∂r_pair once (:meth:`~mlpot.descriptors.SymmetryFunctions.jacobian`) and
+        back-propagate only through the networks: with g_p = Σ_f ∂E/∂G_{i(p), f} J[p, f]
+        (eV/Å), the force on atom a is Σ_{p: i(p)=a} g_p − Σ_{p: j(p)=a} g_p and the
+        strain derivative is Σ_p r_p ⊗ g_p. Equal to :meth:`forward` to rounding.
+
+        Args:
+            batch: the structures, with the pairs the Jacobian was computed on.
+            raw: (N, F) raw descriptors.
+            jacobian: (P, F, 3) ∂G_{i(p), f}/∂r_p, in ``batch.edge_index`` order.
+            forces, stress, create_graph: as for :meth:`forward`.
+        """
+        if batch.edge_index is None or jacobian.shape[0] != batch.edge_index.shape[1]:
+            raise ValueError("the Jacobian must have one row per pair of the batch")
+        create_graph = self.training if create_graph is None else create_graph
+        need_grad = forces or stress
+        raw = raw.to(self.dtype)
+        if need_grad:
+            raw = raw.detach().requires_grad_(True)
+        with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+            species = self.descriptor.species(batch.numbers)
+            atomic, energy = self._energies(raw, species, batch)
+        out = {"energy": energy, "atomic_energies": atomic}
+        if not need_grad:
+            return out
+        (de_dg,) = torch.autograd.grad(energy.sum(), raw, create_graph=create_graph)
+        centre, neighbour = batch.edge_index
+        g = torch.einsum("pf,pfk->pk", de_dg.index_select(0, centre), jacobian.to(de_dg.dtype))
+        if forces:
+            # r_p = R_j − R_i + shift: ∂E/∂R_j += g_p, ∂E/∂R_i −= g_p, and F = −∂E/∂R.
+            f = torch.zeros_like(batch.positions, dtype=g.dtype)
+            out["forces"] = f.index_add(0, centre, g).index_add(0, neighbour, -g)
+        if stress:
+            vec = edge_vectors(batch.positions, batch.cell, batch.system_idx, batch.edge_index,
+                               batch.edge_shift).to(g.dtype)
+            virial = g.new_zeros(batch.n_systems, 3, 3).index_add(
+                0, batch.system_idx.index_select(0, centre), vec.unsqueeze(2) * g.unsqueeze(1))
+            out["stress"] = _stress(virial, batch)
+        return out
+
+    def _energies(self, raw: torch.Tensor, species: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) atomic and (B,) total energies, eV, from (N, F) raw descriptors."""
+        features = self.descriptor.scale(raw, species)
+        dtype = features.dtype
+        atomic = (self.reference_energies.to(dtype)[species]
+                  + self.energy_scale.to(dtype) * self.networks(features, species))
+        energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
+        return atomic, energy
+
+
+def _stress(strain_derivative: torch.Tensor, batch) -> torch.Tensor:
+    """(B, 3, 3) stress σ = (1/V) ∂E/∂ε, symmetrised, eV/Å³; NaN unless periodic in 3D."""
+    periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
+    # Open structures have no volume: divide by 1 there (and mask below) so the double
+    # backward of stress training never sees 0/0.
+    volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1).to(strain_derivative.dtype)
+    volume = torch.where(periodic, volume, torch.ones_like(volume))
+    sigma = strain_derivative / volume
+    sigma = 0.5 * (sigma + sigma.transpose(1, 2))
+    return torch.where(periodic, sigma, torch.full_like(sigma, float("nan")))

@@ -34,7 +34,7 @@ def _edge_counts(batch: AtomsBatch) -> torch.Tensor:
     return torch.bincount(batch.system_idx[batch.edge_index[0]], minlength=batch.n_systems)
 
 
-def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor) -> AtomsBatch:
+def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor, return_index: bool = False):
     """The sub-batch of structures ``indices`` (in that order), neighbour pairs included.
 
     Equal to ``collate([structures[k] for k in indices], cutoff)`` when ``batch`` is the
@@ -44,6 +44,8 @@ def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor) -> AtomsBat
         batch: a batch with ``edge_index`` (pairs grouped by structure and sorted by
             centre, as :func:`~mlpot.data.collate` makes them).
         indices: (K,) structure indices into ``batch``; repeats allowed.
+        return_index: also return the (N',) atom and (P',) pair indices gathered, to cut
+            per-atom or per-pair arrays held beside ``batch`` the same way.
     """
     if batch.edge_index is None:
         raise ValueError("select needs a batch with neighbour pairs (collate with a cutoff)")
@@ -63,7 +65,7 @@ def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor) -> AtomsBat
         targets = Targets(energy=t.energy[idx], forces=t.forces[atoms], stress=t.stress[idx],
                           has_energy=t.has_energy[idx], has_forces=t.has_forces[idx],
                           has_stress=t.has_stress[idx])
-    return replace(
+    out = replace(
         batch,
         positions=batch.positions[atoms],
         numbers=batch.numbers[atoms],
@@ -76,6 +78,7 @@ def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor) -> AtomsBat
         edge_shift=batch.edge_shift[edges],
         targets=targets,
     )
+    return (out, atoms, edges) if return_index else out
 
 
 def concatenate(batches: Sequence[AtomsBatch]) -> AtomsBatch:
@@ -136,6 +139,62 @@ class BatchStore:
                                  cutoff=cutoff, dtype=dtype))
         self.data = parts[0] if len(parts) == 1 else concatenate(parts)
         self.cutoff = cutoff
+        self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
+        self.jacobian: torch.Tensor | None = None  # (P, F, 3)
+
+    def cache_descriptors(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 16,
+                          device=None, progress: bool = False) -> int:
+        """Compute and keep every structure's raw descriptors and their pair Jacobian.
+
+        Training on forces then back-propagates through the networks only (see
+        :meth:`~mlpot.models.Potential.forward_from_descriptors`). Computed in float64 on
+        ``device``, stored in ``dtype`` on the CPU.
+
+        Args:
+            descriptor: the model's :class:`~mlpot.descriptors.SymmetryFunctions` (its
+                cutoff must not exceed the store's).
+            dtype: storage dtype (the training dtype).
+            chunk: structures per Jacobian evaluation (bounds peak memory).
+
+        Returns:
+            bytes held by the cache.
+        """
+        from tqdm import tqdm
+
+        if descriptor.cutoff > self.cutoff:
+            raise ValueError(f"descriptor cutoff {descriptor.cutoff} Å exceeds the stored pairs' {self.cutoff} Å")
+        descriptor = descriptor.to(device=device)
+        features, jacobians = [], []
+        n = len(self)
+        for lo in tqdm(range(0, n, chunk), desc="descriptor Jacobians", unit="chunk",
+                       disable=not progress, leave=False):
+            b = select(self.data, torch.arange(lo, min(n, lo + chunk))).to(device, torch.float64)
+            raw, jac = descriptor.jacobian(b.positions, descriptor.species(b.numbers), b.cell,
+                                           b.system_idx, b.edge_index, b.edge_shift)
+            features.append(raw.to("cpu", dtype))
+            jacobians.append(jac.to("cpu", dtype))
+        # Consecutive chunks of structures are consecutive atom and pair ranges.
+        self.descriptors, self.jacobian = torch.cat(features), torch.cat(jacobians)
+        return self.descriptors.nbytes + self.jacobian.nbytes
+
+    def clear_descriptor_cache(self) -> None:
+        self.descriptors = self.jacobian = None
+
+    @property
+    def has_descriptor_cache(self) -> bool:
+        return self.jacobian is not None
+
+    def cached_batch(self, indices: Sequence[int] | torch.Tensor, device=None,
+                     ) -> tuple[AtomsBatch, torch.Tensor | None, torch.Tensor | None]:
+        """Structures ``indices`` as one batch, with their cached raw descriptors (N', F)
+        and Jacobian (P', F, 3), or ``None`` for both without a cache."""
+        if not self.has_descriptor_cache:
+            return self.batch(indices, device), None, None
+        out, atoms, edges = select(self.data, indices, return_index=True)
+        if device is not None:
+            out = out.to(device)
+        return (out, self.descriptors.index_select(0, atoms).to(device),
+                self.jacobian.index_select(0, edges).to(device))
 
     def __len__(self) -> int:
         return self.data.n_systems

@@ -44,7 +44,8 @@ __all__ = ["TrainingError", "train", "evaluate_store", "METRIC_COLUMNS"]
 METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_atoms"))
 # Settings a resumed run may change; anything else must match the checkpoint.
 _RESUME_MAY_CHANGE = {"training.epochs", "training.early_stopping_patience",
-                      "training.checkpoint_every", "training.device", "data.test"}
+                      "training.checkpoint_every", "training.device", "data.test",
+                      "training.descriptor_cache"}
 
 
 class TrainingError(RuntimeError):
@@ -116,6 +117,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         sc = ckpt["scaling"]
         model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
                                                 sc["mode"], sc["s_min"], sc["s_max"])
+    if opts.descriptor_cache == "memory":
+        model.to(device)
+        start = time.perf_counter()
+        nbytes = store.cache_descriptors(model.descriptor, dtype=dtype, device=device, progress=progress)
+        log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs "
+            f"({time.perf_counter() - start:.1f} s)")
     model.to(device=device, dtype=dtype)
 
     params = dict(model.named_parameters())
@@ -232,10 +239,11 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
                disable=not progress)
     try:
         for step, lo in enumerate(range(0, len(order), opts.batch_size)):
-            batch = store.batch(order[lo:lo + opts.batch_size])
+            batch, raw, jac = store.cached_batch(order[lo:lo + opts.batch_size])
             batch = batch.to(device, dtype)
             # Stress of open structures is NaN and masked out of the loss (loss_terms).
-            pred = model(batch, forces=forces, stress=stress, create_graph=forces or stress)
+            pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=forces or stress,
+                            forces=forces)
             terms = loss_terms(pred, batch, weights)
             value = float(terms["total"].detach())  # one sync per step: NaN must stop before the update
             if not math.isfinite(value):
@@ -273,11 +281,22 @@ def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, b
     """
     model.eval()
     acc = ErrorAccumulator()
-    for batch in store.batches(indices, batch_size):
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    for lo in range(0, len(indices), batch_size):
+        batch, raw, jac = store.cached_batch(indices[lo:lo + batch_size])
         batch = batch.to(device, dtype)
-        pred = model(batch, forces=True, stress=stress, create_graph=False)
+        pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=False)
         acc.update({k: v.detach() for k, v in pred.items()}, batch)
     return acc.result()
+
+
+def _predict(model: Potential, batch, raw, jac, device, dtype, stress: bool, create_graph: bool,
+             forces: bool = True) -> dict:
+    """The model on ``batch``: from cached descriptors when ``raw`` is given."""
+    if raw is None:
+        return model(batch, forces=forces, stress=stress, create_graph=create_graph)
+    return model.forward_from_descriptors(batch, raw.to(device, dtype), jac.to(device, dtype),
+                                          forces=forces, stress=stress, create_graph=create_graph)
 
 
 def _evaluate_test(config, structures, split, out, device, dtype, batch_size, log) -> dict | None:
