@@ -134,7 +134,8 @@ def test_nan_loss_stops_and_keeps_last_good_epoch(dataset, tmp_path, monkeypatch
     def poisoned(pred, batch, weights):
         calls["n"] += 1
         terms = real(pred, batch, weights)
-        if calls["n"] == steps_per_epoch + 2:  # second step of epoch 2
+        # Call 1 measures the gradients at initialisation (grad_init.json); then the steps.
+        if calls["n"] == 1 + steps_per_epoch + 2:  # second step of epoch 2
             terms["forces"] = terms["forces"] * float("nan")
             terms["total"] = terms["total"] + terms["forces"]
         return terms

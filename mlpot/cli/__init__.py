@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import convert, describe, evaluate, info, md, train
+from . import ablate, convert, describe, evaluate, info, md, report, train
 
 COMMANDS = {"train": train, "evaluate": evaluate, "md": md, "info": info, "convert": convert,
-            "describe": describe}
+            "describe": describe, "ablate": ablate, "report": report}
 
 
 def build_parser() -> argparse.ArgumentParser:

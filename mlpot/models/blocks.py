@@ -52,6 +52,11 @@ class PlainBlock(nn.Module):
         self.act = activation(act)
         initialise_linear(self.linear, init, act)
 
+    @staticmethod
+    def n_parameters(d_in: int, d_out: int) -> int:
+        """Trainable parameters of a block, without building it."""
+        return d_in * d_out + d_out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.linear(x))
 
@@ -70,6 +75,11 @@ class ResidualBlock(nn.Module):
             self.project = nn.Linear(d_in, d_out, bias=False)
             initialise_linear(self.project, init, "linear")
         self.drop = DropPath(survival)
+
+    @staticmethod
+    def n_parameters(d_in: int, d_out: int) -> int:
+        """Trainable parameters of a block (with its projection), without building it."""
+        return d_in * d_out + d_out + (d_in * d_out if d_in != d_out else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x if self.project is None else self.project(x)

@@ -37,7 +37,7 @@ from ..models import NetworkConfig
 
 __all__ = [
     "DataConfig", "ScalingConfig", "LossConfig", "OptimizerConfig", "ScheduleConfig",
-    "TrainingOptions", "TrainConfig", "apply_overrides",
+    "TrainingOptions", "TrainConfig", "apply_overrides", "resolve_data_paths",
 ]
 
 
@@ -275,14 +275,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         data = apply_overrides(data, overrides)
-        section = data.get("data")
-        if isinstance(section, dict):
-            for key in ("train", "test", "split_file"):
-                value = section.get(key)
-                if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-                    beside = path.parent / value
-                    if beside.exists():
-                        section[key] = str(beside)
+        resolve_data_paths(data, path.parent)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,10 +287,24 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def resolve_data_paths(data: dict[str, Any], folder: Path) -> None:
+    """In place: relative ``data.train/test/split_file`` paths that do not exist from the
+    working directory but do from ``folder`` (the config file's) are taken from there."""
+    section = data.get("data")
+    if isinstance(section, dict):
+        for key in ("train", "test", "split_file"):
+            value = section.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+                beside = Path(folder) / value
+                if beside.exists():
+                    section[key] = str(beside)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
+                    root: type | None = None) -> dict[str, Any]:
     """Return a copy of ``data`` with ``key.path=value`` overrides applied.
 
-    Keys are checked against :class:`TrainConfig` as they are walked, so a typo is reported
+    Keys are checked against ``root`` (default :class:`TrainConfig`) as they are walked, so a typo is reported
     as such (``training.epoch``) rather than as a later, vaguer error. Free-form mappings
     (``descriptor``, ``data.read_options``) accept any key.
 
@@ -318,7 +325,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
         parts = key.split(".")
-        node, tp = data, TrainConfig
+        node, tp = data, TrainConfig if root is None else root
         for depth, part in enumerate(parts):
             where = ".".join(parts[: depth + 1])
             if tp is not None:

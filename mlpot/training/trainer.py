@@ -30,10 +30,12 @@ from tqdm import tqdm
 
 from ..data import load_split, random_split, read
 from ..descriptors.scaling import FeatureScaler
+from ..io.files import atomic_write_text
 from ..models import Potential
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import BatchStore
+from .gradients import LayerGradientMonitor
 from .loss import loss_from_metrics, loss_terms
 from .metrics import METRIC_KEYS, ErrorAccumulator
 from .optim import EMA, LRSchedule, build_optimizer
@@ -160,6 +162,10 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
                         "s_max": model.descriptor.scaler.s_max},
         })
 
+    if ckpt is None:
+        grads = _initial_gradients(model, store, train_idx, config, device, dtype)
+        atomic_write_text(out / "grad_init.json", json.dumps(grads, indent=1) + "\n")
+
     stopped_early = False
     for epoch in range(state["epoch"], opts.epochs):
         if opts.early_stopping_patience and state["bad_epochs"] >= opts.early_stopping_patience:
@@ -271,6 +277,25 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
     finally:
         bar.close()
     return loss_sum / max(n_steps, 1), acc.result(), (grad_sum / max(n_steps, 1)).cpu(), lr
+
+
+def _initial_gradients(model, store, train_idx, config, device, dtype) -> dict:
+    """Per-layer gradient norms of the training loss at initialisation, on the first
+    mini-batch of training structures (eval mode: stochastic depth off, no RNG used)."""
+    opts, weights = config.training, config.loss
+    forces, stress = weights.forces_weight > 0, weights.stress_weight > 0
+    batch, raw, jac = store.cached_batch(train_idx[:opts.batch_size])
+    batch = batch.to(device, dtype)
+    model.eval()
+    with LayerGradientMonitor(model) as monitor:
+        pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=forces or stress,
+                        forces=forces)
+        loss = loss_terms(pred, batch, weights)["total"]
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        layers = monitor.norms()
+    model.zero_grad(set_to_none=True)
+    return {"loss": float(loss.detach()), "n_structures": batch.n_systems, "layers": layers}
 
 
 def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,

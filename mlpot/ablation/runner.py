@@ -1,0 +1,347 @@
+"""Run an ablation grid: one ordinary training run per grid point, then its measurements.
+
+Layout of the output folder::
+
+    OUT/ablation.yaml          the resolved config (base + ablation block)
+    OUT/splits/foldK.json      the cross-validation splits (shared by all runs)
+    OUT/runs/<name>/           a training run (config.yaml, metrics.csv, model.pt, …)
+                    result.json   written last, atomically: the run is finished
+                    error.txt     why the last attempt failed (the run is retried)
+    OUT/results.csv, results.json, report.md, *.png   (see mlpot.ablation.report)
+
+A run counts as finished when its ``result.json`` is complete; ``--resume`` skips finished
+runs, continues interrupted ones from their ``last.pt`` and restarts broken ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data import kfold_splits, load_split, random_split, read
+from ..io.files import atomic_write_text
+from .config import AblationSetup
+from .grid import RunSpec, expand_grid
+
+__all__ = ["run_ablation", "run_one", "load_result", "inference_time", "RESULT_FILE"]
+
+RESULT_FILE = "result.json"
+_RESULT_VERSION = 1
+
+
+def load_result(run_dir: Path) -> dict | None:
+    """The finished result of a run folder, or ``None`` (absent, partial or corrupt)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or result.get("version") != _RESULT_VERSION or "test" not in result:
+        return None
+    return result
+
+
+def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: bool = False,
+                 log: Callable[[str], None] = print, only: list[str] | None = None,
+                 isolate: bool = True) -> list[dict]:
+    """Train and measure every run of the grid; returns the results of all finished runs.
+
+    Args:
+        setup: base config and grid.
+        out: output folder (created).
+        jobs: runs trained at once (each in its own process, with cpu_count/jobs threads).
+        resume: continue in a folder that holds an earlier (possibly interrupted) grid.
+        log: receives progress lines.
+        only: run names to run (default: all).
+        isolate: with ``jobs`` = 1, still train each run in a fresh process (so its peak
+            memory is its own); ``False`` trains in this process (tests, debugging).
+
+    Raises:
+        ValueError: ``out`` holds a grid and ``resume`` is false, or its config differs.
+    """
+    out = Path(out)
+    saved = out / "ablation.yaml"
+    if saved.exists():
+        if not resume:
+            raise ValueError(f"{out} already holds an ablation; pass --resume to continue it or "
+                             "choose another output folder")
+        import yaml
+
+        before = yaml.safe_load(saved.read_text())
+        if _grid_identity(before) != _grid_identity(setup.to_dict()):
+            raise ValueError(f"cannot resume {out}: its ablation.yaml differs from this config in more "
+                             "than the grid's extent (depths, widths, variants, seeds, MD and timing "
+                             "may change; data, descriptor, loss, optimiser and folds may not)")
+    out.mkdir(parents=True, exist_ok=True)
+    setup.save(saved)
+
+    structures = read(setup.base.data.train, format=setup.base.data.format, **setup.base.data.read_options)
+    split_files = _write_splits(setup, len(structures), out / "splits")
+    elements, n_features = _descriptor_shape(setup, structures, split_files[0])
+    runs = expand_grid(setup, n_features)
+    if only:
+        unknown = sorted(set(only) - {r.name for r in runs})
+        if unknown:
+            raise ValueError(f"no run(s) {unknown} in this grid")
+        runs = [r for r in runs if r.name in only]
+    todo = [r for r in runs if load_result(out / "runs" / r.name) is None]
+    log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run) "
+        f"of {elements}; {jobs} at a time")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failed = []
+    start = time.perf_counter()
+    if jobs == 1:
+        for k, run in enumerate(todo, 1):
+            if isolate:
+                ok, message = _run_in_process(setup, run, out, split_files[run.fold], threads)
+            else:
+                ok, message = _worker(setup.to_dict(), run, str(out), split_files[run.fold], None)
+            _report(log, k, len(todo), run, ok, message, out, start)
+            if not ok:
+                failed.append(run.name)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_worker, setup.to_dict(), run, str(out), split_files[run.fold], threads): run
+                       for run in todo}
+            for k, future in enumerate(as_completed(futures), 1):
+                run = futures[future]
+                try:
+                    ok, message = future.result()
+                except Exception as exc:  # the worker process died
+                    ok, message = False, f"worker died: {exc}"
+                _report(log, k, len(todo), run, ok, message, out, start)
+                if not ok:
+                    failed.append(run.name)
+    if failed:
+        log(f"{len(failed)} run(s) failed (see runs/<name>/error.txt; --resume retries them): {failed}")
+    return [r for r in (load_result(out / "runs" / run.name) for run in runs) if r is not None]
+
+
+def _run_in_process(setup, run, out, split_file, threads):
+    """jobs = 1: still a separate process, so that each run's peak memory is its own."""
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(_worker, setup.to_dict(), run, str(out), split_file, threads).result()
+        except Exception as exc:
+            return False, f"worker died: {exc}"
+
+
+def _report(log, k, total, run, ok, message, out, start) -> None:
+    elapsed = time.perf_counter() - start
+    if ok:
+        r = load_result(out / "runs" / run.name)
+        t = r["test"]
+        log(f"[{k}/{total}] {run.name}: test E RMSE {t['energy_rmse_mev_per_atom']:.2f} meV/atom, "
+            f"F RMSE {_fmt(t['force_rmse_mev_per_a'])} meV/Å, {r['train_wall_s']:.0f} s  "
+            f"(elapsed {elapsed:.0f} s)")
+    else:
+        log(f"[{k}/{total}] {run.name}: FAILED: {message}")
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _worker(setup_dict: dict, run: RunSpec, out: str, split_file: str, threads: int | None) -> tuple[bool, str]:
+    from .config import load_ablation
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    setup = load_ablation(setup_dict)
+    run_dir = Path(out) / "runs" / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_one(setup, run, run_dir, split_file)
+    except Exception as exc:
+        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        return False, f"{type(exc).__name__}: {exc}"
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    return True, json.dumps(result["test"])
+
+
+def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) -> dict:
+    """Train one grid point (resuming its ``last.pt`` when there is one) and measure it.
+
+    Returns:
+        the result dict also written to ``run_dir/result.json``.
+    """
+    from ..io import load_model
+    from ..training import CheckpointError, train
+    from ..training.gradients import layer_norms
+
+    config = run.train_config(setup, split_file)
+    run_dir = Path(run_dir)
+    with open(run_dir / "train.log", "a") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        resume = (run_dir / "last.pt").is_file()
+        try:
+            summary = train(config, run_dir, resume=resume, overwrite=True, progress=False, log=log)
+        except (CheckpointError, ValueError) as exc:
+            if not resume:
+                raise
+            log(f"cannot resume ({exc}); training this run again from the start")
+            summary = train(config, run_dir, resume=False, overwrite=True, progress=False, log=log)
+    device = _device(config.training.device)
+    model = load_model(run_dir / "model.pt", device=device, dtype=getattr(torch, config.training.dtype))
+    structures = read(setup.base.data.train, format=setup.base.data.format, **setup.base.data.read_options)
+    split = load_split(split_file)
+    external = None
+    if setup.base.data.test:
+        external = read(setup.base.data.test, format=setup.base.data.format, **setup.base.data.read_options)
+    # Held-out structures for timing and MD: the fold's test part, else the external test set.
+    test = [structures[i] for i in split.test] or list(external or [])
+    history = _read_csv(run_dir / "metrics.csv")
+    result = {
+        "version": _RESULT_VERSION, **run.factors(),
+        "n_parameters_model": model.n_parameters(),
+        "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+        "train_wall_s": sum(float(r["wall_s"]) for r in history),
+        "test": summary["test"], "val": summary["val"],
+        "external_test": None,
+        "grad_init": _grad_init(run_dir),
+        "grad_first_epoch": layer_norms(_grad_columns(history[0])) if history else None,
+        "grad_last_epoch": layer_norms(_grad_columns(history[-1])) if history else None,
+        "threads": torch.get_num_threads(), "device": str(device),
+    }
+    if external is not None and split.test:  # with folds, data.test is an extra, external check
+        from ..evaluation import evaluate
+
+        result["external_test"], _ = evaluate(model, external, batch_size=config.training.batch_size)
+    result["inference_us_per_atom"] = inference_time(model, test, setup.ablation.inference_repeats)
+    md_cfg = setup.ablation.md
+    if md_cfg.steps and test:
+        from .stability import md_stability
+
+        picks = [test[int(k)] for k in torch.linspace(0, len(test) - 1, min(md_cfg.structures, len(test))).round().long()]
+        result["md"] = md_stability(model, picks, md_cfg)
+    else:
+        result["md"] = None
+    result["peak_memory_mib"] = _peak_memory_mib(device)
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -> float | None:
+    """Median µs per atom of energy + forces for a batch of ``structures`` (neighbour pairs
+    built beforehand, as in MD between rebuilds); up to ``max_atoms`` atoms are used."""
+    from ..data import collate
+
+    picked, n = [], 0
+    for atoms in structures:
+        if n and n + len(atoms) > max_atoms:
+            break
+        picked.append(atoms)
+        n += len(atoms)
+    if not picked:
+        return None
+    device = next(model.parameters()).device
+    batch = collate(picked, cutoff=model.cutoff, dtype=model.dtype, device=device, labels=False)
+    model.eval()
+    times = []
+    for k in range(repeats + 1):  # the first call warms up
+        _sync(device)
+        t = time.perf_counter()
+        model(batch, forces=True, create_graph=False)
+        _sync(device)
+        if k:
+            times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2] / n * 1e6
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mib(device) -> float:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss: KiB on Linux, bytes on macOS; this process ran only this run.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _grad_columns(row: dict) -> dict[str, float]:
+    return {k[len("grad_norm/"):]: float(v) for k, v in row.items()
+            if k.startswith("grad_norm/") and k != "grad_norm/total" and v not in ("", None)}
+
+
+def _grad_init(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "grad_init.json").read_text())["layers"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_splits(setup: AblationSetup, n: int, folder: Path) -> list[str]:
+    """The folds' splits (written once; reused on resume so every run sees the same data)."""
+    ab, data = setup.ablation, setup.base.data
+    folder.mkdir(parents=True, exist_ok=True)
+    if ab.folds >= 2:
+        splits = kfold_splits(n, ab.folds, seed=data.split_seed, val_fraction=data.val_fraction)
+    else:
+        test_fraction = 0.0 if data.test else ab.test_fraction
+        splits = [random_split(n, data.val_fraction, test_fraction, seed=data.split_seed)]
+    paths = []
+    for k, split in enumerate(splits):
+        path = folder / f"fold{k}.json"
+        if path.exists():
+            existing = load_split(path)
+            if existing != split:
+                raise ValueError(f"{path} differs from the split this config makes; the data or "
+                                 "data.split_seed changed since the grid started")
+        else:
+            split.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _descriptor_shape(setup: AblationSetup, structures, split_file: str) -> tuple[list[str], list[int]]:
+    """Elements of the training data and the descriptor length of each."""
+    from ase.data import chemical_symbols
+
+    from ..descriptors import SymmetryFunctions
+
+    split = load_split(split_file)
+    numbers = sorted({int(z) for k in split.train for z in structures[k].numbers})
+    elements = [chemical_symbols[z] for z in numbers]
+    sf = SymmetryFunctions(setup.base.descriptor_spec(elements))
+    return elements, sf.n_features_per_element
+
+
+def _grid_identity(config: dict) -> dict:
+    """The parts of a config that finished runs depend on."""
+    config = json.loads(json.dumps(config))
+    ablation = config.pop("ablation", {}) or {}
+    for key in ("device", "descriptor_cache", "checkpoint_every"):
+        config.get("training", {}).pop(key, None)
+    return {"base": config, "folds": ablation.get("folds"), "match_reference": ablation.get("match_reference"),
+            "survival": ablation.get("survival")}

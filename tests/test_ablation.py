@@ -1,0 +1,298 @@
+"""Depth ablation: grid expansion, parameter matching, resume, gradient hooks, MD stability, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mlpot.ablation import (MATCH_TOLERANCE, VARIANTS, MDStabilityConfig, count_parameters, expand_grid,
+                            load_ablation, load_result, matched_hidden, md_stability, run_ablation)
+from mlpot.ablation.report import aggregate, pareto_front, render_report, write_results
+from mlpot.cli import main
+from mlpot.config import ConfigError
+from mlpot.descriptors import SymmetryFunctionSpec
+from mlpot.models import NetworkConfig, Potential
+from mlpot.models.elementwise import ElementNetworks
+from mlpot.training import LayerGradientMonitor, layer_norms
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def base_config(train: str = "train.extxyz", **ablation) -> dict:
+    return {
+        "data": {"train": train, "val_fraction": 0.2},
+        "descriptor": {"cutoff": 4.0, "cutoff_function": "poly2",
+                       "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": [{"kind": "G5", "zetas": [1], "lambdas": [-1, 1], "eta": 0.05}]},
+        "model": {"width": 8},
+        "optimizer": {"lr": 5e-3},
+        "training": {"epochs": 2, "batch_size": 8, "dtype": "float64", "checkpoint_every": 1},
+        "ablation": {"depths": [1, 2], "widths": [8], "variants": ["plain", "residual"], "folds": 2,
+                     "md": {"structures": 2, "steps": 20, "check_every": 10}, "inference_repeats": 1,
+                     **ablation},
+    }
+
+
+# ----------------------------------------------------------------------------- grid
+def test_count_parameters_matches_built_networks():
+    for block in ("plain", "residual"):
+        for hidden in [(5,), (7, 7), (6, 9, 4), (3,) * 6]:
+            cfg = NetworkConfig(hidden=hidden, block=block)
+            built = ElementNetworks(["H", "C", "O"], [11, 11, 13], cfg)
+            assert count_parameters([11, 11, 13], cfg) == sum(p.numel() for p in built.parameters())
+
+
+def test_grid_expansion_names_and_factors():
+    setup = load_ablation(base_config(widths=[8, "matched"], seeds=[0, 3], depths=[1, 2, 3],
+                                      variants=["plain", "residual", "residual_sd"]))
+    runs = expand_grid(setup, [20, 20])
+    assert len(runs) == 3 * 2 * 2 * 2 * 3  # variants × widths × seeds × folds × depths
+    assert len({r.name for r in runs}) == len(runs)
+    assert {(r.variant, r.fold, r.seed) for r in runs} == {
+        (v, f, s) for v in ("plain", "residual", "residual_sd") for f in (0, 1) for s in (0, 3)}
+    fixed = [r for r in runs if r.width_mode == "fixed"]
+    assert all(r.hidden == (8,) * r.depth for r in fixed)
+    # Each run's config is the base with its network, seed and split.
+    run = next(r for r in runs if r.variant == "residual_sd" and r.depth == 3 and r.seed == 3)
+    cfg = run.train_config(setup, "splits/fold1.json")
+    assert cfg.model.block == "residual" and cfg.model.survival == setup.ablation.survival
+    assert cfg.model.hidden_sizes == run.hidden and cfg.training.seed == 3
+    assert cfg.data.split_file == "splits/fold1.json" and cfg.data.test is None
+    plain = next(r for r in runs if r.variant == "plain").train_config(setup, "s.json")
+    assert plain.model.block == "plain" and plain.model.survival == 1.0
+
+
+@pytest.mark.parametrize("block", ["plain", "residual"])
+def test_parameter_matching_within_two_percent(block):
+    n_features = [52, 52, 61]
+    target = count_parameters(n_features, NetworkConfig(hidden=(32, 32)))
+    base = NetworkConfig(block=block)
+    for depth in range(1, 17):
+        hidden, n = matched_hidden(n_features, depth, target, base)
+        assert len(hidden) == depth
+        assert abs(n - target) <= MATCH_TOLERANCE * target, (depth, hidden, n, target)
+        assert n == count_parameters(n_features, NetworkConfig(hidden=hidden, block=block))
+
+
+def test_parameter_matching_reports_an_impossible_budget():
+    with pytest.raises(ConfigError, match="no 12-layer network has 40 parameters"):
+        matched_hidden([30], 12, 40, NetworkConfig())
+
+
+def test_grid_matched_runs_share_the_reference_count():
+    setup = load_ablation(base_config(widths=["matched"], depths=[1, 2, 4, 8],
+                                      match_reference={"depth": 2, "width": 32}))
+    target = count_parameters([40], NetworkConfig(hidden=(32, 32)))
+    for run in expand_grid(setup, [40]):
+        assert abs(run.n_parameters - target) <= MATCH_TOLERANCE * target
+
+
+def test_ablation_config_errors():
+    with pytest.raises(ConfigError, match="ablation: missing"):
+        load_ablation({k: v for k, v in base_config().items() if k != "ablation"})
+    with pytest.raises(ConfigError, match="unknown variant 'resnet'"):
+        load_ablation(base_config(variants=["resnet"]))
+    with pytest.raises(ConfigError, match="ablation.dephts"):
+        load_ablation(base_config(dephts=[1]))
+    with pytest.raises(ConfigError, match="'matched'"):
+        load_ablation(base_config(widths=[0]))
+    with pytest.raises(ConfigError, match="ablation.md.min_distance"):
+        load_ablation(base_config(md={"min_distance": 2.0}))
+    with pytest.raises(ConfigError, match="ablation.depth"):
+        load_ablation(base_config(), ["ablation.depth=[1]"])
+    assert set(VARIANTS) >= {"plain", "residual", "residual_sd"}
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("block", ["plain", "residual"])
+def test_gradient_hooks_give_one_value_per_layer(block):
+    torch.manual_seed(0)
+    depth = 5
+    model = Potential(SymmetryFunctionSpec.default(["Cu", "Au"], cutoff=4.0),
+                      NetworkConfig(depth=depth, width=6, block=block)).double()
+    x = torch.randn(7, model.descriptor.max_features, dtype=torch.float64)
+    species = torch.tensor([0, 1, 0, 1, 1, 0, 0])
+    with LayerGradientMonitor(model) as monitor:
+        model.networks(x, species).square().sum().backward()
+        norms = monitor.norms()
+    assert list(norms) == [f"layer {k}" for k in range(1, depth + 1)] + ["readout"]
+    # By hand: pool every element network's parameters of each layer.
+    for k in range(depth):
+        params = [p for n, p in model.named_parameters() if f".blocks.{k}." in n]
+        assert norms[f"layer {k + 1}"] == pytest.approx(math.sqrt(sum(float(p.grad.square().sum()) for p in params)))
+    readout = [p for n, p in model.named_parameters() if ".readout." in n]
+    assert norms["readout"] == pytest.approx(math.sqrt(sum(float(p.grad.square().sum()) for p in readout)))
+    assert all(v > 0 for v in norms.values())
+
+
+def test_layer_norms_pool_metrics_columns():
+    pooled = layer_norms({"Cu.blocks.0.linear.weight": 3.0, "Au.blocks.0.linear.weight": 4.0,
+                          "Cu.readout.weight": 1.0, "Cu.blocks.1.linear.bias": 2.0, "total": 9.0})
+    assert pooled == {"layer 1": 5.0, "layer 2": 2.0, "readout": 1.0}
+
+
+# ----------------------------------------------------------------------------- MD stability
+def _rattled_copper(seed):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def _model(energy_scale: float):
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Cu"], cutoff=4.0), NetworkConfig(depth=2, width=8)).double()
+    model.energy_scale.fill_(energy_scale)
+    return model
+
+
+def test_md_stability_of_a_force_free_model():
+    """Zero forces: free flight for 0.05 ps, nothing fails, total energy exactly conserved."""
+    result = md_stability(_model(0.0), [_rattled_copper(1), _rattled_copper(2)],
+                          MDStabilityConfig(steps=100, check_every=25, temperature_K=300))
+    assert result["survived_fraction"] == 1.0
+    assert result["mean_time_to_failure_ps"] == pytest.approx(100 * 0.5e-3)
+    assert all(abs(r["drift_mev_per_atom_ps"]) < 1e-6 for r in result["replicas"])
+
+
+def test_md_stability_detects_a_blow_up():
+    """A random network with forces of ~10⁴ eV/Å heats the crystal far past 5 × 300 K."""
+    result = md_stability(_model(1e4), [_rattled_copper(1), _rattled_copper(2)],
+                          MDStabilityConfig(steps=200, check_every=10, temperature_K=300))
+    assert result["survived_fraction"] == 0.0
+    for rep in result["replicas"]:
+        assert rep["time_to_failure_ps"] is not None and rep["time_to_failure_ps"] < 0.1
+        assert rep["reason"] and rep["drift_mev_per_atom_ps"] is None
+
+
+# ----------------------------------------------------------------------------- runs and resume
+@pytest.fixture(scope="module")
+def emt_data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(16):
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+        atoms.numbers[rng.permutation(4)[: rng.integers(1, 4)]] = 79
+        atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        out.append(atoms)
+    folder = tmp_path_factory.mktemp("ablation-data")
+    ase.io.write(folder / "train.extxyz", out)
+    return folder / "train.extxyz"
+
+
+def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
+    setup = load_ablation(base_config(str(emt_data), variants=["residual"]))
+    out = tmp_path / "grid"
+    lines = []
+    results = run_ablation(setup, out, isolate=False, log=lines.append)
+    assert len(results) == 4  # 2 depths × 2 folds
+    names = sorted(r["name"] for r in results)
+    for r in results:
+        assert r["test"]["n_structures"] == 8  # the held-out fold
+        assert list(r["grad_init"]) == [f"layer {k}" for k in range(1, r["depth"] + 1)] + ["readout"]
+        assert r["inference_us_per_atom"] > 0 and r["md"]["steps"] == 20
+        assert r["n_parameters"] == r["n_parameters_model"]
+    # The two folds hold out complementary halves.
+    folds = [json.loads((out / "splits" / f"fold{k}.json").read_text())["test"] for k in (0, 1)]
+    assert sorted(folds[0] + folds[1]) == list(range(16))
+
+    with pytest.raises(ValueError, match="--resume"):
+        run_ablation(setup, out, isolate=False, log=lines.append)
+
+    finished, interrupted, broken = (out / "runs" / n for n in names[:3])
+    stamp = (finished / "result.json").read_text()
+    (interrupted / "result.json").unlink()  # killed after its last checkpoint
+    (broken / "result.json").write_text("{truncated")  # killed while writing the result
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    lines.clear()
+    results = run_ablation(setup, out, resume=True, isolate=False, log=lines.append)
+    assert len(results) == 4
+    assert "2 finished, 2 to run" in lines[0]
+    assert (finished / "result.json").read_text() == stamp  # not retrained
+    assert "resuming from" in (interrupted / "train.log").read_text()
+    assert "training this run again from the start" in (broken / "train.log").read_text()
+    assert load_result(broken) is not None and load_result(interrupted) is not None
+
+    # A changed base config cannot resume this folder.
+    changed = load_ablation(base_config(str(emt_data), variants=["residual"]), ["optimizer.lr=0.1"])
+    with pytest.raises(ValueError, match="differs"):
+        run_ablation(changed, out, resume=True, isolate=False, log=lines.append)
+
+
+def test_cli_ablate_and_report_in_subprocesses(emt_data, tmp_path):
+    """Two runs at a time in worker processes, then the report from the CLI."""
+    config = tmp_path / "ablation.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(base_config(str(emt_data), variants=["plain"], depths=[1, 3])))
+    out = tmp_path / "out"
+    assert main(["ablate", str(config), "--out", str(out), "--jobs", "2"]) == 0
+    for name in ("report.md", "results.csv", "results.json", "error_vs_depth.png", "gradient_norms.png",
+                 "pareto.png", "learning_curves.png", "md_stability.png"):
+        assert (out / name).is_file(), name
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert len(runs) == 4 and all(r["peak_memory_mib"] > 10 for r in runs)
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "| plain w8 | 3 |" in (out / "report.md").read_text()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+# ----------------------------------------------------------------------------- report
+def _synthetic_run(variant, depth, fold, f_rmse, us):
+    return {"version": 1, "name": f"d{depth:02d}_{variant}_w16_xavier_uniform_tanh_f{fold}_s0",
+            "group": f"d{depth:02d}_{variant}_w16_xavier_uniform_tanh", "depth": depth, "variant": variant,
+            "width_mode": "fixed", "width": 16, "hidden": [16] * depth, "init": "xavier_uniform",
+            "activation": "tanh", "fold": fold, "seed": 0, "n_parameters": 100 * depth, "epochs": 10,
+            "train_wall_s": 5.0 * depth,
+            "test": {"energy_rmse_mev_per_atom": f_rmse / 100, "energy_mae_mev_per_atom": f_rmse / 150,
+                     "force_rmse_mev_per_a": f_rmse, "force_mae_mev_per_a": f_rmse / 1.5, "stress_rmse_gpa": None},
+            "external_test": None, "inference_us_per_atom": us, "peak_memory_mib": 300.0,
+            "grad_init": {**{f"layer {k}": 10.0 ** -k for k in range(1, depth + 1)}, "readout": 1.0},
+            "grad_last_epoch": {"layer 1": 0.5, "readout": 1.0},
+            "md": {"steps": 100, "timestep_fs": 0.5, "ensemble": "nve", "temperature_K": 300,
+                   "survived_fraction": 1.0 if depth < 4 else 0.5, "mean_time_to_failure_ps": 0.05,
+                   "mean_abs_drift_mev_per_atom_ps": 0.1 * depth}}
+
+
+def test_report_from_a_synthetic_results_table(tmp_path):
+    runs = [_synthetic_run(v, d, f, 100.0 - 10 * d + 4 * f + (5 if v == "plain" else 0), 10.0 + d)
+            for v in ("plain", "residual") for d in (1, 2, 4) for f in (0, 1)]
+    groups = write_results(tmp_path, runs)
+    assert len(groups) == 6
+    g = next(g for g in groups if g["variant"] == "residual" and g["depth"] == 2)
+    assert g["test_force_rmse_mev_per_a"] == pytest.approx(82.0)  # mean of 80 and 84
+    assert g["test_force_rmse_mev_per_a_std"] == pytest.approx(np.std([80, 84], ddof=1))
+    assert g["n_runs"] == 2 and g["grad_init"]["layer 2"] == pytest.approx(0.01)
+    path = render_report(tmp_path, title="Synthetic")
+    text = path.read_text()
+    assert text.startswith("# Synthetic")
+    assert "| residual w16 | 2 | 2×16 | 200 | 2 | 0.82 ± 0.03 |" in text
+    assert "Lowest mean test error: **residual w16, depth 4**" in text
+    assert "| plain w16 | 4 | 0.50 |" in text  # MD survival column
+    for png in ("error_vs_depth.png", "gradient_norms.png", "pareto.png", "md_stability.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    assert not (tmp_path / "learning_curves.png").exists()  # no run folders: no curves
+    csv_rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + len(runs)
+
+
+def test_pareto_front():
+    points = [(1.0, 10.0), (2.0, 8.0), (2.5, 9.0), (3.0, 5.0), (0.5, 20.0), (4.0, 5.0)]
+    assert pareto_front(points) == [4, 0, 1, 3]
+    assert aggregate([]) == []
