@@ -89,3 +89,28 @@ def test_store_cache_selects_matching_rows():
     batch, raw, jac = store.cached_batch([3, 0, 3])
     torch.testing.assert_close(raw, sf(batch, scaled=False))
     torch.testing.assert_close(jac, autograd_jacobian(sf, batch), rtol=1e-10, atol=1e-12)
+
+
+def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(FULL)).double()
+    structures = [water_box(k) for k in range(3)]
+    first = BatchStore(structures, cutoff=sf.cutoff)
+    _, loaded = first.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)
+    assert not loaded and len(list(tmp_path.glob("descriptors-*.pt"))) == 1
+    second = BatchStore(structures, cutoff=sf.cutoff)
+    _, loaded = second.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)
+    assert loaded
+    torch.testing.assert_close(second.jacobian, first.jacobian, rtol=0, atol=0)
+    # Other positions or other symmetry functions: a different file, computed afresh.
+    moved = BatchStore([water_box(k + 1) for k in range(3)], cutoff=sf.cutoff)
+    assert not moved.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)[1]
+    other = SymmetryFunctions(SymmetryFunctionSpec.from_dict({**FULL, "cutoff_function": "cos"})).double()
+    third = BatchStore(structures, cutoff=other.cutoff)
+    assert not third.load_or_cache_descriptors(other, tmp_path, dtype=torch.float64)[1]
+    assert len(list(tmp_path.glob("descriptors-*.pt"))) == 3
+    # A truncated file is recomputed, not trusted.
+    for path in tmp_path.glob("descriptors-*.pt"):
+        path.write_bytes(b"truncated")
+    again = BatchStore(structures, cutoff=sf.cutoff)
+    assert not again.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)[1]
+    torch.testing.assert_close(again.jacobian, first.jacobian, rtol=0, atol=0)

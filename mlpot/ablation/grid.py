@@ -62,12 +62,15 @@ class RunSpec:
         model.update(VARIANTS[self.variant](model, ablation))
         return NetworkConfig(**model)
 
-    def train_config(self, setup: AblationSetup, split_file: str) -> TrainConfig:
-        """The base config with this run's network, seed and split."""
+    def train_config(self, setup: AblationSetup, split_file: str, cache_dir: str | None = None) -> TrainConfig:
+        """The base config with this run's network, seed and split (and, unless the base
+        config names one, ``cache_dir`` for the descriptor cache all runs share)."""
         data = setup.base.to_dict()
         model = self.network(setup.base.model, setup.ablation)
         data["model"] = {**asdict(model), "hidden": list(model.hidden)}
         data["training"] = {**data["training"], "seed": self.seed}
+        if cache_dir and not data["training"].get("descriptor_cache_dir"):
+            data["training"]["descriptor_cache_dir"] = cache_dir
         # With folds the held-out fold is the test set (data.test is evaluated apart);
         # without, data.test (if any) is.
         test = data["data"]["test"] if setup.ablation.folds == 1 else None

@@ -4,6 +4,7 @@ Layout of the output folder::
 
     OUT/ablation.yaml          the resolved config (base + ablation block)
     OUT/splits/foldK.json      the cross-validation splits (shared by all runs)
+    OUT/cache/                 descriptors and their Jacobians (computed once, shared by all runs)
     OUT/runs/<name>/           a training run (config.yaml, metrics.csv, model.pt, …)
                     result.json   written last, atomically: the run is finished
                     error.txt     why the last attempt failed (the run is retried)
@@ -98,6 +99,8 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     todo = [r for r in runs if load_result(out / "runs" / r.name) is None]
     log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run) "
         f"of {elements}; {jobs} at a time")
+    if todo and setup.base.training.descriptor_cache == "memory":
+        _prepare_cache(setup, structures, elements, out / "cache", log)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     failed = []
     start = time.perf_counter()
@@ -182,7 +185,7 @@ def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) 
     from ..training import CheckpointError, train
     from ..training.gradients import layer_norms
 
-    config = run.train_config(setup, split_file)
+    config = run.train_config(setup, split_file, cache_dir=str(Path(run_dir).parent.parent / "cache"))
     run_dir = Path(run_dir)
     with open(run_dir / "train.log", "a") as log_file:
         def log(line: str) -> None:
@@ -335,6 +338,20 @@ def _descriptor_shape(setup: AblationSetup, structures, split_file: str) -> tupl
     elements = [chemical_symbols[z] for z in numbers]
     sf = SymmetryFunctions(setup.base.descriptor_spec(elements))
     return elements, sf.n_features_per_element
+
+
+def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log) -> None:
+    """Compute the shared descriptor cache once, before parallel runs would each start it."""
+    from ..descriptors import SymmetryFunctions
+    from ..training.data import BatchStore
+
+    start = time.perf_counter()
+    descriptor = SymmetryFunctions(setup.base.descriptor_spec(elements))
+    store = BatchStore(structures, cutoff=descriptor.cutoff)
+    folder = Path(setup.base.training.descriptor_cache_dir or folder)
+    nbytes, loaded = store.load_or_cache_descriptors(descriptor, folder, dtype=getattr(torch, setup.base.training.dtype))
+    log(f"descriptor cache: {nbytes / 2**20:.0f} MiB, {'found' if loaded else 'computed'} in {folder} "
+        f"({time.perf_counter() - start:.0f} s)")
 
 
 def _grid_identity(config: dict) -> dict:

@@ -156,7 +156,24 @@ def _item_error(where: str, fmt: str, exc: Exception) -> DataError:
 
 # --------------------------------------------------------------------------- ase
 def _read_ase(path: Path, ase_format: str | None = None) -> list[Atoms]:
-    images = ase.io.read(path, index=":", format=ase_format)
+    inner = None
+    if path.suffix in (".gz", ".bz2", ".xz") and ase_format in (None, "extxyz"):
+        inner = ase.io.formats.filetype(path.with_suffix(""), read=False)
+    if inner == "extxyz":
+        # ASE's multi-frame readers seek back and forth, and every backward seek in a
+        # compressed stream decompresses it again from the start (minutes for a few MB):
+        # decompress once into memory and parse the text.
+        import bz2
+        import gzip
+        import io
+        import lzma
+
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix]
+        with opener(path, "rt") as fh:
+            text = fh.read()
+        images = ase.io.read(io.StringIO(text), index=":", format="extxyz")
+    else:
+        images = ase.io.read(path, index=":", format=ase_format)
     if isinstance(images, Atoms):
         images = [images]
     for k, atoms in enumerate(images):

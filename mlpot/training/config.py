@@ -15,7 +15,8 @@ unknown key anywhere is an error that names it::
                  min_lr: 0.0}
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
                  early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
-                 checkpoint_every: 1, descriptor_cache: memory}
+                 checkpoint_every: 1, descriptor_cache: memory,
+                 descriptor_cache_dir: null}
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
 (``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
@@ -180,6 +181,9 @@ class TrainingOptions:
             pair Jacobian once and trains through the networks only (same losses as
             ``none`` to rounding, several times faster with forces; memory ≈ pairs ×
             features × 12 bytes in float32); ``none`` recomputes them every step.
+        descriptor_cache_dir: with ``descriptor_cache: memory``, also keep the cache in
+            this folder, named by a hash of the descriptor and the data, so later runs on
+            the same data (a resume, an ablation grid) load it instead of recomputing.
     """
 
     epochs: int = 100
@@ -192,6 +196,7 @@ class TrainingOptions:
     grad_clip: float = 0.0
     checkpoint_every: int = 1
     descriptor_cache: Literal["memory", "none"] = "memory"
+    descriptor_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

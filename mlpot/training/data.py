@@ -142,6 +142,58 @@ class BatchStore:
         self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
         self.jacobian: torch.Tensor | None = None  # (P, F, 3)
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the stored structures and pairs (positions, numbers, cells, pbc, cutoff)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        d = self.data
+        for t in (d.positions.double(), d.numbers.long(), d.cell.double(), d.pbc, d.n_atoms, d.edge_index,
+                  d.edge_shift.double()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(repr(self.cutoff).encode())
+        return h.hexdigest()
+
+    def load_or_cache_descriptors(self, descriptor, folder, dtype: torch.dtype = torch.float32,
+                                  device=None, progress: bool = False) -> tuple[int, bool]:
+        """As :meth:`cache_descriptors`, kept in ``folder`` between runs.
+
+        The file's name is a hash of the symmetry-function parameters, the storage dtype and
+        :meth:`fingerprint`, so runs on the same data with the same descriptor (an ablation
+        grid, a resumed run) share it, and any change of either gives a new file. A file that
+        cannot be read is recomputed.
+
+        Returns:
+            ``(bytes, loaded)``: the cache size and whether it came from ``folder``.
+        """
+        import hashlib
+        import json
+        import os
+        from pathlib import Path
+
+        key = hashlib.sha256(json.dumps({"spec": descriptor.spec.to_dict(), "dtype": str(dtype),
+                                         "data": self.fingerprint()}, sort_keys=True).encode()).hexdigest()
+        folder = Path(folder)
+        path = folder / f"descriptors-{key[:20]}.pt"
+        if path.is_file():
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                if saved.get("key") == key:
+                    self.descriptors, self.jacobian = saved["descriptors"], saved["jacobian"]
+                    return self.descriptors.nbytes + self.jacobian.nbytes, True
+            except Exception:  # truncated or foreign file: recompute below
+                pass
+        nbytes = self.cache_descriptors(descriptor, dtype=dtype, device=device, progress=progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return nbytes, False
+
     def cache_descriptors(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 16,
                           device=None, progress: bool = False) -> int:
         """Compute and keep every structure's raw descriptors and their pair Jacobian.

@@ -47,7 +47,7 @@ METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_at
 # Settings a resumed run may change; anything else must match the checkpoint.
 _RESUME_MAY_CHANGE = {"training.epochs", "training.early_stopping_patience",
                       "training.checkpoint_every", "training.device", "data.test",
-                      "training.descriptor_cache"}
+                      "training.descriptor_cache", "training.descriptor_cache_dir"}
 
 
 class TrainingError(RuntimeError):
@@ -122,8 +122,14 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     if opts.descriptor_cache == "memory":
         model.to(device)
         start = time.perf_counter()
-        nbytes = store.cache_descriptors(model.descriptor, dtype=dtype, device=device, progress=progress)
-        log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs "
+        if opts.descriptor_cache_dir:
+            nbytes, loaded = store.load_or_cache_descriptors(model.descriptor, opts.descriptor_cache_dir,
+                                                             dtype=dtype, device=device, progress=progress)
+        else:
+            nbytes, loaded = store.cache_descriptors(model.descriptor, dtype=dtype, device=device,
+                                                     progress=progress), False
+        log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs, "
+            f"{'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'} "
             f"({time.perf_counter() - start:.1f} s)")
     model.to(device=device, dtype=dtype)
 
