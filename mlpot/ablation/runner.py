@@ -55,7 +55,7 @@ def load_result(run_dir: Path) -> dict | None:
 
 def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: bool = False,
                  log: Callable[[str], None] = print, only: list[str] | None = None,
-                 isolate: bool = True) -> list[dict]:
+                 isolate: bool = True, threads: int | None = None) -> list[dict]:
     """Train and measure every run of the grid; returns the results of all finished runs.
 
     Args:
@@ -65,6 +65,7 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
         resume: continue in a folder that holds an earlier (possibly interrupted) grid.
         log: receives progress lines.
         only: run names to run (default: all).
+        threads: torch threads per run (default: CPU cores / ``jobs``).
         isolate: with ``jobs`` = 1, still train each run in a fresh process (so its peak
             memory is its own); ``False`` trains in this process (tests, debugging).
 
@@ -101,7 +102,7 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
         f"of {elements}; {jobs} at a time")
     if todo and setup.base.training.descriptor_cache == "memory":
         _prepare_cache(setup, structures, elements, out / "cache", log)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failed = []
     start = time.perf_counter()
     if jobs == 1:

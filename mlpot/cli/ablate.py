@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config with an 'ablation:' section (YAML)")
     parser.add_argument("--out", help="output folder (default: runs/<config stem>)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--resume", action="store_true", help="continue the grid in --out")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE",
@@ -35,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from ..ablation import load_ablation, run_ablation
     from ..ablation.report import render_report, write_results
 
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--jobs and --threads must be >= 1")
     setup = load_ablation(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    results = run_ablation(setup, out, jobs=args.jobs, resume=args.resume, only=args.only)
+    results = run_ablation(setup, out, jobs=args.jobs, resume=args.resume, only=args.only,
+                           threads=args.threads)
     if not results:
         print("no finished runs: nothing to report")
         return 1
