@@ -220,3 +220,11 @@ def test_descriptor_cache_gives_the_same_training(dataset, tmp_path):
     for cached, direct in zip(*histories):
         for key in keys:
             assert float(cached[key]) == pytest.approx(float(direct[key]), rel=1e-9), key
+
+
+def test_descriptor_cache_too_large_falls_back(dataset, tmp_path):
+    lines = []
+    cfg = config(dataset, epochs=1, descriptor_cache_max_gib=1e-9)
+    train(cfg, tmp_path, progress=False, log=lines.append)
+    assert any("recomputed every step" in line for line in lines)
+    assert not any(line.startswith("descriptor cache:") for line in lines)

@@ -349,8 +349,11 @@ def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log
     start = time.perf_counter()
     descriptor = SymmetryFunctions(setup.base.descriptor_spec(elements))
     store = BatchStore(structures, cutoff=descriptor.cutoff)
+    dtype = getattr(torch, setup.base.training.dtype)
+    if store.descriptor_cache_gib(descriptor, dtype) > setup.base.training.descriptor_cache_max_gib:
+        return  # each run says so and trains without the cache
     folder = Path(setup.base.training.descriptor_cache_dir or folder)
-    nbytes, loaded = store.load_or_cache_descriptors(descriptor, folder, dtype=getattr(torch, setup.base.training.dtype))
+    nbytes, loaded = store.load_or_cache_descriptors(descriptor, folder, dtype=dtype)
     log(f"descriptor cache: {nbytes / 2**20:.0f} MiB, {'found' if loaded else 'computed'} in {folder} "
         f"({time.perf_counter() - start:.0f} s)")
 

@@ -16,7 +16,7 @@ unknown key anywhere is an error that names it::
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
                  early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
                  checkpoint_every: 1, descriptor_cache: memory,
-                 descriptor_cache_dir: null}
+                 descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0}
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
 (``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
@@ -184,6 +184,8 @@ class TrainingOptions:
         descriptor_cache_dir: with ``descriptor_cache: memory``, also keep the cache in
             this folder, named by a hash of the descriptor and the data, so later runs on
             the same data (a resume, an ablation grid) load it instead of recomputing.
+        descriptor_cache_max_gib: largest cache kept in memory; a dataset whose cache
+            would be larger trains with ``none`` (and says so) instead of running out of memory.
     """
 
     epochs: int = 100
@@ -197,6 +199,7 @@ class TrainingOptions:
     checkpoint_every: int = 1
     descriptor_cache: Literal["memory", "none"] = "memory"
     descriptor_cache_dir: str | None = None
+    descriptor_cache_max_gib: float = 4.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -211,6 +214,8 @@ class TrainingOptions:
             _fail("training.ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             _fail("training.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        if not self.descriptor_cache_max_gib > 0:
+            _fail("training.descriptor_cache_max_gib", f"must be > 0, got {self.descriptor_cache_max_gib}")
         if self.checkpoint_every < 1:
             _fail("training.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
 

@@ -142,6 +142,11 @@ class BatchStore:
         self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
         self.jacobian: torch.Tensor | None = None  # (P, F, 3)
 
+    def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32) -> float:
+        """GiB that :meth:`cache_descriptors` would hold: (3 P + N) × F values."""
+        n = self.data.edge_index.shape[1] * 3 + self.data.positions.shape[0]
+        return n * descriptor.max_features * dtype.itemsize / 2**30
+
     def fingerprint(self) -> str:
         """SHA-256 of the stored structures and pairs (positions, numbers, cells, pbc, cutoff)."""
         import hashlib

@@ -47,7 +47,8 @@ METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_at
 # Settings a resumed run may change; anything else must match the checkpoint.
 _RESUME_MAY_CHANGE = {"training.epochs", "training.early_stopping_patience",
                       "training.checkpoint_every", "training.device", "data.test",
-                      "training.descriptor_cache", "training.descriptor_cache_dir"}
+                      "training.descriptor_cache", "training.descriptor_cache_dir",
+                      "training.descriptor_cache_max_gib"}
 
 
 class TrainingError(RuntimeError):
@@ -119,7 +120,13 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         sc = ckpt["scaling"]
         model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
                                                 sc["mode"], sc["s_min"], sc["s_max"])
-    if opts.descriptor_cache == "memory":
+    cache_gib = store.descriptor_cache_gib(model.descriptor, dtype)
+    use_cache = opts.descriptor_cache == "memory"
+    if use_cache and cache_gib > opts.descriptor_cache_max_gib:
+        use_cache = False
+        log(f"descriptor cache would need {cache_gib:.1f} GiB (> training.descriptor_cache_max_gib = "
+            f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead")
+    if use_cache:
         model.to(device)
         start = time.perf_counter()
         if opts.descriptor_cache_dir:
