@@ -283,6 +283,26 @@ def test_atom_without_neighbours_gives_zeros_and_finite_gradient(full_sf):
     assert torch.isfinite(grad).all() and torch.all(grad[0] == 0)
 
 
+@pytest.mark.parametrize("positions", [[[0, 0, 0], [0.96, 0, 0]], [[0, 0, 0], [30, 0, 0]]],
+                         ids=["dimer-no-triplets", "no-pairs"])
+def test_structures_without_triplets(full_sf, positions):
+    """A dimer has pairs but no triplets; far-apart atoms have neither: zeros, not errors."""
+    from ase import Atoms
+
+    atoms = Atoms("OH", positions=positions)
+    batch = collate([atoms], labels=False).with_neighbours(full_sf.cutoff)
+    pos = batch.positions.clone().requires_grad_(True)
+    species = full_sf.species(batch.numbers)
+    g = full_sf.compute(pos, species, batch.cell, batch.system_idx, batch.edge_index, batch.edge_shift)
+    assert g.shape == (2, full_sf.max_features) and torch.isfinite(g).all()
+    n_radial = full_sf.n_elements * full_sf.n_radial
+    assert torch.all(g[:, n_radial:] == 0)  # angular block
+    raw, jac = full_sf.jacobian(pos.detach(), species, batch.cell, batch.system_idx, batch.edge_index,
+                                batch.edge_shift)
+    torch.testing.assert_close(raw, g.detach())
+    assert jac.shape == (batch.edge_index.shape[1], full_sf.max_features, 3)
+
+
 # --------------------------------------------------------------------------- dtypes, devices
 def test_float32_agrees_with_float64(full_sf):
     atoms = water_box(seed=1)

@@ -399,7 +399,8 @@ class SymmetryFunctions(nn.Module):
         base = torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
         angle = self._angle_powers(base)
         if self.angular_outer:
-            return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], -1)
+            # Explicit sizes: with no triplets at all, -1 would be ambiguous.
+            return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], radial.shape[1] * angle.shape[1])
         return radial[:, self.term_part] * angle[:, self.term_angle]
 
     def _triplet_rows(self, centre, neighbour, species, first, second) -> torch.Tensor:
