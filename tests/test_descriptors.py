@@ -377,3 +377,43 @@ def test_spec_round_trips_through_dict():
     again = SymmetryFunctionSpec.from_dict(spec.to_dict())
     assert again == spec
     assert spec.n_features() == {"H": len(spec.features("H")), "O": len(spec.features("O"))}
+
+
+# --------------------------------------------------------------------------- G5 by harmonics
+G5_WIDE = {
+    "elements": ["H", "O"], "cutoff": 4.0, "cutoff_function": "poly2",
+    "radial": [{"grid": {"count": 3, "mode": "shift", "r_lower": 0.8}}],
+    "angular": [{"kind": "G5", "zetas": [1, 2, 3, 4, 12], "lambdas": [-1, 1],
+                 "grid": {"count": 3, "mode": "center", "r_lower": 1.0, "r_upper": 3.0}}],
+}
+
+
+@pytest.mark.parametrize("config", [G5_WIDE, FULL], ids=["g5", "g4+g5"])
+def test_g5_by_spherical_harmonics_equals_triplets(config):
+    """The addition-theorem G5 (no triplets) equals the triplet sum to 1e-10, with forces."""
+    spec = SymmetryFunctionSpec.from_dict(config)
+    triplets = SymmetryFunctions(spec).double()
+    harmonics = SymmetryFunctions(spec, angular_method="harmonics").double()
+    assert harmonics.g5_harmonics and not triplets.g5_harmonics
+    batch = collate([water_box(0), water_box(3)], cutoff=triplets.cutoff, dtype=torch.float64)
+    species = triplets.species(batch.numbers)
+    grads = []
+    for sf in (triplets, harmonics):
+        pos = batch.positions.clone().requires_grad_(True)
+        g = sf.compute(pos, species, batch.cell, batch.system_idx, batch.edge_index, batch.edge_shift)
+        weights = torch.linspace(0.5, 1.5, g.shape[1], dtype=torch.float64)
+        (grad,) = torch.autograd.grad((g * weights).sum(), pos)
+        grads.append((g.detach(), grad))
+    assert float(grads[0][0].abs().max()) > 1.0
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-10, atol=1e-10)
+
+
+def test_g5_harmonics_falls_back_or_refuses():
+    fractional = {**G5_WIDE, "angular": [{"kind": "G5", "zeta": 1.5, "lambda": 1, "eta": 0.1}]}
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(fractional), angular_method="auto")
+    assert not sf.g5_harmonics  # non-integer ζ: triplets
+    with pytest.raises(ValueError, match="integer ζ"):
+        SymmetryFunctions(SymmetryFunctionSpec.from_dict(fractional), angular_method="harmonics")
+    with pytest.raises(ValueError, match="angular_method"):
+        SymmetryFunctions(SymmetryFunctionSpec.from_dict(G5_WIDE), angular_method="fast")

@@ -17,6 +17,7 @@ Forces and stress follow from autograd through step 1.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -49,10 +50,16 @@ class SymmetryFunctions(nn.Module):
 
     Args:
         spec: the resolved parameter set (see :class:`SymmetryFunctionSpec`).
+        angular_method: how wide angular (G5) terms are summed: ``"triplets"`` enumerates
+            the pairs of neighbours; ``"harmonics"`` uses the addition theorem (exact for
+            integer ζ, O(pairs), see :meth:`_g5_harmonics`); ``"auto"`` takes harmonics
+            where they apply. Narrow G4 terms always use triplets.
     """
 
-    def __init__(self, spec: SymmetryFunctionSpec):
+    def __init__(self, spec: SymmetryFunctionSpec, angular_method: str = "triplets"):
         super().__init__()
+        if angular_method not in ("triplets", "harmonics", "auto"):
+            raise ValueError(f"angular_method must be triplets, harmonics or auto, got {angular_method!r}")
         self.spec = spec
         self.scaler: FeatureScaler | None = None
         self.elements = tuple(spec.elements)
@@ -111,6 +118,37 @@ class SymmetryFunctions(nn.Module):
             ia, ib = self.elements.index(a), self.elements.index(b)
             pair_type[ia, ib] = pair_type[ib, ia] = p
         self.register_buffer("pair_type", pair_type, persistent=False)
+        self.register_buffer("pair_first", torch.tensor([self.elements.index(a) for a, _ in pairs], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("pair_second", torch.tensor([self.elements.index(b) for _, b in pairs], dtype=torch.long),
+                             persistent=False)
+
+        # G5 by the addition theorem: 2^(1−ζ)(1+λc)^ζ = Σ_l b_l P_l(c), and P_l(u·v) is a
+        # sum over m of products of spherical harmonics of u and v.
+        self.n_g5 = len(g5)
+        # e3nn's spherical harmonics go up to l = 12.
+        harmonics_ok = (self.n_g5 > 0 and bool(self.integer_zetas) and max(self.integer_zetas) <= 12
+                        and (self.angular_outer or not g4))
+        if angular_method == "harmonics" and not harmonics_ok:
+            raise ValueError("angular_method='harmonics' needs G5 terms with integer ζ ≤ 12 (and, with "
+                             "G4 terms present, the outer-product column layout)")
+        self.g5_harmonics = harmonics_ok and angular_method in ("harmonics", "auto")
+        if self.g5_harmonics:
+            from numpy.polynomial import legendre
+
+            l_max = max(self.integer_zetas)
+            coeffs = torch.zeros(len(angle_keys), l_max + 1, dtype=torch.float64)
+            for a, (zeta, lam) in enumerate(angle_keys):
+                z = int(zeta)
+                power = [2.0 ** (1 - z) * math.comb(z, n) * lam ** n for n in range(z + 1)]
+                coeffs[a, : z + 1] = torch.as_tensor(legendre.poly2leg(power))
+            self.l_max = l_max
+            self.register_buffer("legendre_coefficients", coeffs, persistent=False)  # (A, L)
+            degree = torch.cat([torch.full((2 * l + 1,), l) for l in range(l_max + 1)])
+            # (M, L): sums the m components of each degree l, divided by 2l+1
+            # (e3nn's "component" normalisation: Σ_m Y_lm(u) Y_lm(v) = (2l+1) P_l(u·v)).
+            self.register_buffer("m_to_l", torch.nn.functional.one_hot(degree, l_max + 1).double()
+                                 / (2 * degree + 1).double().unsqueeze(1), persistent=False)
 
         # Column map: raw layout = [radial (n_el × K_r) | angular (n_pt × K_a) | one zero pad].
         radial_col = {k: i for i, k in enumerate(radial_keys)}
@@ -366,13 +404,15 @@ class SymmetryFunctions(nn.Module):
         out.index_add_(0, rows, values)
         return out.view(n_atoms, self.n_elements * self.n_radial)
 
-    def _triplet_values(self, v1, v2, legs: dict | None = None) -> torch.Tensor:
+    def _triplet_values(self, v1, v2, legs: dict | None = None, kinds=("g5", "g4")) -> torch.Tensor:
         """Angular symmetry-function terms of each triplet from its two legs.
 
         Args:
             v1, v2: (T, 3) vectors from the centre to the two neighbours, Å.
             legs: per kind (``"g5"``, ``"g4"``), the two legs' precomputed
                 exp(−η(r−r_s)²) f_c(r) (T, R); computed here when absent.
+            kinds: the radial parts to include (all columns of the layout by default;
+                ``("g4",)`` for the G4 columns of the outer layout only).
 
         Returns:
             (T, n_angular) terms 2^(1−ζ)(1+λ cos θ)^ζ × radial part.
@@ -385,10 +425,10 @@ class SymmetryFunctions(nn.Module):
             return self._gaussian_cutoff(d1, kind), self._gaussian_cutoff(d2, kind)
 
         parts = []
-        if self.g5_eta.shape[0]:
+        if self.g5_eta.shape[0] and "g5" in kinds:
             a, b = leg_pair("g5")
             parts.append(a * b)
-        if self.g4_eta.shape[0]:
+        if self.g4_eta.shape[0] and "g4" in kinds:
             a, b = leg_pair("g4")
             r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
             parts.append(a * b * self._gaussian_cutoff(r_jk, "g4"))
@@ -415,20 +455,65 @@ class SymmetryFunctions(nn.Module):
         keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
         if keep.shape[0] < dist.shape[0]:
             vec, dist, centre, neighbour = vec[keep], dist[keep], centre[keep], neighbour[keep]
-        first, second = triplets_from_pairs(centre, n_atoms)
-        # index_select rather than fancy indexing: its backward is a fast index_add.
-        v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
-        # The legs' Gaussians·cutoffs are per pair: computed once, then gathered.
-        legs = {}
-        for kind in ("g5", "g4"):
-            if getattr(self, f"{kind}_eta").shape[0]:
+        kinds = tuple(k for k in ("g5", "g4") if getattr(self, f"{k}_eta").shape[0]
+                      and not (k == "g5" and self.g5_harmonics))
+        blocks = []
+        if self.g5_harmonics:
+            g5 = self._g5_harmonics(vec, dist, centre, neighbour, species, n_atoms)  # (N·n_pt, S, A)
+            if self.angular_outer:
+                blocks.append(g5.reshape(g5.shape[0], -1))
+            else:  # G5 terms only (no G4): pick each term's (part, angle) column
+                blocks.append(g5[:, self.term_part, self.term_angle])
+        if kinds:
+            first, second = triplets_from_pairs(centre, n_atoms)
+            # index_select rather than fancy indexing: its backward is a fast index_add.
+            v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
+            # The legs' Gaussians·cutoffs are per pair: computed once, then gathered.
+            legs = {}
+            for kind in kinds:
                 per_pair = self._gaussian_cutoff(dist, kind)
                 legs[kind] = (per_pair.index_select(0, first), per_pair.index_select(0, second))
-        values = self._triplet_values(v1, v2, legs)
-        rows = self._triplet_rows(centre, neighbour, species, first, second)
-        out = values.new_zeros(n_atoms * self.n_pair_types, self.n_angular)
-        out.index_add_(0, rows, values)
+            values = self._triplet_values(v1, v2, legs, kinds)
+            rows = self._triplet_rows(centre, neighbour, species, first, second)
+            out = values.new_zeros(n_atoms * self.n_pair_types, values.shape[1])
+            out.index_add_(0, rows, values)
+            blocks.append(out)
+        out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.view(n_atoms, self.n_pair_types * self.n_angular)
+
+    def _g5_harmonics(self, vec, dist, centre, neighbour, species, n_atoms) -> torch.Tensor:
+        """Wide angular (G5) terms without triplets, exact for integer ζ.
+
+        With R_s(r) = exp(−η_s(r−r_s)²) f_c(r), unit vectors u_j and the Legendre expansion
+        2^(1−ζ)(1+λ cos θ)^ζ = Σ_l b_l P_l(cos θ), the addition theorem
+        (2l+1) P_l(u_j·u_k) = Σ_m Y_lm(u_j) Y_lm(u_k) turns the sum over pairs of
+        neighbours into sums over neighbours, A_{e,s,lm} = Σ_{j∈e} R_s(r_ij) Y_lm(u_ij):
+
+            Σ_{j∈e1, k∈e2} R_j R_k P_l   = Σ_m A_{e1,lm} A_{e2,lm} / (2l+1)              (e1 ≠ e2)
+            Σ_{j<k ∈ e}    R_j R_k P_l   = ½ [Σ_m A_{e,lm}² / (2l+1) − Σ_{j∈e} R_j²]   (e1 = e2)
+
+        Cost O(P (l_max+1)² S) instead of O(T S A).
+
+        Returns:
+            (N · n_pair_types, S, A) with S the G5 radial shapes and A the (ζ, λ) terms.
+        """
+        from e3nn.o3 import spherical_harmonics
+
+        n_el, n_pt = self.n_elements, self.n_pair_types
+        radial = self._gaussian_cutoff(dist, "g5")  # (P, S)
+        ylm = spherical_harmonics(list(range(self.l_max + 1)), vec, normalize=True,
+                                  normalization="component")  # (P, M)
+        n_s, n_m = radial.shape[1], ylm.shape[1]
+        rows = centre * n_el + species[neighbour]
+        moments = radial.new_zeros(n_atoms * n_el, n_s * n_m).index_add_(
+            0, rows, (radial.unsqueeze(2) * ylm.unsqueeze(1)).reshape(-1, n_s * n_m)).view(n_atoms, n_el, n_s, n_m)
+        self_terms = radial.new_zeros(n_atoms * n_el, n_s).index_add_(0, rows, radial * radial).view(n_atoms, n_el, n_s)
+        products = moments[:, self.pair_first] * moments[:, self.pair_second]  # (N, n_pt, S, M)
+        q = products @ self.m_to_l.to(products.dtype)  # (N, n_pt, S, L)
+        same = (self.pair_first == self.pair_second).view(1, n_pt, 1, 1)
+        q = torch.where(same, 0.5 * (q - self_terms[:, self.pair_first].unsqueeze(3)), q)
+        g5 = q @ self.legendre_coefficients.to(q.dtype).T  # (N, n_pt, S, A)
+        return g5.reshape(n_atoms * n_pt, n_s, -1)
 
     def extra_repr(self) -> str:
         return (
