@@ -114,6 +114,8 @@ def test_ablation_config_errors():
         load_ablation(base_config(md={"min_distance": 2.0}))
     with pytest.raises(ConfigError, match="ablation.depth"):
         load_ablation(base_config(), ["ablation.depth=[1]"])
+    with pytest.raises(ConfigError, match="need a test set"):
+        load_ablation(base_config(folds=1, test_fraction=0.0))
     assert set(VARIANTS) >= {"plain", "residual", "residual_sd"}
 
 

@@ -203,4 +203,8 @@ def load_ablation(source: str | Path | dict, overrides: list[str] | tuple[str, .
     ablation = apply_overrides({"ablation": ablation}, ours, root=_Root)["ablation"]
     data = apply_overrides(data, theirs)
     resolve_data_paths(data, folder)
-    return AblationSetup(TrainConfig.from_dict(data), from_dict(AblationConfig, ablation, "ablation"))
+    setup = AblationSetup(TrainConfig.from_dict(data), from_dict(AblationConfig, ablation, "ablation"))
+    if setup.ablation.folds == 1 and not setup.base.data.test and setup.ablation.test_fraction == 0:
+        raise ConfigError("ablation: with folds: 1 the runs need a test set: give data.test or "
+                          "ablation.test_fraction > 0")
+    return setup
