@@ -496,3 +496,51 @@ def test_n2p2_water_potential_input(shared_datasets):
                                rtol=1e-15)
     np.testing.assert_allclose(converted.positions, raw.positions * ase.units.Bohr,
                                rtol=1e-15)
+
+
+def test_n2p2_writer_round_trip(tmp_path):
+    """write → read in the same units is exact; Bohr/Hartree files convert both ways."""
+    from ase.build import bulk, molecule
+    from ase.calculators.emt import EMT
+
+    from mlpot.data import read, write
+    from mlpot.data.structures import DataError
+
+    crystal = bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
+    crystal.rattle(0.05, seed=2)
+    mol = molecule("CH4")
+    mol.positions += 0.01 * np.arange(15).reshape(5, 3)
+    out = []
+    for atoms in (crystal, mol):
+        atoms.calc = EMT() if atoms is crystal else None
+        if atoms is mol:
+            from ase.calculators.singlepoint import SinglePointCalculator
+
+            atoms.calc = SinglePointCalculator(atoms, energy=-3.25, forces=np.linspace(-1, 1, 15).reshape(5, 3))
+        atoms.get_forces()
+        out.append(atoms)
+    for units in ("angstrom_ev", "bohr_hartree"):
+        path = tmp_path / units / "input.data"
+        path.parent.mkdir()
+        write(path, out, units=units)
+        back = read(path, units=units)
+        assert len(back) == 2
+        for a, b in zip(out, back):
+            assert list(a.numbers) == list(b.numbers) and list(a.pbc) == list(b.pbc)
+            tol = 0 if units == "angstrom_ev" else 1e-12
+            np.testing.assert_allclose(b.positions, a.positions, rtol=tol, atol=tol)
+            np.testing.assert_allclose(b.cell.array, a.cell.array, rtol=tol, atol=tol)
+            np.testing.assert_allclose(b.get_forces(), a.get_forces(), rtol=tol, atol=tol)
+            assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), rel=tol, abs=tol)
+    text = (tmp_path / "bohr_hartree" / "input.data").read_text()
+    first_x = float(next(line for line in text.splitlines() if line.startswith("atom")).split()[1])
+    assert first_x == pytest.approx(crystal.positions[0, 0] / 0.529177210903, rel=1e-6)  # Bohr
+    slab = bulk("Cu", "fcc", a=3.6)
+    slab.pbc = [True, True, False]
+    slab.calc = EMT()
+    slab.get_forces()
+    with pytest.raises(DataError, match="pbc"):
+        write(tmp_path / "slab.data", [slab])
+    unlabelled = molecule("H2O")
+    with pytest.raises(DataError, match="lacks energy and forces"):
+        write(tmp_path / "x.data", [unlabelled])

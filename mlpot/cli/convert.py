@@ -1,12 +1,14 @@
-"""Convert a dataset to mlpot's HDF5 store or to extended XYZ.
+"""Convert a dataset to mlpot's HDF5 store, extended XYZ or n2p2's input.data.
 
-Reads any format mlpot knows and writes HDF5 (``.h5``/``.hdf5``, read lazily by training)
-or extended XYZ (``.xyz``/``.extxyz``, readable by ASE), labels included; prints the
-counts of structures, atoms and labels.
+Reads any format mlpot knows and writes HDF5 (``.h5``/``.hdf5``, read lazily by training),
+extended XYZ (``.xyz``/``.extxyz``, readable by ASE) or n2p2/RuNNer ``input.data`` (any
+``*.data``; ``--units bohr_hartree`` for n2p2 potentials in atomic units), labels included;
+prints the counts of structures, atoms and labels.
 
 example:
   mlpot convert ../shared/datasets/mlearn/Si/training.json si-train.h5
   mlpot convert ../shared/datasets/mlearn/Mo/test.json mo-test.xyz --read-option stress_order="xx yy zz xy zx yz"
+  mlpot convert datasets/ethanol/ethanol.extxyz.gz n2p2/input.data --units bohr_hartree
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "convert a dataset to HDF5 (.h5) or extended XYZ (.xyz)"
+HELP = "convert a dataset to HDF5 (.h5), extended XYZ (.xyz) or n2p2 input.data (.data)"
 
-TARGETS = {".h5": "hdf5", ".hdf5": "hdf5", ".xyz": "extxyz", ".extxyz": "extxyz"}
+TARGETS = {".h5": "hdf5", ".hdf5": "hdf5", ".xyz": "extxyz", ".extxyz": "extxyz", ".data": "n2p2"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="dataset (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
-    parser.add_argument("output", help="destination: .h5/.hdf5 or .xyz/.extxyz")
+    parser.add_argument("output", help="destination: .h5/.hdf5, .xyz/.extxyz or input.data (*.data)")
+    parser.add_argument("--units", default="angstrom_ev",
+                        help="n2p2 output units: angstrom_ev (default) or bohr_hartree")
     parser.add_argument("--format", help="override the detected input format")
     parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, e.g. stress_order='xx yy zz xy zx yz' (repeatable)")
@@ -51,9 +55,14 @@ def run(args: argparse.Namespace) -> int:
                 counts[key] += getattr(lab, key) is not None
             yield atoms
 
-    write(dst, counted(), format="hdf5" if target == "hdf5" else "ase")
+    if target == "n2p2":
+        write(dst, counted(), format="n2p2", units=args.units)
+    else:
+        write(dst, counted(), format="hdf5" if target == "hdf5" else "ase")
     n = counts["structures"]
     print(f"{src} ({args.format or detect_format(src)}) -> {dst} ({target}): {n} structures, "
           f"{counts['atoms']} atoms; labels: energy {counts['energy']}/{n}, "
           f"forces {counts['forces']}/{n}, stress {counts['stress']}/{n}")
+    if target == "n2p2" and counts["stress"]:
+        print(f"note: n2p2 input.data has no stress field; {counts['stress']} stress labels were not written")
     return 0

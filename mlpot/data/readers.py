@@ -31,7 +31,7 @@ from ase import Atoms
 
 from ..units import KBAR, KCAL_PER_MOL, unit_factors
 from .h5 import H5Dataset
-from .structures import DataError, labelled_atoms, validate_structure
+from .structures import DataError, get_labels, labelled_atoms, validate_structure
 
 __all__ = ["FORMATS", "detect_format", "read", "write"]
 
@@ -107,8 +107,9 @@ def read(path: str | os.PathLike, format: str | None = None,
 
 
 def write(path: str | os.PathLike, structures, format: str | None = None, *,
-          ase_format: str | None = None) -> None:
-    """Write labelled structures; ``.h5``/``.hdf5`` (or ``format="hdf5"``) → :class:`H5Dataset`.
+          ase_format: str | None = None, units: str | tuple[float, float] = "angstrom_ev") -> None:
+    """Write labelled structures; ``.h5``/``.hdf5`` (or ``format="hdf5"``) → :class:`H5Dataset`,
+    ``input.data``/``*.data`` (or ``format="n2p2"``) → n2p2/RuNNer ``input.data``.
 
     Anything else goes through ``ase.io.write`` (extended XYZ for ``.xyz``/``.extxyz``), which
     keeps energy, forces and stress.
@@ -116,19 +117,25 @@ def write(path: str | os.PathLike, structures, format: str | None = None, *,
     Args:
         path: destination file.
         structures: an iterable of labelled ``ase.Atoms``.
-        format: ``"hdf5"`` or ``"ase"``; guessed from the suffix when ``None``.
+        format: ``"hdf5"``, ``"n2p2"`` or ``"ase"``; guessed from the suffix when ``None``.
         ase_format: format name passed to ``ase.io.write`` (overrides the suffix guess).
+        units: n2p2 only: the file's units, as for reading (``"bohr_hartree"``, …).
     """
     path = Path(path)
-    fmt = format or ("hdf5" if detect_format(path) == "hdf5" else "ase")
+    if format is None:
+        detected = detect_format(path)
+        format = detected if detected in ("hdf5", "n2p2") else "ase"
+    fmt = format
     if fmt == "hdf5":
         H5Dataset.write(path, structures)
+    elif fmt == "n2p2":
+        _write_n2p2(path, structures, units=units)
     elif fmt == "ase":
         if ase_format is None and path.suffix.lower() in (".xyz", ".extxyz"):
             ase_format = "extxyz"
         ase.io.write(path, list(structures), format=ase_format)
     else:
-        raise ValueError(f"cannot write format {fmt!r}; writable formats are 'hdf5', 'ase'")
+        raise ValueError(f"cannot write format {fmt!r}; writable formats are 'hdf5', 'n2p2', 'ase'")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -363,6 +370,40 @@ def _read_n2p2(path: Path, units: str | tuple[float, float] = "angstrom_ev") -> 
         raise DataError(f"{path}: truncated file, the structure started at line {start} "
                         "has no 'end' (format 'n2p2')")
     return out
+
+
+def _write_n2p2(path: Path, structures, units: str | tuple[float, float] = "angstrom_ev") -> None:
+    """n2p2 ``input.data``: energy and forces are required (the format has no way to mark
+    them missing); structures must be periodic in 3D or not at all. Floats are written with
+    17 significant digits, so reading back in the same units is exact."""
+    length, energy_unit = unit_factors(units)
+    lines = []
+    for k, atoms in enumerate(structures):
+        where = f"structure {k}"
+        labels = get_labels(atoms)
+        missing = [n for n in ("energy", "forces") if getattr(labels, n) is None]
+        if missing:
+            raise DataError(f"{where}: n2p2 input.data needs an energy and forces; this structure "
+                            f"lacks {' and '.join(missing)}")
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if pbc.any() and not pbc.all():
+            raise DataError(f"{where}: n2p2 input.data holds fully periodic or open structures, "
+                            f"not pbc={pbc.tolist()}")
+        g = lambda v: format(float(v), ".17g")  # noqa: E731
+        lines.append("begin")
+        comment = atoms.info.get("comment")
+        if comment:
+            lines.append(f"comment {comment}")
+        if pbc.all():
+            for row in atoms.cell.array / length:
+                lines.append("lattice " + " ".join(g(v) for v in row))
+        forces = labels.forces / (energy_unit / length)
+        for symbol, r, f in zip(atoms.get_chemical_symbols(), atoms.positions / length, forces):
+            lines.append(f"atom {g(r[0])} {g(r[1])} {g(r[2])} {symbol} 0 0 {g(f[0])} {g(f[1])} {g(f[2])}")
+        lines.append(f"energy {g(labels.energy / energy_unit)}")
+        lines.append(f"charge {g(atoms.info.get('charge', 0.0))}")
+        lines.append("end")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _n(values: list[str], count: int) -> list[str]:
