@@ -147,16 +147,16 @@ def _report(log, k, total, run, ok, message, out, start) -> None:
     elapsed = time.perf_counter() - start
     if ok:
         r = load_result(out / "runs" / run.name)
-        t = r["test"]
-        log(f"[{k}/{total}] {run.name}: test E RMSE {t['energy_rmse_mev_per_atom']:.2f} meV/atom, "
-            f"F RMSE {_fmt(t['force_rmse_mev_per_a'])} meV/Å, {r['train_wall_s']:.0f} s  "
+        t = r["test"] or {}
+        log(f"[{k}/{total}] {run.name}: test E RMSE {_fmt(t.get('energy_rmse_mev_per_atom'), 2)} meV/atom, "
+            f"F RMSE {_fmt(t.get('force_rmse_mev_per_a'))} meV/Å, {r['train_wall_s']:.0f} s  "
             f"(elapsed {elapsed:.0f} s)")
     else:
         log(f"[{k}/{total}] {run.name}: FAILED: {message}")
 
 
-def _fmt(value) -> str:
-    return "–" if value is None else f"{value:.1f}"
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _worker(setup_dict: dict, run: RunSpec, out: str, split_file: str, threads: int | None) -> tuple[bool, str]:
