@@ -238,7 +238,9 @@ def _hidden(hidden) -> str:
         return "–"
     if len(set(hidden)) == 1:
         return f"{len(hidden)}×{hidden[0]}"
-    return "×".join(map(str, hidden)) if len(hidden) <= 3 else f"{len(hidden) - 1}×{hidden[0]}+{hidden[-1]}"
+    if len(set(hidden[:-1])) == 1 and len(hidden) > 2:
+        return f"{len(hidden) - 1}×{hidden[0]}, {hidden[-1]}"
+    return ", ".join(map(str, hidden))
 
 
 def _num(value, digits: int, kind: str = "f") -> str:
@@ -281,19 +283,27 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         return sorted((g for g in groups if g["series"] == s), key=lambda g: g["depth"])
 
     # Error vs depth.
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    depth_ticks = sorted({g["depth"] for g in groups})
+
+    def depth_axis(ax):
+        ax.set_xlabel("hidden layers")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(depth_ticks, [str(d) for d in depth_ticks])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, label in ((axes[0], "test_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)"),
-                           (axes[1], "test_force_rmse_mev_per_a", "force RMSE (meV/Å)")):
+                           (axes[1], "test_force_rmse_mev_per_a", "force RMSE (meV/Å)"),
+                           (axes[2], "test_force_mae_mev_per_a", "force MAE (meV/Å)")):
         for s in series:
             gs = [g for g in by_series(s) if g.get(key) is not None]
             if gs:
                 ax.errorbar([g["depth"] for g in gs], [g[key] for g in gs],
                             yerr=[g.get(f"{key}_std") or 0 for g in gs], marker="o", capsize=3,
                             label=s, color=colours[s])
-        ax.set_xlabel("hidden layers")
         ax.set_ylabel(f"test {label}")
-        ax.set_xscale("log", base=2)
-        ax.grid(alpha=0.3)
+        depth_axis(ax)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "error_vs_depth.png", dpi=120)
@@ -401,9 +411,7 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         axes[1].set_ylabel("|energy drift| of survivors (meV/atom/ps)")
         axes[1].set_yscale("log")
         for ax in axes:
-            ax.set_xlabel("hidden layers")
-            ax.set_xscale("log", base=2)
-            ax.grid(alpha=0.3)
+            depth_axis(ax)
         axes[0].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "md_stability.png", dpi=120)
