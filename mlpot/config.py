@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["from_dict", "to_dict", "ConfigError"]
+__all__ = ["from_dict", "to_dict", "read_yaml_mapping", "ConfigError"]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the full key path."""
+
+
+def read_yaml_mapping(path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (``{}`` for an empty file).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: the file is not valid YAML or its top level is not a mapping.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:

@@ -150,9 +150,9 @@ def main() -> int:
     results = {}
     for case in args.cases:
         if case == "torchani":
-            try:
-                import torchani  # noqa: F401
-            except ImportError:
+            import importlib.util
+
+            if importlib.util.find_spec("torchani") is None:
                 print("torchani not installed: its row is skipped (pip install -e '.[bench]')")
                 continue
         proc = subprocess.run([sys.executable, __file__, "--worker", case, "--frames", str(args.frames),

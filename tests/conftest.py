@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +13,13 @@ def shared_datasets() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/datasets is absent (reference data lives outside the repository)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one intra-op thread: its tensors are tiny, so threads only add overhead
+    (and contend on shared runners)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import ase.io
 import numpy as np
@@ -24,12 +23,7 @@ from mlpot.models.elementwise import ElementNetworks
 from mlpot.training import LayerGradientMonitor, layer_norms
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def base_config(train: str = "train.extxyz", **ablation) -> dict:

@@ -10,7 +10,7 @@ from ase.neighborlist import primitive_neighbor_list
 from mlpot.data import collate
 from mlpot.descriptors import SymmetryFunctions, SymmetryFunctionSpec
 from mlpot.testing import assert_gradient_matches_fd, random_rotation
-from structures_for_tests import ethanol, nacl_crystal, sic_tiny_cell, slab, water_box
+from structures_for_tests import ethanol, nacl_crystal, sic_tiny_cell, water_box
 
 
 def descriptor(config: dict) -> SymmetryFunctions:

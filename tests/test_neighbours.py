@@ -10,7 +10,6 @@ from ase.neighborlist import primitive_neighbor_list
 from mlpot.data import collate
 from mlpot.neighbours import (
     edge_vectors,
-    neighbour_pairs,
     structure_pairs,
     triplets_from_pairs,
 )

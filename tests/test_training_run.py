@@ -19,13 +19,7 @@ from mlpot.training import TrainConfig, TrainingError, load_checkpoint, train
 from mlpot.training.trainer import METRIC_COLUMNS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: intra-op threads only add overhead (and contend on shared runners).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def emt_structures(n: int, seed: int):

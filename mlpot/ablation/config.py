@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal
 
 import yaml
 
-from ..config import ConfigError, from_dict, to_dict
+from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
 from ..models.blocks import ACTIVATIONS
 from ..models.init import INITS
 from ..training.config import TrainConfig, apply_overrides, resolve_data_paths
@@ -184,16 +184,8 @@ def load_ablation(source: str | Path | dict, overrides: list[str] | tuple[str, .
     if isinstance(source, dict):
         data = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such config file: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        folder = path.parent
+        data = read_yaml_mapping(source)
+        folder = Path(source).parent
     if "ablation" not in data:
         raise ConfigError("ablation: missing; an ablation config is a training config with an "
                           "'ablation:' section (see mlpot.ablation.config)")

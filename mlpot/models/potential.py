@@ -9,7 +9,7 @@ F = −∂E/∂R and stress σ = (1/V) ∂E/∂ε (ASE convention, eV/Å³), bot
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -31,7 +31,7 @@ from typing import Any, Literal, get_type_hints
 
 import yaml
 
-from ..config import ConfigError, from_dict, to_dict
+from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
 from ..descriptors import SymmetryFunctionSpec
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
@@ -276,15 +276,7 @@ class TrainConfig:
         anywhere); the saved ``config.yaml`` holds the resolved paths.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such config file: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(read_yaml_mapping(path), overrides)
         resolve_data_paths(data, path.parent)
         return cls.from_dict(data)
 
