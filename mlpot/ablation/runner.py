@@ -105,42 +105,30 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failed = []
     start = time.perf_counter()
-    if jobs == 1:
-        for k, run in enumerate(todo, 1):
-            if isolate:
-                ok, message = _run_in_process(setup, run, out, split_files[run.fold], threads)
-            else:
-                ok, message = _worker(setup.to_dict(), run, str(out), split_files[run.fold], None)
-            _report(log, k, len(todo), run, ok, message, out, start)
-            if not ok:
-                failed.append(run.name)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                 max_tasks_per_child=1) as pool:
-            futures = {pool.submit(_worker, setup.to_dict(), run, str(out), split_files[run.fold], threads): run
-                       for run in todo}
-            for k, future in enumerate(as_completed(futures), 1):
-                run = futures[future]
-                try:
-                    ok, message = future.result()
-                except Exception as exc:  # the worker process died
-                    ok, message = False, f"worker died: {exc}"
-                _report(log, k, len(todo), run, ok, message, out, start)
-                if not ok:
-                    failed.append(run.name)
+    if not isolate and jobs == 1:
+        outcomes = ((run, _worker(setup.to_dict(), run, str(out), split_files[run.fold], None)) for run in todo)
+    else:  # a fresh process per run (max_tasks_per_child=1): each run's peak memory is its own
+        outcomes = _in_processes(setup, todo, out, split_files, threads, jobs)
+    for k, (run, (ok, message)) in enumerate(outcomes, 1):
+        _report(log, k, len(todo), run, ok, message, out, start)
+        if not ok:
+            failed.append(run.name)
     if failed:
         log(f"{len(failed)} run(s) failed (see runs/<name>/error.txt; --resume retries them): {failed}")
     return [r for r in (load_result(out / "runs" / run.name) for run in runs) if r is not None]
 
 
-def _run_in_process(setup, run, out, split_file, threads):
-    """jobs = 1: still a separate process, so that each run's peak memory is its own."""
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        try:
-            return pool.submit(_worker, setup.to_dict(), run, str(out), split_file, threads).result()
-        except Exception as exc:
-            return False, f"worker died: {exc}"
+def _in_processes(setup, runs, out, split_files, threads, jobs):
+    """Yield ``(run, (ok, message))`` as runs finish, ``jobs`` worker processes at a time."""
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_worker, setup.to_dict(), run, str(out), split_files[run.fold], threads): run
+                   for run in runs}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker process died
+                outcome = (False, f"worker died: {exc}")
+            yield futures[future], outcome
 
 
 def _report(log, k, total, run, ok, message, out, start) -> None:
