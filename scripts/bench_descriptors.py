@@ -8,6 +8,8 @@ with ASE (said in the output). Descriptors of comparable length (128 features fo
 * ``mlpot-ani``: 16 G2 shells (r_c 5.2 Å) × 2 elements + 32 G5 terms (r_c 3.5 Å) × 3 pairs,
   the cutoffs and layout of TorchANI's ANI-1x AEV;
 * ``torchani``: TorchANI's ``AEVComputer.like_1x`` (16 radial × 2 + 32 angular × 3);
+* ``mlpot-ani-harmonics``: ``mlpot-ani`` with G5 summed by spherical harmonics (addition
+  theorem, no triplets) instead of over triplets;
 * ``mlpot-g4``: the same with narrow G4 instead of G5;
 * ``mlpot-single``/``dscribe``: one cutoff (5.2 Å) for all terms, as DScribe's ACSF
   requires (DScribe computes no derivatives here, so forward only).
@@ -33,8 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WATER = ROOT.parent / "shared" / "datasets" / "deepmd-water" / "data_0"
-CASES = ["mlpot-ani", "mlpot-g4", "torchani", "mlpot-single", "dscribe"]
-REFERENCE = {"mlpot-ani": "torchani", "mlpot-g4": "torchani", "mlpot-single": "dscribe"}
+CASES = ["mlpot-ani", "mlpot-ani-harmonics", "mlpot-g4", "torchani", "mlpot-single", "dscribe"]
+REFERENCE = {"mlpot-ani": "torchani", "mlpot-ani-harmonics": "torchani", "mlpot-g4": "torchani",
+             "mlpot-single": "dscribe"}
 
 ANI_LIKE = {
     "elements": ["H", "O"], "cutoff": 5.2, "cutoff_function": "cos",
@@ -111,7 +114,8 @@ def run_case(case: str, supercell: int, backward: bool, repeats: int, device: st
                       "radial": ANI_LIKE["radial"],
                       "angular": [{"kind": "G4", "eta": e, "zetas": [1, 2, 4, 8], "lambdas": [-1, 1]}
                                   for e in (1.0, 0.05, 0.01, 0.003)]}
-        sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).to(device)
+        method = "harmonics" if case == "mlpot-ani-harmonics" else "triplets"
+        sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config), angular_method=method).to(device)
         batch = collate([atoms], labels=False, dtype=torch.float32, device=device)
 
         def fn():
@@ -176,19 +180,19 @@ def main(argv: list[str] | None = None) -> None:
     print(file=sys.stderr)
     source = next((r["source"] for r in rows.values() if "source" in r), "?")
     print(f"# Symmetry functions, {args.device}, {args.threads} thread(s), median of {args.repeats}; system: {source}")
-    print(f"{'case':<14}{'atoms':>7}  {'mode':<9}{'µs/atom':>10}{'peak MB':>10}  ratio vs reference")
+    print(f"{'case':<21}{'atoms':>7}  {'mode':<9}{'µs/atom':>10}{'peak MB':>10}  ratio vs reference")
     for supercell in (1, 3):
         for backward in (False, True):
             for case in args.cases:
                 r = rows[case, supercell, backward]
                 mode = "fwd+bwd" if backward else "fwd"
                 if "skipped" in r:
-                    print(f"{case:<14}{'':>7}  {mode:<9}  skipped: {r['skipped']}")
+                    print(f"{case:<21}{'':>7}  {mode:<9}  skipped: {r['skipped']}")
                     continue
                 ref = rows.get((REFERENCE.get(case), supercell, backward), {})
                 ratio = (f"{r['us_per_atom'] / ref['us_per_atom']:.2f}× {REFERENCE[case]}"
                          if "us_per_atom" in ref else "")
-                print(f"{case:<14}{r['atoms']:>7}  {mode:<9}{r['us_per_atom']:>10.1f}{r['peak_mb']:>10.1f}  {ratio}")
+                print(f"{case:<21}{r['atoms']:>7}  {mode:<9}{r['us_per_atom']:>10.1f}{r['peak_mb']:>10.1f}  {ratio}")
 
 
 if __name__ == "__main__":
