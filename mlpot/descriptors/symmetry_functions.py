@@ -12,7 +12,11 @@ Data path (N atoms, P pairs, T triplets; no Python loop over atoms, pairs or ele
 4. one gather maps these raw blocks onto each centre element's own feature list (skipped
    when every element uses the full block layout, the common case).
 
-Forces and stress follow from autograd through step 1.
+Forces and stress follow from autograd through step 1. Two alternatives to step 3: wide
+angular (G5) terms with integer ζ can be summed without triplets through spherical harmonics
+(``angular_method="harmonics"``, :meth:`SymmetryFunctions._g5_harmonics`), and
+:meth:`SymmetryFunctions.jacobian` returns the descriptors with their exact per-pair
+derivatives for training without re-differentiating them.
 """
 
 from __future__ import annotations
