@@ -276,6 +276,13 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
     except ImportError:  # the report stays useful as tables
         return []
     figures = []
+
+    def save(fig, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        figures.append((caption, name))
+
     series = sorted({g["series"] for g in groups})
     colours = {s: plt.cm.tab10(k % 10) for k, s in enumerate(series)}
 
@@ -305,10 +312,7 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         ax.set_ylabel(f"test {label}")
         depth_axis(ax)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "error_vs_depth.png", dpi=120)
-    plt.close(fig)
-    figures.append(("Test error vs depth (mean ± std over folds and seeds)", "error_vs_depth.png"))
+    save(fig, "error_vs_depth.png", "Test error vs depth (mean ± std over folds and seeds)")
 
     # Gradient norm per layer vs depth (heatmaps), at initialisation and in the last epoch.
     kinds = [k for k in ("grad_init", "grad_last_epoch") if any(g.get(k) for g in groups)]
@@ -332,10 +336,7 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
                 ax.set_ylabel("depth")
                 ax.set_title(f"{s}\n{'at initialisation' if kind == 'grad_init' else 'last epoch'}", fontsize=9)
                 fig.colorbar(im, ax=ax, label="log10 ‖∂L/∂θ‖")
-        fig.tight_layout()
-        fig.savefig(out / "gradient_norms.png", dpi=120)
-        plt.close(fig)
-        figures.append(("Gradient norm per layer (log10) vs depth", "gradient_norms.png"))
+        save(fig, "gradient_norms.png", "Gradient norm per layer (log10) vs depth")
 
     # Accuracy vs cost.
     cand = [g for g in groups if g.get("inference_us_per_atom") is not None
@@ -357,10 +358,7 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         ax.set_ylabel("test force RMSE (meV/Å)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "pareto.png", dpi=120)
-        plt.close(fig)
-        figures.append(("Accuracy vs inference cost", "pareto.png"))
+        save(fig, "pareto.png", "Accuracy vs inference cost")
 
     # Learning curves (first fold and seed of each configuration).
     curves = defaultdict(list)
@@ -388,10 +386,7 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
             ax.set_title(s, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "learning_curves.png", dpi=120)
-        plt.close(fig)
-        figures.append(("Learning curves (first fold and seed)", "learning_curves.png"))
+        save(fig, "learning_curves.png", "Learning curves (first fold and seed)")
 
     # MD stability.
     if any(g.get("md_survived_fraction") is not None for g in groups):
@@ -413,8 +408,5 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         for ax in axes:
             depth_axis(ax)
         axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "md_stability.png", dpi=120)
-        plt.close(fig)
-        figures.append(("MD stability vs depth", "md_stability.png"))
+        save(fig, "md_stability.png", "MD stability vs depth")
     return figures
