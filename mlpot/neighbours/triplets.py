@@ -21,17 +21,15 @@ def triplets_from_pairs(centre: torch.Tensor, n_atoms: int) -> tuple[torch.Tenso
         first, second: (T,) long indices into the pair list; pair ``first[t]`` = (i, j) and
         pair ``second[t]`` = (i, k) share the centre i, and first < second.
     """
-    device = centre.device
     counts = torch.bincount(centre, minlength=n_atoms)
     pair_start = torch.cumsum(counts, 0) - counts
     per_centre = counts * (counts - 1) // 2
-    total = int(per_centre.sum())
-    if total == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty
-    owner = torch.repeat_interleave(torch.arange(n_atoms, device=device), per_centre)
+    # No Python int of a tensor (no int(per_centre.sum())): sizes come from tensors only, so
+    # torch.jit.trace records this function correctly for any structure (mlpot.io.export),
+    # and no triplet at all needs no special case.
+    owner = torch.repeat_interleave(per_centre)  # (T,) centre of each triplet
     first_of_owner = torch.cumsum(per_centre, 0) - per_centre
-    local = torch.arange(total, device=device) - first_of_owner[owner]
+    local = torch.ones_like(owner).cumsum(0) - 1 - first_of_owner[owner]
     # Enumerate pairs (a, b), a < b, ordered by b: local = b(b-1)/2 + a. Invert with a
     # float64 square root, then correct the at most one-off rounding error exactly.
     b = ((1.0 + torch.sqrt(1.0 + 8.0 * local.double())) / 2.0).floor().long()
