@@ -5,8 +5,9 @@ A hidden block maps width ``d_in`` to ``d_out``:
 * ``plain``:    h' = σ(W h + b)
 * ``residual``: h' = P h + DropPath(σ(W h + b)), with P the identity when d_in = d_out and
   a bias-free linear projection otherwise (He et al. 2016). With ``zero_init`` the branch's
-  W starts at zero so every block starts as (projected) identity; σ(0) = 0 for every
-  activation here, so the branch output starts at exactly zero.
+  W starts at zero so every block starts as (projected) identity when σ(0) = 0 (tanh,
+  shifted softplus, SiLU, CELU, GELU, identity; not softplus, sigmoid, Gaussian or cos,
+  which exist for n2p2 potentials).
 """
 
 from __future__ import annotations
@@ -29,12 +30,41 @@ class ShiftedSoftplus(nn.Module):
         return nn.functional.softplus(x) - math.log(2.0)
 
 
+class Softplus(nn.Module):
+    """softplus(x) = ln(1 + eˣ), not shifted (n2p2's ``p``; softplus(0) = ln 2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torch's threshold (x > 20 → x) differs from ln(1 + eˣ) by < 1e-8·e⁻²⁰, far below
+        # float64 rounding of x itself.
+        return nn.functional.softplus(x)
+
+
+class Gaussian(nn.Module):
+    """g(x) = exp(−x²/2) (n2p2's ``g``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * x * x)
+
+
+class Cos(nn.Module):
+    """cos(x) (n2p2's ``c``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cos(x)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "shifted_softplus": ShiftedSoftplus,
     "silu": nn.SiLU,
     "celu": nn.CELU,
     "gelu": nn.GELU,
+    # The rest exist so that n2p2 potentials (mlpot.io.n2p2) can be represented exactly.
+    "softplus": Softplus,
+    "sigmoid": nn.Sigmoid,
+    "gaussian": Gaussian,
+    "cos": Cos,
+    "identity": nn.Identity,
 }
 
 

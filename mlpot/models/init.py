@@ -1,8 +1,10 @@
 """Weight initialisation schemes as a registry (``INITS[name](weight, activation)``).
 
-Gains follow torch's ``calculate_gain`` where torch knows the activation; for SiLU, GELU,
-CELU and shifted softplus (which torch does not list) the ReLU-family gain √2 is used for
-He/Kaiming and 1 for Xavier/LeCun, the usual choice for smooth ReLU-like functions.
+Gains follow torch's ``calculate_gain`` where torch knows the activation (tanh 5/3,
+sigmoid and identity 1); for SiLU, GELU, CELU, softplus and shifted softplus (which torch
+does not list) the ReLU-family gain √2 is used for He/Kaiming and 1 for Xavier/LeCun, the
+usual choice for smooth ReLU-like functions; Gaussian and cos (kept for n2p2 potentials,
+which are imported rather than trained from scratch) get 1 as well.
 Biases start at zero in every scheme.
 """
 
@@ -19,7 +21,7 @@ __all__ = ["INITS", "register_init", "initialise_linear"]
 InitFn = Callable[[torch.Tensor, str], None]
 INITS: dict[str, InitFn] = {}
 
-_TORCH_GAINS = {"tanh": "tanh", "linear": "linear"}
+_TORCH_GAINS = {"tanh": "tanh", "linear": "linear", "identity": "linear", "sigmoid": "sigmoid"}
 
 
 def register_init(name: str):

@@ -1,4 +1,4 @@
-"""The atomic network: hidden blocks of free depth and width, then a linear readout."""
+"""The atomic network: hidden blocks of free depth and width, then a (linear) readout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .blocks import ACTIVATIONS, BLOCKS
+from .blocks import ACTIVATIONS, BLOCKS, activation
 from .depth import survival_probabilities
 from .init import INITS, initialise_linear
 
@@ -24,7 +24,11 @@ class NetworkConfig:
         hidden: explicit hidden widths, e.g. ``[64, 64, 64]``; overrides depth/width.
         depth: number of hidden layers (used when ``hidden`` is not given).
         width: width of each hidden layer (used when ``hidden`` is not given).
-        activation: one of :data:`~mlpot.models.blocks.ACTIVATIONS`.
+        activation: one of :data:`~mlpot.models.blocks.ACTIVATIONS`, for every hidden layer.
+        layer_activations: one activation per hidden layer, overriding ``activation``
+            (n2p2 allows a different one per layer).
+        output_activation: applied to the readout; ``identity`` (the default, and the usual
+            choice) adds no module, so such models keep their parameter names.
         block: ``plain`` or ``residual`` (see :data:`~mlpot.models.blocks.BLOCKS`).
         init: weight initialisation scheme (see :data:`~mlpot.models.init.INITS`).
         zero_init_residual: start each residual branch at zero (block = identity).
@@ -37,6 +41,8 @@ class NetworkConfig:
     depth: int = 2
     width: int = 32
     activation: str = "tanh"
+    layer_activations: tuple[str, ...] | None = None
+    output_activation: str = "identity"
     block: str = "plain"
     init: str = "xavier_uniform"
     zero_init_residual: bool = False
@@ -52,6 +58,17 @@ class NetworkConfig:
             raise ValueError(f"model.depth and model.width must be >= 1, got {self.depth}, {self.width}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"model.activation {self.activation!r} unknown; choose one of {sorted(ACTIVATIONS)}")
+        if self.layer_activations is not None:
+            object.__setattr__(self, "layer_activations", tuple(str(a) for a in self.layer_activations))
+            if len(self.layer_activations) != len(self.hidden_sizes):
+                raise ValueError(f"model.layer_activations has {len(self.layer_activations)} entries for "
+                                 f"{len(self.hidden_sizes)} hidden layers")
+            for a in self.layer_activations:
+                if a not in ACTIVATIONS:
+                    raise ValueError(f"model.layer_activations: {a!r} unknown; choose from {sorted(ACTIVATIONS)}")
+        if self.output_activation not in ACTIVATIONS:
+            raise ValueError(f"model.output_activation {self.output_activation!r} unknown; "
+                             f"choose one of {sorted(ACTIVATIONS)}")
         if self.block not in BLOCKS:
             raise ValueError(f"model.block {self.block!r} unknown; choose one of {sorted(BLOCKS)}")
         if self.init not in INITS:
@@ -64,6 +81,13 @@ class NetworkConfig:
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
         return self.hidden if self.hidden is not None else (self.width,) * self.depth
+
+    @property
+    def hidden_activations(self) -> tuple[str, ...]:
+        """The activation of each hidden layer."""
+        if self.layer_activations is not None:
+            return self.layer_activations
+        return (self.activation,) * len(self.hidden_sizes)
 
 
 class AtomicMLP(nn.Module):
@@ -79,13 +103,18 @@ class AtomicMLP(nn.Module):
         sizes: Sequence[int] = (d_in, *config.hidden_sizes)
         n_blocks = len(sizes) - 1
         survival = survival_probabilities(n_blocks, config.survival)
+        acts = config.hidden_activations
         self.blocks = nn.ModuleList(
-            BLOCKS[config.block](sizes[k], sizes[k + 1], act=config.activation, init=config.init,
+            BLOCKS[config.block](sizes[k], sizes[k + 1], act=acts[k], init=config.init,
                                  zero_init=config.zero_init_residual, survival=survival[k])
             for k in range(n_blocks)
         )
         self.readout = nn.Linear(sizes[-1], 1)
-        initialise_linear(self.readout, config.init, "linear")
+        out_act = config.output_activation
+        initialise_linear(self.readout, config.init, "linear" if out_act == "identity" else out_act)
+        # Only a non-identity output activation becomes a module (it has no parameters, so
+        # state dicts are the same either way).
+        self.output_act = None if out_act == "identity" else activation(out_act)
         self.checkpointing = config.checkpointing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,4 +125,7 @@ class AtomicMLP(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return self.readout(x).squeeze(-1)
+        x = self.readout(x)
+        if self.output_act is not None:
+            x = self.output_act(x)
+        return x.squeeze(-1)
