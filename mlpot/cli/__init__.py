@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from . import ablate, convert, describe, evaluate, info, md, report, train
+from . import export
 
 COMMANDS = {"train": train, "evaluate": evaluate, "md": md, "info": info, "convert": convert,
             "describe": describe, "ablate": ablate, "report": report}
+COMMANDS["export"] = export
 
 
 def build_parser() -> argparse.ArgumentParser:
