@@ -4,11 +4,17 @@ The run folder (default ``runs/<config name>``) receives config.yaml, split.json
 metrics.csv, last.pt, best.pt, model.pt (the best model, for ``mlpot.load``) and, with a
 test set, test_metrics.json. ``--set key.path=value`` overrides config entries (values are
 YAML), e.g. ``--set training.epochs=5 model.hidden=[64,64]``.
+
+Data-parallel training: ``--nproc N`` starts N local processes (through torchrun; gloo on
+the CPU, NCCL with one GPU each on CUDA), each taking a share of every batch, with the same
+global batches and results as one process. ``torchrun --nproc_per_node N -m mlpot train
+CONFIG`` does the same and also spans several machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE", help="override a config entry, e.g. training.epochs=5")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="data-parallel training in N local processes (via torchrun)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,14 +39,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
-    config = TrainConfig.from_yaml(args.config, args.overrides)
+    config = TrainConfig.from_yaml(args.config, args.overrides)  # a bad config fails here, once
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.nproc is not None and args.nproc != 1:
+        from ..training.distributed import launch
+
+        argv = (["train", args.config, "--out", str(out)] + (["--resume"] if args.resume else [])
+                + (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
+                + (["--set", *args.overrides] if args.overrides else []))
+        return launch(args.nproc, argv)
+    report = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     try:
         result = train(config, out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress)
     except TrainingError as exc:
-        print(f"mlpot train: training stopped: {exc}", file=sys.stderr)
+        if report:
+            print(f"mlpot train: training stopped: {exc}", file=sys.stderr)
         return 1
+    if not report:
+        return 0
     best = result["best_epoch"]
     print(f"model (best epoch {best}): {out / 'model.pt'}")
     print(f"metrics: {out / 'metrics.csv'}")

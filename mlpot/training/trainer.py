@@ -12,10 +12,15 @@
 Resuming (``resume=True``) continues from ``last.pt``; in float64 on the CPU the weights are
 bit-identical to an uninterrupted run (seeded per-epoch shuffles, restored RNG, optimiser,
 schedule and EMA state).
+
+Under ``torchrun`` (or ``mlpot train --nproc N``) the run is data-parallel with the same
+global batches and results as one process (:mod:`mlpot.training.distributed`); rank 0
+writes every file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -35,6 +40,7 @@ from ..models import Potential
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import BatchStore
+from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
 from .loss import loss_from_metrics, loss_terms
 from .metrics import METRIC_KEYS, ErrorAccumulator
@@ -76,6 +82,23 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         TrainingError: on a non-finite loss (the files of the last good epoch are kept).
         ValueError / FileNotFoundError / CheckpointError: for bad input or a bad resume.
     """
+    dist, device_name = from_environment(config.training.device)
+    if dist is not None and not dist.is_main:  # rank 0 alone reports
+        progress, log = False, _silent
+    try:
+        return _train(config, out_dir, resume, overwrite, progress, log, dist, device_name)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bool, progress: bool,
+           log: Callable[[str], None], dist: Distributed | None, device_name: str) -> dict:
+    main = dist is None or dist.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = None
@@ -85,9 +108,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     elif (out / "last.pt").exists() and not overwrite:
         raise ValueError(f"{out} already holds a training run (last.pt); resume it or choose another output folder")
     opts = config.training
-    device = _device(opts.device)
+    device = _device(device_name)
     dtype = getattr(torch, opts.dtype)
-    config.save(out / "config.yaml")
+    if dist is not None:
+        dist.barrier()  # every rank has passed the checks above before rank 0 writes
+    if main:
+        config.save(out / "config.yaml")
 
     structures = read(config.data.train, format=config.data.format, **config.data.read_options)
     if resume and (out / "split.json").is_file():
@@ -99,7 +125,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     if split.n_total != len(structures):
         raise ValueError(f"split has n_total={split.n_total} but {config.data.train} holds "
                          f"{len(structures)} structures")
-    split.save(out / "split.json")
+    if main:
+        split.save(out / "split.json")
     counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
 
@@ -126,18 +153,11 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         use_cache = False
         log(f"descriptor cache would need {cache_gib:.1f} GiB (> training.descriptor_cache_max_gib = "
             f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead")
-    if use_cache:
-        model.to(device)
-        start = time.perf_counter()
-        if opts.descriptor_cache_dir:
-            nbytes, loaded = store.load_or_cache_descriptors(model.descriptor, opts.descriptor_cache_dir,
-                                                             dtype=dtype, device=device, progress=progress)
-        else:
-            nbytes, loaded = store.cache_descriptors(model.descriptor, dtype=dtype, device=device,
-                                                     progress=progress), False
-        log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs, "
-            f"{'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'} "
-            f"({time.perf_counter() - start:.1f} s)")
+    # With a cache folder, rank 0 computes and saves the cache and the others load it.
+    shared_cache = dist is not None and use_cache and opts.descriptor_cache_dir
+    with dist.main_first() if shared_cache else contextlib.nullcontext():
+        if use_cache:
+            _cache_descriptors(model, store, opts, device, dtype, progress, log)
     model.to(device=device, dtype=dtype)
 
     params = dict(model.named_parameters())
@@ -155,27 +175,36 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
             ema.load_state_dict(ckpt["ema"])
         state.update({k: ckpt[k] for k in ("epoch", "best_val_loss", "bad_epochs", "history")})
         state["fit"], state["best_epoch"] = ckpt.get("fit"), ckpt.get("best_epoch")
-        set_rng_state(ckpt["rng"])
+        per_rank = ckpt.get("rng_ranks")  # distributed runs keep every rank's generators
+        same_world = dist is not None and per_rank is not None and len(per_rank) == dist.world_size
+        set_rng_state(per_rank[dist.rank] if same_world else ckpt["rng"])
         log(f"resuming from {out / 'last.pt'} after epoch {state['epoch']}")
 
+    if dist is not None:
+        dist.broadcast_module(model)  # identical start on every rank, whatever the set-up did
     grad_names = [_grad_column(n, elements) for n in params]
     columns = (["epoch", "lr", "wall_s", "train_loss", "val_loss"]
                + [f"{s}_{k}" for s in ("train", "val") for k in METRIC_COLUMNS]
                + ["grad_norm/total"] + grad_names)
-    _write_csv(out / "metrics.csv", columns, state["history"])  # rows of the checkpoint only
+    if main:
+        _write_csv(out / "metrics.csv", columns, state["history"])  # rows of the checkpoint only
     eval_stress = bool(store.data.targets.has_stress.any())
 
-    def checkpoint(path: Path) -> None:
+    def checkpoint(path: Path) -> None:  # called by every rank: it gathers their generators
+        rng = rng_state(cuda=device.type == "cuda")
+        rng_ranks = None if dist is None else dist.gather_object(rng)
+        if not main:
+            return
         save_checkpoint(path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "ema": None if ema is None else ema.state_dict(),
             **{k: state[k] for k in ("epoch", "best_val_loss", "best_epoch", "bad_epochs", "history", "fit")},
-            "config": config.to_dict(), "rng": rng_state(cuda=device.type == "cuda"),
+            "config": config.to_dict(), "rng": rng, **({} if rng_ranks is None else {"rng_ranks": rng_ranks}),
             "scaling": {"mode": model.descriptor.scaler.mode, "s_min": model.descriptor.scaler.s_min,
                         "s_max": model.descriptor.scaler.s_max},
         })
 
-    if ckpt is None:
+    if ckpt is None and main:
         grads = _initial_gradients(model, store, train_idx, config, device, dtype)
         atomic_write_text(out / "grad_init.json", json.dumps(grads, indent=1) + "\n")
 
@@ -189,11 +218,13 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch)  # resumable shuffle
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         train_loss, train_metrics, grad_norms, lr = _train_epoch(
-            model, params, store, order, config, optimizer, schedule, ema, device, dtype, epoch, progress, out)
+            model, params, store, order, config, optimizer, schedule, ema, device, dtype, epoch, progress, out,
+            dist)
         if ema is not None:
             ema.swap(model)
         try:
-            val_metrics = evaluate_store(model, store, val_idx, opts.batch_size, device, dtype, eval_stress)
+            val_metrics = evaluate_store(model, store, val_idx, opts.batch_size, device, dtype, eval_stress,
+                                         distributed=dist)
         finally:
             if ema is not None:
                 ema.swap(model)
@@ -213,16 +244,20 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
                "grad_norm/total": float(grad_norms.pow(2).sum().sqrt()),
                **dict(zip(grad_names, grad_norms.tolist()))}
         state["history"].append(row)
-        _append_csv(out / "metrics.csv", columns, row)
+        if main:
+            _append_csv(out / "metrics.csv", columns, row)
         if improved:
             state["best_val_loss"], state["best_epoch"] = val_loss, epoch + 1
-            _save_model(model, ema, out / "model.pt", {
-                "epoch": epoch + 1, "val_loss": val_loss, "val_metrics": val_metrics,
-                "train_metrics": train_metrics, "config": config.to_dict(), "fit": state["fit"]})
+            if main:
+                _save_model(model, ema, out / "model.pt", {
+                    "epoch": epoch + 1, "val_loss": val_loss, "val_metrics": val_metrics,
+                    "train_metrics": train_metrics, "config": config.to_dict(), "fit": state["fit"]})
             checkpoint(out / "best.pt")
         stop = bool(opts.early_stopping_patience) and state["bad_epochs"] >= opts.early_stopping_patience
         if (epoch + 1) % opts.checkpoint_every == 0 or epoch + 1 == opts.epochs or stop:
             checkpoint(out / "last.pt")
+        if dist is not None:
+            dist.barrier()  # the epoch's files are complete before any rank goes on
         log(_summary(row, opts.epochs, improved))
         if stop:
             stopped_early = True
@@ -235,13 +270,32 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
               "train": None if best is None else {k: best[f"train_{k}"] for k in METRIC_COLUMNS},
               "val": None if best is None else {k: best[f"val_{k}"] for k in METRIC_COLUMNS},
               "test": None}
-    result["test"] = _evaluate_test(config, structures, split, out, device, dtype, opts.batch_size, log)
+    if main:
+        result["test"] = _evaluate_test(config, structures, split, out, device, dtype, opts.batch_size, log)
+    if dist is not None:
+        dist.barrier()  # the others wait for rank 0's test evaluation
     return result
 
 
+def _cache_descriptors(model, store, opts, device, dtype, progress, log) -> None:
+    """Compute (or load from ``descriptor_cache_dir``) the store's descriptor cache."""
+    model.to(device)
+    start = time.perf_counter()
+    if opts.descriptor_cache_dir:
+        nbytes, loaded = store.load_or_cache_descriptors(model.descriptor, opts.descriptor_cache_dir,
+                                                         dtype=dtype, device=device, progress=progress)
+    else:
+        nbytes, loaded = store.cache_descriptors(model.descriptor, dtype=dtype, device=device,
+                                                 progress=progress), False
+    log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs, "
+        f"{'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'} "
+        f"({time.perf_counter() - start:.1f} s)")
+
+
 def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, device, dtype,
-                 epoch, progress, out):
-    """One pass over the shuffled training indices.
+                 epoch, progress, out, dist: Distributed | None = None):
+    """One pass over the shuffled training indices (distributed: this rank's share of each
+    global batch, with the loss and gradients of the global batch).
 
     Returns:
         mean batch loss, training metrics (from the predictions made during the epoch),
@@ -258,21 +312,34 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
                disable=not progress)
     try:
         for step, lo in enumerate(range(0, len(order), opts.batch_size)):
-            batch, raw, jac = store.cached_batch(order[lo:lo + opts.batch_size])
-            batch = batch.to(device, dtype)
-            # Stress of open structures is NaN and masked out of the loss (loss_terms).
-            pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=forces or stress,
-                            forces=forces)
-            terms = loss_terms(pred, batch, weights)
-            value = float(terms["total"].detach())  # one sync per step: NaN must stop before the update
+            indices = order[lo:lo + opts.batch_size]
+            if dist is not None:
+                indices = dist.shard(indices)
+            pred = terms = None
+            if len(indices):  # a rank's share of a short last batch may be empty
+                batch, raw, jac = store.cached_batch(indices)
+                batch = batch.to(device, dtype)
+                # Stress of open structures is NaN and masked out of the loss (loss_terms).
+                pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=forces or stress,
+                                forces=forces)
+                terms = loss_terms(pred, batch, weights)
+            if dist is None:
+                total = terms["total"]
+                value = float(total.detach())  # one sync per step: NaN must stop before the update
+            else:
+                total = dist.global_loss(terms, None if terms is None else batch, weights)
+                value = dist.loss_value(total)  # the same on every rank: all stop together
             if not math.isfinite(value):
-                parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items() if k != "total")
+                parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in (terms or {}).items() if k != "total")
                 raise TrainingError(
                     f"non-finite training loss ({value}) at epoch {epoch + 1}, step {step + 1} ({parts}); "
                     f"training stopped. last.pt, best.pt and model.pt in {out} are from the last good "
                     f"epoch; try a lower optimizer.lr, training.grad_clip or float64.")
             optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            if total is not None:
+                total.backward()
+            if dist is not None:
+                dist.sum_gradients(params.values())
             grad_sum += torch.stack([p.grad.detach().double().norm() if p.grad is not None
                                      else grad_sum.new_zeros(()) for p in params.values()])
             if opts.grad_clip > 0:
@@ -282,13 +349,16 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
             schedule.step()
             if ema is not None:
                 ema.update(model)
-            acc.update({k: v.detach() for k, v in pred.items()}, batch)
+            if pred is not None:
+                acc.update({k: v.detach() for k, v in pred.items()}, batch)
             loss_sum += value
             n_steps += 1
             bar.update()
             bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.2e}")
     finally:
         bar.close()
+    if dist is not None:
+        dist.reduce_metrics(acc)
     return loss_sum / max(n_steps, 1), acc.result(), (grad_sum / max(n_steps, 1)).cpu(), lr
 
 
@@ -312,19 +382,25 @@ def _initial_gradients(model, store, train_idx, config, device, dtype) -> dict:
 
 
 def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,
-             device, dtype: torch.dtype, stress: bool = False) -> dict:
+             device, dtype: torch.dtype, stress: bool = False, distributed: Distributed | None = None) -> dict:
     """Error metrics (:class:`ErrorAccumulator`) of ``model`` on ``store`` structures ``indices``.
 
     Runs in eval mode (stochastic depth off); forces need autograd but no graph is kept.
+    With ``distributed``, each rank evaluates its share and the sums are reduced, so every
+    rank returns the metrics of all ``indices``.
     """
     model.eval()
     acc = ErrorAccumulator()
     indices = torch.as_tensor(indices, dtype=torch.long)
+    if distributed is not None:
+        indices = distributed.shard(indices)
     for lo in range(0, len(indices), batch_size):
         batch, raw, jac = store.cached_batch(indices[lo:lo + batch_size])
         batch = batch.to(device, dtype)
         pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=False)
         acc.update({k: v.detach() for k, v in pred.items()}, batch)
+    if distributed is not None:
+        distributed.reduce_metrics(acc)
     return acc.result()
 
 

@@ -1,0 +1,235 @@
+"""Data-parallel training over several processes with ``torch.distributed``.
+
+Each of W processes (ranks) holds the whole model and dataset and takes a disjoint slice of
+every global batch, so the global batch is the one a single process would use. The loss
+stays the single-process loss: its terms are means over labelled items (structures, force
+components, stress components) of the *global* batch, so each rank divides its sum of
+squared errors by the global count of each term (one all-reduce of three counts), and the
+ranks' gradients are summed (not averaged) in one all-reduce per step. Validation and
+training metrics are summed over ranks before RMSE/MAE are formed. Rank 0 alone writes
+files; the others wait at barriers.
+
+Launch with ``torchrun --nproc_per_node N -m mlpot train CONFIG`` or ``mlpot train CONFIG
+--nproc N`` (which calls torchrun). Backend: NCCL on CUDA (one GPU per rank, ``cuda:LOCAL_RANK``),
+gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from typing import Iterable, Iterator
+
+import torch
+import torch.distributed as tdist
+
+from .metrics import ErrorAccumulator
+
+__all__ = ["Distributed", "from_environment", "launch"]
+
+
+class Distributed:
+    """The process group of one training run, seen from one rank.
+
+    Args:
+        rank: this process's rank, 0 … world_size − 1.
+        world_size: number of processes W.
+        device: where collective buffers live (the rank's GPU for NCCL, the CPU for gloo).
+        owns_group: destroy the process group in :meth:`close` (it was created here).
+    """
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, owns_group: bool = False):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.owns_group = owns_group
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that logs and writes files."""
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ data
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This rank's disjoint share of ``indices`` (every W-th entry from ``rank``): the
+        shares of all ranks together are exactly ``indices``. May be empty."""
+        return indices[self.rank::self.world_size]
+
+    # ------------------------------------------------------------------ loss and gradients
+    def global_loss(self, terms: dict[str, torch.Tensor] | None, batch, weights) -> torch.Tensor | None:
+        """This rank's part of the global-batch loss; called by every rank every step.
+
+        :func:`~mlpot.training.loss.loss_terms` gives per-shard means sum/n_local; each is
+        rescaled to sum/n_global, so the parts of all ranks add up to the loss of the
+        global batch, and so do their gradients.
+
+        Args:
+            terms: ``loss_terms`` of this rank's shard, or ``None`` for an empty shard.
+            batch: the shard's :class:`~mlpot.data.AtomsBatch` (``None`` when empty).
+            weights: the :class:`~mlpot.training.config.LossConfig`.
+
+        Returns:
+            a differentiable scalar, or ``None`` for an empty shard.
+        """
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        if terms is not None:
+            local = _label_counts(batch).to(self.device)
+        counts = local.clone()
+        tdist.all_reduce(counts)
+        if terms is None:
+            return None
+        w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
+        total = terms["total"].new_zeros(())
+        for k, key in enumerate(("energy", "forces", "stress")):
+            if key in terms:
+                factor = float(local[k]) / max(float(counts[k]), 1.0)
+                total = total + w[key] * terms[key] * factor
+        return total
+
+    def loss_value(self, total: torch.Tensor | None) -> float:
+        """The global-batch loss (sum of the ranks' parts), identical on every rank."""
+        value = torch.zeros((), dtype=torch.float64, device=self.device)
+        if total is not None:
+            value += total.detach().to(self.device, torch.float64)
+        tdist.all_reduce(value)
+        return float(value)
+
+    def sum_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Replace each ``.grad`` by its sum over ranks, in one all-reduce.
+
+        A parameter that no rank touched keeps ``grad = None`` (as in one process, where
+        the optimiser then skips it, e.g. the network of an element absent from the batch);
+        one touched by some ranks only gets zeros from the others.
+        """
+        params = list(params)
+        dtype = next((p.dtype for p in params), torch.float64)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype)
+                          for p in params]
+                         + [torch.tensor([p.grad is not None for p in params], dtype=dtype, device=params[0].device)])
+        flat = flat.to(self.device)
+        tdist.all_reduce(flat)
+        touched = flat[-len(params):]
+        offset = 0
+        for k, p in enumerate(params):
+            n = p.numel()
+            if touched[k] > 0:
+                p.grad = flat[offset:offset + n].view_as(p).to(p.device, p.dtype).clone()
+            else:
+                p.grad = None
+            offset += n
+
+    # ------------------------------------------------------------------ metrics and sync
+    def reduce_metrics(self, acc: ErrorAccumulator) -> ErrorAccumulator:
+        """Sum the error sums and counts of every rank's accumulator into ``acc``."""
+        keys_s, keys_c = sorted(acc.sums), sorted(acc.counts)
+        values = torch.tensor([acc.sums[k] for k in keys_s] + [acc.counts[k] for k in keys_c]
+                              + [acc.n_structures, acc.n_atoms], dtype=torch.float64, device=self.device)
+        tdist.all_reduce(values)
+        values = values.tolist()
+        acc.sums = dict(zip(keys_s, values[:len(keys_s)]))
+        acc.counts = {k: int(round(v)) for k, v in zip(keys_c, values[len(keys_s):len(keys_s) + len(keys_c)])}
+        acc.n_structures, acc.n_atoms = int(round(values[-2])), int(round(values[-1]))
+        return acc
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers to every rank (guards against any drift in
+        set-up, e.g. data-derived scaling computed on each rank)."""
+        for tensor in module.state_dict().values():
+            buffer = tensor.detach().to(self.device)
+            tdist.broadcast(buffer, 0)
+            if buffer is not tensor:
+                tensor.copy_(buffer)
+
+    def gather_object(self, obj) -> list | None:
+        """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere)."""
+        out = [None] * self.world_size if self.is_main else None
+        tdist.gather_object(obj, out, dst=0)
+        return out
+
+    def scatter_object(self, objs: list | None):
+        """Rank r receives ``objs[r]`` (``objs`` given on rank 0)."""
+        out = [None]
+        tdist.scatter_object_list(out, objs if self.is_main else None, src=0)
+        return out[0]
+
+    def barrier(self) -> None:
+        tdist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first; the others run it after (e.g. to load a cache file
+        that rank 0 wrote instead of computing it again)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def _label_counts(batch) -> torch.Tensor:
+    """(3,) float64 counts that :func:`~mlpot.training.loss.loss_terms` divides by: labelled
+    energies, force components and stress components of the periodic structures."""
+    t = batch.targets
+    n_e = t.has_energy.sum()
+    n_f = 3 * t.has_forces[batch.system_idx].sum()
+    n_s = 9 * (t.has_stress & batch.pbc.all(dim=1)).sum()
+    return torch.stack([n_e, n_f, n_s]).to(torch.float64)
+
+
+def from_environment(device_name: str) -> tuple[Distributed | None, str]:
+    """Join the process group described by torchrun's environment, if any.
+
+    With ``WORLD_SIZE`` > 1 (set by torchrun, or by a test) this initialises the default
+    process group (unless one exists): NCCL when training on CUDA, gloo otherwise. Each rank
+    then trains on ``cuda:LOCAL_RANK``.
+
+    Args:
+        device_name: ``training.device`` of the config.
+
+    Returns:
+        ``(context, device_name)``: ``None`` and the name unchanged for one process;
+        otherwise the context and the device this rank trains on.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and not tdist.is_initialized():
+        return None, device_name
+    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"rank with LOCAL_RANK={local_rank} has no GPU: {torch.cuda.device_count()} "
+                             "visible; start at most one process per GPU")
+        device_name = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    owns = False
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if cuda else "gloo")
+        owns = True
+    if tdist.get_world_size() <= 1:
+        if owns:
+            tdist.destroy_process_group()
+        return None, device_name
+    collective = torch.device(device_name) if tdist.get_backend() == "nccl" else torch.device("cpu")
+    return Distributed(tdist.get_rank(), tdist.get_world_size(), collective, owns), device_name
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m mlpot <argv>`` in ``nproc`` local processes through torchrun.
+
+    ``--standalone`` gives the rendezvous a free local port; torchrun sets one thread per
+    process and stops all of them if one fails.
+
+    Returns:
+        the exit status of torchrun.
+    """
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--nproc inside an already distributed run (WORLD_SIZE is set); use one or the other")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "mlpot", *argv]
+    return subprocess.call(cmd)

@@ -1,0 +1,169 @@
+"""Data-parallel training (mlpot.training.distributed): two gloo processes on the CPU give the
+weights and metrics of one process with the same global batch; rank 0 alone writes; the
+checkpoint of a distributed run resumes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+
+import ase.io
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from mlpot.training import TrainConfig, load_checkpoint, train
+from test_training_run import emt_structures
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    ase.io.write(folder / "train.extxyz", emt_structures(30, seed=0))
+    return folder
+
+
+def config(dataset, **training) -> dict:
+    # 24 training structures in global batches of 23: the second batch has one structure,
+    # so rank 1's share of it is empty, and the first splits 12/11 (counts differ by rank).
+    return {
+        "data": {"train": str(dataset / "train.extxyz"), "val_fraction": 0.2},
+        "descriptor": {"cutoff": 4.0, "cutoff_function": "poly2",
+                       "radial": [{"grid": {"count": 5, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": [{"kind": "G5", "zetas": [1], "lambdas": [-1, 1], "eta": 0.05}]},
+        "model": {"depth": 2, "width": 8},
+        "loss": {"energy_weight": 1.0, "forces_weight": 10.0, "stress_weight": 100.0},
+        "optimizer": {"lr": 5e-3},
+        "training": {"epochs": 2, "batch_size": 23, "dtype": "float64", **training},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:
+    """One rank: join the group through the environment (as under torchrun) and train,
+    recording which files this rank writes."""
+    import mlpot.training.trainer as trainer
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
+                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    written = []
+    save_checkpoint, save_model = trainer.save_checkpoint, trainer._save_model
+
+    def spy_checkpoint(path, state):
+        written.append(os.path.basename(path))
+        save_checkpoint(path, state)
+
+    def spy_model(model, ema, path, metadata):
+        written.append(os.path.basename(path))
+        save_model(model, ema, path, metadata)
+
+    trainer.save_checkpoint, trainer._save_model = spy_checkpoint, spy_model
+    train(TrainConfig.from_dict(cfg), out, progress=False, log=lambda _: None)
+    with open(os.path.join(out, f"written-rank{rank}.json"), "w") as fh:
+        json.dump(written, fh)
+
+
+def run_distributed(cfg: dict, out, world_size: int = 2) -> None:
+    mp.spawn(_worker, args=(world_size, free_port(), cfg, str(out)), nprocs=world_size, join=True)
+
+
+def metrics(path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_same_weights(a: dict, b: dict, tol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol, msg=k)
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_two_processes_equal_one(dataset, tmp_path):
+    cfg = config(dataset)
+    run_distributed(cfg, tmp_path / "ddp")
+    train(TrainConfig.from_dict(cfg), tmp_path / "single", progress=False, log=lambda _: None)
+
+    ddp, single = load_checkpoint(tmp_path / "ddp" / "last.pt"), load_checkpoint(tmp_path / "single" / "last.pt")
+    assert_same_weights(ddp["model"], single["model"], 1e-10)
+    # Adam's moments too: every step saw the global gradient.
+    for sa, sb in zip(ddp["optimizer"]["state"].values(), single["optimizer"]["state"].values()):
+        torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=1e-9, atol=1e-20)
+    # Metrics reduced over ranks: the same losses and errors as one process.
+    for ra, rb in zip(metrics(tmp_path / "ddp" / "metrics.csv"), metrics(tmp_path / "single" / "metrics.csv")):
+        for key in ("train_loss", "val_loss", "train_force_rmse_mev_per_a", "val_energy_rmse_mev_per_atom",
+                    "val_stress_rmse_gpa", "grad_norm/total"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-9), key
+    assert len(ddp["rng_ranks"]) == 2
+
+    # Rank 0 alone writes checkpoints and models.
+    written = {r: json.loads((tmp_path / "ddp" / f"written-rank{r}.json").read_text()) for r in (0, 1)}
+    assert written[1] == []
+    assert "last.pt" in written[0] and "model.pt" in written[0]
+
+    # A distributed checkpoint resumes (here in one process) to the uninterrupted result.
+    longer = config(dataset, epochs=3)
+    train(TrainConfig.from_dict(longer), tmp_path / "ddp", resume=True, progress=False, log=lambda _: None)
+    train(TrainConfig.from_dict(longer), tmp_path / "single3", progress=False, log=lambda _: None)
+    assert_same_weights(load_checkpoint(tmp_path / "ddp" / "last.pt")["model"],
+                        load_checkpoint(tmp_path / "single3" / "last.pt")["model"], 1e-10)
+
+
+def test_shard_loss_gradient_equals_global(dataset):
+    """The rescaled per-shard losses add up to the global-batch loss (no process group: the
+    count all-reduce is replaced by the sum over shards)."""
+    from mlpot.data import collate
+    from mlpot.models import NetworkConfig, Potential
+    from mlpot.training.config import LossConfig
+    from mlpot.training.distributed import _label_counts
+    from mlpot.training.loss import loss_terms
+
+    structures = emt_structures(5, seed=3)
+    structures[1].calc.results.pop("stress")
+    cfg = TrainConfig.from_dict(config(dataset))
+    torch.manual_seed(0)
+    model = Potential(cfg.descriptor_spec(["Cu", "Au"]), NetworkConfig(depth=1, width=4)).double()
+    weights = LossConfig(1.0, 10.0, 100.0)
+    batch = collate(structures, cutoff=model.cutoff)
+    model.fit_to_data([batch])
+    whole = loss_terms(model(batch, stress=True, create_graph=True), batch, weights)["total"]
+    shards = [collate(structures[r::2], cutoff=model.cutoff) for r in range(2)]
+    counts = sum(_label_counts(b) for b in shards)
+    total = 0.0
+    for b in shards:
+        terms = loss_terms(model(b, stress=True, create_graph=True), b, weights)
+        local = _label_counts(b)
+        total = total + sum(w * terms[k] * local[i] / counts[i] for i, (k, w) in
+                            enumerate((("energy", 1.0), ("forces", 10.0), ("stress", 100.0))))
+    torch.testing.assert_close(total, whole, rtol=1e-12, atol=0)
+    params = list(model.networks.parameters())
+    g_whole = torch.autograd.grad(whole, params)
+    g_total = torch.autograd.grad(total, params)
+    for a, b in zip(g_whole, g_total):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.slow  # torchrun and two fresh interpreters: ~15 s on 2 cores
+def test_cli_nproc_smoke(dataset, tmp_path):
+    import yaml
+
+    from mlpot.cli import main
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config(dataset, epochs=1)))
+    status = main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--nproc", "2",
+                   "--no-progress"])
+    assert status == 0
+    assert (tmp_path / "run" / "model.pt").is_file()
+    assert len(load_checkpoint(tmp_path / "run" / "last.pt")["rng_ranks"]) == 2
