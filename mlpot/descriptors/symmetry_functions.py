@@ -31,6 +31,7 @@ from ..neighbours import edge_vectors, triplets_from_pairs
 from .cutoffs import cutoff_function
 from .parameters import RadialTerm, SymmetryFunctionSpec
 from .scaling import FeatureScaler, FeatureStatistics
+from .segments import segment_outer_sum
 
 __all__ = ["SymmetryFunctions"]
 
@@ -101,7 +102,10 @@ class SymmetryFunctions(nn.Module):
         zetas = sorted({z for z, _ in angle_keys})
         all_integer = all(float(z).is_integer() and z <= 64 for z in zetas)
         self.integer_zetas = [int(z) for z in zetas] if all_integer else []
-        self.register_buffer("angle_zeta_col", torch.tensor([zetas.index(z) for z, _ in angle_keys], dtype=torch.long), persistent=False)
+        # Column of each angle term in _angle_table's output.
+        table_col = ([(0 if lam > 0 else 1) * len(zetas) + zetas.index(z) for z, lam in angle_keys]
+                     if all_integer else list(range(len(angle_keys))))
+        self.register_buffer("angle_table_col", torch.tensor(table_col, dtype=torch.long), persistent=False)
         unique_terms = _unique_index(angular_keys)[0]
         self.angular_outer = len(part_keys) * len(angle_keys) <= 2 * len(unique_terms)
         if self.angular_outer:
@@ -380,16 +384,16 @@ class SymmetryFunctions(nn.Module):
             fc = fc[:, getattr(self, f"{prefix}_rc_col")]
         return torch.exp(-eta * (r - r_s) ** 2) * fc
 
-    def _angle_powers(self, base: torch.Tensor) -> torch.Tensor:
-        """2^(1−ζ) base[:, λ]^ζ for every (ζ, λ): (T, 2) → (T, A).
+    def _angle_table(self, base: torch.Tensor) -> torch.Tensor:
+        """The distinct powers base[:, λ]^ζ without prefactors: (T, 2) → (T, C).
 
-        Integer ζ use repeated squaring (a few multiplications of (T, 2) tensors, cheaper
-        than ``pow`` forward and backward); any fractional ζ falls back to ``pow``.
+        Column ``angle_table_col[a]`` holds angle term a's power. Integer ζ use repeated
+        squaring (a few multiplications of (T, 2) tensors, cheaper than ``pow`` forward and
+        backward) and a layout that needs no gather (C = 2 · distinct ζ); any fractional ζ
+        falls back to ``pow``, one column per term.
         """
-        zeta = self.angle_zeta.to(base.dtype)
-        prefactor = 2.0 ** (1.0 - zeta)
         if not self.integer_zetas:
-            return prefactor * base[:, self.angle_lambda_col] ** zeta
+            return base[:, self.angle_lambda_col] ** self.angle_zeta.to(base.dtype)
         powers: dict[int, torch.Tensor] = {1: base}
 
         def power(z: int) -> torch.Tensor:  # binary exponentiation, memoised
@@ -399,7 +403,15 @@ class SymmetryFunctions(nn.Module):
             return powers[z]
 
         stacked = torch.stack([power(z) for z in self.integer_zetas], dim=2)  # (T, 2, Z)
-        return prefactor * stacked[:, self.angle_lambda_col, self.angle_zeta_col]
+        return stacked.reshape(base.shape[0], 2 * len(self.integer_zetas))
+
+    def _angle_prefactor(self, dtype: torch.dtype) -> torch.Tensor:
+        """2^(1−ζ) per angle term, (A,)."""
+        return 2.0 ** (1.0 - self.angle_zeta.to(dtype))
+
+    def _angle_powers(self, base: torch.Tensor) -> torch.Tensor:
+        """2^(1−ζ) base[:, λ]^ζ for every (ζ, λ): (T, 2) → (T, A)."""
+        return self._angle_prefactor(base.dtype) * self._angle_table(base)[:, self.angle_table_col]
 
     def _radial(self, dist, centre, neighbour_species, n_atoms) -> torch.Tensor:
         values = self._gaussian_cutoff(dist, "radial")  # (P, K_r)
@@ -408,8 +420,8 @@ class SymmetryFunctions(nn.Module):
         out.index_add_(0, rows, values)
         return out.view(n_atoms, self.n_elements * self.n_radial)
 
-    def _triplet_values(self, v1, v2, legs: dict | None = None, kinds=("g5", "g4")) -> torch.Tensor:
-        """Angular symmetry-function terms of each triplet from its two legs.
+    def _triplet_radial(self, v1, v2, legs: dict | None = None, kinds=("g5", "g4")) -> torch.Tensor:
+        """Radial parts of each triplet's angular terms, (T, S) over the included kinds.
 
         Args:
             v1, v2: (T, 3) vectors from the centre to the two neighbours, Å.
@@ -417,16 +429,12 @@ class SymmetryFunctions(nn.Module):
                 exp(−η(r−r_s)²) f_c(r) (T, R); computed here when absent.
             kinds: the radial parts to include (all columns of the layout by default;
                 ``("g4",)`` for the G4 columns of the outer layout only).
-
-        Returns:
-            (T, n_angular) terms 2^(1−ζ)(1+λ cos θ)^ζ × radial part.
         """
-        d1, d2 = torch.linalg.vector_norm(v1, dim=1), torch.linalg.vector_norm(v2, dim=1)
-
         def leg_pair(kind):
             if legs is not None:
                 return legs[kind]
-            return self._gaussian_cutoff(d1, kind), self._gaussian_cutoff(d2, kind)
+            return (self._gaussian_cutoff(torch.linalg.vector_norm(v1, dim=1), kind),
+                    self._gaussian_cutoff(torch.linalg.vector_norm(v2, dim=1), kind))
 
         parts = []
         if self.g5_eta.shape[0] and "g5" in kinds:
@@ -436,21 +444,32 @@ class SymmetryFunctions(nn.Module):
             a, b = leg_pair("g4")
             r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
             parts.append(a * b * self._gaussian_cutoff(r_jk, "g4"))
-        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        # Angle parts (T, A) = 2^(1−ζ) (1 + λ cos θ)^ζ; rounding can push 1 ± cos θ a hair
-        # below 0, where a fractional power would be NaN.
-        cos = (v1 * v2).sum(1) / (d1 * d2)
-        base = torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
-        angle = self._angle_powers(base)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    @staticmethod
+    def _angle_base(cos: torch.Tensor) -> torch.Tensor:
+        """(T,) cos θ → (T, 2) the bases 1 + cos θ and 1 − cos θ of the angle factors (λ = ±1)."""
+        # Rounding can push 1 ± cos θ a hair below 0, where a fractional power is NaN.
+        return torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
+
+    def _triplet_values(self, v1, v2, legs: dict | None = None, kinds=("g5", "g4")) -> torch.Tensor:
+        """Angular symmetry-function terms of each triplet from its two legs.
+
+        The per-triplet form that :meth:`jacobian` differentiates; :meth:`_angular` sums
+        the same products per centre without materialising them.
+
+        Arguments as for :meth:`_triplet_radial`.
+
+        Returns:
+            (T, n_angular) terms 2^(1−ζ)(1+λ cos θ)^ζ × radial part.
+        """
+        radial = self._triplet_radial(v1, v2, legs, kinds)
+        cos = (v1 * v2).sum(1) / (torch.linalg.vector_norm(v1, dim=1) * torch.linalg.vector_norm(v2, dim=1))
+        angle = self._angle_powers(self._angle_base(cos))
         if self.angular_outer:
             # Explicit sizes: with no triplets at all, -1 would be ambiguous.
             return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], radial.shape[1] * angle.shape[1])
         return radial[:, self.term_part] * angle[:, self.term_angle]
-
-    def _triplet_rows(self, centre, neighbour, species, first, second) -> torch.Tensor:
-        """(T,) row of each triplet in the (N · n_pair_types) angular accumulator."""
-        return centre.index_select(0, first) * self.n_pair_types + self.pair_type[
-            species[neighbour.index_select(0, first)], species[neighbour.index_select(0, second)]]
 
     def _angular(self, vec, dist, centre, neighbour, species, n_atoms) -> torch.Tensor:
         # Only pairs inside the angular cutoff can form triplets: a shorter angular cutoff
@@ -470,18 +489,34 @@ class SymmetryFunctions(nn.Module):
                 blocks.append(g5[:, self.term_part, self.term_angle])
         if kinds:
             first, second = triplets_from_pairs(centre, n_atoms)
-            # index_select rather than fancy indexing: its backward is a fast index_add.
-            v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
-            # The legs' Gaussians·cutoffs are per pair: computed once, then gathered.
+            # Everything per pair (unit vectors, the legs' Gaussians·cutoffs, neighbour
+            # elements) is computed once and gathered for the triplets; index_select
+            # rather than fancy indexing, as its backward is a fast index_add.
+            unit = vec / dist.unsqueeze(1)
+            cos = (unit.index_select(0, first) * unit.index_select(0, second)).sum(1)
+            table = self._angle_table(self._angle_base(cos))  # (T, C)
             legs = {}
             for kind in kinds:
                 per_pair = self._gaussian_cutoff(dist, kind)
                 legs[kind] = (per_pair.index_select(0, first), per_pair.index_select(0, second))
-            values = self._triplet_values(v1, v2, legs, kinds)
-            rows = self._triplet_rows(centre, neighbour, species, first, second)
-            out = values.new_zeros(n_atoms * self.n_pair_types, values.shape[1])
-            out.index_add_(0, rows, values)
-            blocks.append(out)
+            v1 = v2 = None
+            if "g4" in kinds:  # the r_jk factor needs the legs themselves
+                v1, v2 = vec.index_select(0, first), vec.index_select(0, second)
+            radial = self._triplet_radial(v1, v2, legs, kinds)  # (T, S)
+            neighbour_species = species.index_select(0, neighbour)
+            pair_type = self.pair_type.view(-1).index_select(
+                0, neighbour_species.index_select(0, first) * self.n_elements
+                + neighbour_species.index_select(0, second))
+            # Σ over each centre's triplets of the radial ⊗ angle outer product, one row
+            # per (centre, neighbour-element pair), then prefactors and column order on the
+            # small (N · n_pt, S, A) result rather than on every triplet.
+            sums = segment_outer_sum(radial, table, centre.index_select(0, first), pair_type,
+                                     n_atoms, self.n_pair_types)  # (N · n_pt, S, C)
+            angle = sums[:, :, self.angle_table_col] * self._angle_prefactor(sums.dtype)
+            if self.angular_outer:
+                blocks.append(angle.reshape(angle.shape[0], -1))
+            else:
+                blocks.append(angle[:, self.term_part, self.term_angle])
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.view(n_atoms, self.n_pair_types * self.n_angular)
 

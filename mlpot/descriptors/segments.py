@@ -1,0 +1,84 @@
+"""Sums of per-item outer products over groups, as batched matrix products.
+
+The angular symmetry functions of a centre are sums over its triplets of a radial factor
+times an angle factor, for every (radial shape, angle term) combination:
+
+    out[r, s, a] = Σ_{t in row r} left[t, s] · right[t, a]
+
+Materialising the (T, S, A) product and scattering it (``index_add_``) moves T·S·A numbers
+through memory four times (product, scatter, and two reductions in the backward pass), with
+broadcasting strides that are slow on CPU. Laid out as one zero-padded (L, S) and (L, A)
+matrix per row, the same sum is a single ``bmm`` (and two in the backward pass) whose inputs
+hold only T·(S + A) numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["segment_outer_sum"]
+
+
+def _rank_within_rows(major: torch.Tensor, minor: torch.Tensor, n_major: int, n_minor: int) -> torch.Tensor:
+    """Position of each item among the items of its row (major, minor), in input order.
+
+    ``major`` must be non-decreasing; ``minor`` may be in any order within a major block.
+    Cost O(T · n_minor) without a sort: a running count per minor value, less the count
+    reached before the item's major block.
+    """
+    one_hot = torch.nn.functional.one_hot(minor, n_minor)  # (T, K)
+    running = one_hot.cumsum(0)  # items of each minor value up to and including t
+    rank_global = running.gather(1, minor.unsqueeze(1)).squeeze(1) - 1
+    block_size = torch.bincount(major, minlength=n_major)
+    block_end = block_size.cumsum(0)  # exclusive end of each major block
+    before = torch.zeros(n_major, n_minor, dtype=running.dtype, device=running.device)
+    has_previous = (block_end - block_size) > 0
+    before[has_previous] = running[(block_end - block_size)[has_previous] - 1]
+    return rank_global - before[major, minor]
+
+
+def segment_outer_sum(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    major: torch.Tensor,
+    minor: torch.Tensor,
+    n_major: int,
+    n_minor: int,
+    max_padding: float = 4.0,
+) -> torch.Tensor:
+    """Σ over the items of each row of the outer product of ``left`` and ``right``.
+
+    Rows are (major, minor) pairs, numbered ``major · n_minor + minor`` (e.g. centre atom
+    and neighbour-element pair). When padding the rows to equal length would hold more than
+    ``max_padding`` times the items (a few very crowded rows among sparse ones), the sum
+    falls back to the scatter of explicit products, which gives the same values.
+
+    Args:
+        left: (T, S) per-item factors.
+        right: (T, A) per-item factors.
+        major: (T,) long, non-decreasing, in [0, n_major).
+        minor: (T,) long in [0, n_minor).
+        n_major, n_minor: the number of major and minor values.
+        max_padding: largest (rows × longest row) / items ratio for the padded layout.
+
+    Returns:
+        (n_major · n_minor, S, A), differentiable in ``left`` and ``right``.
+    """
+    n_items, n_left, n_right = left.shape[0], left.shape[1], right.shape[1]
+    n_rows = n_major * n_minor
+    rows = major * n_minor + minor
+    if n_items == 0:
+        return left.new_zeros(n_rows, n_left, n_right)
+    longest = int(torch.bincount(rows, minlength=n_rows).max())
+    if n_rows * longest > max_padding * n_items:
+        products = (left.unsqueeze(2) * right.unsqueeze(1)).reshape(n_items, n_left * n_right)
+        out = left.new_zeros(n_rows, n_left * n_right).index_add_(0, rows, products)
+        return out.view(n_rows, n_left, n_right)
+    slot = rows * longest + _rank_within_rows(major, minor, n_major, n_minor)
+    # In-place index_copy_ into fresh zeros (no copy of the padding); its backward is a
+    # plain gather of the gradient.
+    left_rows = left.new_zeros(n_rows * longest, n_left).index_copy_(0, slot, left)
+    right_rows = right.new_zeros(n_rows * longest, n_right).index_copy_(0, slot, right)
+    return torch.bmm(left_rows.view(n_rows, longest, n_left).transpose(1, 2),
+                     right_rows.view(n_rows, longest, n_right))
+
