@@ -175,7 +175,14 @@ def _shortest(value: float, forward: Callable[[float], float], guess: float) -> 
         s = f"{guess:.{digits}g}"
         if forward(float(s)) == value:
             return s
-    return repr(guess)
+    # No decimal of the guess maps back exactly: try its neighbours a few ulps away.
+    below = above = guess
+    for _ in range(8):
+        below, above = math.nextafter(below, -math.inf), math.nextafter(above, math.inf)
+        for candidate in (below, above):
+            if forward(candidate) == value:
+                return repr(candidate)
+    return repr(guess)  # within an ulp or two; the conversion has no exact preimage
 
 
 # ---------------------------------------------------------------------- input.nn
@@ -432,12 +439,14 @@ def read_potential(folder, units: str | tuple[float, float] = "auto", dtype: tor
     _check_keywords(settings, path)
     length, energy, unit_name = _resolve_units(units, comments, path)
 
-    # Elements, ordered by atomic number as n2p2's element map orders them.
+    # mlpot indexes elements in the order of the elements line (so that write_potential's
+    # files give the model's own order back); n2p2 orders them by atomic number, which is
+    # the order of scaling.data.
     entry = _single(settings, "elements", path)
     for el in entry.args:
         if el not in atomic_numbers or el == "X":
             raise N2P2Error(f"{path}:{entry.line}: unknown element {el!r}")
-    elements = tuple(sorted(set(entry.args), key=lambda e: atomic_numbers[e]))
+    elements = tuple(dict.fromkeys(entry.args))
     if len(elements) != len(entry.args) or not elements:
         raise N2P2Error(f"{path}:{entry.line}: elements must be distinct and non-empty")
     n_entry = _single(settings, "number_of_elements", path)
@@ -512,35 +521,41 @@ def read_potential(folder, units: str | tuple[float, float] = "auto", dtype: tor
                             f"is not supported; mlpot has {sorted(ACTIVATION_LETTERS)}")
         acts.append(ACTIVATION_LETTERS[letter])
 
-    # Symmetry functions in n2p2's sorted order per centre element (stable: input order on ties).
+    # Terms in input.nn order (so a file written by write_potential gives back the model's
+    # own feature order); n2p2's network-input order is the sorted one, a stable sort
+    # keeping input order on exact ties.
     sfs = [_parse_sf(e, elements, path) for e in settings.get("symfunction_short", [])]
-    per_element = {el: sorted((s for s in sfs if s.centre == el), key=_SF.sort_key) for el in elements}
-    for el, lst in per_element.items():
-        if not lst:
+    sorted_index: dict[int, int] = {}  # position in sfs -> index in its element's n2p2 order
+    for el in elements:
+        mine = sorted((i for i, s in enumerate(sfs) if s.centre == el), key=lambda i: sfs[i].sort_key())
+        if not mine:
             raise N2P2Error(f"{path}: element {el} has no symfunction_short lines")
-    terms: dict[int, tuple[str, int]] = {}  # id(term) -> (element, n2p2 index)
+        sorted_index.update({i: k for k, i in enumerate(mine)})
+    terms: dict[int, int] = {}  # id(term) -> n2p2 index within its centre element
     radial, angular = [], []
-    for el, lst in per_element.items():
-        for k, s in enumerate(lst):
-            common = dict(eta=_eta(s.eta, length), r_s=_length(s.rs, length), cutoff=_length(s.rc, length), centre=el)
-            if s.type == 2:
-                t = RadialTerm(neighbour=s.neighbours[0], **common)
-                radial.append(t)
-            else:
-                t = AngularTerm(kind=_SF_KINDS[s.type], zeta=s.zeta, lam=s.lam, neighbours=s.neighbours, **common)
-                angular.append(t)
-            terms[id(t)] = (el, k)
+    for i, s in enumerate(sfs):
+        common = dict(eta=_eta(s.eta, length), r_s=_length(s.rs, length), cutoff=_length(s.rc, length),
+                      centre=s.centre)
+        if s.type == 2:
+            t = RadialTerm(neighbour=s.neighbours[0], **common)
+            radial.append(t)
+        else:
+            t = AngularTerm(kind=_SF_KINDS[s.type], zeta=s.zeta, lam=s.lam, neighbours=s.neighbours, **common)
+            angular.append(t)
+        terms[id(t)] = sorted_index[i]
     spec = SymmetryFunctionSpec(elements=elements, cutoff=max(t.cutoff for t in radial + angular),
                                 cutoff_function=CUTOFF_TYPES[ctype], cutoff_alpha=alpha,
                                 radial=tuple(radial), angular=tuple(angular))
     # perm[el][k] = n2p2 index of mlpot feature k.
-    perm = {el: [terms[id(f.term)][1] for f in spec.features(el)] for el in elements}
+    perm = {el: [terms[id(f.term)] for f in spec.features(el)] for el in elements}
 
     config = NetworkConfig(hidden=tuple(widths), layer_activations=tuple(acts[:-1]),
                            activation=acts[0], output_activation=acts[-1], block="plain")
     model = Potential(spec, config).to(dtype)
-    n_sf = [len(per_element[el]) for el in elements]
-    scaling = _read_scaling(folder / "scaling.data", n_sf)
+    n_sf = [len(perm[el]) for el in elements]
+    by_number = sorted(elements, key=lambda e: atomic_numbers[e])
+    rows = _read_scaling(folder / "scaling.data", [len(perm[el]) for el in by_number])
+    scaling = [rows[by_number.index(el)] for el in elements]
 
     width = model.descriptor.max_features
     scaler = FeatureScaler(len(elements), width, mode=mode, s_min=s_min, s_max=s_max)
@@ -753,7 +768,7 @@ def write_potential(model, folder, units: str | tuple[float, float] | None = Non
     out += ["#" * 79, "",
             f"mean_energy {mean_text}", f"conv_energy {conv_text}", f"conv_length {conv_length!r}", "",
             f"number_of_elements {len(elements)}",
-            "elements " + " ".join(sorted(elements, key=lambda e: atomic_numbers[e]))]
+            "elements " + " ".join(elements)]  # n2p2 sorts them; read_potential keeps this order
     out += [f"atom_energy {el:2s} {offsets_text[el]}" for el in elements]
     out.append(f"cutoff_type {_CUTOFF_TYPE_OF[spec.cutoff_function]} {spec.cutoff_alpha!r}")
     out += {"scale": ["scale_symmetry_functions"], "center": ["center_symmetry_functions"],
@@ -764,9 +779,10 @@ def write_potential(model, folder, units: str | tuple[float, float] | None = Non
     out += [f"global_hidden_layers_short {len(cfg.hidden_sizes)}",
             "global_nodes_short " + " ".join(map(str, cfg.hidden_sizes)),
             "global_activation_short " + " ".join(letters), ""]
-    out += ["# symmetry functions in n2p2's order (elements by atomic number)"]
+    # In mlpot's feature order, which read_potential keeps; n2p2 sorts them itself.
+    out += ["# symmetry functions (n2p2 sorts them per element; scaling.data follows that order)"]
     for el in sorted(elements, key=lambda e: atomic_numbers[e]):
-        out += [text for _, text, _ in per_element[el]]
+        out += [text for _, text, _ in sorted(per_element[el], key=lambda x: x[2])]
     from .files import atomic_write_text
 
     atomic_write_text(folder / "input.nn", "\n".join(out) + "\n")
