@@ -55,7 +55,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 
 from ..units import unit_factors
 
