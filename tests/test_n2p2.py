@@ -262,6 +262,24 @@ def test_round_trip_in_bohr_hartree_is_exact(tmp_path):
     assert_same_model(model, read_potential(tmp_path))
 
 
+def test_float32_and_unscaled_models_export(tmp_path):
+    model = small_model(NetworkConfig(hidden=(5, 4))).float()
+    write_potential(model, tmp_path / "f32")
+    again = read_potential(tmp_path / "f32")  # float64
+    atoms = water_box(seed=5)
+    a, b = predict(model, atoms), predict(again, atoms)
+    assert b["energy"][0] == pytest.approx(float(a["energy"][0]), rel=1e-6)
+    np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-3)
+    torch.manual_seed(1)
+    raw = Potential(SymmetryFunctionSpec.from_dict(SPEC), NetworkConfig(hidden=(3,))).double().eval()
+    with pytest.warns(UserWarning, match="no descriptor scaling"):
+        write_potential(raw, tmp_path / "raw")
+    again = read_potential(tmp_path / "raw")
+    assert again.descriptor.scaler.mode == "none"
+    a, b = predict(raw, atoms), predict(again, atoms)
+    np.testing.assert_allclose(b["energy"], a["energy"], rtol=1e-14)
+
+
 @pytest.mark.parametrize("config, match", [
     (NetworkConfig(depth=2, width=4, block="residual"), "residual"),
     (NetworkConfig(depth=2, width=4, block="residual", survival=0.8), "stochastic depth"),

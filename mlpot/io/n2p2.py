@@ -650,8 +650,11 @@ def _scaling_rows(model) -> tuple[str, float, float, dict[str, np.ndarray]]:
         a = np.ones(n[el]) if spread is None else (s_max - s_min) / spread
         b = np.zeros(n[el]) if centre is None else (s_min - a * centre if spread is not None else -centre)
         w, bb = scaler.weight[e, : n[el]].double().numpy(), scaler.bias[e, : n[el]].double().numpy()
-        tol = 1e-12 * max(1.0, float(np.abs(bb).max(initial=0.0)))
-        if not (np.allclose(a, w, rtol=1e-12, atol=0) and np.allclose(b, bb, rtol=1e-12, atol=tol)):
+        # Bitwise in float64 (same formula as FeatureScaler.from_statistics); a float32
+        # model rounded its statistics and its map separately.
+        rtol = 1e-12 if scaler.weight.dtype == torch.float64 else 1e3 * torch.finfo(scaler.weight.dtype).eps
+        tol = rtol * max(1.0, float(np.abs(bb).max(initial=0.0)))
+        if not (np.allclose(a, w, rtol=rtol, atol=0) and np.allclose(b, bb, rtol=rtol, atol=tol)):
             raise N2P2Error(f"cannot export: the descriptor scaling of {el} is not the n2p2 "
                             f"{mode!r} map of its stored statistics (was the scaler edited?)")
     return mode, s_min, s_max, rows
