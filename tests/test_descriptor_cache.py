@@ -27,13 +27,37 @@ def autograd_jacobian(sf: SymmetryFunctions, batch) -> torch.Tensor:
 def test_pair_jacobian_matches_reverse_mode(config):
     sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).double()
     batch = collate([water_box(0), water_box(1)], cutoff=sf.cutoff, dtype=torch.float64)
-    raw, jac = sf.jacobian(batch.positions, sf.species(batch.numbers), batch.cell, batch.system_idx,
+    species = sf.species(batch.numbers)
+    raw, jac = sf.jacobian(batch.positions, species, batch.cell, batch.system_idx,
                            batch.edge_index, batch.edge_shift)
     expected = autograd_jacobian(sf, batch)
-    assert jac.shape == (batch.edge_index.shape[1], raw.shape[1], 3)
+    dense = sf.dense_jacobian(jac, species, batch.edge_index)
+    assert dense.shape == (batch.edge_index.shape[1], raw.shape[1], 3)
     assert float(expected.abs().max()) > 1e-2  # the comparison is not between zeros
-    torch.testing.assert_close(jac, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dense, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(raw, sf(batch, scaled=False), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", [FULL, RESTRICTED], ids=["full-layout", "per-element-columns"])
+def test_pair_gradients_equal_reverse_mode(config):
+    """Σ_f w_{i,f} ∂G_{i,f}/∂r_p for random weights w, against autograd of Σ w·G."""
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).double()
+    batch = collate([water_box(0), water_box(3)[:9]], cutoff=sf.cutoff, dtype=torch.float64)
+    species = sf.species(batch.numbers)
+    _, jac = sf.jacobian(batch.positions, species, batch.cell, batch.system_idx, batch.edge_index,
+                         batch.edge_shift)
+    vec = edge_vectors(batch.positions, batch.cell, batch.system_idx, batch.edge_index,
+                       batch.edge_shift).requires_grad_(True)
+    raw = sf.compute_from_vectors(vec, species, batch.edge_index, batch.positions.shape[0])
+    weights = torch.randn(raw.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (expected,) = torch.autograd.grad((weights * raw).sum(), vec)
+    got = sf.pair_gradients(weights, species, batch.edge_index, jac)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    # Selecting pairs (as a training batch does) keeps each pair's blocks.
+    pairs = torch.randperm(batch.edge_index.shape[1], generator=torch.Generator().manual_seed(1))[:50]
+    picked = jac.select(pairs)
+    torch.testing.assert_close(sf.dense_jacobian(picked, species, batch.edge_index[:, pairs]),
+                               sf.dense_jacobian(jac, species, batch.edge_index)[pairs], rtol=0, atol=0)
 
 
 def test_forward_from_descriptors_equals_forward():
@@ -54,7 +78,7 @@ def test_forward_from_descriptors_equals_forward():
     torch.testing.assert_close(cached["stress"][periodic], direct["stress"][periodic], rtol=1e-9, atol=1e-12)
     assert torch.isnan(cached["stress"][~periodic]).all()
     with pytest.raises(ValueError, match="one row per pair"):
-        model.forward_from_descriptors(batch, raw, jac[:-1])
+        model.forward_from_descriptors(batch, raw, jac.select(torch.arange(jac.n_pairs - 1)))
 
 
 def test_force_training_gradients_equal_direct_path():
@@ -88,7 +112,9 @@ def test_store_cache_selects_matching_rows():
     assert nbytes == store.descriptors.nbytes + store.jacobian.nbytes
     batch, raw, jac = store.cached_batch([3, 0, 3])
     torch.testing.assert_close(raw, sf(batch, scaled=False))
-    torch.testing.assert_close(jac, autograd_jacobian(sf, batch), rtol=1e-10, atol=1e-12)
+    dense = sf.dense_jacobian(jac, sf.species(batch.numbers), batch.edge_index)
+    torch.testing.assert_close(dense, autograd_jacobian(sf, batch), rtol=1e-10, atol=1e-12)
+    assert abs(store.descriptor_cache_gib(sf, torch.float64) * 2**30 - nbytes) < 1e-6 * nbytes
 
 
 def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
@@ -100,7 +126,7 @@ def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
     second = BatchStore(structures, cutoff=sf.cutoff)
     _, loaded = second.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)
     assert loaded
-    torch.testing.assert_close(second.jacobian, first.jacobian, rtol=0, atol=0)
+    torch.testing.assert_close(second.jacobian.state(), first.jacobian.state(), rtol=0, atol=0)
     # Other positions or other symmetry functions: a different file, computed afresh.
     moved = BatchStore([water_box(k + 1) for k in range(3)], cutoff=sf.cutoff)
     assert not moved.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)[1]
@@ -113,4 +139,4 @@ def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
         path.write_bytes(b"truncated")
     again = BatchStore(structures, cutoff=sf.cutoff)
     assert not again.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)[1]
-    torch.testing.assert_close(again.jacobian, first.jacobian, rtol=0, atol=0)
+    torch.testing.assert_close(again.jacobian.state(), first.jacobian.state(), rtol=0, atol=0)

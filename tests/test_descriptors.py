@@ -300,7 +300,9 @@ def test_structures_without_triplets(full_sf, positions):
     raw, jac = full_sf.jacobian(pos.detach(), species, batch.cell, batch.system_idx, batch.edge_index,
                                 batch.edge_shift)
     torch.testing.assert_close(raw, g.detach())
-    assert jac.shape == (batch.edge_index.shape[1], full_sf.max_features, 3)
+    dense = full_sf.dense_jacobian(jac, species, batch.edge_index)
+    assert dense.shape == (batch.edge_index.shape[1], full_sf.max_features, 3)
+    assert jac.angular.shape[0] == (1 if positions[1][0] < 5 else 0) * 2  # pairs in the angular cutoff
 
 
 # --------------------------------------------------------------------------- dtypes, devices

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..neighbours import edge_vectors, triplets_from_pairs
 from .cutoffs import cutoff_function
+from .jacobian import PairJacobian
 from .parameters import RadialTerm, SymmetryFunctionSpec
 from .scaling import FeatureScaler, FeatureStatistics
 from .segments import segment_outer_sum
@@ -300,52 +301,51 @@ class SymmetryFunctions(nn.Module):
 
     def jacobian(self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor,
                  system_idx: torch.Tensor, edge_index: torch.Tensor, edge_shift: torch.Tensor,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, PairJacobian]:
         """Raw descriptors and their sparse derivative with respect to the pair vectors.
 
         G_i depends on the positions only through the vectors of i's own pairs, so the
-        full derivative dG/dR (N·F × N·3, mostly zeros) is held as one 3-vector per pair
-        and feature: J[p, f] = ∂G_{i(p), f} / ∂r_p. Forces then follow from any
-        ∂E/∂G without differentiating the descriptors again (see
-        :meth:`mlpot.models.Potential.forward_from_descriptors`):
-        ∂E/∂r_p = Σ_f ∂E/∂G_{i(p), f} J[p, f], and the chain rule through
+        full derivative dG/dR (N·F × N·3, mostly zeros) is held per pair, and only in the
+        columns the pair can reach (see :class:`~mlpot.descriptors.PairJacobian`). Forces
+        then follow from any ∂E/∂G without differentiating the descriptors again
+        (:meth:`pair_gradients`, :meth:`mlpot.models.Potential.forward_from_descriptors`):
+        ∂E/∂r_p = Σ_f ∂E/∂G_{i(p), f} ∂G_{i(p), f}/∂r_p, and the chain rule through
         r_p = R_j − R_i + S_p·h gives forces and the virial.
 
         Arguments as for :meth:`compute`.
 
         Returns:
-            ``(G, J)``: (N, F) raw descriptors and (P, F, 3) Jacobian, Å⁻¹ times the
-            descriptor's unit, both detached.
+            ``(G, J)``: (N, F) raw descriptors and the :class:`PairJacobian`, detached.
         """
         from torch.func import jvp
 
         with torch.no_grad():
             vec = edge_vectors(positions, cell, system_idx, edge_index, edge_shift)
             raw = self.compute_from_vectors(vec, species, edge_index, positions.shape[0])
-            n_pairs, n_atoms = vec.shape[0], positions.shape[0]
+            n_pairs, n_atoms, n_el = vec.shape[0], positions.shape[0], self.n_elements
             centre, neighbour = edge_index[0], edge_index[1]
             dist = torch.linalg.vector_norm(vec, dim=1)
             unit = vec / dist.clamp(min=torch.finfo(vec.dtype).tiny).unsqueeze(1)
-            blocks = []
+            # Each radial term depends on its pair's distance alone: one forward-mode pass
+            # gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p.
+            radial = vec.new_zeros(n_pairs, 3, self.n_radial)
             if self.n_radial:
-                # Each radial term depends on its pair's distance alone: one forward-mode
-                # pass gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p.
                 _, dphi = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
-                rows = torch.arange(n_pairs, device=vec.device) * self.n_elements + species[neighbour]
-                jr = vec.new_zeros(n_pairs * self.n_elements, self.n_radial, 3)
-                jr[rows] = dphi.unsqueeze(2) * unit.unsqueeze(1)
-                blocks.append(jr.view(n_pairs, self.n_elements * self.n_radial, 3))
-            if self.n_angular:
-                keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
+                radial = unit.unsqueeze(2) * dphi.unsqueeze(1)
+            keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1) if self.n_angular else \
+                torch.zeros(0, dtype=torch.long, device=vec.device)
+            angular = vec.new_zeros(3, keep.shape[0] * n_el, self.n_angular)  # axis first, see the end
+            if keep.shape[0]:
                 first, second = triplets_from_pairs(centre.index_select(0, keep), n_atoms)
-                v1, v2 = vec[keep].index_select(0, first), vec[keep].index_select(0, second)
-                pt = self.pair_type[species[neighbour[keep].index_select(0, first)],
-                                    species[neighbour[keep].index_select(0, second)]]
-                ja = vec.new_zeros(n_pairs * self.n_pair_types, self.n_angular, 3)
-                # Each triplet's terms depend on its own two legs alone: six forward-mode
+                kept_vec = vec.index_select(0, keep)
+                v1, v2 = kept_vec.index_select(0, first), kept_vec.index_select(0, second)
+                kept_species = species.index_select(0, neighbour.index_select(0, keep))
+                # A triplet's terms sit in pair type (e(j), e(k)): in leg j's row they belong
+                # to the block of k's element, and the other way round. Six forward-mode
                 # passes (x, y, z of either leg) give every triplet's derivatives at once.
-                for leg, (p_idx, other) in enumerate(((keep[first], v2), (keep[second], v1))):
-                    rows = p_idx * self.n_pair_types + pt
+                legs = ((first, kept_species.index_select(0, second)), (second, kept_species.index_select(0, first)))
+                for leg, (pair, other_element) in enumerate(legs):
+                    rows = pair * n_el + other_element
                     for k in range(3):
                         tangent = torch.zeros_like(v1)
                         tangent[:, k] = 1.0
@@ -353,14 +353,71 @@ class SymmetryFunctions(nn.Module):
                             _, d = jvp(lambda a: self._triplet_values(a, v2), (v1,), (tangent,))
                         else:
                             _, d = jvp(lambda b: self._triplet_values(v1, b), (v2,), (tangent,))
-                        ja[:, :, k].index_add_(0, rows, d)
-                blocks.append(ja.view(n_pairs, self.n_pair_types * self.n_angular, 3))
-            jac = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
-            if not self.full_layout:  # per-element columns, as compute() lays them out
-                padded = torch.cat([jac, jac.new_zeros(n_pairs, 1, 3)], dim=1)
-                cols = self.colmap[species[centre]]  # (P, F)
-                jac = padded.gather(1, cols.unsqueeze(2).expand(-1, -1, 3))
-        return raw, jac.contiguous()
+                        angular[k].index_add_(0, rows, d)
+            angular_row = torch.full((n_pairs,), -1, dtype=torch.long, device=vec.device)
+            angular_row[keep] = torch.arange(keep.shape[0], device=vec.device)
+        angular = angular.view(3, -1, n_el, self.n_angular).permute(1, 0, 2, 3).contiguous()
+        return raw, PairJacobian(radial.contiguous(), angular, angular_row)
+
+    def dense_jacobian(self, jacobian: PairJacobian, species: torch.Tensor, edge_index: torch.Tensor,
+                       ) -> torch.Tensor:
+        """The (P, F, 3) array J[p, f] = ∂G_{i(p), f}/∂r_p in :meth:`compute`'s column
+        layout, from the compact blocks (for inspection and tests: it is mostly zeros)."""
+        n_pairs, n_el = jacobian.n_pairs, self.n_elements
+        neighbour_species = species.index_select(0, edge_index[1])
+        dense = jacobian.radial.new_zeros(n_pairs, self.n_raw + 1, 3)
+        cols = (neighbour_species * self.n_radial).unsqueeze(1) + torch.arange(self.n_radial, device=dense.device)
+        dense.scatter_(1, cols.unsqueeze(2).expand(-1, -1, 3), jacobian.radial.transpose(1, 2))
+        pairs = jacobian.angular_pairs()
+        if pairs.shape[0]:
+            types = self.pair_type.index_select(0, neighbour_species.index_select(0, pairs))  # (Q, E)
+            cols = (n_el * self.n_radial + types.unsqueeze(2) * self.n_angular
+                    + torch.arange(self.n_angular, device=dense.device)).reshape(pairs.shape[0], -1)
+            block = dense.new_zeros(pairs.shape[0], self.n_raw + 1, 3)
+            block.scatter_add_(1, cols.unsqueeze(2).expand(-1, -1, 3),
+                               jacobian.angular.reshape(pairs.shape[0], 3, -1).transpose(1, 2))
+            dense.index_add_(0, pairs, block)
+        if self.full_layout:
+            return dense[:, : self.n_raw]
+        cols = self.colmap.index_select(0, species.index_select(0, edge_index[0]))  # (P, F)
+        return dense.gather(1, cols.unsqueeze(2).expand(-1, -1, 3))
+
+    def pair_gradients(self, de_dg: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                       jacobian: PairJacobian) -> torch.Tensor:
+        """∂E/∂r_p = Σ_f ∂E/∂G_{i(p), f} ∂G_{i(p), f}/∂r_p for every pair, eV/Å.
+
+        Differentiable in ``de_dg`` (force training back-propagates through it).
+
+        Args:
+            de_dg: (N, F) ∂E/∂G in :meth:`compute`'s per-element column layout, eV.
+            species: (N,) element indices.
+            edge_index: (2, P) the pairs the Jacobian was computed on.
+            jacobian: from :meth:`jacobian`.
+
+        Returns:
+            (P, 3).
+        """
+        n_atoms, n_el = de_dg.shape[0], self.n_elements
+        if not self.full_layout:  # back to the raw column layout (padding columns dropped)
+            de_dg = de_dg.new_zeros(n_atoms, self.n_raw + 1).scatter_add(
+                1, self.colmap.index_select(0, species), de_dg)[:, : self.n_raw]
+        centre = edge_index[0]
+        neighbour_species = species.index_select(0, edge_index[1])
+        n_rad = n_el * self.n_radial
+        jac = jacobian.to(dtype=de_dg.dtype)
+        # Radial: pair p reaches the K_r columns of its neighbour's element block.
+        de_radial = de_dg[:, :n_rad].reshape(n_atoms * n_el, self.n_radial).index_select(
+            0, centre * n_el + neighbour_species)  # (P, K_r)
+        grad = (de_radial.unsqueeze(1) * jac.radial).sum(2)
+        if jac.angular.shape[0]:
+            # Angular: a pair inside the angular cutoff reaches pair types (e(j), e), e = 0..E−1.
+            pairs = jacobian.angular_pairs()
+            types = self.pair_type.index_select(0, neighbour_species.index_select(0, pairs))  # (Q, E)
+            rows = centre.index_select(0, pairs).unsqueeze(1) * self.n_pair_types + types
+            de_angular = de_dg[:, n_rad:].reshape(n_atoms * self.n_pair_types, self.n_angular)[rows]  # (Q, E, A)
+            products = de_angular.view(pairs.shape[0], 1, -1) * jac.angular.view(pairs.shape[0], 3, -1)
+            grad = grad.index_add(0, pairs, products.sum(2))
+        return grad
 
     # ------------------------------------------------------------------ kernels
     def _register_shapes(self, prefix: str, keys: list[tuple[float, float, float]]) -> None:

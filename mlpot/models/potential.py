@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..descriptors import SymmetryFunctions, SymmetryFunctionSpec
+from ..descriptors import PairJacobian, SymmetryFunctions, SymmetryFunctionSpec
 from ..neighbours import edge_vectors
 from .elementwise import ElementNetworks
 from .mlp import NetworkConfig
@@ -163,7 +163,7 @@ class Potential(nn.Module):
             out["stress"] = _stress(grads[1], batch)
         return out
 
-    def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: torch.Tensor,
+    def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: PairJacobian,
                                  forces: bool = True, stress: bool = False,
                                  create_graph: bool | None = None) -> dict[str, torch.Tensor]:
         """As :meth:`forward`, from precomputed raw descriptors and their pair Jacobian.
@@ -177,10 +177,10 @@ class Potential(nn.Module):
         Args:
             batch: the structures, with the pairs the Jacobian was computed on.
             raw: (N, F) raw descriptors.
-            jacobian: (P, F, 3) ∂G_{i(p), f}/∂r_p, in ``batch.edge_index`` order.
+            jacobian: the :class:`~mlpot.descriptors.PairJacobian` of ``batch.edge_index``.
             forces, stress, create_graph: as for :meth:`forward`.
         """
-        if batch.edge_index is None or jacobian.shape[0] != batch.edge_index.shape[1]:
+        if batch.edge_index is None or jacobian.n_pairs != batch.edge_index.shape[1]:
             raise ValueError("the Jacobian must have one row per pair of the batch")
         create_graph = self.training if create_graph is None else create_graph
         need_grad = forces or stress
@@ -194,8 +194,9 @@ class Potential(nn.Module):
         if not need_grad:
             return out
         (de_dg,) = torch.autograd.grad(energy.sum(), raw, create_graph=create_graph)
+        with torch.set_grad_enabled(create_graph):
+            g = self.descriptor.pair_gradients(de_dg, species, batch.edge_index, jacobian)
         centre, neighbour = batch.edge_index
-        g = torch.einsum("pf,pfk->pk", de_dg.index_select(0, centre), jacobian.to(de_dg.dtype))
         if forces:
             # r_p = R_j − R_i + shift: ∂E/∂R_j += g_p, ∂E/∂R_i −= g_p, and F = −∂E/∂R.
             f = torch.zeros_like(batch.positions, dtype=g.dtype)

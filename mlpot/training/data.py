@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 
 from ..data import AtomsBatch, Targets, collate
+from ..descriptors import PairJacobian
+from ..neighbours import edge_vectors
 
 __all__ = ["select", "concatenate", "BatchStore"]
 
@@ -140,12 +142,21 @@ class BatchStore:
         self.data = parts[0] if len(parts) == 1 else concatenate(parts)
         self.cutoff = cutoff
         self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
-        self.jacobian: torch.Tensor | None = None  # (P, F, 3)
+        self.jacobian: PairJacobian | None = None
 
     def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32) -> float:
-        """GiB that :meth:`cache_descriptors` would hold: (3 P + N) × F values."""
-        n = self.data.edge_index.shape[1] * 3 + self.data.positions.shape[0]
-        return n * descriptor.max_features * dtype.itemsize / 2**30
+        """GiB that :meth:`cache_descriptors` would hold: N × F descriptors, 3 K_r values per
+        pair and 3 E A per pair inside the angular cutoff (see :class:`PairJacobian`)."""
+        d = self.data
+        n_pairs = d.edge_index.shape[1]
+        n_angular_pairs = 0
+        if descriptor.n_angular:
+            dist = torch.linalg.vector_norm(edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index,
+                                                         d.edge_shift), dim=1)
+            n_angular_pairs = int((dist < descriptor.angular_cutoff).sum())
+        values = (d.positions.shape[0] * descriptor.max_features + 3 * n_pairs * descriptor.n_radial
+                  + 3 * n_angular_pairs * descriptor.n_elements * descriptor.n_angular)
+        return (values * dtype.itemsize + 8 * n_pairs) / 2**30
 
     def fingerprint(self) -> str:
         """SHA-256 of the stored structures and pairs (positions, numbers, cells, pbc, cutoff)."""
@@ -176,7 +187,9 @@ class BatchStore:
         import os
         from pathlib import Path
 
-        key = hashlib.sha256(json.dumps({"spec": descriptor.spec.to_dict(), "dtype": str(dtype),
+        # "layout" names the cache's format: files of another layout never match.
+        key = hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks", "spec": descriptor.spec.to_dict(),
+                                         "dtype": str(dtype),
                                          "data": self.fingerprint()}, sort_keys=True).encode()).hexdigest()
         folder = Path(folder)
         path = folder / f"descriptors-{key[:20]}.pt"
@@ -184,7 +197,8 @@ class BatchStore:
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
                 if saved.get("key") == key:
-                    self.descriptors, self.jacobian = saved["descriptors"], saved["jacobian"]
+                    self.descriptors = saved["descriptors"]
+                    self.jacobian = PairJacobian.from_state(saved["jacobian"])
                     return self.descriptors.nbytes + self.jacobian.nbytes, True
             except Exception:  # truncated or foreign file: recompute below
                 pass
@@ -192,7 +206,7 @@ class BatchStore:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            torch.save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian}, tmp)
+            torch.save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian.state()}, tmp)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -231,7 +245,7 @@ class BatchStore:
             features.append(raw.to("cpu", dtype))
             jacobians.append(jac.to("cpu", dtype))
         # Consecutive chunks of structures are consecutive atom and pair ranges.
-        self.descriptors, self.jacobian = torch.cat(features), torch.cat(jacobians)
+        self.descriptors, self.jacobian = torch.cat(features), PairJacobian.cat(jacobians)
         return self.descriptors.nbytes + self.jacobian.nbytes
 
     def clear_descriptor_cache(self) -> None:
@@ -242,16 +256,16 @@ class BatchStore:
         return self.jacobian is not None
 
     def cached_batch(self, indices: Sequence[int] | torch.Tensor, device=None,
-                     ) -> tuple[AtomsBatch, torch.Tensor | None, torch.Tensor | None]:
+                     ) -> tuple[AtomsBatch, torch.Tensor | None, PairJacobian | None]:
         """Structures ``indices`` as one batch, with their cached raw descriptors (N', F)
-        and Jacobian (P', F, 3), or ``None`` for both without a cache."""
+        and pair Jacobian, or ``None`` for both without a cache."""
         if not self.has_descriptor_cache:
             return self.batch(indices, device), None, None
         out, atoms, edges = select(self.data, indices, return_index=True)
         if device is not None:
             out = out.to(device)
         return (out, self.descriptors.index_select(0, atoms).to(device),
-                self.jacobian.index_select(0, edges).to(device))
+                self.jacobian.select(edges).to(device))
 
     def __len__(self) -> int:
         return self.data.n_systems

@@ -1,0 +1,86 @@
+"""The sparse derivative of the symmetry functions with respect to the pair vectors.
+
+G_i depends on the positions only through the vectors r_p of i's own pairs, and each pair
+touches few of i's columns: a radial term of pair p = (i, j) sits in the block of j's
+element, and an angular term only in the pair types that contain j's element, and only if
+r_p lies inside the angular cutoff. :class:`PairJacobian` keeps exactly those blocks, a
+fraction of the dense (P, F, 3) array (a quarter for water with ANI-like parameters), which
+is what training with cached descriptors reads every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+__all__ = ["PairJacobian"]
+
+
+@dataclass
+class PairJacobian:
+    """∂G_{i(p)}/∂r_p in the blocks that can be non-zero.
+
+    Attributes:
+        radial: (P, 3, K_r) ∂G_{i, e(j)·K_r + k}/∂r_p for the K_r radial shapes, where e(j)
+            is the element of the pair's neighbour; Å⁻¹. (The Cartesian axis comes before
+            the features so that contracting with ∂E/∂G sums over contiguous memory.)
+        angular: (Q, 3, E, A) for the Q pairs inside the angular cutoff: ∂G/∂r_p of the A
+            angular columns of pair type (e(j), e) for each of the E elements e; Å⁻¹ times
+            the descriptor's unit.
+        angular_row: (P,) long, the row of ``angular`` that belongs to each pair, −1 for a
+            pair outside the angular cutoff; rows are in pair order.
+    """
+
+    radial: torch.Tensor
+    angular: torch.Tensor
+    angular_row: torch.Tensor
+
+    @property
+    def n_pairs(self) -> int:
+        return self.radial.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.radial.nbytes + self.angular.nbytes + self.angular_row.nbytes
+
+    def angular_pairs(self) -> torch.Tensor:
+        """(Q,) long index of the pair of each angular row."""
+        return torch.nonzero(self.angular_row >= 0).squeeze(1)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "PairJacobian":
+        return PairJacobian(self.radial.to(device, dtype), self.angular.to(device, dtype),
+                            self.angular_row.to(device))
+
+    def select(self, pairs: torch.Tensor) -> "PairJacobian":
+        """The rows of the pairs ``pairs`` (P',) long, in that order. Cost O(P')."""
+        rows = self.angular_row.index_select(0, pairs)
+        inside = rows >= 0
+        new_row = torch.where(inside, torch.cumsum(inside, 0) - 1, torch.full_like(rows, -1))
+        return PairJacobian(self.radial.index_select(0, pairs),
+                            self.angular.index_select(0, rows[inside]), new_row)
+
+    @staticmethod
+    def cat(parts: Sequence["PairJacobian"]) -> "PairJacobian":
+        """Concatenate along the pairs (consecutive pair ranges, e.g. chunks of structures)."""
+        rows, offset = [], 0
+        for part in parts:
+            rows.append(torch.where(part.angular_row >= 0, part.angular_row + offset, part.angular_row))
+            offset += part.angular.shape[0]
+        return PairJacobian(torch.cat([p.radial for p in parts]), torch.cat([p.angular for p in parts]),
+                            torch.cat(rows))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Plain tensors, for ``torch.save``."""
+        return {"radial": self.radial, "angular": self.angular, "angular_row": self.angular_row}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "PairJacobian":
+        """Inverse of :meth:`state`; raises ``ValueError`` when the shapes disagree."""
+        jac = cls(state["radial"], state["angular"], state["angular_row"])
+        n_rows = int((jac.angular_row >= 0).sum())
+        if (jac.radial.dim() != 3 or jac.angular.dim() != 4 or jac.angular_row.shape != (jac.n_pairs,)
+                or n_rows != jac.angular.shape[0]):
+            raise ValueError("inconsistent pair Jacobian blocks")
+        return jac
