@@ -67,10 +67,13 @@ def segment_outer_sum(
     n_items, n_left, n_right = left.shape[0], left.shape[1], right.shape[1]
     n_rows = n_major * n_minor
     rows = major * n_minor + minor
-    if n_items == 0:
+    # Under torch.jit.trace the padded length would be frozen at the example's value, so a
+    # trace always records the scatter form (valid for any structure).
+    tracing = torch.jit.is_tracing()
+    if n_items == 0 and not tracing:
         return left.new_zeros(n_rows, n_left, n_right)
-    longest = int(torch.bincount(rows, minlength=n_rows).max())
-    if n_rows * longest > max_padding * n_items:
+    longest = 0 if tracing else int(torch.bincount(rows, minlength=n_rows).max())
+    if tracing or n_rows * longest > max_padding * n_items:
         products = (left.unsqueeze(2) * right.unsqueeze(1)).reshape(n_items, n_left * n_right)
         out = left.new_zeros(n_rows, n_left * n_right).index_add_(0, rows, products)
         return out.view(n_rows, n_left, n_right)

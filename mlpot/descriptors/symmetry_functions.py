@@ -533,8 +533,8 @@ class SymmetryFunctions(nn.Module):
         # (as in ANI) or a Verlet skin on the pair list would otherwise add triplets that
         # contribute exact zeros, quadratically many.
         keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1)
-        if keep.shape[0] < dist.shape[0]:
-            vec, dist, centre, neighbour = vec[keep], dist[keep], centre[keep], neighbour[keep]
+        if keep.shape[0] < dist.shape[0] or torch.jit.is_tracing():  # a trace must record the filter
+            vec, dist, centre, neighbour = (t.index_select(0, keep) for t in (vec, dist, centre, neighbour))
         kinds = tuple(k for k in ("g5", "g4") if getattr(self, f"{k}_eta").shape[0]
                       and not (k == "g5" and self.g5_harmonics))
         blocks = []

@@ -22,8 +22,9 @@ A trace bakes in every Python-level branch taken at the example. The ones that m
 
 - ``ElementNetworks.forward`` skips an element with no atoms: the example holds every
   element, so the recorded graph runs every element's network (on zero rows if absent);
-- the descriptor's own angular kernel picks its summation layout from data, so the traced
-  part restates it with shapes from tensors only (:func:`_traceable_descriptors`);
+- the descriptor's angular kernel picks its summation layout from data (a padded layout
+  sized by the longest row, a filter skipped when every pair is inside the angular cutoff);
+  under ``torch.jit.is_tracing()`` it takes the layout whose shapes follow from tensors;
 - tensors created inside the trace are placed on the device of the example, so the file
   runs on the device it was exported for (``device=``).
 """
@@ -67,54 +68,10 @@ class _AtomicEnergies(nn.Module):
 
         descriptor = self.model.descriptor
         vec = edge_vectors(positions, cell, torch.zeros_like(species), edge_index, edge_shift)
-        raw = _traceable_descriptors(descriptor, vec, species, edge_index, positions.shape[0])
+        raw = descriptor.compute_from_vectors(vec, species, edge_index, positions.shape[0])
         features = descriptor.scale(raw, species)
         return (self.model.reference_energies.to(features.dtype)[species]
                 + self.model.energy_scale.to(features.dtype) * self.model.networks(features, species))
-
-
-def _traceable_descriptors(descriptor, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
-                           n_atoms: int) -> torch.Tensor:
-    """:meth:`SymmetryFunctions.compute_from_vectors` restated for ``torch.jit.trace``.
-
-    The descriptor's own angular kernel chooses its summation layout from data (Python
-    branches on tensor values, e.g. the longest row of a padded layout, or whether any pair
-    lies outside the angular cutoff), which a trace would freeze at the example. Here the
-    same terms come from the per-triplet form (:meth:`SymmetryFunctions._triplet_values`,
-    the one :meth:`~SymmetryFunctions.jacobian` differentiates) summed with ``index_add``,
-    and every shape follows from tensors. Equal to ``compute_from_vectors`` to rounding,
-    which :func:`build_exported` checks.
-
-    Args:
-        descriptor: the :class:`~mlpot.descriptors.SymmetryFunctions`.
-        vec: (P, 3) pair vectors, Å; species: (N,); edge_index: (2, P) sorted by centre.
-        n_atoms: N.
-
-    Returns:
-        (N, F) raw descriptors.
-    """
-    from ..neighbours import triplets_from_pairs
-
-    dist = torch.linalg.vector_norm(vec, dim=1)
-    centre, neighbour = edge_index[0], edge_index[1]
-    blocks = []
-    if descriptor.n_radial:
-        blocks.append(descriptor._radial(dist, centre, species.index_select(0, neighbour), n_atoms))
-    if descriptor.n_angular:
-        # Only pairs inside the angular cutoff form triplets (always filtered: no branch).
-        keep = torch.nonzero(dist < descriptor.angular_cutoff).squeeze(1)
-        v, c, nb = vec.index_select(0, keep), centre.index_select(0, keep), neighbour.index_select(0, keep)
-        first, second = triplets_from_pairs(c, n_atoms)
-        values = descriptor._triplet_values(v.index_select(0, first), v.index_select(0, second))  # (T, K_a)
-        rows = c.index_select(0, first) * descriptor.n_pair_types + descriptor.pair_type[
-            species.index_select(0, nb.index_select(0, first)), species.index_select(0, nb.index_select(0, second))]
-        out = values.new_zeros(n_atoms * descriptor.n_pair_types, values.shape[1]).index_add_(0, rows, values)
-        blocks.append(out.view(n_atoms, descriptor.n_pair_types * descriptor.n_angular))
-    raw = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
-    if descriptor.full_layout:
-        return raw
-    padded = torch.cat([raw, raw.new_zeros(n_atoms, 1)], dim=1)
-    return padded.gather(1, descriptor.colmap.index_select(0, species))
 
 
 def _distinct(values: torch.Tensor) -> List[int]:
