@@ -6,9 +6,10 @@ Data path (N atoms, P pairs, T triplets; no Python loop over atoms, pairs or ele
 2. radial: a (P, K_r) table of exp(−η(r−r_s)²) f_c(r) for the K_r distinct radial shapes,
    summed into rows (centre i, element of j) with ``index_add_``;
 3. angular: pairs inside the angular cutoff → triplets (pairs of pairs with one centre);
-   per-pair Gaussians·cutoffs are computed once and multiplied for the two legs (times the
-   r_jk factor for G4), the angle factor 2^(1−ζ)(1+λ cos θ)^ζ once per distinct (ζ, λ), and
-   their outer product is summed into rows (centre i, unordered element pair of j, k);
+   per-pair Gaussians·cutoffs and unit vectors are computed once and gathered for the two
+   legs (times the r_jk factor for G4), the powers (1 ± cos θ)^ζ once per distinct ζ, and
+   their outer product is summed into rows (centre i, unordered element pair of j, k) as one
+   batched matrix product (:func:`~mlpot.descriptors.segments.segment_outer_sum`);
 4. one gather maps these raw blocks onto each centre element's own feature list (skipped
    when every element uses the full block layout, the common case).
 
@@ -16,7 +17,8 @@ Forces and stress follow from autograd through step 1. Two alternatives to step 
 angular (G5) terms with integer ζ can be summed without triplets through spherical harmonics
 (``angular_method="harmonics"``, :meth:`SymmetryFunctions._g5_harmonics`), and
 :meth:`SymmetryFunctions.jacobian` returns the descriptors with their exact per-pair
-derivatives for training without re-differentiating them.
+derivatives (compact blocks, :class:`~mlpot.descriptors.PairJacobian`) for training without
+re-differentiating them.
 """
 
 from __future__ import annotations
