@@ -9,13 +9,16 @@ re-offset, without calling the neighbour list again.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from ..data import AtomsBatch, Targets, collate
 from ..descriptors import PairJacobian
 from ..neighbours import edge_vectors
+
+if TYPE_CHECKING:  # h5py is imported only when a cache file is used
+    from .descriptor_file import DescriptorFile
 
 __all__ = ["select", "concatenate", "BatchStore"]
 
@@ -143,6 +146,7 @@ class BatchStore:
         self.cutoff = cutoff
         self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
         self.jacobian: PairJacobian | None = None
+        self.descriptor_file: DescriptorFile | None = None  # see open_or_build_descriptor_file
 
     def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32) -> float:
         """GiB that :meth:`cache_descriptors` would hold: N × F descriptors, 3 K_r values per
@@ -170,9 +174,20 @@ class BatchStore:
         h.update(repr(self.cutoff).encode())
         return h.hexdigest()
 
+    def descriptor_cache_key(self, descriptor, dtype: torch.dtype) -> str:
+        """SHA-256 naming a descriptor cache: symmetry-function parameters, storage dtype and
+        :meth:`fingerprint` (the .pt and the HDF5 cache share it)."""
+        import hashlib
+        import json
+
+        # "layout" names the cache's content: files of another layout never match.
+        return hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks", "spec": descriptor.spec.to_dict(),
+                                          "dtype": str(dtype), "data": self.fingerprint()},
+                                         sort_keys=True).encode()).hexdigest()
+
     def load_or_cache_descriptors(self, descriptor, folder, dtype: torch.dtype = torch.float32,
                                   device=None, progress: bool = False) -> tuple[int, bool]:
-        """As :meth:`cache_descriptors`, kept in ``folder`` between runs.
+        """As :meth:`cache_descriptors`, kept in ``folder`` between runs (a torch.save file).
 
         The file's name is a hash of the symmetry-function parameters, the storage dtype and
         :meth:`fingerprint`, so runs on the same data with the same descriptor (an ablation
@@ -182,15 +197,11 @@ class BatchStore:
         Returns:
             ``(bytes, loaded)``: the cache size and whether it came from ``folder``.
         """
-        import hashlib
-        import json
         import os
         from pathlib import Path
 
-        # "layout" names the cache's format: files of another layout never match.
-        key = hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks", "spec": descriptor.spec.to_dict(),
-                                         "dtype": str(dtype),
-                                         "data": self.fingerprint()}, sort_keys=True).encode()).hexdigest()
+        self.clear_descriptor_cache()
+        key = self.descriptor_cache_key(descriptor, dtype)
         folder = Path(folder)
         path = folder / f"descriptors-{key[:20]}.pt"
         if path.is_file():
@@ -230,37 +241,102 @@ class BatchStore:
         Returns:
             bytes held by the cache.
         """
+        self.clear_descriptor_cache()
+        features, jacobians = [], []
+        for raw, jac, _, _ in self._jacobian_chunks(descriptor, dtype, chunk, device, progress):
+            features.append(raw)
+            jacobians.append(jac)
+        # Consecutive chunks of structures are consecutive atom and pair ranges.
+        self.descriptors, self.jacobian = torch.cat(features), PairJacobian.cat(jacobians)
+        return self.descriptors.nbytes + self.jacobian.nbytes
+
+    def _jacobian_chunks(self, descriptor, dtype: torch.dtype, chunk: int, device, progress: bool):
+        """Yield ``(raw, jacobian, n_atoms, n_pairs)`` for consecutive blocks of ``chunk``
+        structures: (n, F) raw descriptors and their :class:`PairJacobian` (computed in float64
+        on ``device``, returned in ``dtype`` on the CPU), and (b,) atoms and pairs per structure."""
         from tqdm import tqdm
 
         if descriptor.cutoff > self.cutoff:
             raise ValueError(f"descriptor cutoff {descriptor.cutoff} Å exceeds the stored pairs' {self.cutoff} Å")
         descriptor = descriptor.to(device=device)
-        features, jacobians = [], []
         n = len(self)
         for lo in tqdm(range(0, n, chunk), desc="descriptor Jacobians", unit="chunk",
                        disable=not progress, leave=False):
             b = select(self.data, torch.arange(lo, min(n, lo + chunk))).to(device, torch.float64)
             raw, jac = descriptor.jacobian(b.positions, descriptor.species(b.numbers), b.cell,
                                            b.system_idx, b.edge_index, b.edge_shift)
-            features.append(raw.to("cpu", dtype))
-            jacobians.append(jac.to("cpu", dtype))
-        # Consecutive chunks of structures are consecutive atom and pair ranges.
-        self.descriptors, self.jacobian = torch.cat(features), PairJacobian.cat(jacobians)
-        return self.descriptors.nbytes + self.jacobian.nbytes
+            yield raw.to("cpu", dtype), jac.to("cpu", dtype), b.n_atoms.cpu(), _edge_counts(b).cpu()
+
+    def open_or_build_descriptor_file(self, descriptor, folder, dtype: torch.dtype = torch.float32,
+                                      device=None, chunk: int = 16, compression: str | None = None,
+                                      progress: bool = False,
+                                      log: Callable[[str], None] | None = print) -> tuple[int, bool]:
+        """Back the descriptor cache by an HDF5 file in ``folder`` (``descriptor_cache: hdf5``).
+
+        The file, ``descriptors-<key>.h5`` with the key of :meth:`descriptor_cache_key`, is
+        opened if it exists complete and matches; otherwise (absent, interrupted, corrupt,
+        foreign) it is rebuilt, ``chunk`` structures at a time, so neither building nor
+        training ever holds more than a chunk or a batch of the cache in memory (see
+        :mod:`mlpot.training.descriptor_file`). :meth:`cached_batch` then reads from it.
+
+        Args:
+            descriptor: the model's :class:`~mlpot.descriptors.SymmetryFunctions`.
+            folder: where the file lives (created if needed).
+            dtype: storage dtype, float32 or float64 (the training dtype).
+            device: where the Jacobians are computed.
+            chunk: structures per Jacobian evaluation and per append to the file.
+            compression: ``None`` (default: fastest to read, see scripts/bench_training.py),
+                ``"lzf"`` or ``"gzip"``.
+            progress: show a progress bar while building.
+            log: receives a line when an existing file is rejected and rebuilt.
+
+        Returns:
+            ``(bytes, loaded)``: the file's size and whether an existing file was used.
+        """
+        from pathlib import Path
+
+        from .descriptor_file import DescriptorFile, DescriptorFileError
+
+        self.clear_descriptor_cache()
+        key = self.descriptor_cache_key(descriptor, dtype)
+        path = Path(folder) / f"descriptors-{key[:20]}.h5"
+        counts = (self.data.n_atoms, _edge_counts(self.data))
+        if path.exists():
+            try:
+                self.descriptor_file = DescriptorFile(path, key, *counts)
+                return self.descriptor_file.nbytes, True
+            except DescriptorFileError as exc:
+                if log is not None:
+                    log(f"descriptor cache file rejected, rebuilding it: {exc}")
+        built = DescriptorFile.build(path, key, self._jacobian_chunks(descriptor, dtype, chunk, device, progress),
+                                     dtype, compression)
+        built.close()
+        self.descriptor_file = DescriptorFile(path, key, *counts)  # checks what was written
+        return self.descriptor_file.nbytes, False
 
     def clear_descriptor_cache(self) -> None:
+        """Drop the in-memory cache and close the cache file, if any."""
         self.descriptors = self.jacobian = None
+        if self.descriptor_file is not None:
+            self.descriptor_file.close()
+            self.descriptor_file = None
 
     @property
     def has_descriptor_cache(self) -> bool:
-        return self.jacobian is not None
+        return self.jacobian is not None or self.descriptor_file is not None
 
     def cached_batch(self, indices: Sequence[int] | torch.Tensor, device=None,
                      ) -> tuple[AtomsBatch, torch.Tensor | None, PairJacobian | None]:
         """Structures ``indices`` as one batch, with their cached raw descriptors (N', F)
-        and pair Jacobian, or ``None`` for both without a cache."""
+        and pair Jacobian, or ``None`` for both without a cache.
+
+        The in-memory and the file-backed cache return the same values; the file-backed one
+        reads the rows of ``indices`` only."""
         if not self.has_descriptor_cache:
             return self.batch(indices, device), None, None
+        if self.descriptor_file is not None:
+            raw, jac = self.descriptor_file.read(indices)
+            return self.batch(indices, device), raw.to(device), jac.to(device)
         out, atoms, edges = select(self.data, indices, return_index=True)
         if device is not None:
             out = out.to(device)

@@ -1,0 +1,281 @@
+"""The descriptor cache on disk: one HDF5 file streamed in and read a batch at a time.
+
+``training.descriptor_cache: hdf5`` keeps what :meth:`BatchStore.cache_descriptors
+<mlpot.training.data.BatchStore.cache_descriptors>` would hold in memory in a file instead,
+so datasets whose cache exceeds the RAM still train through the networks only. The file is
+written chunk by chunk (never whole in memory) and each training batch reads only its own
+structures' rows.
+
+Layout (format ``"mlpot-descriptor-cache"``, version 1). ``B`` structures, ``N`` atoms, ``P``
+pairs, ``Q`` pairs inside the angular cutoff, in the store's order (structures, then atoms, then
+pairs grouped by structure); structure ``s`` owns the rows ``offsets[s]:offsets[s + 1]`` of
+each per-atom, per-pair and per-angular-row dataset::
+
+    atom_offsets     (B + 1,)        int64
+    pair_offsets     (B + 1,)        int64
+    angular_offsets  (B + 1,)        int64
+    descriptors      (N, F)          raw symmetry functions G (unscaled)
+    radial           (P, 3, K_r)     ∂G/∂r_p, radial blocks, Å⁻¹ (see PairJacobian)
+    angular          (Q, 3, E, A)    ∂G/∂r_p, angular blocks, Å⁻¹
+    angular_inside   (P,)            bool, pair p has an angular row
+
+``PairJacobian.angular_row`` is not stored: angular rows are in pair order, so the rows of
+any selection of whole structures are ``cumsum(angular_inside) − 1`` where inside. Attributes:
+``key`` (the cache key, see :meth:`BatchStore.descriptor_cache_key`), ``dtype``, and
+``complete`` — written last, just before the file is closed and renamed into place, so a
+file without it (a crash, a full disk) is never trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from ..descriptors import PairJacobian
+from .data import _ranges
+
+__all__ = ["DescriptorFile", "DescriptorFileError"]
+
+FORMAT_NAME = "mlpot-descriptor-cache"
+FORMAT_VERSION = 1
+#: Target bytes of one HDF5 chunk. A chunk is the unit HDF5 reads (and decompresses), so a
+#: batch of scattered structures reads at most one partial chunk at either end of each
+#: structure; 256 KiB is below one water frame's rows in every dataset (~0.2–3 MB) and large
+#: enough that the chunk index stays small for files of 100+ GB.
+CHUNK_BYTES = 256 * 2**10
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_PER_PAIR = ("radial", "angular_inside")
+
+
+class DescriptorFileError(RuntimeError):
+    """The file is missing, incomplete, of another layout or does not match the store."""
+
+
+class DescriptorFile:
+    """A read-only view of a complete descriptor cache file (see the module docstring).
+
+    Holds the three (B + 1,) offset arrays and the file handle, nothing of the size of the
+    cache: :meth:`read` returns the rows of the requested structures only.
+
+    Args:
+        path: a file written by :meth:`build`.
+        key: the expected cache key; ``None`` accepts any.
+        n_atoms: (B,) atoms per structure the store holds, to check against the file.
+        n_pairs: (B,) pairs per structure the store holds.
+
+    Raises:
+        DescriptorFileError: if the file is unreadable, incomplete or does not match.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str | None = None,
+                 n_atoms: torch.Tensor | None = None, n_pairs: torch.Tensor | None = None) -> None:
+        self.path = Path(path)
+        self.key = key
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        #: rows read per dataset since opening (diagnostics; tests check that a batch reads
+        #: exactly its own rows).
+        self.rows_read: dict[str, int] = {}
+        self._handle()  # validate now: a bad file must be rebuilt before training starts
+        self.atom_offsets, self.pair_offsets, self.angular_offsets = self._offsets
+        for name, want, have in (("atoms", n_atoms, self.atom_offsets), ("pairs", n_pairs, self.pair_offsets)):
+            if want is not None and not np.array_equal(np.diff(have), np.asarray(want, dtype=np.int64)):
+                self.close()
+                raise DescriptorFileError(f"{self.path}: {name} per structure differ from the dataset's")
+
+    # ----------------------------------------------------------------- file handling
+    def _handle(self) -> h5py.File:
+        if self._file is not None and self._pid == os.getpid():
+            return self._file
+        # A handle inherited through fork belongs to the parent: open our own.
+        self._file = None
+        try:
+            # The file is never modified in place (it is renamed into place whole), so HDF5's
+            # file locking protects nothing and would fail on file systems without locks.
+            f = h5py.File(self.path, "r", locking=False)
+        except (OSError, ValueError) as exc:
+            raise DescriptorFileError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
+        try:
+            self._offsets = _check(f, self.path, self.key)
+        except BaseException:
+            f.close()
+            raise
+        self._file, self._pid = f, os.getpid()
+        # Group lookups cost ~0.2 ms each in h5py; keep the dataset handles.
+        self._datasets = {name: f[name] for name in ("descriptors", "radial", "angular", "angular_inside")}
+        return f
+
+    def close(self) -> None:
+        """Close the file (it re-opens on the next :meth:`read`)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._datasets = None, {}
+
+    def __getstate__(self) -> dict:
+        # h5py handles cannot be pickled; a worker re-opens the file itself.
+        state = dict(self.__dict__)
+        state.update(_file=None, _pid=None, _datasets={})
+        return state
+
+    def __len__(self) -> int:
+        return len(self.atom_offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the file, bytes."""
+        return self.path.stat().st_size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self._handle()["descriptors"].dtype == np.float64 else torch.float32
+
+    # ----------------------------------------------------------------- reading
+    def read(self, structures: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, PairJacobian]:
+        """Raw descriptors and pair Jacobian of ``structures`` (in that order, repeats allowed).
+
+        Equal, bit for bit, to the rows that :meth:`PairJacobian.select` and ``index_select``
+        cut from an in-memory cache of the same data. Reads each run of consecutive requested
+        structures as one contiguous slice per dataset (h5py's scattered-row selection is far
+        slower), then orders the rows on the CPU.
+
+        Args:
+            structures: (K,) structure indices.
+
+        Returns:
+            ``(raw, jacobian)``: (N', F) raw descriptors and the :class:`PairJacobian` of the
+            (P',) pairs of the structures, on the CPU in the file's dtype.
+        """
+        idx = torch.as_tensor(structures, dtype=torch.long).cpu().numpy()
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"structure indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}")
+        self._handle()
+        unique, inverse = np.unique(idx, return_inverse=True)
+        # Runs of consecutive structure indices: one slice per run and dataset.
+        cuts = np.flatnonzero(np.diff(unique) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(unique, cuts)] if unique.size else []
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in self._datasets}
+        for lo, hi in runs:
+            for name, offsets in (("descriptors", self.atom_offsets), ("radial", self.pair_offsets),
+                                  ("angular_inside", self.pair_offsets), ("angular", self.angular_offsets)):
+                parts[name].append(self._read(name, int(offsets[lo]), int(offsets[hi])))
+        data = {n: torch.from_numpy(np.concatenate(p) if len(p) != 1 else p[0]) if p
+                else torch.from_numpy(np.zeros((0, *self._datasets[n].shape[1:]), self._datasets[n].dtype))
+                for n, p in parts.items()}
+        if unique.size == idx.size and np.array_equal(unique, idx):
+            pick = None  # sorted, no repeats (an evaluation pass): the rows are in order already
+        else:
+            pick = torch.from_numpy(inverse.reshape(-1))
+
+        def order(name: str, offsets: np.ndarray) -> torch.Tensor:
+            rows = data[name]
+            if pick is None:
+                return rows
+            counts = torch.from_numpy(np.diff(offsets)[unique])  # rows of each unique structure
+            starts = torch.cumsum(counts, 0) - counts  # where each starts in the buffer
+            return rows.index_select(0, _ranges(starts[pick], counts[pick]))
+
+        raw = order("descriptors", self.atom_offsets)
+        inside = order("angular_inside", self.pair_offsets)
+        row = torch.where(inside, torch.cumsum(inside, 0) - 1, torch.full(inside.shape, -1, dtype=torch.long))
+        jac = PairJacobian(order("radial", self.pair_offsets), order("angular", self.angular_offsets), row)
+        return raw, jac
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        self.rows_read[name] = self.rows_read.get(name, 0) + (stop - start)
+        return self._datasets[name][start:stop]
+
+    # ----------------------------------------------------------------- writing
+    @classmethod
+    def build(cls, path: str | os.PathLike, key: str,
+              chunks: Iterable[tuple[torch.Tensor, PairJacobian, torch.Tensor, torch.Tensor]],
+              dtype: torch.dtype, compression: str | None = None) -> "DescriptorFile":
+        """Write a cache file from ``chunks``, one block of structures at a time.
+
+        Only one block is in memory at a time: each is appended to resizable datasets of a
+        temporary file beside ``path`` and dropped; ``complete`` is set last and the file
+        renamed onto ``path`` (atomic on POSIX), so readers see the old file or the whole new one.
+
+        Args:
+            path: destination (``descriptors-<key>.h5``).
+            key: the cache key stored in the file.
+            chunks: yields ``(raw, jacobian, n_atoms, n_pairs)`` for
+                consecutive blocks of structures: (n, F) raw descriptors, their
+                :class:`PairJacobian`, and (b,) atoms and pairs per structure of the block.
+            dtype: storage dtype, ``torch.float32`` or ``torch.float64``.
+            compression: ``None``, ``"lzf"`` or ``"gzip"`` for the float datasets.
+        """
+        if dtype not in _NUMPY:
+            raise ValueError(f"the descriptor file stores float32 or float64, not {dtype}")
+        if compression not in (None, "lzf", "gzip"):
+            raise ValueError(f"compression must be None, 'lzf' or 'gzip', got {compression!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        np_dtype = _NUMPY[dtype]
+        try:
+            with h5py.File(tmp, "w", locking=False) as f:
+                f.attrs.update(mlpot_format=FORMAT_NAME, version=FORMAT_VERSION, key=key, dtype=str(dtype))
+                offsets = {"atom": [0], "pair": [0], "angular": [0]}
+                for raw, jac, n_atoms, n_pairs in chunks:
+                    inside = jac.angular_row >= 0
+                    # Angular rows per structure: the pairs of structure s are a consecutive
+                    # range, so a cumulative sum at the range ends counts its inside pairs.
+                    ends = torch.cumsum(n_pairs.long(), 0)
+                    cum = torch.cat([inside.new_zeros(1, dtype=torch.long), torch.cumsum(inside.long(), 0)])
+                    n_angular = torch.diff(torch.cat([ends.new_zeros(1), cum[ends]]))
+                    for name, counts in (("atom", n_atoms), ("pair", n_pairs), ("angular", n_angular)):
+                        offsets[name].extend((offsets[name][-1] + torch.cumsum(counts.long(), 0)).tolist())
+                    _append(f, "descriptors", raw.detach().cpu().to(dtype).numpy(), np_dtype, compression)
+                    _append(f, "radial", jac.radial.detach().cpu().to(dtype).numpy(), np_dtype, compression)
+                    _append(f, "angular", jac.angular.detach().cpu().to(dtype).numpy(), np_dtype, compression)
+                    _append(f, "angular_inside", inside.cpu().numpy(), np.bool_, compression)
+                for name, values in offsets.items():
+                    f.create_dataset(f"{name}_offsets", data=np.asarray(values, dtype=np.int64))
+                f.attrs["complete"] = True  # last: a file without it is never trusted
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls(path, key)
+
+
+def _append(f: h5py.File, name: str, values: np.ndarray, dtype, compression: str | None) -> None:
+    """Append ``values`` along the first axis of dataset ``name`` (created on first use)."""
+    if name not in f:
+        row_bytes = max(1, int(np.prod(values.shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
+        rows = max(1, CHUNK_BYTES // row_bytes)
+        f.create_dataset(name, shape=(0, *values.shape[1:]), maxshape=(None, *values.shape[1:]), dtype=dtype,
+                         chunks=(rows, *values.shape[1:]), compression=compression,
+                         shuffle=compression is not None)
+    ds = f[name]
+    old = ds.shape[0]
+    ds.resize(old + len(values), axis=0)
+    ds[old:] = values
+
+
+def _check(f: h5py.File, path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the attributes and shapes; return the atom, pair and angular offsets."""
+    attrs = dict(f.attrs)
+    if attrs.get("mlpot_format") != FORMAT_NAME or attrs.get("version") != FORMAT_VERSION:
+        raise DescriptorFileError(f"{path}: not an mlpot descriptor cache (version {FORMAT_VERSION})")
+    if not attrs.get("complete", False):
+        raise DescriptorFileError(f"{path}: incomplete descriptor cache (its writing was interrupted)")
+    if key is not None and attrs.get("key") != key:
+        raise DescriptorFileError(f"{path}: made for other data or another descriptor (key mismatch)")
+    try:
+        offsets = tuple(f[f"{n}_offsets"][()] for n in ("atom", "pair", "angular"))
+        rows = {n: f[n].shape[0] for n in ("descriptors", "radial", "angular", "angular_inside")}
+    except (KeyError, OSError, ValueError) as exc:
+        raise DescriptorFileError(f"{path}: corrupt descriptor cache ({exc})") from exc
+    atom, pair, angular = offsets
+    if not (len(atom) == len(pair) == len(angular) >= 2 and all(np.all(np.diff(o) >= 0) for o in offsets)
+            and rows["descriptors"] == atom[-1] and rows["radial"] == rows["angular_inside"] == pair[-1]
+            and rows["angular"] == angular[-1]):
+        raise DescriptorFileError(f"{path}: corrupt descriptor cache (offsets and row counts disagree)")
+    return atom, pair, angular
+
