@@ -100,7 +100,7 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     todo = [r for r in runs if load_result(out / "runs" / r.name) is None]
     log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run) "
         f"of {elements}; {jobs} at a time")
-    if todo and setup.base.training.descriptor_cache == "memory":
+    if todo and setup.base.training.descriptor_cache in ("memory", "hdf5"):
         _prepare_cache(setup, structures, elements, out / "cache", log)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failed = []
@@ -338,10 +338,14 @@ def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log
     descriptor = SymmetryFunctions(setup.base.descriptor_spec(elements))
     store = BatchStore(structures, cutoff=descriptor.cutoff)
     dtype = getattr(torch, setup.base.training.dtype)
-    if store.descriptor_cache_gib(descriptor, dtype) > setup.base.training.descriptor_cache_max_gib:
-        return  # each run says so and trains without the cache
     folder = Path(setup.base.training.descriptor_cache_dir or folder)
-    nbytes, loaded = store.load_or_cache_descriptors(descriptor, folder, dtype=dtype)
+    if setup.base.training.descriptor_cache == "hdf5":  # the runs open this file, a batch at a time
+        nbytes, loaded = store.open_or_build_descriptor_file(descriptor, folder, dtype=dtype, log=log)
+        store.clear_descriptor_cache()
+    else:
+        if store.descriptor_cache_gib(descriptor, dtype) > setup.base.training.descriptor_cache_max_gib:
+            return  # each run says so and trains without the cache
+        nbytes, loaded = store.load_or_cache_descriptors(descriptor, folder, dtype=dtype)
     log(f"descriptor cache: {nbytes / 2**20:.0f} MiB, {'found' if loaded else 'computed'} in {folder} "
         f"({time.perf_counter() - start:.0f} s)")
 

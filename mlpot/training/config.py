@@ -15,7 +15,7 @@ unknown key anywhere is an error that names it::
                  min_lr: 0.0}
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
                  early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
-                 checkpoint_every: 1, descriptor_cache: memory,
+                 checkpoint_every: 1, descriptor_cache: memory,   # memory | hdf5 | none
                  descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0}
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
@@ -180,12 +180,19 @@ class TrainingOptions:
         descriptor_cache: ``memory`` computes every structure's descriptors and their
             pair Jacobian once and trains through the networks only (same losses as
             ``none`` to rounding, several times faster with forces; memory ≈ pairs ×
-            features × 12 bytes in float32); ``none`` recomputes them every step.
-        descriptor_cache_dir: with ``descriptor_cache: memory``, also keep the cache in
-            this folder, named by a hash of the descriptor and the data, so later runs on
-            the same data (a resume, an ablation grid) load it instead of recomputing.
-        descriptor_cache_max_gib: largest cache kept in memory; a dataset whose cache
-            would be larger trains with ``none`` (and says so) instead of running out of memory.
+            features × 12 bytes in float32); ``hdf5`` does the same with the cache in an
+            HDF5 file, written chunk by chunk and read one batch at a time, for datasets
+            whose cache does not fit in memory (identical losses to ``memory``; the disk
+            needs the size ``memory`` would take); ``none`` recomputes them every step.
+        descriptor_cache_dir: where the cache is kept between runs, in a file named by a
+            hash of the descriptor, the dtype and the data, so later runs on the same data
+            (a resume, an ablation grid) load it instead of recomputing. With ``memory``
+            the cache is saved here only when set; with ``hdf5`` the file lives here, or,
+            when unset, in ``<run folder>/descriptor_cache/`` (reused by a resume; set
+            this to share one file between runs).
+        descriptor_cache_max_gib: largest cache kept in memory; with ``memory``, a dataset
+            whose cache would be larger trains with ``none`` (and says so) instead of
+            running out of memory. ``hdf5`` has no such limit (it checks the free disk space).
     """
 
     epochs: int = 100
@@ -197,7 +204,7 @@ class TrainingOptions:
     ema_decay: float = 0.0
     grad_clip: float = 0.0
     checkpoint_every: int = 1
-    descriptor_cache: Literal["memory", "none"] = "memory"
+    descriptor_cache: Literal["memory", "hdf5", "none"] = "memory"
     descriptor_cache_dir: str | None = None
     descriptor_cache_max_gib: float = 4.0
 

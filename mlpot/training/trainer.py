@@ -147,17 +147,22 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         sc = ckpt["scaling"]
         model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
                                                 sc["mode"], sc["s_min"], sc["s_max"])
-    cache_gib = store.descriptor_cache_gib(model.descriptor, dtype)
-    use_cache = opts.descriptor_cache == "memory"
-    if use_cache and cache_gib > opts.descriptor_cache_max_gib:
-        use_cache = False
+    cache_mode = opts.descriptor_cache
+    cache_gib = store.descriptor_cache_gib(model.descriptor, dtype) if cache_mode != "none" else 0.0
+    if cache_mode == "memory" and cache_gib > opts.descriptor_cache_max_gib:
+        cache_mode = "none"
         log(f"descriptor cache would need {cache_gib:.1f} GiB (> training.descriptor_cache_max_gib = "
-            f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead")
-    # With a cache folder, rank 0 computes and saves the cache and the others load it.
-    shared_cache = dist is not None and use_cache and opts.descriptor_cache_dir
+            f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead "
+            f"(training.descriptor_cache: hdf5 keeps it on disk)")
+    cache_dir = Path(opts.descriptor_cache_dir) if opts.descriptor_cache_dir else out / "descriptor_cache"
+    if cache_mode == "hdf5" and not _disk_has_room(store, model.descriptor, dtype, cache_dir, cache_gib, log):
+        cache_mode = "none"
+    # With a cache file, rank 0 computes and saves it and the others load it.
+    shared_cache = dist is not None and (cache_mode == "hdf5" or (cache_mode == "memory"
+                                                                  and opts.descriptor_cache_dir))
     with dist.main_first() if shared_cache else contextlib.nullcontext():
-        if use_cache:
-            _cache_descriptors(model, store, opts, device, dtype, progress, log)
+        if cache_mode != "none":
+            _cache_descriptors(model, store, opts, cache_mode, cache_dir, device, dtype, progress, log)
     model.to(device=device, dtype=dtype)
 
     params = dict(model.named_parameters())
@@ -277,19 +282,42 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     return result
 
 
-def _cache_descriptors(model, store, opts, device, dtype, progress, log) -> None:
-    """Compute (or load from ``descriptor_cache_dir``) the store's descriptor cache."""
+def _cache_descriptors(model, store, opts, mode: str, cache_dir: Path, device, dtype, progress, log) -> None:
+    """Compute (or load) the store's descriptor cache: in memory (saved to / loaded from
+    ``descriptor_cache_dir`` when set) or, with ``mode == "hdf5"``, in a file in ``cache_dir``."""
     model.to(device)
     start = time.perf_counter()
-    if opts.descriptor_cache_dir:
+    if mode == "hdf5":
+        nbytes, loaded = store.open_or_build_descriptor_file(model.descriptor, cache_dir, dtype=dtype,
+                                                             device=device, progress=progress, log=log)
+        where = f"in {store.descriptor_file.path}, {'reused' if loaded else 'computed'}"
+    elif opts.descriptor_cache_dir:
         nbytes, loaded = store.load_or_cache_descriptors(model.descriptor, opts.descriptor_cache_dir,
                                                          dtype=dtype, device=device, progress=progress)
+        where = f"in memory, {'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'}"
     else:
-        nbytes, loaded = store.cache_descriptors(model.descriptor, dtype=dtype, device=device,
-                                                 progress=progress), False
-    log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs, "
-        f"{'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'} "
+        nbytes = store.cache_descriptors(model.descriptor, dtype=dtype, device=device, progress=progress)
+        where = "in memory, computed"
+    log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs {where} "
         f"({time.perf_counter() - start:.1f} s)")
+
+
+def _disk_has_room(store, descriptor, dtype, folder: Path, cache_gib: float, log) -> bool:
+    """Whether ``folder``'s disk can take the HDF5 cache (or already holds it); says why not."""
+    import shutil
+
+    path = folder / f"descriptors-{store.descriptor_cache_key(descriptor, dtype)[:20]}.h5"
+    if path.exists():
+        return True  # reused, or rebuilt in its place
+    probe = folder
+    while not probe.exists():  # the folder is created later: ask about its nearest parent
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    if cache_gib * 1.05 + 0.1 > free_gib:  # HDF5 chunk index and metadata: a few per cent
+        log(f"descriptor cache file would need {cache_gib:.1f} GiB but {folder} has {free_gib:.1f} GiB free: "
+            f"descriptors are recomputed every step instead")
+        return False
+    return True
 
 
 def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, device, dtype,
