@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,128 @@ def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
     again = BatchStore(structures, cutoff=sf.cutoff)
     assert not again.load_or_cache_descriptors(sf, tmp_path, dtype=torch.float64)[1]
     torch.testing.assert_close(again.jacobian.state(), first.jacobian.state(), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- HDF5 file backend
+
+def _assert_same_cache(got, want) -> None:
+    """Two ``cached_batch`` results hold bit-identical descriptors and Jacobian blocks."""
+    (b1, raw1, jac1), (b2, raw2, jac2) = got, want
+    for x, y in ((b1.positions, b2.positions), (b1.edge_index, b2.edge_index), (raw1, raw2),
+                 (jac1.radial, jac2.radial), (jac1.angular, jac2.angular), (jac1.angular_row, jac2.angular_row)):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+@pytest.mark.parametrize("config", [FULL, RESTRICTED], ids=["full-layout", "per-element-columns"])
+def test_hdf5_cache_batches_equal_memory_cache(config, tmp_path):
+    """The file backend returns what the in-memory cache does, reading only the batch's rows."""
+    from mlpot.training.descriptor_file import DescriptorFile
+
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).double()
+    structures = [water_box(k) for k in range(4)] + [water_box(4)[:9], water_box(5)[:3]]
+    memory = BatchStore(structures, cutoff=sf.cutoff)
+    memory.cache_descriptors(sf, dtype=torch.float64, chunk=4)
+    disk = BatchStore(structures, cutoff=sf.cutoff)
+    nbytes, loaded = disk.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, chunk=4, log=None)
+    assert not loaded and nbytes == (tmp_path / disk.descriptor_file.path.name).stat().st_size
+    assert disk.has_descriptor_cache and disk.descriptors is None and disk.jacobian is None
+    assert int((memory.jacobian.angular_row >= 0).sum()) > 0
+    f = disk.descriptor_file
+    for indices in ([3, 0, 3], [5, 1, 2], list(range(6)), [4], [2, 3], []):
+        f.rows_read.clear()
+        _assert_same_cache(disk.cached_batch(indices), memory.cached_batch(indices))
+        # Each distinct structure's rows are read once, and nothing else.
+        unique = sorted(set(indices))
+        for name, offsets in (("descriptors", f.atom_offsets), ("radial", f.pair_offsets),
+                              ("angular", f.angular_offsets)):
+            assert f.rows_read.get(name, 0) == sum(int(offsets[k + 1] - offsets[k]) for k in unique), name
+    # The backend holds the offsets and the file handle, no array of the cache's size.
+    held = [v for v in vars(f).values() if isinstance(v, (torch.Tensor, np.ndarray))]
+    assert held and all(v.size == len(structures) + 1 for v in held)
+    assert isinstance(f, DescriptorFile) and f.dtype == torch.float64
+
+
+def test_hdf5_cache_is_written_chunk_by_chunk(tmp_path, monkeypatch):
+    """Building appends one chunk of structures at a time: the cache is never whole in memory."""
+    import mlpot.training.descriptor_file as descriptor_file
+
+    appended = []
+    original = descriptor_file._append
+
+    def spy(f, name, values, *args):
+        appended.append((name, len(values)))
+        original(f, name, values, *args)
+
+    monkeypatch.setattr(descriptor_file, "_append", spy)
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(RESTRICTED)).double()
+    store = BatchStore([water_box(k) for k in range(5)], cutoff=sf.cutoff)
+    store.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float32, chunk=2, log=None)
+    rows = [n for name, n in appended if name == "descriptors"]
+    assert rows == [int(store.n_atoms[k:k + 2].sum()) for k in range(0, 5, 2)]
+    assert store.descriptor_file.dtype == torch.float32
+    raw = store.cached_batch([1])[1]
+    assert raw.dtype == torch.float32 and raw.shape[0] == int(store.n_atoms[1])
+
+
+def test_hdf5_cache_reuses_complete_files_and_rebuilds_broken_ones(tmp_path):
+    import h5py
+
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(FULL)).double()
+    structures = [water_box(k) for k in range(3)]
+    first = BatchStore(structures, cutoff=sf.cutoff)
+    assert not first.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, log=None)[1]
+    (path,) = tmp_path.glob("descriptors-*.h5")
+    assert path.stem == "descriptors-" + first.descriptor_cache_key(sf, torch.float64)[:20]
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed into place
+    reference = first.cached_batch([2, 0])
+    first.clear_descriptor_cache()
+    stamp = path.stat().st_mtime_ns
+    second = BatchStore(structures, cutoff=sf.cutoff)
+    assert second.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, log=None)[1]
+    assert path.stat().st_mtime_ns == stamp
+    _assert_same_cache(second.cached_batch([2, 0]), reference)
+    second.clear_descriptor_cache()
+    # Other data or another dtype: another file.
+    moved = BatchStore([water_box(k + 1) for k in range(3)], cutoff=sf.cutoff)
+    assert not moved.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, log=None)[1]
+    assert not moved.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float32, log=None)[1]
+    moved.clear_descriptor_cache()
+    assert len(list(tmp_path.glob("descriptors-*.h5"))) == 3
+    # A truncated file, and one whose writing never set "complete", are rebuilt with a message.
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for breakage in ("truncated", "incomplete"):
+        messages = []
+        store = BatchStore(structures, cutoff=sf.cutoff)
+        assert not store.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, log=messages.append)[1]
+        assert len(messages) == 1 and "rebuilding" in messages[0], (breakage, messages)
+        assert ("incomplete" in messages[0]) == (breakage == "incomplete")
+        _assert_same_cache(store.cached_batch([2, 0]), reference)
+        store.clear_descriptor_cache()
+        with h5py.File(path, "r+") as f:
+            del f.attrs["complete"]
+
+
+def test_hdf5_cache_trains_like_memory_and_none(tmp_path):
+    """Two epochs of force + stress training: the same metrics with every cache mode."""
+    import ase.io
+
+    from mlpot.training import TrainConfig, train
+    from test_training_run import config, emt_structures, rows
+
+    ase.io.write(tmp_path / "train.extxyz", emt_structures(20, seed=0))
+    histories, lines = {}, []
+    for mode in ("memory", "hdf5", "none"):
+        cfg = config(tmp_path, epochs=2, descriptor_cache=mode).to_dict()
+        cfg["loss"] = {"energy_weight": 1.0, "forces_weight": 10.0, "stress_weight": 1.0}
+        train(TrainConfig.from_dict(cfg), tmp_path / mode, progress=False, log=lines.append)
+        histories[mode] = rows(tmp_path / mode / "metrics.csv")
+    assert len(list((tmp_path / "hdf5" / "descriptor_cache").glob("descriptors-*.h5"))) == 1
+    assert any("descriptor_cache" in line and "computed" in line for line in lines)
+    keys = ["train_loss", "val_loss", "val_energy_rmse_mev_per_atom", "val_force_rmse_mev_per_a",
+            "val_stress_rmse_gpa", "grad_norm/total"]
+    assert len(histories["hdf5"]) == 2
+    for memory, disk, none in zip(histories["memory"], histories["hdf5"], histories["none"]):
+        for key in keys:
+            assert disk[key] == memory[key], key  # same numbers in the same order: bit-identical
+            assert float(disk[key]) == pytest.approx(float(none[key]), rel=1e-9), key
