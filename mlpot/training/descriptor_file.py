@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from ..descriptors import PairJacobian
-from .data import _ranges
 
 __all__ = ["DescriptorFile", "DescriptorFileError"]
 
@@ -98,7 +97,9 @@ class DescriptorFile:
         try:
             # The file is never modified in place (it is renamed into place whole), so HDF5's
             # file locking protects nothing and would fail on file systems without locks.
-            f = h5py.File(self.path, "r", locking=False)
+            # rdcc_nbytes=0: no chunk cache, so HDF5 reads uncompressed chunks straight into
+            # the output (a cache would copy them once more; batches rarely share chunks).
+            f = h5py.File(self.path, "r", locking=False, rdcc_nbytes=0)
         except (OSError, ValueError) as exc:
             raise DescriptorFileError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
         try:
@@ -140,9 +141,10 @@ class DescriptorFile:
         """Raw descriptors and pair Jacobian of ``structures`` (in that order, repeats allowed).
 
         Equal, bit for bit, to the rows that :meth:`PairJacobian.select` and ``index_select``
-        cut from an in-memory cache of the same data. Reads each run of consecutive requested
-        structures as one contiguous slice per dataset (h5py's scattered-row selection is far
-        slower), then orders the rows on the CPU.
+        cut from an in-memory cache of the same data. Each structure's rows are read once,
+        straight into their place in the output (``read_direct``: no intermediate copy), as one
+        contiguous slice per dataset and run of consecutive indices (h5py's scattered-row
+        selection is far slower); a repeated structure is copied from its first place.
 
         Args:
             structures: (K,) structure indices.
@@ -151,44 +153,41 @@ class DescriptorFile:
             ``(raw, jacobian)``: (N', F) raw descriptors and the :class:`PairJacobian` of the
             (P',) pairs of the structures, on the CPU in the file's dtype.
         """
-        idx = torch.as_tensor(structures, dtype=torch.long).cpu().numpy()
+        idx = torch.as_tensor(structures, dtype=torch.long).cpu().numpy().reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"structure indices must be in [0, {len(self)}), got {idx.min()}..{idx.max()}")
         self._handle()
-        unique, inverse = np.unique(idx, return_inverse=True)
-        # Runs of consecutive structure indices: one slice per run and dataset.
-        cuts = np.flatnonzero(np.diff(unique) != 1) + 1
-        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(unique, cuts)] if unique.size else []
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in self._datasets}
-        for lo, hi in runs:
-            for name, offsets in (("descriptors", self.atom_offsets), ("radial", self.pair_offsets),
-                                  ("angular_inside", self.pair_offsets), ("angular", self.angular_offsets)):
-                parts[name].append(self._read(name, int(offsets[lo]), int(offsets[hi])))
-        data = {n: torch.from_numpy(np.concatenate(p) if len(p) != 1 else p[0]) if p
-                else torch.from_numpy(np.zeros((0, *self._datasets[n].shape[1:]), self._datasets[n].dtype))
-                for n, p in parts.items()}
-        if unique.size == idx.size and np.array_equal(unique, idx):
-            pick = None  # sorted, no repeats (an evaluation pass): the rows are in order already
-        else:
-            pick = torch.from_numpy(inverse.reshape(-1))
+        _, first_pos, inverse = np.unique(idx, return_index=True, return_inverse=True)
+        source = first_pos[inverse.reshape(-1)]  # (K,) position of each entry's first occurrence
+        is_first = source == np.arange(idx.size)
+        # Runs of positions [k0, k1) read as one slice: first occurrences of consecutive structures.
+        runs: list[list[int]] = []
+        for k in np.flatnonzero(is_first).tolist():
+            if runs and runs[-1][1] == k and idx[k] == idx[k - 1] + 1:
+                runs[-1][1] = k + 1
+            else:
+                runs.append([k, k + 1])
 
-        def order(name: str, offsets: np.ndarray) -> torch.Tensor:
-            rows = data[name]
-            if pick is None:
-                return rows
-            counts = torch.from_numpy(np.diff(offsets)[unique])  # rows of each unique structure
-            starts = torch.cumsum(counts, 0) - counts  # where each starts in the buffer
-            return rows.index_select(0, _ranges(starts[pick], counts[pick]))
+        def gather(name: str, offsets: np.ndarray) -> torch.Tensor:
+            ds = self._datasets[name]
+            counts = offsets[idx + 1] - offsets[idx]
+            dest = np.cumsum(counts) - counts
+            out = np.empty((int(counts.sum()), *ds.shape[1:]), dtype=ds.dtype)
+            for k0, k1 in runs:
+                lo, hi = int(offsets[idx[k0]]), int(offsets[idx[k1 - 1] + 1])
+                if hi > lo:
+                    self.rows_read[name] = self.rows_read.get(name, 0) + (hi - lo)
+                    ds.read_direct(out, np.s_[lo:hi], np.s_[int(dest[k0]):int(dest[k0]) + hi - lo])
+            for k in np.flatnonzero(~is_first):  # repeats: already read at position source[k]
+                a, b, c = int(dest[k]), int(dest[source[k]]), int(counts[k])
+                out[a:a + c] = out[b:b + c]
+            return torch.from_numpy(out)
 
-        raw = order("descriptors", self.atom_offsets)
-        inside = order("angular_inside", self.pair_offsets)
+        raw = gather("descriptors", self.atom_offsets)
+        inside = gather("angular_inside", self.pair_offsets)
         row = torch.where(inside, torch.cumsum(inside, 0) - 1, torch.full(inside.shape, -1, dtype=torch.long))
-        jac = PairJacobian(order("radial", self.pair_offsets), order("angular", self.angular_offsets), row)
+        jac = PairJacobian(gather("radial", self.pair_offsets), gather("angular", self.angular_offsets), row)
         return raw, jac
-
-    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
-        self.rows_read[name] = self.rows_read.get(name, 0) + (stop - start)
-        return self._datasets[name][start:stop]
 
     # ----------------------------------------------------------------- writing
     @classmethod
