@@ -266,3 +266,22 @@ def test_hdf5_cache_trains_like_memory_and_none(tmp_path):
         for key in keys:
             assert disk[key] == memory[key], key  # same numbers in the same order: bit-identical
             assert float(disk[key]) == pytest.approx(float(none[key]), rel=1e-9), key
+
+
+def test_prefetched_batches_equal_direct_reads(tmp_path):
+    """iter_cached_batches (the next batch read in a thread) yields what cached_batch gives,
+    and stopping early leaves no thread behind."""
+    import threading
+
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(RESTRICTED)).double()
+    store = BatchStore([water_box(k) for k in range(5)], cutoff=sf.cutoff)
+    store.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, chunk=2, log=None)
+    lists = [torch.tensor([4, 1]), torch.tensor([], dtype=torch.long), torch.tensor([0, 2, 3])]
+    got = list(store.iter_cached_batches(lists))
+    assert got[1] is None
+    for indices, cached in zip(lists[::2], got[::2]):
+        _assert_same_cache(cached, store.cached_batch(indices))
+    batches = store.iter_cached_batches(lists * 3)
+    next(batches)
+    batches.close()
+    assert not any(t.name.startswith("mlpot-prefetch") for t in threading.enumerate())

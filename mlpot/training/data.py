@@ -343,6 +343,36 @@ class BatchStore:
         return (out, self.descriptors.index_select(0, atoms).to(device),
                 self.jacobian.select(edges).to(device))
 
+    def iter_cached_batches(self, index_lists: Sequence[torch.Tensor], prefetch: bool | None = None):
+        """Yield :meth:`cached_batch` of each entry of ``index_lists`` (``None`` for an empty one).
+
+        With a cache file (and unless ``prefetch`` is ``False``), the next batch is read in a
+        background thread while the caller trains on the current one: h5py releases the GIL
+        while it reads, so the read time hides behind the step's compute. One batch ahead
+        only, so memory stays at two batches.
+        """
+        if prefetch is None:
+            prefetch = self.descriptor_file is not None
+
+        def load(indices):
+            return self.cached_batch(indices) if len(indices) else None
+
+        if not prefetch:
+            for indices in index_lists:
+                yield load(indices)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlpot-prefetch")
+        try:
+            pending = pool.submit(load, index_lists[0]) if len(index_lists) else None
+            for k in range(len(index_lists)):
+                current = pending.result()
+                pending = pool.submit(load, index_lists[k + 1]) if k + 1 < len(index_lists) else None
+                yield current
+        finally:  # also when the caller stops early (an exception, a non-finite loss)
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def __len__(self) -> int:
         return self.data.n_systems
 

@@ -338,14 +338,16 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
     steps = math.ceil(len(order) / opts.batch_size)
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", leave=False,
                disable=not progress)
+    step_indices = [order[lo:lo + opts.batch_size] for lo in range(0, len(order), opts.batch_size)]
+    if dist is not None:
+        step_indices = [dist.shard(indices) for indices in step_indices]
+    # With a cache file the next batch is read while this one trains (iter_cached_batches).
+    cached_batches = store.iter_cached_batches(step_indices)
     try:
-        for step, lo in enumerate(range(0, len(order), opts.batch_size)):
-            indices = order[lo:lo + opts.batch_size]
-            if dist is not None:
-                indices = dist.shard(indices)
+        for step, cached in enumerate(cached_batches):
             pred = terms = None
-            if len(indices):  # a rank's share of a short last batch may be empty
-                batch, raw, jac = store.cached_batch(indices)
+            if cached is not None:  # a rank's share of a short last batch may be empty
+                batch, raw, jac = cached
                 batch = batch.to(device, dtype)
                 # Stress of open structures is NaN and masked out of the loss (loss_terms).
                 pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=forces or stress,
@@ -384,6 +386,7 @@ def _train_epoch(model, params, store, order, config, optimizer, schedule, ema, 
             bar.update()
             bar.set_postfix(loss=f"{value:.3e}", lr=f"{lr:.2e}")
     finally:
+        cached_batches.close()  # stops the prefetch thread if the epoch ends early
         bar.close()
     if dist is not None:
         dist.reduce_metrics(acc)
@@ -422,8 +425,8 @@ def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, b
     indices = torch.as_tensor(indices, dtype=torch.long)
     if distributed is not None:
         indices = distributed.shard(indices)
-    for lo in range(0, len(indices), batch_size):
-        batch, raw, jac = store.cached_batch(indices[lo:lo + batch_size])
+    chunks = [indices[lo:lo + batch_size] for lo in range(0, len(indices), batch_size)]
+    for batch, raw, jac in store.iter_cached_batches(chunks):
         batch = batch.to(device, dtype)
         pred = _predict(model, batch, raw, jac, device, dtype, stress, create_graph=False)
         acc.update({k: v.detach() for k, v in pred.items()}, batch)
