@@ -15,12 +15,18 @@ Rows:
   (``training.descriptor_cache: none``);
 * ``mlpot cached``: descriptors and pair Jacobians computed once (time reported apart),
   forces as −Jᵀ∂E/∂G (``descriptor_cache: memory``, the default);
+* ``mlpot hdf5``: the same cache in an HDF5 file (``descriptor_cache: hdf5``), each step
+  reading its batch from the file; the file is evicted from the OS page cache
+  (``posix_fadvise``) before timing, so the reads come from the disk as they would for a
+  cache larger than the RAM (``--warm`` keeps it cached); ``--compression`` picks the filter;
+  the next batch is read during the current step as in the trainer (``--no-prefetch``: not);
 * ``TorchANI``: AEVs recomputed every step, as its training loop does.
 
 Each case runs in a fresh subprocess so its peak memory is its own. Ratios are against
 ``mlpot uncached`` measured in the same run.
 
 Usage: python scripts/bench_training.py [--frames 40] [--batch 4] [--steps 10] [--threads 1]
+       [--compression none|lzf|gzip] [--warm]
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
-CASES = ["mlpot-uncached", "mlpot-cached", "torchani"]
+CASES = ["mlpot-uncached", "mlpot-cached", "mlpot-hdf5", "torchani"]
 
 
 def frames(n: int):
@@ -61,7 +67,20 @@ def frames(n: int):
     return out, "ASE water stand-in with random labels (no ../shared)"
 
 
-def run_case(case: str, n_frames: int, batch: int, steps: int) -> dict:
+def evict(path) -> None:
+    """Drop ``path`` from the OS page cache (clean pages only; no privileges needed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run_case(case: str, n_frames: int, batch: int, steps: int, compression: str = "none",
+             warm: bool = False, prefetch: bool = True) -> dict:
+    import tempfile
+
     import torch
 
     structures, source = frames(n_frames)
@@ -77,10 +96,27 @@ def run_case(case: str, n_frames: int, batch: int, steps: int) -> dict:
             t = time.perf_counter()
             nbytes = store.cache_descriptors(model.descriptor, dtype=torch.float32)
             extra = {"cache_s": time.perf_counter() - t, "cache_mib": nbytes / 2**20}
+        elif case == "mlpot-hdf5":
+            folder = tempfile.TemporaryDirectory(prefix="bench-h5-")
+            t = time.perf_counter()
+            nbytes, _ = store.open_or_build_descriptor_file(
+                model.descriptor, folder.name, dtype=torch.float32,
+                compression=None if compression == "none" else compression, log=None)
+            extra = {"cache_s": time.perf_counter() - t, "file_mib": nbytes / 2**20, "compression": compression,
+                     "read_s": 0.0}
+            read = store.descriptor_file.read
+
+            def timed_read(idx):  # the step's file reads, timed apart
+                t0 = time.perf_counter()
+                out = read(idx)
+                extra["read_s"] += time.perf_counter() - t0
+                return out
+
+            store.descriptor_file.read = timed_read
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def step(idx):
-            b, raw, jac = store.cached_batch(idx)
+        def step(idx, cached):
+            b, raw, jac = cached
             b = b.to(None, torch.float32)
             if raw is None:
                 out = model(b, forces=True, create_graph=True)
@@ -107,7 +143,7 @@ def run_case(case: str, n_frames: int, batch: int, steps: int) -> dict:
         energy = torch.as_tensor([a.get_potential_energy() for a in structures], dtype=torch.float32)
         forces = torch.as_tensor(np.stack([a.get_forces() for a in structures]), dtype=torch.float32)
 
-        def step(idx):
+        def step(idx, _):
             coords = coords_all[idx].clone().requires_grad_(True)
             # all frames share one cubic box (checked below), so the batch shares the cell
             e = model((species[idx], coords), cell=cell, pbc=pbc).energies
@@ -119,15 +155,27 @@ def run_case(case: str, n_frames: int, batch: int, steps: int) -> dict:
 
         assert all(np.allclose(a.cell.array, structures[0].cell.array) for a in structures), "cells differ"
     order = torch.randperm(len(structures), generator=torch.Generator().manual_seed(0))
-    step(order[:batch])  # warm-up
+    load = store.cached_batch if case.startswith("mlpot") else (lambda idx: None)
+    step(order[:batch], load(order[:batch]))  # warm-up
+    if case == "mlpot-hdf5":
+        extra["read_s"] = 0.0
+        if not warm:
+            evict(store.descriptor_file.path)
+    index_lists = [order[(k * batch) % len(order):][:batch] for k in range(steps)]
+    # As the trainer does: with a cache file, the next batch is read while a step trains.
+    batches = (store.iter_cached_batches(index_lists, prefetch=None if prefetch else False)
+               if case.startswith("mlpot") else iter([None] * steps))
     times = []
-    for k in range(steps):
-        idx = order[(k * batch) % len(order):][:batch]
+    for idx in index_lists:
         t = time.perf_counter()
-        step(idx)
+        step(idx, next(batches))  # the batch's read (or the wait for its prefetch) is timed
         times.append(time.perf_counter() - t)
     times.sort()
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if case == "mlpot-hdf5":
+        extra["read_ms_per_batch"] = 1e3 * extra.pop("read_s") / steps
+        store.clear_descriptor_cache()
+        folder.cleanup()
     return {"structures_per_s": batch / times[len(times) // 2], "peak_mib": (rss1 - rss0) / 1024,
             "source": source, **extra}
 
@@ -139,13 +187,18 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", nargs="*", default=CASES)
+    parser.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
+                        help="HDF5 filter of the mlpot-hdf5 case")
+    parser.add_argument("--warm", action="store_true", help="mlpot-hdf5: leave the file in the page cache")
+    parser.add_argument("--no-prefetch", action="store_true", help="mlpot-hdf5: read each batch when needed")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(run_case(args.worker, args.frames, args.batch, args.steps)))
+        print(json.dumps(run_case(args.worker, args.frames, args.batch, args.steps, args.compression,
+                                  args.warm, not args.no_prefetch)))
         return 0
     results = {}
     for case in args.cases:
@@ -157,7 +210,9 @@ def main() -> int:
                 continue
         proc = subprocess.run([sys.executable, __file__, "--worker", case, "--frames", str(args.frames),
                                "--batch", str(args.batch), "--steps", str(args.steps),
-                               "--threads", str(args.threads)], capture_output=True, text=True)
+                               "--threads", str(args.threads), "--compression", args.compression]
+                              + ["--warm"] * args.warm + ["--no-prefetch"] * args.no_prefetch,
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{case} failed:\n{proc.stderr[-2000:]}")
             continue
@@ -175,6 +230,12 @@ def main() -> int:
     if "mlpot-cached" in results:
         r = results["mlpot-cached"]
         print(f"(cache: {r['cache_mib']:.0f} MiB, built once in {r['cache_s']:.1f} s)")
+    if "mlpot-hdf5" in results:
+        r = results["mlpot-hdf5"]
+        print(f"(hdf5 file: {r['file_mib']:.0f} MiB, compression {r['compression']}, built in "
+              f"{r['cache_s']:.1f} s; reads {r['read_ms_per_batch']:.1f} ms per batch, "
+              f"{'page cache warm' if args.warm else 'evicted from the page cache before timing'}, "
+              f"{'no prefetch' if args.no_prefetch else 'next batch prefetched'})")
     return 0
 
 
