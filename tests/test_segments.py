@@ -16,8 +16,8 @@ def _reference(left, right, major, minor, n_major, n_minor):
 def _items(seed, n_major=7, n_minor=3, crowded=False):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(0, 9, (n_major,), generator=g)
-    if crowded:  # one very long row among short ones: exercises the scatter fallback
-        counts[3] = 200
+    if crowded:  # one long row among short ones: the padded pieces pay (bmm path); without
+        counts[3] = 200  # it every row is shorter than a piece and the scatter form is used
     major = torch.repeat_interleave(torch.arange(n_major), counts)
     minor = torch.randint(0, n_minor, major.shape, generator=g)
     left = torch.rand(major.shape[0], 4, generator=g, dtype=torch.float64)
@@ -25,13 +25,13 @@ def _items(seed, n_major=7, n_minor=3, crowded=False):
     return left, right, major, minor, n_major, n_minor
 
 
-@pytest.mark.parametrize("crowded", [False, True])
+@pytest.mark.parametrize("crowded", [False, True], ids=["scatter-path", "bmm-path"])
 def test_equals_explicit_loop(crowded):
     args = _items(0, crowded=crowded)
     torch.testing.assert_close(segment_outer_sum(*args), _reference(*args), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("crowded", [False, True])
+@pytest.mark.parametrize("crowded", [False, True], ids=["scatter-path", "bmm-path"])
 def test_gradients(crowded):
     left, right, major, minor, n_major, n_minor = _items(1, n_major=4, crowded=crowded)
     left.requires_grad_(True)
