@@ -16,6 +16,12 @@ difference of the raw (unscaled) symmetry functions, compared in n2p2's order.
 
 ``--roundtrip`` also exports the imported model with
 :func:`mlpot.io.n2p2.write_potential`, re-imports it and reports the largest differences.
+
+``--timing`` times energy + forces of the imported potential on the 1080-atom box (one
+thread, neighbour list included, median of 10 after a warm-up) in float64 and float32, beside
+n2p2's own figure from ``reference/timing.txt`` (libnnp's evaluation on one core: neighbour
+list, SFs with derivatives, networks, forces). That figure was measured on another machine
+(see the file), not in this run: the ratio is indicative only.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--potential", type=Path, default=DEFAULT)
     parser.add_argument("--skip-large", action="store_true", help="skip the 1080-atom structure")
     parser.add_argument("--roundtrip", action="store_true", help="also export, re-import and compare")
+    parser.add_argument("--timing", action="store_true", help="time energy + forces on the 1080-atom box")
     args = parser.parse_args(argv)
     torch.set_default_dtype(torch.float64)
     if not (args.potential / "reference").is_dir():
@@ -110,7 +117,36 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = evaluate(model, refs[name]), evaluate(again, refs[name])
                 print(f"export → import ({name}): |ΔE| {abs(a['energy'] - b['energy']):.1e} Ha, "
                       f"max|ΔF| {np.abs(a['forces'] - b['forces']).max():.1e} Ha/Bohr")
+    if args.timing:
+        timing(model, args.potential)
     return 0 if ok else 1
+
+
+def timing(model, potential: Path, repeats: int = 10) -> None:
+    """µs/atom of energy + forces on h2o1080 against n2p2's figure in reference/timing.txt."""
+    torch.set_num_threads(1)
+    ref = dict(np.load(potential / "reference" / "h2o1080.npz"))
+    bohr = model.metadata["n2p2"]["length_to_angstrom"]
+    atoms = Atoms(symbols=list(ref["elements"]), positions=ref["positions_bohr"] * bohr,
+                  cell=ref["lattice_bohr"] * bohr, pbc=True)
+    n2p2 = [float(line.split()[3]) for line in (potential / "reference" / "timing.txt").read_text().splitlines()
+            if line.startswith("total")]
+    n2p2_us = float(np.median(n2p2)) if n2p2 else float("nan")
+    print(f"\nenergy + forces, {len(atoms)} atoms, 1 thread, neighbour list included (median of {repeats})")
+    print(f"{'code':<16} {'µs/atom':>8} {'vs n2p2':>8}")
+    for dtype in (torch.float64, torch.float32):
+        m = model.to(dtype)
+        batch = collate([atoms], labels=False, dtype=dtype)  # pairs built inside each call
+        m(batch, forces=True)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            m(batch, forces=True)
+            times.append(time.perf_counter() - t0)
+        us = float(np.median(times)) / len(atoms) * 1e6
+        print(f"{'mlpot ' + str(dtype).split('.')[1]:<16} {us:>8.1f} {us / n2p2_us:>7.2f}×")
+    model.to(torch.float64)
+    print(f"{'n2p2 (libnnp)':<16} {n2p2_us:>8.1f} {'1.00×':>8}   (reference/timing.txt: another machine)")
 
 
 if __name__ == "__main__":
