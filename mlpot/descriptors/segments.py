@@ -29,15 +29,17 @@ def _rank_within_rows(major: torch.Tensor, minor: torch.Tensor, n_major: int, n_
     Cost O(T · n_minor) without a sort: a running count per minor value, less the count
     reached before the item's major block.
     """
-    one_hot = torch.nn.functional.one_hot(minor, n_minor)  # (T, K)
-    running = one_hot.cumsum(0)  # items of each minor value up to and including t
-    rank_global = running.gather(1, minor.unsqueeze(1)).squeeze(1) - 1
+    # (K, T) rather than (T, K): each running count is a contiguous scan. int32 counts halve
+    # the memory traffic (T < 2³¹ always here).
+    one_hot = torch.arange(n_minor, device=minor.device).unsqueeze(1) == minor.unsqueeze(0)  # (K, T)
+    running = one_hot.cumsum(1, dtype=torch.int32)  # items of each minor value up to and including t
+    rank_global = running.gather(0, minor.unsqueeze(0)).squeeze(0) - 1
     block_size = torch.bincount(major, minlength=n_major)
-    block_end = block_size.cumsum(0)  # exclusive end of each major block
-    before = torch.zeros(n_major, n_minor, dtype=running.dtype, device=running.device)
-    has_previous = (block_end - block_size) > 0
-    before[has_previous] = running[(block_end - block_size)[has_previous] - 1]
-    return rank_global - before[major, minor]
+    block_start = block_size.cumsum(0) - block_size
+    before = torch.zeros(n_minor, n_major, dtype=running.dtype, device=running.device)
+    has_previous = block_start > 0
+    before[:, has_previous] = running[:, block_start[has_previous] - 1]
+    return rank_global - before.view(-1).index_select(0, minor * n_major + major)
 
 
 def segment_outer_sum(
@@ -47,7 +49,7 @@ def segment_outer_sum(
     minor: torch.Tensor,
     n_major: int,
     n_minor: int,
-    piece: int = 16,
+    piece: int | None = None,
     max_padding: float = 4.0,
 ) -> torch.Tensor:
     """Σ over the items of each row of the outer product of ``left`` and ``right``.
@@ -65,8 +67,10 @@ def segment_outer_sum(
         major: (T,) long, non-decreasing, in [0, n_major).
         minor: (T,) long in [0, n_minor).
         n_major, n_minor: the number of major and minor values.
-        piece: slots per piece (16 was fastest on CPU for water, against 32, 64 and
-            padding to the longest row).
+        piece: slots per piece; by default 16 when the rows that have items hold fewer
+            than 256 on average (liquid water with ANI's 3.5 Å angular cutoff: 16 was
+            fastest, against 32, 64 and padding to the longest row), else 64 (n2p2's water
+            potential, 6.35 Å: ~1800 per row, where larger matrices halve the bmm time).
         max_padding: largest slots / items ratio for the padded layout.
 
     Returns:
@@ -81,7 +85,10 @@ def segment_outer_sum(
     if n_items == 0 and not tracing:
         return left.new_zeros(n_rows, n_left, n_right)
     if not tracing:
-        pieces = (torch.bincount(rows, minlength=n_rows) + piece - 1) // piece  # per row
+        counts = torch.bincount(rows, minlength=n_rows)
+        if piece is None:
+            piece = 16 if n_items < 256 * int(torch.count_nonzero(counts)) else 64
+        pieces = (counts + piece - 1) // piece  # per row
         n_pieces = int(pieces.sum())
     if tracing or n_pieces * piece > max_padding * n_items:
         products = (left.unsqueeze(2) * right.unsqueeze(1)).reshape(n_items, n_left * n_right)
