@@ -285,3 +285,25 @@ def test_prefetched_batches_equal_direct_reads(tmp_path):
     next(batches)
     batches.close()
     assert not any(t.name.startswith("mlpot-prefetch") for t in threading.enumerate())
+
+
+RADIAL_ONLY = {"elements": ["H", "O"], "cutoff": 4.0,
+               "radial": [{"grid": {"count": 3, "mode": "shift", "r_lower": 0.8}}]}
+ANGULAR_ONLY = {"elements": ["H", "O"], "cutoff": 4.0,
+                "angular": [{"kind": "G4", "eta": 0.1, "zetas": [1, 4], "lambdas": [-1, 1]}]}
+
+
+@pytest.mark.parametrize("config", [RADIAL_ONLY, ANGULAR_ONLY], ids=["radial-only", "angular-only"])
+@pytest.mark.parametrize("backend", ["memory", "hdf5"])
+def test_cache_of_a_descriptor_with_one_kind_of_term(config, backend, tmp_path):
+    """Zero-width Jacobian blocks (no radial or no angular terms) in both cache backends."""
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(config)).double()
+    store = BatchStore([water_box(k) for k in range(3)], cutoff=sf.cutoff)
+    if backend == "memory":
+        store.cache_descriptors(sf, dtype=torch.float64, chunk=2)
+    else:
+        store.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, chunk=2, log=None)
+    batch, raw, jac = store.cached_batch([2, 0])
+    torch.testing.assert_close(raw, sf(batch, scaled=False))
+    dense = sf.dense_jacobian(jac, sf.species(batch.numbers), batch.edge_index)
+    torch.testing.assert_close(dense, autograd_jacobian(sf, batch), rtol=1e-10, atol=1e-12)

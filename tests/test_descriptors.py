@@ -419,3 +419,19 @@ def test_g5_harmonics_falls_back_or_refuses():
         SymmetryFunctions(SymmetryFunctionSpec.from_dict(fractional), angular_method="harmonics")
     with pytest.raises(ValueError, match="angular_method"):
         SymmetryFunctions(SymmetryFunctionSpec.from_dict(G5_WIDE), angular_method="fast")
+
+
+def test_shifted_g4_float32_matches_float64():
+    """G4 with r_s > 0 and a large η (the case where an expanded exponent would cancel)."""
+    spec = SymmetryFunctionSpec.from_dict({
+        "elements": ["H", "O"], "cutoff": 4.5,
+        "angular": [{"kind": "G4", "eta": 16.0, "r_s": 1.5, "zetas": [1, 4], "lambdas": [-1, 1]}]})
+    sf = SymmetryFunctions(spec)
+    atoms = water_box(seed=3)
+    ref = compute(sf.double(), [atoms])
+    got = compute(sf.float(), [atoms], dtype=torch.float32).double()
+    # Relative error of the non-negligible values: ~5e-6 with one Gaussian per side, 2.5e-5
+    # with the expanded exponent −η q₂ + 2η r_s q₁ − 3η r_s² (its cancellation).
+    big = ref.abs() > 1e-3 * ref.abs().max()
+    assert int(big.sum()) > 50
+    assert float(((got - ref).abs()[big] / ref.abs()[big]).max()) < 1e-5

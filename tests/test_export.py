@@ -147,6 +147,8 @@ def test_neighbour_search_and_pair_entry_point(model, exported, one_thread):
         ref = module(*tensors(atoms))
         for key in ("energy", "forces", "stress"):
             torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
+        with pytest.raises(Exception, match="sorted by centre"):  # would give wrong angular terms
+            module.forward_with_pairs(*tensors(atoms), batch.edge_index.flip(1), batch.edge_shift.flip(0))
 
 
 def test_unwrapped_positions_and_no_grad(model, exported):

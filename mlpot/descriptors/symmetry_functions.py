@@ -98,6 +98,7 @@ class SymmetryFunctions(nn.Module):
         g4 = _unique_index([k[:4] for k in angular_keys if k[0] == "G4"])[0]
         self._register_shapes("g5", [k[1:] for k in g5])
         self._register_shapes("g4", [k[1:] for k in g4])
+        self.g4_unshifted = all(k[2] == 0.0 for k in g4)
         part_keys = g5 + g4
         angle_keys, _ = _unique_index([k[4:] for k in angular_keys])
         self.register_buffer("angle_zeta", torch.tensor([z for z, _ in angle_keys], dtype=torch.float64), persistent=False)
@@ -330,10 +331,8 @@ class SymmetryFunctions(nn.Module):
             unit = vec / dist.clamp(min=torch.finfo(vec.dtype).tiny).unsqueeze(1)
             # Each radial term depends on its pair's distance alone: one forward-mode pass
             # gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p.
-            radial = vec.new_zeros(n_pairs, 3, self.n_radial)
-            if self.n_radial:
-                _, dphi = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
-                radial = unit.unsqueeze(2) * dphi.unsqueeze(1)
+            _, dphi = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
+            radial = unit.unsqueeze(2) * dphi.unsqueeze(1)  # (P, 3, K_r); K_r may be 0
             keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1) if self.n_angular else \
                 torch.zeros(0, dtype=torch.long, device=vec.device)
             angular = vec.new_zeros(3, keep.shape[0] * n_el, self.n_angular)  # axis first, see the end
@@ -358,7 +357,8 @@ class SymmetryFunctions(nn.Module):
                         angular[k].index_add_(0, rows, d)
             angular_row = torch.full((n_pairs,), -1, dtype=torch.long, device=vec.device)
             angular_row[keep] = torch.arange(keep.shape[0], device=vec.device)
-        angular = angular.view(3, -1, n_el, self.n_angular).permute(1, 0, 2, 3).contiguous()
+        # Explicit sizes: with no angular terms or no kept pairs, -1 would be ambiguous.
+        angular = angular.view(3, keep.shape[0], n_el, self.n_angular).permute(1, 0, 2, 3).contiguous()
         return raw, PairJacobian(radial.contiguous(), angular, angular_row)
 
     def dense_jacobian(self, jacobian: PairJacobian, species: torch.Tensor, edge_index: torch.Tensor,
@@ -484,51 +484,34 @@ class SymmetryFunctions(nn.Module):
         out.index_add_(0, rows, values)
         return out.view(n_atoms, self.n_elements * self.n_radial)
 
-    def _triplet_radial(self, legs: dict, r_jk: torch.Tensor | None, kinds=("g5", "g4")) -> torch.Tensor:
-        """Radial parts of each triplet's angular terms, (T, S) over the included kinds.
-
-        Args:
-            legs: per kind (``"g5"``, ``"g4"``), the two legs' exp(−η(r−r_s)²) f_c(r),
-                each (T, R).
-            r_jk: (T,) distance between the two neighbours, Å (needed for G4 only).
-            kinds: the radial parts to include (all columns of the layout by default;
-                ``("g4",)`` for the G4 columns of the outer layout only).
-        """
-        parts = []
-        if self.g5_eta.shape[0] and "g5" in kinds:
-            a, b = legs["g5"]
-            parts.append(a * b)
-        if self.g4_eta.shape[0] and "g4" in kinds:
-            a, b = legs["g4"]
-            parts.append(a * b * self._gaussian_cutoff(r_jk, "g4"))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
     @staticmethod
     def _angle_base(cos: torch.Tensor) -> torch.Tensor:
         """(T,) cos θ → (T, 2) the bases 1 + cos θ and 1 − cos θ of the angle factors (λ = ±1)."""
         # Rounding can push 1 ± cos θ a hair below 0, where a fractional power is NaN.
         return torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
 
-    def _triplet_values(self, v1, v2, legs: dict | None = None, kinds=("g5", "g4")) -> torch.Tensor:
+    def _triplet_values(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         """Angular symmetry-function terms of each triplet from its two legs.
 
-        The per-triplet form that :meth:`jacobian` differentiates; :meth:`_angular` sums
-        the same products per centre without materialising them.
+        The per-triplet form that :meth:`jacobian` differentiates (forward mode, per leg);
+        :meth:`_angular` sums the same products per centre without materialising them.
 
         Args:
             v1, v2: (T, 3) vectors from the centre to the two neighbours, Å.
-            legs, kinds: as for :meth:`_triplet_radial` (legs computed here when absent).
 
         Returns:
             (T, n_angular) terms 2^(1−ζ)(1+λ cos θ)^ζ × radial part.
         """
         d1, d2 = torch.linalg.vector_norm(v1, dim=1), torch.linalg.vector_norm(v2, dim=1)
-        if legs is None:
-            legs = {kind: (self._gaussian_cutoff(d1, kind), self._gaussian_cutoff(d2, kind)) for kind in ("g5", "g4")}
-        r_jk = torch.linalg.vector_norm(v2 - v1, dim=1) if self.g4_eta.shape[0] else None
-        radial = self._triplet_radial(legs, r_jk, kinds)
-        cos = (v1 * v2).sum(1) / (d1 * d2)
-        angle = self._angle_powers(self._angle_base(cos))
+        parts = []
+        if self.g5_eta.shape[0]:
+            parts.append(self._gaussian_cutoff(d1, "g5") * self._gaussian_cutoff(d2, "g5"))
+        if self.g4_eta.shape[0]:
+            r_jk = torch.linalg.vector_norm(v2 - v1, dim=1)
+            parts.append(self._gaussian_cutoff(d1, "g4") * self._gaussian_cutoff(d2, "g4")
+                         * self._gaussian_cutoff(r_jk, "g4"))
+        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        angle = self._angle_powers(self._angle_base((v1 * v2).sum(1) / (d1 * d2)))
         if self.angular_outer:
             # Explicit sizes: with no triplets at all, -1 would be ambiguous.
             return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], radial.shape[1] * angle.shape[1])
@@ -586,10 +569,10 @@ class SymmetryFunctions(nn.Module):
                    cos: torch.Tensor) -> torch.Tensor:
         """(T, S) radial parts of the G4 terms, Π over the three sides of exp(−η(r−r_s)²) f_c(r).
 
-        The three Gaussians of a shape are one exponential of
-        −η q₂ + 2η r_s q₁ − 3η r_s² with q₂ = Σ r², q₁ = Σ r over r_ij, r_ik, r_jk, so the
-        (T, S) work is one small matrix product, one ``exp`` and one product with the
-        cutoffs, instead of three Gaussians and their products per shape (this kernel
+        Without shifts (r_s = 0, n2p2's usual type 3) the three Gaussians of a shape are one
+        exponential of −η (r_ij² + r_ik² + r_jk²), so the (T, S) work is one outer product,
+        one ``exp`` and one product with the cutoffs, instead of three Gaussians and their
+        products per shape (this kernel
         dominates potentials with long angular cutoffs, such as n2p2's water model:
         ~5500 triplets per atom). r_jk comes from the legs' lengths and the angle,
         r_jk² = (r_ij − r_ik)² + 2 r_ij r_ik (1 − cos θ), without gathering the vectors
@@ -599,9 +582,14 @@ class SymmetryFunctions(nn.Module):
         r_jk_sq = ((d1 - d2) ** 2 + 2.0 * d1 * d2 * (1.0 - cos)).clamp(min=0.0)
         r_jk = r_jk_sq.sqrt()
         eta, r_s = self.g4_eta.to(dist.dtype), self.g4_rs.to(dist.dtype)
-        weights = torch.stack([-eta, 2.0 * eta * r_s])  # (2, S)
-        sums = torch.stack([d1 * d1 + d2 * d2 + r_jk_sq, d1 + d2 + r_jk], dim=1)  # (T, 2)
-        gauss = torch.exp(torch.addmm(-3.0 * eta * r_s * r_s, sums, weights))
+        if self.g4_unshifted:
+            # −η (r_ij² + r_ik² + r_jk²): a sum of positive terms, no cancellation.
+            gauss = torch.exp(torch.outer(d1 * d1 + d2 * d2 + r_jk_sq, -eta))
+        else:
+            # With r_s ≠ 0 the expanded exponent −η q₂ + 2η r_s q₁ − 3η r_s² cancels large
+            # terms (1e-4 relative error in float32 at η = 16, r_s = 3): one Gaussian per side.
+            sides = torch.stack([d1, d2, r_jk], dim=1).unsqueeze(2)  # (T, 3, 1)
+            gauss = torch.exp(-(eta * (sides - r_s) ** 2).sum(1))
         r_c = self.g4_rc.to(dist.dtype)
         fc_pair = self._fc(dist.unsqueeze(1), r_c)  # (P, C): C distinct cutoffs, usually 1
         cutoffs = fc_pair.index_select(0, first) * fc_pair.index_select(0, second) * self._fc(r_jk.unsqueeze(1), r_c)

@@ -153,6 +153,10 @@ class ExportedPotential(nn.Module):
             raise ValueError("edge_index must have shape (2, P)")
         if edge_shift.dim() != 2 or edge_shift.shape[1] != 3 or edge_shift.shape[0] != edge_index.shape[1]:
             raise ValueError("edge_shift must have shape (P, 3) with P = edge_index.shape[1]")
+        if edge_index.shape[1] > 1 and bool((edge_index[0, 1:] < edge_index[0, :-1]).any()):
+            # Triplets are enumerated per run of one centre: unsorted pairs would give wrong
+            # angular terms without any other error.
+            raise ValueError("edge_index must be sorted by centre (edge_index[0] non-decreasing)")
         # Forces need autograd even when called under torch.no_grad(); TorchScript has no
         # enable_grad() context, so the mode is set and restored by hand (inputs are
         # validated above, so nothing in between is expected to raise).

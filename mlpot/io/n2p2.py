@@ -635,8 +635,8 @@ def _scaling_rows(model) -> tuple[str, float, float, dict[str, np.ndarray]]:
     rows = {}
     for e, el in enumerate(model.elements):
         r = torch.stack([scaler.train_min[e], scaler.train_max[e], scaler.train_mean[e],
-                         scaler.train_std[e]], dim=1)[: n[el]].double().numpy().copy()
-        const = scaler.constant_mask[e, : n[el]].numpy()
+                         scaler.train_std[e]], dim=1)[: n[el]].double().cpu().numpy().copy()
+        const = scaler.constant_mask[e, : n[el]].cpu().numpy()
         if mode in ("scale", "scale_center") and const.any():
             # mlpot scales a constant feature by 1; n2p2 would divide by zero.
             r[const, 1] = r[const, 0] + (s_max - s_min)
@@ -649,7 +649,7 @@ def _scaling_rows(model) -> tuple[str, float, float, dict[str, np.ndarray]]:
         centre = {"scale": r[:, 0], "center": r[:, 2], "scale_center": r[:, 2], "scale_sigma": r[:, 2]}.get(mode)
         a = np.ones(n[el]) if spread is None else (s_max - s_min) / spread
         b = np.zeros(n[el]) if centre is None else (s_min - a * centre if spread is not None else -centre)
-        w, bb = scaler.weight[e, : n[el]].double().numpy(), scaler.bias[e, : n[el]].double().numpy()
+        w, bb = scaler.weight[e, : n[el]].double().cpu().numpy(), scaler.bias[e, : n[el]].double().cpu().numpy()
         # Bitwise in float64 (same formula as FeatureScaler.from_statistics); a float32
         # model rounded its statistics and its map separately.
         rtol = 1e-12 if scaler.weight.dtype == torch.float64 else 1e3 * torch.finfo(scaler.weight.dtype).eps

@@ -248,8 +248,11 @@ def _append(f: h5py.File, name: str, values: np.ndarray, dtype, compression: str
     if name not in f:
         row_bytes = max(1, int(np.prod(values.shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
         rows = max(1, CHUNK_BYTES // row_bytes)
-        f.create_dataset(name, shape=(0, *values.shape[1:]), maxshape=(None, *values.shape[1:]), dtype=dtype,
-                         chunks=(rows, *values.shape[1:]), compression=compression,
+        # A zero-width block (no radial or no angular terms) still needs positive chunk
+        # sizes; HDF5 allows them only along unlimited axes.
+        tail = values.shape[1:]
+        f.create_dataset(name, shape=(0, *tail), maxshape=(None, *(None if d == 0 else d for d in tail)),
+                         dtype=dtype, chunks=(rows, *(max(1, d) for d in tail)), compression=compression,
                          shuffle=compression is not None)
     ds = f[name]
     old = ds.shape[0]

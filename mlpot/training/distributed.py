@@ -146,12 +146,6 @@ class Distributed:
         tdist.gather_object(obj, out, dst=0)
         return out
 
-    def scatter_object(self, objs: list | None):
-        """Rank r receives ``objs[r]`` (``objs`` given on rank 0)."""
-        out = [None]
-        tdist.scatter_object_list(out, objs if self.is_main else None, src=0)
-        return out[0]
-
     def barrier(self) -> None:
         tdist.barrier()
 

@@ -164,6 +164,10 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         if cache_mode != "none":
             _cache_descriptors(model, store, opts, cache_mode, cache_dir, device, dtype, progress, log)
     model.to(device=device, dtype=dtype)
+    if dist is not None:
+        # Identical start on every rank, whatever the set-up did, before the EMA copies the
+        # weights (a resume then loads the same checkpoint everywhere).
+        dist.broadcast_module(model)
 
     params = dict(model.named_parameters())
     optimizer = build_optimizer(params.values(), config.optimizer)
@@ -185,8 +189,6 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         set_rng_state(per_rank[dist.rank] if same_world else ckpt["rng"])
         log(f"resuming from {out / 'last.pt'} after epoch {state['epoch']}")
 
-    if dist is not None:
-        dist.broadcast_module(model)  # identical start on every rank, whatever the set-up did
     grad_names = [_grad_column(n, elements) for n in params]
     columns = (["epoch", "lr", "wall_s", "train_loss", "val_loss"]
                + [f"{s}_{k}" for s in ("train", "val") for k in METRIC_COLUMNS]
