@@ -235,3 +235,22 @@ def test_stress_training_on_a_mixed_open_and_periodic_batch_has_finite_gradients
     loss = out["stress"][0].pow(2).sum() + out["forces"].pow(2).sum()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in trainable.parameters() if p.grad is not None)
+
+
+def test_chunked_evaluation_equals_one_graph():
+    """Centres evaluated in groups (inference) give the energies, forces, stress and
+    descriptors of one graph; a group boundary falls inside each structure."""
+    model = make_model()
+    structures = [water_box(seed=4), water_box(seed=5)[:10]]
+    for s in structures[1:]:
+        s.pbc = False
+    batch = collate(structures, cutoff=model.cutoff, labels=False)
+    starts = model._chunk_starts(batch, 300)
+    assert len(starts) > 4  # several groups
+    whole = model(batch, forces=True, stress=True, descriptors=True, chunk_size=None)
+    grouped = model(batch, forces=True, stress=True, descriptors=True, chunk_size=300)
+    for key in ("energy", "atomic_energies", "forces", "descriptors"):
+        torch.testing.assert_close(grouped[key], whole[key], rtol=1e-12, atol=1e-12)
+    periodic = batch.pbc.all(dim=1)
+    torch.testing.assert_close(grouped["stress"][periodic], whole["stress"][periodic], rtol=1e-12, atol=1e-14)
+    assert torch.isnan(grouped["stress"][~periodic]).all()

@@ -110,7 +110,7 @@ class Potential(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def forward(self, batch, forces: bool = True, stress: bool = False,
                 create_graph: bool | None = None,
-                descriptors: bool = False) -> dict[str, torch.Tensor]:
+                descriptors: bool = False, chunk_size: int | None = 2**19) -> dict[str, torch.Tensor]:
         """Energies (and optionally forces and stress) of a batch.
 
         The pair list may extend beyond the cutoff (a Verlet skin): such pairs contribute
@@ -123,6 +123,14 @@ class Potential(nn.Module):
             create_graph: keep the graph of the derivatives (needed to train on forces);
                 defaults to ``self.training``.
             descriptors: also return the raw descriptors (for extrapolation checks).
+            chunk_size: without ``create_graph``, evaluate the centres in consecutive groups
+                of about this much work (pairs + triplets), one graph at a time (same results
+                to rounding). An atom's energy depends only on its own pairs, so each group's
+                energies and their gradient are complete; memory then follows the group, not
+                the structure. Pays for long angular cutoffs (n2p2's water potential, 1080
+                atoms, ~6M triplets, float32: 4410 -> 1730 µs/atom and a quarter of the
+                memory at 2**19, the default; 1860 at 2**20, 2530 at 2**21); ``None``: one
+                group. Training (``create_graph``) always evaluates one group.
 
         Returns:
             ``energy`` (B,) eV, ``atomic_energies`` (N,) eV, and if asked ``forces``
@@ -144,6 +152,10 @@ class Potential(nn.Module):
             strain = torch.zeros_like(cell).requires_grad_(True)
             positions = leaf + torch.einsum("ni,nij->nj", leaf, strain[batch.system_idx])
             cell = cell + cell @ strain
+        if chunk_size is not None and need_grad and not create_graph:
+            starts = self._chunk_starts(batch, chunk_size)
+            if len(starts) > 2:
+                return self._forward_chunked(batch, leaf, strain, forces, descriptors, starts)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             species = self.descriptor.species(batch.numbers)
             raw = self.descriptor.compute(positions, species, cell, batch.system_idx,
@@ -161,6 +173,61 @@ class Potential(nn.Module):
             out["forces"] = -grads[0]
         if strain is not None:
             out["stress"] = _stress(grads[1], batch)
+        return out
+
+    @torch.no_grad()
+    def _chunk_starts(self, batch, chunk_size: int) -> list[int]:
+        """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N."""
+        centre = batch.edge_index[0]
+        n_atoms = batch.positions.shape[0]
+        dist = torch.linalg.vector_norm(edge_vectors(batch.positions, batch.cell, batch.system_idx,
+                                                     batch.edge_index, batch.edge_shift), dim=1)
+        angular = torch.zeros(n_atoms, dtype=torch.long, device=centre.device).index_add_(
+            0, centre, (dist < self.descriptor.angular_cutoff).long())
+        work = torch.bincount(centre, minlength=n_atoms) + angular * (angular - 1) // 2
+        cumulative = torch.cumsum(work, 0)
+        total = int(cumulative[-1]) if n_atoms else 0
+        targets = torch.arange(1, max(1, -(-total // chunk_size)), device=centre.device) * chunk_size
+        ends = (torch.searchsorted(cumulative, targets) + 1).clamp(max=n_atoms)
+        return sorted({0, n_atoms, *ends.tolist()})
+
+    def _forward_chunked(self, batch, leaf: torch.Tensor, strain: torch.Tensor | None, forces: bool,
+                         descriptors: bool, starts: list[int]) -> dict[str, torch.Tensor]:
+        """:meth:`forward` without ``create_graph``, the centres in the groups ``starts``."""
+        n_atoms = leaf.shape[0]
+        species = self.descriptor.species(batch.numbers)
+        # Pairs are sorted by centre: each group's pairs are one contiguous slice.
+        first_pair = torch.searchsorted(batch.edge_index[0], torch.tensor(starts, device=leaf.device)).tolist()
+        wrt = [leaf] + ([strain] if strain is not None else [])
+        totals = [torch.zeros_like(w) for w in wrt]
+        atomic_parts, raw_parts = [], []
+        for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
+            a, b = first_pair[k], first_pair[k + 1]
+            edge_index, edge_shift = batch.edge_index[:, a:b], batch.edge_shift[a:b]
+            with torch.enable_grad():
+                positions, cell = leaf, batch.cell
+                if strain is not None:
+                    positions = leaf + torch.einsum("ni,nij->nj", leaf, strain[batch.system_idx])
+                    cell = cell + cell @ strain
+                vec = edge_vectors(positions, cell, batch.system_idx, edge_index, edge_shift)
+                raw = self.descriptor.compute_from_vectors(vec, species, edge_index, n_atoms)[lo:hi]
+                atomic = self._atomic_energies(raw, species[lo:hi])
+                grads = torch.autograd.grad(atomic.sum(), wrt, allow_unused=True)
+            for total, g in zip(totals, grads):
+                if g is not None:
+                    total.add_(g)
+            atomic_parts.append(atomic.detach())
+            if descriptors:
+                raw_parts.append(raw.detach())
+        atomic = torch.cat(atomic_parts)
+        out = {"energy": atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic),
+               "atomic_energies": atomic}
+        if descriptors:
+            out["descriptors"] = torch.cat(raw_parts)
+        if forces:
+            out["forces"] = -totals[0]
+        if strain is not None:
+            out["stress"] = _stress(totals[1], batch)
         return out
 
     def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: PairJacobian,
@@ -211,12 +278,16 @@ class Potential(nn.Module):
 
     def _energies(self, raw: torch.Tensor, species: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) atomic and (B,) total energies, eV, from (N, F) raw descriptors."""
-        features = self.descriptor.scale(raw, species)
-        dtype = features.dtype
-        atomic = (self.reference_energies.to(dtype)[species]
-                  + self.energy_scale.to(dtype) * self.networks(features, species))
+        atomic = self._atomic_energies(raw, species)
         energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
         return atomic, energy
+
+    def _atomic_energies(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """(n,) atomic energies, eV, from (n, F) raw descriptors of atoms of ``species``."""
+        features = self.descriptor.scale(raw, species)
+        dtype = features.dtype
+        return (self.reference_energies.to(dtype)[species]
+                + self.energy_scale.to(dtype) * self.networks(features, species))
 
 
 def _stress(strain_derivative: torch.Tensor, batch) -> torch.Tensor:
