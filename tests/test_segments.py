@@ -44,3 +44,16 @@ def test_no_items_gives_zeros():
     empty = torch.zeros(0, dtype=torch.long)
     out = segment_outer_sum(torch.zeros(0, 2), torch.zeros(0, 3), empty, empty, 4, 2)
     assert out.shape == (8, 2, 3) and not out.any()
+
+
+def test_long_rows_use_larger_pieces_and_equal_the_loop():
+    """Rows of ~330 items (long angular cutoffs) take 64-slot pieces: same sums."""
+    g = torch.Generator().manual_seed(2)
+    major = torch.repeat_interleave(torch.arange(2), torch.tensor([1000, 990]))
+    minor = torch.randint(0, 3, major.shape, generator=g)
+    left = torch.rand(major.shape[0], 4, generator=g, dtype=torch.float64)
+    right = torch.rand(major.shape[0], 5, generator=g, dtype=torch.float64)
+    args = (left, right, major, minor, 2, 3)
+    expected = _reference(*args)
+    torch.testing.assert_close(segment_outer_sum(*args), expected, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(segment_outer_sum(*args, piece=16), expected, rtol=1e-12, atol=1e-10)
