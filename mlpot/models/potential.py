@@ -180,11 +180,14 @@ class Potential(nn.Module):
         """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N."""
         centre = batch.edge_index[0]
         n_atoms = batch.positions.shape[0]
+        pairs = torch.bincount(centre, minlength=n_atoms)
+        if int((pairs + pairs * (pairs - 1) // 2).sum()) <= chunk_size:  # bound: all pairs angular
+            return [0, n_atoms]
         dist = torch.linalg.vector_norm(edge_vectors(batch.positions, batch.cell, batch.system_idx,
                                                      batch.edge_index, batch.edge_shift), dim=1)
         angular = torch.zeros(n_atoms, dtype=torch.long, device=centre.device).index_add_(
             0, centre, (dist < self.descriptor.angular_cutoff).long())
-        work = torch.bincount(centre, minlength=n_atoms) + angular * (angular - 1) // 2
+        work = pairs + angular * (angular - 1) // 2
         cumulative = torch.cumsum(work, 0)
         total = int(cumulative[-1]) if n_atoms else 0
         targets = torch.arange(1, max(1, -(-total // chunk_size)), device=centre.device) * chunk_size
