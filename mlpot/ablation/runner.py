@@ -354,9 +354,10 @@ def _grid_identity(config: dict) -> dict:
     """The parts of a config that finished runs depend on."""
     config = json.loads(json.dumps(config))
     ablation = config.pop("ablation", {}) or {}
-    # Settings that do not change a run's result may differ.
-    for key in ("device", "descriptor_cache", "descriptor_cache_dir", "descriptor_cache_max_gib",
-                "checkpoint_every"):
+    # Settings that do not change a run's result may differ (the same ones a resume allows).
+    from ..training.config import RESULT_NEUTRAL_TRAINING_OPTIONS
+
+    for key in RESULT_NEUTRAL_TRAINING_OPTIONS:
         config.get("training", {}).pop(key, None)
     return {"base": config, "folds": ablation.get("folds"), "match_reference": ablation.get("match_reference"),
             "survival": ablation.get("survival")}

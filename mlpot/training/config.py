@@ -161,6 +161,12 @@ class ScheduleConfig:
             _fail("schedule.min_lr", f"must be >= 0, got {self.min_lr}")
 
 
+# Options that change how a run is executed but not what it computes: a resumed run and
+# an ablation grid's finished runs may differ in them (TrainingOptions field names).
+RESULT_NEUTRAL_TRAINING_OPTIONS = frozenset({"device", "checkpoint_every", "descriptor_cache",
+                                             "descriptor_cache_dir", "descriptor_cache_max_gib"})
+
+
 @dataclass(frozen=True)
 class TrainingOptions:
     """The loop.

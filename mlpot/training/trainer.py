@@ -38,7 +38,7 @@ from ..descriptors.scaling import FeatureScaler
 from ..io.files import atomic_write_text
 from ..models import Potential
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig
 from .data import BatchStore
 from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
@@ -51,10 +51,9 @@ __all__ = ["TrainingError", "train", "evaluate_store", "METRIC_COLUMNS"]
 #: The error metrics reported per split (counts left out).
 METRIC_COLUMNS = tuple(k for k in METRIC_KEYS if k not in ("n_structures", "n_atoms"))
 # Settings a resumed run may change; anything else must match the checkpoint.
-_RESUME_MAY_CHANGE = {"training.epochs", "training.early_stopping_patience",
-                      "training.checkpoint_every", "training.device", "data.test",
-                      "training.descriptor_cache", "training.descriptor_cache_dir",
-                      "training.descriptor_cache_max_gib"}
+# A resume may also extend the run and change the test set.
+_RESUME_MAY_CHANGE = ({f"training.{k}" for k in RESULT_NEUTRAL_TRAINING_OPTIONS}
+                      | {"training.epochs", "training.early_stopping_patience", "data.test"})
 
 
 class TrainingError(RuntimeError):
