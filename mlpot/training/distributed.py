@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as tdist
 
+from .loss import label_masks
 from .metrics import ErrorAccumulator
 
 __all__ = ["Distributed", "from_environment", "launch"]
@@ -167,11 +168,9 @@ class Distributed:
 def _label_counts(batch) -> torch.Tensor:
     """(3,) float64 counts that :func:`~mlpot.training.loss.loss_terms` divides by: labelled
     energies, force components and stress components of the periodic structures."""
-    t = batch.targets
-    n_e = t.has_energy.sum()
-    n_f = 3 * t.has_forces[batch.system_idx].sum()
-    n_s = 9 * (t.has_stress & batch.pbc.all(dim=1)).sum()
-    return torch.stack([n_e, n_f, n_s]).to(torch.float64)
+    masks = label_masks(batch)
+    values_per_row = {"energy": 1, "forces": 3, "stress": 9}
+    return torch.stack([values_per_row[k] * masks[k].sum() for k in ("energy", "forces", "stress")]).to(torch.float64)
 
 
 def from_environment(device_name: str) -> tuple[Distributed | None, str]:

@@ -38,21 +38,29 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
         whose weight is zero is left out.
     """
     t = batch.targets
+    masks = label_masks(batch)
     terms: dict[str, torch.Tensor] = {}
     if weights.energy_weight > 0:
         per_atom = (predictions["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
-        terms["energy"] = _masked_mse(per_atom, t.has_energy)
+        terms["energy"] = _masked_mse(per_atom, masks["energy"])
     if weights.forces_weight > 0 and "forces" in predictions:
         diff = predictions["forces"] - torch.nan_to_num(t.forces)
-        terms["forces"] = _masked_mse(diff, t.has_forces[batch.system_idx])
+        terms["forces"] = _masked_mse(diff, masks["forces"])
     if weights.stress_weight > 0 and "stress" in predictions:
-        has = t.has_stress & batch.pbc.all(dim=1)
         diff = predictions["stress"] - torch.nan_to_num(t.stress)
-        terms["stress"] = _masked_mse(diff, has)
+        terms["stress"] = _masked_mse(diff, masks["stress"])
     w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
     terms["total"] = sum((w[k] * v for k, v in terms.items()),
                          start=predictions["energy"].new_zeros(()))
     return terms
+
+
+def label_masks(batch) -> dict[str, torch.Tensor]:
+    """The labelled rows each loss term averages over: ``energy`` (B,), ``forces`` (N,) and
+    ``stress`` (B,) (stress only of structures periodic in 3D)."""
+    t = batch.targets
+    return {"energy": t.has_energy, "forces": t.has_forces[batch.system_idx],
+            "stress": t.has_stress & batch.pbc.all(dim=1)}
 
 
 def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
