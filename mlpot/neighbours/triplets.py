@@ -23,18 +23,13 @@ def triplets_from_pairs(centre: torch.Tensor, n_atoms: int) -> tuple[torch.Tenso
     """
     counts = torch.bincount(centre, minlength=n_atoms)
     pair_start = torch.cumsum(counts, 0) - counts
-    per_centre = counts * (counts - 1) // 2
-    # No Python int of a tensor (no int(per_centre.sum())): sizes come from tensors only, so
-    # torch.jit.trace records this function correctly for any structure (mlpot.io.export),
-    # and no triplet at all needs no special case.
-    owner = torch.repeat_interleave(per_centre)  # (T,) centre of each triplet
-    first_of_owner = torch.cumsum(per_centre, 0) - per_centre
-    local = torch.ones_like(owner).cumsum(0) - 1 - first_of_owner[owner]
-    # Enumerate pairs (a, b), a < b, ordered by b: local = b(b-1)/2 + a. Invert with a
-    # float64 square root, then correct the at most one-off rounding error exactly.
-    b = ((1.0 + torch.sqrt(1.0 + 8.0 * local.double())) / 2.0).floor().long()
-    b = b - (b * (b - 1) // 2 > local).long()
-    b = b + ((b + 1) * b // 2 <= local).long()
-    a = local - b * (b - 1) // 2
-    base = pair_start[owner]
-    return base + a, base + b
+    # Pair p at position k_p in its centre's list is the second leg of k_p triplets, whose
+    # first legs are the pairs before it: second = p repeated k_p times, and first counts up
+    # from the centre's first pair. Sizes come from tensors only (no Python int of a tensor),
+    # so torch.jit.trace records this for any structure (mlpot.io.export), and no triplet
+    # at all needs no special case.
+    local = torch.ones_like(centre).cumsum(0) - 1 - pair_start.index_select(0, centre)  # k_p
+    second = torch.repeat_interleave(local)
+    triplet_start = torch.cumsum(local, 0) - local  # first triplet of each pair as second leg
+    first = torch.ones_like(second).cumsum(0) - 1 - (triplet_start - pair_start.index_select(0, centre)).index_select(0, second)
+    return first, second
