@@ -7,9 +7,10 @@ Systems: the DeePMD water frame (192 atoms) repeated 1×, 2×2×2 and 4×4×4 (1
 the ANI-like descriptor (128 features per element) and 256-192-160 GELU networks, TorchANI's
 ``simple_ani`` with the same shifts. Neighbour lists are built inside the timed call for
 both. The exponent b of time ∝ N^b is a least-squares fit over the sizes (1 = linear).
-Each case runs in a fresh subprocess (peak memory is the rise of its max RSS).
+Each case runs in a fresh subprocess (peak memory is the rise of its max RSS); rounds repeat
+the grid with the cases interleaved, and each ratio pairs the runs of one round.
 
-Usage: python scripts/bench_model.py [--sizes 1 2 4] [--repeats 5] [--threads 1]
+Usage: python scripts/bench_model.py [--sizes 1 2 4] [--repeats 5] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4], help="supercell repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the whole grid")
     parser.add_argument("--cases", nargs="*", default=["mlpot", "torchani"])
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -88,34 +90,49 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         print(json.dumps(run_case(args.worker[0], int(args.worker[1]), args.repeats)))
         return 0
-    results: dict[str, list[dict]] = {}
+    # Rounds interleave the cases size by size, so that both engines of a ratio ran under
+    # the same machine conditions (on a shared VM a single sequential pass moved the ratio
+    # by ±15 %); each ratio pairs the two runs of one round.
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(args.rounds):
+        for size in args.sizes:
+            for case in args.cases:
+                proc = subprocess.run([sys.executable, __file__, "--worker", case, str(size), "--repeats",
+                                       str(args.repeats), "--threads", str(args.threads)],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{case} ×{size} skipped or failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    continue
+                runs.setdefault((case, size), []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(".", end="", flush=True, file=sys.stderr)
+    print(file=sys.stderr)
+    if not runs:
+        return 1
+    source = next(iter(runs.values()))[0]["source"]
+    print(f"# energy + forces, CPU, {args.threads} thread(s), float32, median of {args.repeats} calls per run, "
+          f"{args.rounds} interleaved round(s); {source}")
+    print(f"{'case':<10}{'atoms':>7}{'µs/atom':>10}{'peak MiB':>10}  time ratio vs TorchANI: median (each round)")
     for case in args.cases:
         for size in args.sizes:
-            proc = subprocess.run([sys.executable, __file__, "--worker", case, str(size), "--repeats",
-                                   str(args.repeats), "--threads", str(args.threads)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{case} ×{size} skipped or failed: {proc.stderr.strip().splitlines()[-1:]}")
+            rows = runs.get((case, size))
+            if not rows:
                 continue
-            results.setdefault(case, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(".", end="", flush=True, file=sys.stderr)
-    print(file=sys.stderr)
-    if not results:
-        return 1
-    source = next(iter(results.values()))[0]["source"]
-    print(f"# energy + forces, CPU, {args.threads} thread(s), float32, median of {args.repeats}; {source}")
-    print(f"{'case':<10}{'atoms':>7}{'µs/atom':>10}{'peak MiB':>10}  ratio vs TorchANI")
-    ref = {r["atoms"]: r["us_per_atom"] for r in results.get("torchani", [])}
-    for case, rows in results.items():
-        for r in rows:
-            ratio = f"{r['us_per_atom'] / ref[r['atoms']]:.2f}× time" if r["atoms"] in ref and case != "torchani" else ""
-            print(f"{case:<10}{r['atoms']:>7}{r['us_per_atom']:>10.1f}{r['peak_mib']:>10.0f}  {ratio}")
-    for case, rows in results.items():
-        if len(rows) >= 2:
-            n = np.array([r["atoms"] for r in rows], dtype=float)
-            t = np.array([r["us_per_atom"] for r in rows]) * n
+            ref = runs.get(("torchani", size), [])
+            ratio = ""
+            if case != "torchani" and ref:
+                each = [r["us_per_atom"] / t["us_per_atom"] for r, t in zip(rows, ref)]
+                ratio = f"{np.median(each):.2f}× ({' '.join(f'{x:.2f}' for x in each)})"
+            us = np.median([r["us_per_atom"] for r in rows])
+            peak = max(r["peak_mib"] for r in rows)
+            print(f"{case:<10}{rows[0]['atoms']:>7}{us:>10.1f}{peak:>10.0f}  {ratio}")
+    for case in args.cases:
+        sized = [(runs[(case, s)][0]["atoms"], np.median([r["us_per_atom"] for r in runs[(case, s)]]))
+                 for s in args.sizes if (case, s) in runs]
+        if len(sized) >= 2:
+            n = np.array([a for a, _ in sized], dtype=float)
+            t = np.array([u for _, u in sized]) * n
             print(f"{case}: time ∝ N^{np.polyfit(np.log(n), np.log(t), 1)[0]:.3f}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
