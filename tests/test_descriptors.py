@@ -304,6 +304,20 @@ def test_structures_without_triplets(full_sf, positions):
     assert dense.shape == (batch.edge_index.shape[1], full_sf.max_features, 3)
     assert jac.angular.shape[0] == (1 if positions[1][0] < 5 else 0) * 2  # pairs in the angular cutoff
 
+def test_jacobian_in_triplet_blocks_equals_one_block(full_sf):
+    """Differentiating the triplets a block at a time (bounded memory) changes nothing."""
+    batch = collate([water_box(0), ethanol()], cutoff=full_sf.cutoff)
+    species = full_sf.species(batch.numbers)
+    args = (batch.positions, species, batch.cell, batch.system_idx, batch.edge_index, batch.edge_shift)
+    raw, whole = full_sf.jacobian(*args, triplet_block=10**9)
+    raw_blocks, blocks = full_sf.jacobian(*args, triplet_block=37)
+    assert whole.angular.shape[0] > 37  # several blocks
+    torch.testing.assert_close(raw_blocks, raw, rtol=0, atol=0)
+    torch.testing.assert_close(blocks.radial, whole.radial, rtol=0, atol=0)
+    torch.testing.assert_close(blocks.angular, whole.angular, rtol=1e-12, atol=1e-14)
+    assert torch.equal(blocks.angular_row, whole.angular_row)
+
+
 
 # --------------------------------------------------------------------------- dtypes, devices
 def test_float32_agrees_with_float64(full_sf):
