@@ -12,6 +12,7 @@ import socket
 import ase.io
 import pytest
 import torch
+import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 from mlpot.training import TrainConfig, load_checkpoint, train
@@ -56,8 +57,17 @@ def _worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                        "RANK": str(rank), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
-    written = []
+    written, models, fits = [], [], []
     save_checkpoint, save_model = trainer.save_checkpoint, trainer._save_model
+    potential, fit_to_data = trainer.Potential, trainer.Potential.fit_to_data
+
+    def spy_potential(*args, **kwargs):  # keeps this rank's model to compare the ranks' end states
+        models.append(potential(*args, **kwargs))
+        return models[-1]
+
+    def spy_fit(self, *args, **kwargs):
+        fits.append(rank)
+        return fit_to_data(self, *args, **kwargs)
 
     def spy_checkpoint(path, state):
         written.append(os.path.basename(path))
@@ -68,13 +78,32 @@ def _worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:
         save_model(model, ema, path, metadata)
 
     trainer.save_checkpoint, trainer._save_model = spy_checkpoint, spy_model
+    trainer.Potential, potential.fit_to_data = spy_potential, spy_fit  # this process only
     train(TrainConfig.from_dict(cfg), out, progress=False, log=lambda _: None)
     with open(os.path.join(out, f"written-rank{rank}.json"), "w") as fh:
-        json.dump(written, fh)
+        json.dump({"files": written, "fits": len(fits)}, fh)
+    torch.save(models[0].state_dict(), os.path.join(out, f"state-rank{rank}.pt"))
 
 
 def run_distributed(cfg: dict, out, world_size: int = 2) -> None:
     mp.spawn(_worker, args=(world_size, free_port(), cfg, str(out)), nprocs=world_size, join=True)
+
+
+def _group_worker(rank: int, world_size: int, port: int, fn, args: tuple) -> None:
+    """One rank of a bare gloo group running ``fn(Distributed, *args)``."""
+    from mlpot.training.distributed import Distributed
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(Distributed(rank, world_size, torch.device("cpu")), *args)
+    finally:
+        tdist.destroy_process_group()
+
+
+def run_group(fn, *args, world_size: int = 2) -> None:
+    mp.spawn(_group_worker, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
 
 
 def metrics(path) -> list[dict]:
@@ -108,10 +137,17 @@ def test_two_processes_equal_one(dataset, tmp_path):
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-9), key
     assert len(ddp["rng_ranks"]) == 2
 
-    # Rank 0 alone writes checkpoints and models.
+    # Rank 0 alone writes checkpoints and models, and alone fits the data-derived set-up.
     written = {r: json.loads((tmp_path / "ddp" / f"written-rank{r}.json").read_text()) for r in (0, 1)}
-    assert written[1] == []
-    assert "last.pt" in written[0] and "model.pt" in written[0]
+    assert written[1]["files"] == []
+    assert "last.pt" in written[0]["files"] and "model.pt" in written[0]["files"]
+    assert (written[0]["fits"], written[1]["fits"]) == (1, 0)
+    # ... whose values (scaler buffers included) reached rank 1: both ranks end bit-identical.
+    states = [torch.load(tmp_path / "ddp" / f"state-rank{r}.pt") for r in (0, 1)]
+    assert {"descriptor.scaler.weight", "descriptor.scaler.train_max", "reference_energies",
+            "energy_scale"} <= states[1].keys()
+    assert not torch.equal(states[1]["descriptor.scaler.weight"], torch.zeros_like(states[1]["descriptor.scaler.weight"]))
+    assert_same_weights(states[1], states[0], 0.0)
 
     # A distributed checkpoint resumes (here in one process) to the uninterrupted result.
     longer = config(dataset, epochs=3)
@@ -153,6 +189,23 @@ def test_shard_loss_gradient_equals_global(dataset):
     g_total = torch.autograd.grad(total, params)
     for a, b in zip(g_whole, g_total):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def _broadcast_mismatched(dist, out: str) -> None:
+    module = torch.nn.Linear(2, 2 + dist.rank)  # rank 1's weights have another shape
+    try:
+        dist.broadcast_module(module)
+    except ValueError as exc:
+        with open(os.path.join(out, f"error-rank{dist.rank}.txt"), "w") as fh:
+            fh.write(str(exc))
+
+
+def test_broadcast_module_refuses_mismatched_modules(tmp_path):
+    """Every rank raises (none hangs in a broadcast of tensors of other shapes)."""
+    run_group(_broadcast_mismatched, str(tmp_path))
+    for rank in (0, 1):
+        message = (tmp_path / f"error-rank{rank}.txt").read_text()
+        assert "rank 1" in message and "weight" in message
 
 
 @pytest.mark.slow  # torchrun and two fresh interpreters: ~15 s on 2 cores

@@ -133,9 +133,27 @@ class Distributed:
         return acc
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
-        """Copy rank 0's parameters and buffers to every rank (guards against any drift in
-        set-up, e.g. data-derived scaling computed on each rank)."""
-        for tensor in module.state_dict().values():
+        """Copy rank 0's parameters and persistent buffers (its ``state_dict``) to every rank.
+
+        This is how the data-derived set-up that rank 0 alone fits (descriptor scaler,
+        reference energies, energy scale) reaches the other ranks, so their modules must
+        already hold tensors of the same names, shapes and dtypes (e.g. an unfitted
+        :class:`~mlpot.descriptors.scaling.FeatureScaler`).
+
+        Raises:
+            ValueError: on every rank, if the ranks' state dicts differ in names, shapes or
+                dtypes (a broadcast of mismatched tensors would hang or mix up values).
+        """
+        state = module.state_dict()
+        layout = [(name, tuple(t.shape), str(t.dtype)) for name, t in state.items()]
+        layouts: list = [None] * self.world_size
+        tdist.all_gather_object(layouts, layout)
+        for rank, other in enumerate(layouts):
+            if other != layouts[0]:
+                diff = sorted(set(other) ^ set(layouts[0])) or "the same entries in another order"
+                raise ValueError(f"cannot broadcast the model: rank {rank}'s parameters and buffers differ "
+                                 f"from rank 0's (name, shape, dtype): {diff}")
+        for tensor in state.values():
             buffer = tensor.detach().to(self.device)
             tdist.broadcast(buffer, 0)
             if buffer is not tensor:

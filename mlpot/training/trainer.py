@@ -136,12 +136,18 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     store = BatchStore(structures, cutoff=model.cutoff, progress=progress)
     train_idx = torch.tensor(split.train, dtype=torch.long)
     val_idx = torch.tensor(split.val, dtype=torch.long)
-    fit_summary = None
-    if ckpt is None:
+    fit_summary = None  # stays None on ranks other than 0 (rank 0 alone writes it)
+    if ckpt is None and main:
         model.to(device)
         fit_batches = list(store.batches(train_idx, max(64, opts.batch_size), device))
         fit_summary = model.fit_to_data(fit_batches, config.scaling.mode, tuple(config.scaling.range))
         del fit_batches
+    elif ckpt is None:
+        # The fit would give the same values on every rank: rank 0 alone does it and
+        # broadcast_module below copies its values (scaler, reference energies, energy scale)
+        # into this unfitted scaler of the same shape and the other buffers.
+        model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
+                                                config.scaling.mode, *config.scaling.range)
     else:
         sc = ckpt["scaling"]
         model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
@@ -164,8 +170,9 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
             _cache_descriptors(model, store, opts, cache_mode, cache_dir, device, dtype, progress, log)
     model.to(device=device, dtype=dtype)
     if dist is not None:
-        # Identical start on every rank, whatever the set-up did, before the EMA copies the
-        # weights (a resume then loads the same checkpoint everywhere).
+        # Rank 0's fitted set-up and initial weights on every rank, before anything uses them
+        # (the descriptor cache above holds unscaled descriptors) and before the EMA copies
+        # the weights (a resume then loads the same checkpoint everywhere).
         dist.broadcast_module(model)
 
     params = dict(model.named_parameters())
