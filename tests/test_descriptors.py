@@ -319,6 +319,22 @@ def test_jacobian_in_triplet_blocks_equals_one_block(full_sf):
     assert torch.equal(blocks.angular_row, whole.angular_row)
 
 
+def test_selected_jacobian_knows_its_angular_pairs(full_sf):
+    """select() hands on the angular pairs it found (no nonzero() later on a GPU); they are
+    the pairs whose angular row is set, in order, also after to()."""
+    from mlpot.descriptors import PairJacobian
+
+    batch = collate([water_box(0)], cutoff=full_sf.cutoff + 2.0)  # a skin: some pairs outside
+    _, jac = full_sf.jacobian(batch.positions, full_sf.species(batch.numbers), batch.cell, batch.system_idx,
+                              batch.edge_index, batch.edge_shift)
+    pairs = torch.randperm(jac.n_pairs, generator=torch.Generator().manual_seed(0))[:200]
+    picked = jac.select(pairs).to(dtype=torch.float32)
+    fresh = PairJacobian(picked.radial, picked.angular, picked.angular_row)  # recomputes them
+    assert 0 < picked.angular_pairs().shape[0] < 200
+    assert torch.equal(picked.angular_pairs(), fresh.angular_pairs())
+    assert torch.equal(picked.angular_pairs(), torch.nonzero(jac.angular_row[pairs] >= 0).squeeze(1))
+
+
 
 # --------------------------------------------------------------------------- dtypes, devices
 def test_float32_agrees_with_float64(full_sf):

@@ -10,7 +10,7 @@ is what training with cached descriptors reads every step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -36,6 +36,10 @@ class PairJacobian:
     radial: torch.Tensor
     angular: torch.Tensor
     angular_row: torch.Tensor
+    # angular_pairs(), kept once known: select() gets it for free, and to() carries it, so a
+    # batch selected on the host and moved to a GPU never needs a nonzero() (a device sync)
+    # there.
+    _angular_pairs: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_pairs(self) -> int:
@@ -47,19 +51,23 @@ class PairJacobian:
 
     def angular_pairs(self) -> torch.Tensor:
         """(Q,) long index of the pair of each angular row."""
-        return torch.nonzero(self.angular_row >= 0).squeeze(1)
+        if self._angular_pairs is None:
+            self._angular_pairs = torch.nonzero(self.angular_row >= 0).squeeze(1)
+        return self._angular_pairs
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "PairJacobian":
+        pairs = None if self._angular_pairs is None else self._angular_pairs.to(device)
         return PairJacobian(self.radial.to(device, dtype), self.angular.to(device, dtype),
-                            self.angular_row.to(device))
+                            self.angular_row.to(device), pairs)
 
     def select(self, pairs: torch.Tensor) -> "PairJacobian":
         """The rows of the pairs ``pairs`` (P',) long, in that order. Cost O(P')."""
         rows = self.angular_row.index_select(0, pairs)
         inside = rows >= 0
         new_row = torch.where(inside, torch.cumsum(inside, 0) - 1, torch.full_like(rows, -1))
+        kept = torch.nonzero(inside).squeeze(1)
         return PairJacobian(self.radial.index_select(0, pairs),
-                            self.angular.index_select(0, rows[inside]), new_row)
+                            self.angular.index_select(0, rows.index_select(0, kept)), new_row, kept)
 
     @staticmethod
     def cat(parts: Sequence["PairJacobian"]) -> "PairJacobian":
