@@ -57,6 +57,17 @@ def test_batched_pairs_and_vectors_match_ase_distances():
     sys_i = batch.system_idx[batch.edge_index[0]]
     sys_j = batch.system_idx[batch.edge_index[1]]
     assert torch.equal(sys_i, sys_j)
+    assert bool((batch.edge_index[0].diff() >= 0).all()), "pairs must be sorted by centre"
+
+
+@pytest.mark.parametrize("n_atoms", [1, 300, 2**16, 2**16 + 1, 5 * 2**16 + 7])
+def test_centre_order_is_a_stable_sort(n_atoms):
+    """The radix grouping by centre (one 16-bit pass, or several above 2^16 atoms) equals a
+    stable comparison sort."""
+    from mlpot.neighbours.pairs import _centre_order
+
+    centre = np.random.default_rng(n_atoms).integers(0, n_atoms, 20000)
+    np.testing.assert_array_equal(_centre_order(centre, n_atoms), np.argsort(centre, kind="stable"))
 
 
 @pytest.mark.parametrize("cutoff", [0.0, -1.0, float("nan"), float("inf")])
