@@ -208,6 +208,53 @@ def test_broadcast_module_refuses_mismatched_modules(tmp_path):
         assert "rank 1" in message and "weight" in message
 
 
+def _cache_on_ranks(dist, spec, out: str) -> None:
+    from mlpot.descriptors import SymmetryFunctions
+    from mlpot.training.data import BatchStore
+
+    descriptor = SymmetryFunctions(spec)
+    store = BatchStore(emt_structures(11, seed=5), cutoff=descriptor.cutoff)
+    computed = []
+    chunks = store._jacobian_chunks
+
+    def spy_chunks(*args, **kwargs):  # records the structures this rank computes
+        for raw, jac, n_atoms, n_pairs in chunks(*args, **kwargs):
+            computed.append(len(n_atoms))
+            yield raw, jac, n_atoms, n_pairs
+
+    store._jacobian_chunks = spy_chunks
+    store.cache_descriptors(descriptor, dtype=torch.float32, chunk=3, distributed=dist)
+    torch.save({"descriptors": store.descriptors, "jacobian": store.jacobian.state(), "computed": computed},
+               os.path.join(out, f"cache-rank{dist.rank}.pt"))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_distributed_cache_equals_single_process(dataset, tmp_path, world_size):
+    """Each rank computes its share of the chunks (11 structures in chunks of 3: 4 chunks,
+    so with 3 ranks rank 0 has two and the others one) and all end with the whole cache."""
+    from mlpot.descriptors import SymmetryFunctions
+    from mlpot.training.data import BatchStore
+
+    cfg = config(dataset)
+    cfg["descriptor"]["angular"][0]["cutoff"] = 3.0  # pairs outside it: angular rows re-offset
+    spec = TrainConfig.from_dict(cfg).descriptor_spec(["Cu", "Au"])
+    run_group(_cache_on_ranks, spec, str(tmp_path), world_size=world_size)
+    descriptor = SymmetryFunctions(spec)
+    store = BatchStore(emt_structures(11, seed=5), cutoff=descriptor.cutoff)
+    store.cache_descriptors(descriptor, dtype=torch.float32, chunk=3)
+    want = {"descriptors": store.descriptors, **store.jacobian.state()}
+    assert (store.jacobian.angular_row >= 0).any() and (store.jacobian.angular_row < 0).any()
+    computed = []
+    for rank in range(world_size):
+        got = torch.load(tmp_path / f"cache-rank{rank}.pt")
+        got = {"descriptors": got["descriptors"], **got["jacobian"], "computed": got["computed"]}
+        for key, value in want.items():
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), (rank, key)
+        computed.append(got["computed"])
+    shares = [[min(3, 11 - 3 * k) for k in range(rank, 4, world_size)] for rank in range(world_size)]
+    assert computed == shares  # the work was divided, each chunk computed once
+
+
 @pytest.mark.slow  # torchrun and two fresh interpreters: ~15 s on 2 cores
 def test_cli_nproc_smoke(dataset, tmp_path):
     import yaml

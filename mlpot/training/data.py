@@ -19,6 +19,7 @@ from ..neighbours import edge_vectors
 
 if TYPE_CHECKING:  # h5py is imported only when a cache file is used
     from .descriptor_file import DescriptorFile
+    from .distributed import Distributed
 
 __all__ = ["select", "concatenate", "BatchStore"]
 
@@ -225,7 +226,7 @@ class BatchStore:
         return nbytes, False
 
     def cache_descriptors(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 16,
-                          device=None, progress: bool = False) -> int:
+                          device=None, progress: bool = False, distributed: Distributed | None = None) -> int:
         """Compute and keep every structure's raw descriptors and their pair Jacobian.
 
         Training on forces then back-propagates through the networks only (see
@@ -237,30 +238,42 @@ class BatchStore:
                 cutoff must not exceed the store's).
             dtype: storage dtype (the training dtype).
             chunk: structures per Jacobian evaluation (bounds peak memory).
+            distributed: called by every rank of a data-parallel run (each holding the same
+                structures): rank r computes chunks r, r + W, … only, and the ranks exchange
+                them (:meth:`Distributed.all_gather_chunks`), so each ends with the whole
+                cache, bit for bit the one a single process computes.
 
         Returns:
             bytes held by the cache.
         """
         self.clear_descriptor_cache()
-        features, jacobians = [], []
-        for raw, jac, _, _ in self._jacobian_chunks(descriptor, dtype, chunk, device, progress):
-            features.append(raw)
-            jacobians.append(jac)
+        rank, world = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
+        parts = [(raw, jac) for raw, jac, _, _ in self._jacobian_chunks(descriptor, dtype, chunk, device, progress,
+                                                                         share=(rank, world))]
+        if distributed is not None:
+            own = {rank + world * j: (raw, jac.radial, jac.angular, jac.angular_row)
+                   for j, (raw, jac) in enumerate(parts)}
+            gathered = distributed.all_gather_chunks(own, -(-len(self) // chunk))
+            parts = [(raw, PairJacobian(radial, angular, row)) for raw, radial, angular, row in gathered]
         # Consecutive chunks of structures are consecutive atom and pair ranges.
-        self.descriptors, self.jacobian = torch.cat(features), PairJacobian.cat(jacobians)
+        self.descriptors = torch.cat([raw for raw, _ in parts])
+        self.jacobian = PairJacobian.cat([jac for _, jac in parts])
         return self.descriptors.nbytes + self.jacobian.nbytes
 
-    def _jacobian_chunks(self, descriptor, dtype: torch.dtype, chunk: int, device, progress: bool):
+    def _jacobian_chunks(self, descriptor, dtype: torch.dtype, chunk: int, device, progress: bool,
+                         share: tuple[int, int] = (0, 1)):
         """Yield ``(raw, jacobian, n_atoms, n_pairs)`` for consecutive blocks of ``chunk``
         structures: (n, F) raw descriptors and their :class:`PairJacobian` (computed in float64
-        on ``device``, returned in ``dtype`` on the CPU), and (b,) atoms and pairs per structure."""
+        on ``device``, returned in ``dtype`` on the CPU), and (b,) atoms and pairs per structure.
+        With ``share = (r, W)``, only blocks r, r + W, r + 2W, … (one rank's share)."""
         from tqdm import tqdm
 
         if descriptor.cutoff > self.cutoff:
             raise ValueError(f"descriptor cutoff {descriptor.cutoff} Å exceeds the stored pairs' {self.cutoff} Å")
         descriptor = descriptor.to(device=device)
         n = len(self)
-        for lo in tqdm(range(0, n, chunk), desc="descriptor Jacobians", unit="chunk",
+        rank, world = share
+        for lo in tqdm(range(rank * chunk, n, world * chunk), desc="descriptor Jacobians", unit="chunk",
                        disable=not progress, leave=False):
             b = select(self.data, torch.arange(lo, min(n, lo + chunk))).to(device, torch.float64)
             raw, jac = descriptor.jacobian(b.positions, descriptor.species(b.numbers), b.cell,

@@ -39,11 +39,14 @@ class Distributed:
         world_size: number of processes W.
         device: where collective buffers live (the rank's GPU for NCCL, the CPU for gloo).
         owns_group: destroy the process group in :meth:`close` (it was created here).
+        cpu_group: group for collectives on CPU tensors (:meth:`all_gather_chunks`): a gloo
+            group beside an NCCL default group; ``None`` means the default group (gloo).
     """
 
-    def __init__(self, rank: int, world_size: int, device: torch.device, owns_group: bool = False):
+    def __init__(self, rank: int, world_size: int, device: torch.device, owns_group: bool = False,
+                 cpu_group: tdist.ProcessGroup | None = None):
         self.rank, self.world_size, self.device = rank, world_size, device
-        self.owns_group = owns_group
+        self.owns_group, self.cpu_group = owns_group, cpu_group
 
     @property
     def is_main(self) -> bool:
@@ -159,6 +162,61 @@ class Distributed:
             if buffer is not tensor:
                 tensor.copy_(buffer)
 
+    def all_gather_chunks(self, local: dict[int, tuple[torch.Tensor, ...]],
+                          n_chunks: int) -> list[tuple[torch.Tensor, ...]]:
+        """All ``n_chunks`` chunks on every rank, when each rank computed its share of them.
+
+        Rank r holds chunks r, r + W, r + 2W, … (``local[k]`` for chunk k), each a tuple of
+        CPU tensors; the tensors at one tuple position have the same dtype and trailing
+        shape in every chunk, their row counts (first dimension) may differ. The shapes go
+        to every rank in one ``all_gather_object``; then each rank broadcasts its chunks,
+        concatenated along the rows, in one broadcast per tuple position over
+        :attr:`cpu_group` (gloo: no copy to a GPU and back under NCCL). The values arrive
+        bit for bit.
+
+        Returns:
+            the chunks in order 0 … n_chunks − 1: this rank's own tensors, and views of the
+            received buffers for the others'.
+
+        Raises:
+            ValueError: (on every rank) if a rank holds other chunks than its share, or the
+                chunks' tensors disagree in count, dtype or trailing shape.
+        """
+        if sorted(local) != list(range(self.rank, n_chunks, self.world_size)):
+            layout = None  # reported by every rank below, so none waits in a broadcast
+        else:
+            layout = [[(tuple(t.shape), t.dtype) for t in local[k]] for k in sorted(local)]
+        layouts: list = [None] * self.world_size
+        tdist.all_gather_object(layouts, layout, group=self.cpu_group)
+        if any(lay is None for lay in layouts):
+            bad = [r for r, lay in enumerate(layouts) if lay is None]
+            raise ValueError(f"all_gather_chunks: ranks {bad} do not hold exactly their chunks r, r + "
+                             f"{self.world_size}, … of {n_chunks}")
+        signatures = {tuple((shape[1:], dtype) for shape, dtype in chunk) for lay in layouts for chunk in lay}
+        if len(signatures) > 1:
+            raise ValueError(f"all_gather_chunks: the chunks' tensors differ in dtype or trailing shape: "
+                             f"{sorted(map(str, signatures))}")
+        chunks: list = [None] * n_chunks
+        for k, tensors in local.items():
+            chunks[k] = tensors
+        for src, lay in enumerate(layouts):
+            if not lay:  # more ranks than chunks
+                continue
+            columns = []
+            for i, (shape, dtype) in enumerate(lay[0]):
+                rows = [chunk[i][0][0] for chunk in lay]
+                if src == self.rank:  # a temporary copy, dropped once sent
+                    buffer = torch.cat([local[k][i] for k in sorted(local)]).contiguous()
+                else:
+                    buffer = torch.empty((sum(rows), *shape[1:]), dtype=dtype)
+                if buffer.numel():  # every rank knows the shapes: all skip the same ones
+                    tdist.broadcast(buffer, src, group=self.cpu_group)
+                if src != self.rank:
+                    columns.append(buffer.split(rows))
+            for j, k in enumerate(range(src, n_chunks, self.world_size) if columns else ()):
+                chunks[k] = tuple(column[j] for column in columns)
+        return chunks
+
     def gather_object(self, obj) -> list | None:
         """Every rank's ``obj`` as a list on rank 0 (``None`` elsewhere)."""
         out = [None] * self.world_size if self.is_main else None
@@ -224,8 +282,11 @@ def from_environment(device_name: str) -> tuple[Distributed | None, str]:
         if owns:
             tdist.destroy_process_group()
         return None, device_name
-    collective = torch.device(device_name) if tdist.get_backend() == "nccl" else torch.device("cpu")
-    return Distributed(tdist.get_rank(), tdist.get_world_size(), collective, owns), device_name
+    nccl = tdist.get_backend() == "nccl"
+    collective = torch.device(device_name) if nccl else torch.device("cpu")
+    # NCCL moves GPU tensors only; CPU data (the descriptor cache) goes through gloo.
+    cpu_group = tdist.new_group(backend="gloo") if nccl else None
+    return Distributed(tdist.get_rank(), tdist.get_world_size(), collective, owns, cpu_group), device_name
 
 
 def launch(nproc: int, argv: list[str]) -> int:

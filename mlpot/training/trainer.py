@@ -162,12 +162,13 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     cache_dir = Path(opts.descriptor_cache_dir) if opts.descriptor_cache_dir else out / "descriptor_cache"
     if cache_mode == "hdf5" and not _disk_has_room(store, model.descriptor, dtype, cache_dir, cache_gib, log):
         cache_mode = "none"
-    # With a cache file, rank 0 computes and saves it and the others load it.
+    # With a cache file, rank 0 computes and saves it and the others load it; without one
+    # (memory), each rank computes a share and they exchange them (cache_descriptors).
     shared_cache = dist is not None and (cache_mode == "hdf5" or (cache_mode == "memory"
                                                                   and opts.descriptor_cache_dir))
     with dist.main_first() if shared_cache else contextlib.nullcontext():
         if cache_mode != "none":
-            _cache_descriptors(model, store, opts, cache_mode, cache_dir, device, dtype, progress, log)
+            _cache_descriptors(model, store, opts, cache_mode, cache_dir, device, dtype, progress, log, dist)
     model.to(device=device, dtype=dtype)
     if dist is not None:
         # Rank 0's fitted set-up and initial weights on every rank, before anything uses them
@@ -290,9 +291,11 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     return result
 
 
-def _cache_descriptors(model, store, opts, mode: str, cache_dir: Path, device, dtype, progress, log) -> None:
+def _cache_descriptors(model, store, opts, mode: str, cache_dir: Path, device, dtype, progress, log,
+                       dist: Distributed | None = None) -> None:
     """Compute (or load) the store's descriptor cache: in memory (saved to / loaded from
-    ``descriptor_cache_dir`` when set) or, with ``mode == "hdf5"``, in a file in ``cache_dir``."""
+    ``descriptor_cache_dir`` when set; otherwise, distributed, each rank computes a share and
+    they exchange them) or, with ``mode == "hdf5"``, in a file in ``cache_dir``."""
     model.to(device)
     start = time.perf_counter()
     if mode == "hdf5":
@@ -304,8 +307,9 @@ def _cache_descriptors(model, store, opts, mode: str, cache_dir: Path, device, d
                                                          dtype=dtype, device=device, progress=progress)
         where = f"in memory, {'loaded from ' + opts.descriptor_cache_dir if loaded else 'computed'}"
     else:
-        nbytes = store.cache_descriptors(model.descriptor, dtype=dtype, device=device, progress=progress)
-        where = "in memory, computed"
+        nbytes = store.cache_descriptors(model.descriptor, dtype=dtype, device=device, progress=progress,
+                                         distributed=dist)
+        where = "in memory, computed" + ("" if dist is None else f" by {dist.world_size} ranks")
     log(f"descriptor cache: {nbytes / 2**20:.0f} MiB for {store.data.edge_index.shape[1]} pairs {where} "
         f"({time.perf_counter() - start:.1f} s)")
 
