@@ -118,6 +118,61 @@ def test_store_cache_selects_matching_rows():
     assert abs(store.descriptor_cache_gib(sf, torch.float64) * 2**30 - nbytes) < 1e-6 * nbytes
 
 
+def test_cache_size_counts_angular_pairs_in_chunks_of_structures(monkeypatch):
+    """The estimate does not depend on the chunk, and no pass holds more pair vectors than
+    its chunk of structures owns."""
+    import mlpot.training.data as data
+
+    short_angular = [{"kind": "G4", "eta": 0.1, "zetas": [1], "lambdas": [-1, 1], "cutoff": 3.0}]
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict({**FULL, "angular": short_angular})).double()
+    structures = [water_box(k) for k in range(4)] + [water_box(4)[:9], water_box(5)[:3]]
+    store = BatchStore(structures, cutoff=sf.cutoff)
+    d = store.data
+    dist = torch.linalg.vector_norm(edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index, d.edge_shift), dim=1)
+    n_angular = int((dist < sf.angular_cutoff).sum())
+    assert 0 < n_angular < d.edge_index.shape[1]  # the count matters
+    n_pairs, n_atoms = d.edge_index.shape[1], d.positions.shape[0]
+    want = ((n_atoms * sf.max_features + 3 * n_pairs * sf.n_radial + 3 * n_angular * sf.n_elements * sf.n_angular)
+            * 4 + 8 * n_pairs) / 2**30
+    sizes = []
+
+    def spy(positions, cell, system_idx, edge_index, edge_shift):
+        sizes.append(edge_index.shape[1])
+        return edge_vectors(positions, cell, system_idx, edge_index, edge_shift)
+
+    monkeypatch.setattr(data, "edge_vectors", spy)
+    pairs = torch.bincount(d.system_idx[d.edge_index[0]], minlength=len(structures)).tolist()
+    for chunk in (1, 3, 1024):
+        sizes.clear()
+        assert store.descriptor_cache_gib(sf, torch.float32, chunk=chunk) == want
+        assert sizes == [sum(pairs[lo:lo + chunk]) for lo in range(0, len(structures), chunk)]
+
+
+def test_training_computes_the_cache_size_only_when_needed(tmp_path, monkeypatch):
+    """hdf5 mode with an existing file and mode none never estimate the cache's size;
+    memory mode and a new hdf5 file do (limit and free-disk checks)."""
+    import ase.io
+
+    from mlpot.training import TrainConfig, train
+    from test_training_run import config, emt_structures
+
+    ase.io.write(tmp_path / "train.extxyz", emt_structures(10, seed=0))
+    calls = []
+    estimate = BatchStore.descriptor_cache_gib
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return estimate(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchStore, "descriptor_cache_gib", spy)
+    shared = str(tmp_path / "cache")
+    for run, mode, want in (("new", "hdf5", 1), ("reuse", "hdf5", 0), ("none", "none", 0), ("memory", "memory", 1)):
+        calls.clear()
+        cfg = config(tmp_path, epochs=1, descriptor_cache=mode, descriptor_cache_dir=shared)
+        train(TrainConfig.from_dict(cfg.to_dict()), tmp_path / run, progress=False, log=lambda _: None)
+        assert len(calls) == want, run
+
+
 def test_cache_folder_reuses_matching_and_rejects_stale_files(tmp_path):
     sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(FULL)).double()
     structures = [water_box(k) for k in range(3)]

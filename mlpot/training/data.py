@@ -149,16 +149,24 @@ class BatchStore:
         self.jacobian: PairJacobian | None = None
         self.descriptor_file: DescriptorFile | None = None  # see open_or_build_descriptor_file
 
-    def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32) -> float:
+    def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 1024) -> float:
         """GiB that :meth:`cache_descriptors` would hold: N × F descriptors, 3 K_r values per
-        pair and 3 E A per pair inside the angular cutoff (see :class:`PairJacobian`)."""
+        pair and 3 E A per pair inside the angular cutoff (see :class:`PairJacobian`).
+
+        The pairs inside the angular cutoff are counted ``chunk`` structures at a time, so
+        this never holds more than one chunk's (P_chunk, 3) pair vectors."""
         d = self.data
         n_pairs = d.edge_index.shape[1]
         n_angular_pairs = 0
         if descriptor.n_angular:
-            dist = torch.linalg.vector_norm(edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index,
-                                                         d.edge_shift), dim=1)
-            n_angular_pairs = int((dist < descriptor.angular_cutoff).sum())
+            # Pairs are grouped by structure: structures [lo, hi) own pairs bounds[lo]:bounds[hi].
+            bounds = [0] + torch.cumsum(_edge_counts(d), 0).tolist()
+            n = len(self)
+            for lo in range(0, n, chunk):
+                p0, p1 = bounds[lo], bounds[min(n, lo + chunk)]
+                vectors = edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index[:, p0:p1],
+                                       d.edge_shift[p0:p1])
+                n_angular_pairs += int((torch.linalg.vector_norm(vectors, dim=1) < descriptor.angular_cutoff).sum())
         values = (d.positions.shape[0] * descriptor.max_features + 3 * n_pairs * descriptor.n_radial
                   + 3 * n_angular_pairs * descriptor.n_elements * descriptor.n_angular)
         return (values * dtype.itemsize + 8 * n_pairs) / 2**30

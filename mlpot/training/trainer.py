@@ -153,14 +153,16 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
         model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
                                                 sc["mode"], sc["s_min"], sc["s_max"])
     cache_mode = opts.descriptor_cache
-    cache_gib = store.descriptor_cache_gib(model.descriptor, dtype) if cache_mode != "none" else 0.0
-    if cache_mode == "memory" and cache_gib > opts.descriptor_cache_max_gib:
-        cache_mode = "none"
-        log(f"descriptor cache would need {cache_gib:.1f} GiB (> training.descriptor_cache_max_gib = "
-            f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead "
-            f"(training.descriptor_cache: hdf5 keeps it on disk)")
+    # The cache's size (a pass over all pairs) is computed only where a decision needs it.
+    if cache_mode == "memory":
+        cache_gib = store.descriptor_cache_gib(model.descriptor, dtype)
+        if cache_gib > opts.descriptor_cache_max_gib:
+            cache_mode = "none"
+            log(f"descriptor cache would need {cache_gib:.1f} GiB (> training.descriptor_cache_max_gib = "
+                f"{opts.descriptor_cache_max_gib:g}): descriptors are recomputed every step instead "
+                f"(training.descriptor_cache: hdf5 keeps it on disk)")
     cache_dir = Path(opts.descriptor_cache_dir) if opts.descriptor_cache_dir else out / "descriptor_cache"
-    if cache_mode == "hdf5" and not _disk_has_room(store, model.descriptor, dtype, cache_dir, cache_gib, log):
+    if cache_mode == "hdf5" and not _disk_has_room(store, model.descriptor, dtype, cache_dir, log):
         cache_mode = "none"
     # With a cache file, rank 0 computes and saves it and the others load it; without one
     # (memory), each rank computes a share and they exchange them (cache_descriptors).
@@ -314,17 +316,18 @@ def _cache_descriptors(model, store, opts, mode: str, cache_dir: Path, device, d
         f"({time.perf_counter() - start:.1f} s)")
 
 
-def _disk_has_room(store, descriptor, dtype, folder: Path, cache_gib: float, log) -> bool:
+def _disk_has_room(store, descriptor, dtype, folder: Path, log) -> bool:
     """Whether ``folder``'s disk can take the HDF5 cache (or already holds it); says why not."""
     import shutil
 
     path = folder / f"descriptors-{store.descriptor_cache_key(descriptor, dtype)[:20]}.h5"
     if path.exists():
-        return True  # reused, or rebuilt in its place
+        return True  # reused, or rebuilt in its place: its size is not needed
     probe = folder
     while not probe.exists():  # the folder is created later: ask about its nearest parent
         probe = probe.parent
     free_gib = shutil.disk_usage(probe).free / 2**30
+    cache_gib = store.descriptor_cache_gib(descriptor, dtype)
     if cache_gib * 1.05 + 0.1 > free_gib:  # HDF5 chunk index and metadata: a few per cent
         log(f"descriptor cache file would need {cache_gib:.1f} GiB but {folder} has {free_gib:.1f} GiB free: "
             f"descriptors are recomputed every step instead")
