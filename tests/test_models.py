@@ -245,7 +245,10 @@ def test_chunked_evaluation_equals_one_graph():
     for s in structures[1:]:
         s.pbc = False
     batch = collate(structures, cutoff=model.cutoff, labels=False)
-    starts = model._chunk_starts(batch, 300)
+    from mlpot.neighbours import edge_vectors
+
+    vec = edge_vectors(batch.positions, batch.cell, batch.system_idx, batch.edge_index, batch.edge_shift)
+    starts = model._chunk_starts(batch, 300, vec)
     assert len(starts) > 4  # several groups
     whole = model(batch, forces=True, stress=True, descriptors=True, chunk_size=None)
     grouped = model(batch, forces=True, stress=True, descriptors=True, chunk_size=300)

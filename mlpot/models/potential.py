@@ -152,14 +152,15 @@ class Potential(nn.Module):
             strain = torch.zeros_like(cell).requires_grad_(True)
             positions = leaf + torch.einsum("ni,nij->nj", leaf, strain[batch.system_idx])
             cell = cell + cell @ strain
+        with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+            vec = edge_vectors(positions, cell, batch.system_idx, batch.edge_index, batch.edge_shift)
         if chunk_size is not None and need_grad and not create_graph:
-            starts = self._chunk_starts(batch, chunk_size)
+            starts = self._chunk_starts(batch, chunk_size, vec.detach())
             if len(starts) > 2:
-                return self._forward_chunked(batch, leaf, strain, forces, descriptors, starts)
+                return self._forward_chunked(batch, vec, leaf, strain, forces, descriptors, starts)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             species = self.descriptor.species(batch.numbers)
-            raw = self.descriptor.compute(positions, species, cell, batch.system_idx,
-                                          batch.edge_index, batch.edge_shift)
+            raw = self.descriptor.compute_from_vectors(vec, species, batch.edge_index, batch.positions.shape[0])
             atomic, energy = self._energies(raw, species, batch)
         out = {"energy": energy, "atomic_energies": atomic}
         if descriptors:
@@ -176,17 +177,16 @@ class Potential(nn.Module):
         return out
 
     @torch.no_grad()
-    def _chunk_starts(self, batch, chunk_size: int) -> list[int]:
-        """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N."""
+    def _chunk_starts(self, batch, chunk_size: int, vec: torch.Tensor) -> list[int]:
+        """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N;
+        ``vec`` (P, 3) are the pair vectors."""
         centre = batch.edge_index[0]
         n_atoms = batch.positions.shape[0]
         pairs = torch.bincount(centre, minlength=n_atoms)
         if int((pairs + pairs * (pairs - 1) // 2).sum()) <= chunk_size:  # bound: all pairs angular
             return [0, n_atoms]
-        dist = torch.linalg.vector_norm(edge_vectors(batch.positions, batch.cell, batch.system_idx,
-                                                     batch.edge_index, batch.edge_shift), dim=1)
-        angular = torch.zeros(n_atoms, dtype=torch.long, device=centre.device).index_add_(
-            0, centre, (dist < self.descriptor.angular_cutoff).long())
+        inside = torch.linalg.vector_norm(vec, dim=1) < self.descriptor.angular_cutoff
+        angular = torch.bincount(centre[inside], minlength=n_atoms)
         work = pairs + angular * (angular - 1) // 2
         cumulative = torch.cumsum(work, 0)
         total = int(cumulative[-1]) if n_atoms else 0
@@ -194,31 +194,29 @@ class Potential(nn.Module):
         ends = (torch.searchsorted(cumulative, targets) + 1).clamp(max=n_atoms)
         return sorted({0, n_atoms, *ends.tolist()})
 
-    def _forward_chunked(self, batch, leaf: torch.Tensor, strain: torch.Tensor | None, forces: bool,
-                         descriptors: bool, starts: list[int]) -> dict[str, torch.Tensor]:
-        """:meth:`forward` without ``create_graph``, the centres in the groups ``starts``."""
+    def _forward_chunked(self, batch, vec: torch.Tensor, leaf: torch.Tensor, strain: torch.Tensor | None,
+                         forces: bool, descriptors: bool, starts: list[int]) -> dict[str, torch.Tensor]:
+        """:meth:`forward` without ``create_graph``, the centres in the groups ``starts``.
+
+        Each group's graph runs from its own slice of the pair vectors ``vec`` (P, 3) to its
+        energies and is freed after its backward pass; ∂E/∂vec of all groups then goes back
+        to the positions (and strain) in one pass through ``vec``'s graph.
+        """
         n_atoms = leaf.shape[0]
         species = self.descriptor.species(batch.numbers)
         # Pairs are sorted by centre: each group's pairs are one contiguous slice.
         first_pair = torch.searchsorted(batch.edge_index[0], torch.tensor(starts, device=leaf.device)).tolist()
-        wrt = [leaf] + ([strain] if strain is not None else [])
-        totals = [torch.zeros_like(w) for w in wrt]
+        de_dvec = torch.zeros_like(vec)
         atomic_parts, raw_parts = [], []
         for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
             a, b = first_pair[k], first_pair[k + 1]
-            edge_index, edge_shift = batch.edge_index[:, a:b], batch.edge_shift[a:b]
             with torch.enable_grad():
-                positions, cell = leaf, batch.cell
-                if strain is not None:
-                    positions = leaf + torch.einsum("ni,nij->nj", leaf, strain[batch.system_idx])
-                    cell = cell + cell @ strain
-                vec = edge_vectors(positions, cell, batch.system_idx, edge_index, edge_shift)
-                raw = self.descriptor.compute_from_vectors(vec, species, edge_index, n_atoms)[lo:hi]
+                part = vec[a:b].detach().requires_grad_(True)
+                raw = self.descriptor.compute_from_vectors(part, species, batch.edge_index[:, a:b], n_atoms)[lo:hi]
                 atomic = self._atomic_energies(raw, species[lo:hi])
-                grads = torch.autograd.grad(atomic.sum(), wrt, allow_unused=True)
-            for total, g in zip(totals, grads):
-                if g is not None:
-                    total.add_(g)
+                (grad,) = torch.autograd.grad(atomic.sum(), part, allow_unused=True)
+            if grad is not None:  # None: a group without pairs
+                de_dvec[a:b] = grad
             atomic_parts.append(atomic.detach())
             if descriptors:
                 raw_parts.append(raw.detach())
@@ -227,10 +225,13 @@ class Potential(nn.Module):
                "atomic_energies": atomic}
         if descriptors:
             out["descriptors"] = torch.cat(raw_parts)
+        wrt = [leaf] + ([strain] if strain is not None else [])
+        grads = torch.autograd.grad(vec, wrt, grad_outputs=de_dvec, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
         if forces:
-            out["forces"] = -totals[0]
+            out["forces"] = -grads[0]
         if strain is not None:
-            out["stress"] = _stress(totals[1], batch)
+            out["stress"] = _stress(grads[1], batch)
         return out
 
     def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: PairJacobian,
