@@ -323,6 +323,34 @@ def test_hdf5_cache_trains_like_memory_and_none(tmp_path):
             assert float(disk[key]) == pytest.approx(float(none[key]), rel=1e-9), key
 
 
+def test_descriptor_file_closes_as_context_manager_and_reopens_in_copies(tmp_path):
+    import pickle
+
+    from mlpot.training.descriptor_file import DescriptorFile
+
+    sf = SymmetryFunctions(SymmetryFunctionSpec.from_dict(RESTRICTED)).double()
+    store = BatchStore([water_box(k) for k in range(3)], cutoff=sf.cutoff)
+    store.open_or_build_descriptor_file(sf, tmp_path, dtype=torch.float64, log=None)
+    path, key = store.descriptor_file.path, store.descriptor_file.key
+    store.clear_descriptor_cache()
+    with DescriptorFile(path, key) as f:
+        handle = f._handle()
+        reference = f.read([2, 0])
+    assert not handle and f._file is None  # h5py.File is falsy once closed
+    # A pickled copy (a spawned worker) holds no handle and opens its own on first read.
+    clone = pickle.loads(pickle.dumps(f))
+    assert clone._file is None and clone.key == key and clone.rows_read == f.rows_read
+    (raw, jac), (raw_ref, jac_ref) = clone.read([2, 0]), reference
+    assert torch.equal(raw, raw_ref)
+    assert all(torch.equal(getattr(jac, n), getattr(jac_ref, n)) for n in ("radial", "angular", "angular_row"))
+    # As seen from a forked child: the parent's handle is left open, a new one is used.
+    inherited = clone._handle()
+    clone._pid = -1
+    assert clone._handle() is not inherited and inherited
+    inherited.close()
+    clone.close()
+
+
 def test_prefetched_batches_equal_direct_reads(tmp_path):
     """iter_cached_batches (the next batch read in a thread) yields what cached_batch gives,
     and stopping early leaves no thread behind."""

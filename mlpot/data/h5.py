@@ -26,6 +26,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -33,7 +34,7 @@ from ase import Atoms
 
 from .structures import DataError, get_labels, labelled_atoms, validate_structure
 
-__all__ = ["H5Dataset"]
+__all__ = ["H5Dataset", "LazyH5File"]
 
 FORMAT_NAME = "mlpot-h5"
 FORMAT_VERSION = 1
@@ -58,7 +59,77 @@ _LAYOUT: dict[str, tuple[object, tuple[int, ...], bool]] = {
 }
 
 
-class H5Dataset(Sequence):
+_View = TypeVar("_View", bound="LazyH5File")
+
+
+class LazyH5File:
+    """Base of read-only views of one HDF5 file: the file is opened on first use, kept open,
+    and opened anew in another process, so the view can go to ``DataLoader`` workers
+    (pickled for spawn: the copy holds no handle) or be inherited through fork.
+
+    A subclass sets ``self.path``, calls :meth:`_forget_handle` in ``__init__``, and
+    implements :meth:`_open` (the ``h5py.File`` call with its own options and error) and
+    :meth:`_validate`; :meth:`_handle` gives the open file.
+    """
+
+    #: further attributes that belong to one process's open file: not pickled, and reset to
+    #: ``None`` with the handle
+    _per_process: tuple[str, ...] = ()
+    path: Path
+
+    def _open(self) -> h5py.File:
+        """Open ``self.path`` read-only (raising the subclass's error if it cannot)."""
+        raise NotImplementedError
+
+    def _validate(self, f: h5py.File) -> dict[str, h5py.Dataset]:
+        """Check the freshly opened ``f`` (raise if unusable; it is then closed) and return the
+        dataset handles to keep (group look-ups cost ~0.2 ms each in h5py)."""
+        raise NotImplementedError
+
+    def _forget_handle(self) -> None:
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        for name in self._per_process:
+            setattr(self, name, None)
+
+    def _handle(self) -> h5py.File:
+        if self._file is not None and self._pid == os.getpid():
+            return self._file
+        # A handle inherited through fork is left alone (not closed): it belongs to the parent.
+        self._file = None
+        f = self._open()
+        try:
+            datasets = self._validate(f)
+        except BaseException:
+            f.close()
+            raise
+        self._file, self._pid, self._datasets = f, os.getpid(), datasets
+        return f
+
+    def close(self) -> None:
+        """Close the file (it re-opens on the next access)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._datasets = None, {}
+
+    def __enter__(self: _View) -> _View:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # h5py handles cannot be pickled; the copy re-opens the file itself.
+        skip = {"_file", "_pid", "_datasets", *self._per_process}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._forget_handle()
+
+
+class H5Dataset(LazyH5File, Sequence):
     """A read-only, list-like view of the labelled structures in one mlpot HDF5 file.
 
     The file is opened on first access and re-opened when the process id changes, so the
@@ -72,55 +143,25 @@ class H5Dataset(Sequence):
         DataError: on first access, if the file is not a valid mlpot HDF5 file.
     """
 
+    _per_process = ("_offsets",)  # read anew from the file each time it is opened
+
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no such HDF5 file: {self.path}")
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
         self._offsets: np.ndarray | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}
+        self._forget_handle()
 
     # ----------------------------------------------------------------- file handling
-    def _handle(self) -> h5py.File:
-        if self._file is not None and self._pid == os.getpid():
-            return self._file
-        # A handle inherited through fork is left alone (not closed): it belongs to the parent.
-        self._file = None
+    def _open(self) -> h5py.File:
         try:
-            f = h5py.File(self.path, "r", rdcc_nbytes=16 * 2**20)
+            return h5py.File(self.path, "r", rdcc_nbytes=16 * 2**20)
         except OSError as exc:
             raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
-        try:
-            self._offsets = _check_file(f, self.path)
-        except BaseException:
-            f.close()
-            raise
-        self._file, self._pid = f, os.getpid()
-        # Group lookups cost ~0.2 ms each in h5py; keep the dataset handles.
-        self._datasets = {name: f[name] for name in _LAYOUT}
-        return f
 
-    def close(self) -> None:
-        """Close the file (it re-opens on the next access)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file = None
-        self._datasets = {}
-
-    def __enter__(self) -> "H5Dataset":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        # h5py handles cannot be pickled; workers re-open the file themselves.
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict) -> None:
-        self.path, self._file, self._pid, self._offsets = state["path"], None, None, None
-        self._datasets = {}
+    def _validate(self, f: h5py.File) -> dict[str, h5py.Dataset]:
+        self._offsets = _check_file(f, self.path)
+        return {name: f[name] for name in _LAYOUT}
 
     def __repr__(self) -> str:
         return f"H5Dataset({str(self.path)!r})"

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..data.h5 import LazyH5File
 from ..descriptors import PairJacobian
 
 __all__ = ["DescriptorFile", "DescriptorFileError"]
@@ -55,11 +56,13 @@ class DescriptorFileError(RuntimeError):
     """The file is missing, incomplete, of another layout or does not match the store."""
 
 
-class DescriptorFile:
+class DescriptorFile(LazyH5File):
     """A read-only view of a complete descriptor cache file (see the module docstring).
 
     Holds the three (B + 1,) offset arrays and the file handle, nothing of the size of the
-    cache: :meth:`read` returns the rows of the requested structures only.
+    cache: :meth:`read` returns the rows of the requested structures only. The file opens
+    lazily, anew in another process (see :class:`~mlpot.data.h5.LazyH5File`), and closes with
+    :meth:`close` or at the end of a ``with`` block.
 
     Args:
         path: a file written by :meth:`build`.
@@ -75,9 +78,7 @@ class DescriptorFile:
                  n_atoms: torch.Tensor | None = None, n_pairs: torch.Tensor | None = None) -> None:
         self.path = Path(path)
         self.key = key
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}
+        self._forget_handle()
         #: rows read per dataset since opening (diagnostics; tests check that a batch reads
         #: exactly its own rows).
         self.rows_read: dict[str, int] = {}
@@ -89,40 +90,19 @@ class DescriptorFile:
                 raise DescriptorFileError(f"{self.path}: {name} per structure differ from the dataset's")
 
     # ----------------------------------------------------------------- file handling
-    def _handle(self) -> h5py.File:
-        if self._file is not None and self._pid == os.getpid():
-            return self._file
-        # A handle inherited through fork belongs to the parent: open our own.
-        self._file = None
+    def _open(self) -> h5py.File:
         try:
             # The file is never modified in place (it is renamed into place whole), so HDF5's
             # file locking protects nothing and would fail on file systems without locks.
             # rdcc_nbytes=0: no chunk cache, so HDF5 reads uncompressed chunks straight into
             # the output (a cache would copy them once more; batches rarely share chunks).
-            f = h5py.File(self.path, "r", locking=False, rdcc_nbytes=0)
+            return h5py.File(self.path, "r", locking=False, rdcc_nbytes=0)
         except (OSError, ValueError) as exc:
             raise DescriptorFileError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
-        try:
-            self._offsets = _check(f, self.path, self.key)
-        except BaseException:
-            f.close()
-            raise
-        self._file, self._pid = f, os.getpid()
-        # Group lookups cost ~0.2 ms each in h5py; keep the dataset handles.
-        self._datasets = {name: f[name] for name in ("descriptors", "radial", "angular", "angular_inside")}
-        return f
 
-    def close(self) -> None:
-        """Close the file (it re-opens on the next :meth:`read`)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file, self._datasets = None, {}
-
-    def __getstate__(self) -> dict:
-        # h5py handles cannot be pickled; a worker re-opens the file itself.
-        state = dict(self.__dict__)
-        state.update(_file=None, _pid=None, _datasets={})
-        return state
+    def _validate(self, f: h5py.File) -> dict[str, h5py.Dataset]:
+        self._offsets = _check(f, self.path, self.key)
+        return {name: f[name] for name in ("descriptors", "radial", "angular", "angular_inside")}
 
     def __len__(self) -> int:
         return len(self.atom_offsets) - 1
