@@ -351,6 +351,37 @@ def test_descriptor_file_closes_as_context_manager_and_reopens_in_copies(tmp_pat
     clone.close()
 
 
+def test_training_closes_the_cache_file_also_on_errors(tmp_path, monkeypatch):
+    import ase.io
+
+    import mlpot.training.trainer as trainer
+    from mlpot.training import TrainConfig, train
+    from test_training_run import config, emt_structures
+
+    ase.io.write(tmp_path / "train.extxyz", emt_structures(10, seed=0))
+    handles = []
+    open_or_build = BatchStore.open_or_build_descriptor_file
+
+    def spy(self, *args, **kwargs):  # keeps the store and its file alive: no GC can close them
+        out = open_or_build(self, *args, **kwargs)
+        handles.append((self, self.descriptor_file._handle()))
+        return out
+
+    monkeypatch.setattr(BatchStore, "open_or_build_descriptor_file", spy)
+    cfg = TrainConfig.from_dict(config(tmp_path, epochs=1, descriptor_cache="hdf5").to_dict())
+    train(cfg, tmp_path / "ok", progress=False, log=lambda _: None)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("failed after the cache was opened")
+
+    monkeypatch.setattr(trainer, "_initial_gradients", fail)
+    with pytest.raises(RuntimeError, match="failed after"):
+        train(cfg, tmp_path / "failed", progress=False, log=lambda _: None)
+    assert len(handles) == 2
+    for store, handle in handles:
+        assert store.descriptor_file is None and not handle  # closed explicitly
+
+
 def test_prefetched_batches_equal_direct_reads(tmp_path):
     """iter_cached_batches (the next batch read in a thread) yields what cached_batch gives,
     and stopping early leaves no thread behind."""

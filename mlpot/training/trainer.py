@@ -85,7 +85,9 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     if dist is not None and not dist.is_main:  # rank 0 alone reports
         progress, log = False, _silent
     try:
-        return _train(config, out_dir, resume, overwrite, progress, log, dist, device_name)
+        # ``cleanup`` closes what _train opens (the descriptor cache file), also on errors.
+        with contextlib.ExitStack() as cleanup:
+            return _train(config, out_dir, resume, overwrite, progress, log, dist, device_name, cleanup)
     finally:
         if dist is not None:
             dist.close()
@@ -96,7 +98,8 @@ def _silent(_: str) -> None:
 
 
 def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bool, progress: bool,
-           log: Callable[[str], None], dist: Distributed | None, device_name: str) -> dict:
+           log: Callable[[str], None], dist: Distributed | None, device_name: str,
+           cleanup: contextlib.ExitStack) -> dict:
     main = dist is None or dist.is_main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +137,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool, overwrite: bo
     log(f"data: {len(split.train)} train / {len(split.val)} val structures of {elements}; "
         f"model: {model.n_parameters()} parameters")
     store = BatchStore(structures, cutoff=model.cutoff, progress=progress)
+    cleanup.callback(store.clear_descriptor_cache)  # closes the HDF5 cache file, if one is opened
     train_idx = torch.tensor(split.train, dtype=torch.long)
     val_idx = torch.tensor(split.val, dtype=torch.long)
     fit_summary = None  # stays None on ranks other than 0 (rank 0 alone writes it)
