@@ -371,6 +371,24 @@ def test_scaling_data_corrupt_and_misnumbered(folder, tmp_path):
         read_potential(tmp_path / "copy")
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda lo, hi, mean, sigma: (lo, lo, lo, 0.0), "has zero range or sigma"),
+    (lambda lo, hi, mean, sigma: (1.0, 1.0 + 1e-14, 1.0, 1e-15), r"has a range of ~0"),
+    (lambda lo, hi, mean, sigma: (lo, hi, mean, -sigma), "has a negative sigma"),
+], ids=["zero-range", "near-zero-range", "negative-sigma"])
+def test_degenerate_scaling_data_is_refused(folder, change, match):
+    """scale_center: n2p2 would divide by the range, which the importer's scaler
+    (FeatureScaler.from_statistics) would leave unscaled; refused, naming the function."""
+    path = folder / "scaling.data"
+    n = line_of(path, "         1          2 ")
+    lines = path.read_text().splitlines()
+    e, sf, *values = lines[n - 1].split()
+    lines[n - 1] = f"{e} {sf} " + " ".join(f"{v:.17e}" for v in change(*map(float, values)))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(N2P2Error, match=rf"scaling\.data: element \w+, symmetry function \d+ {match}"):
+        read_potential(folder)
+
+
 @pytest.mark.parametrize("old, new, match", [
     ("elements O H", "elements O Xx", r"input\.nn:{line}: unknown element 'Xx'"),
     ("symfunction_short H  2 H ", "symfunction_short H  12 H ",

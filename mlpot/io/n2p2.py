@@ -430,7 +430,7 @@ def read_potential(folder, units: str | tuple[float, float] = "auto", dtype: tor
             represent (naming the keyword and its line).
     """
     from ..descriptors import AngularTerm, RadialTerm, SymmetryFunctionSpec
-    from ..descriptors.scaling import FeatureScaler
+    from ..descriptors.scaling import FeatureScaler, FeatureStatistics
     from ..models import NetworkConfig, Potential
 
     folder = Path(folder)
@@ -557,31 +557,31 @@ def read_potential(folder, units: str | tuple[float, float] = "auto", dtype: tor
     rows = _read_scaling(folder / "scaling.data", [len(perm[el]) for el in by_number])
     scaling = [rows[by_number.index(el)] for el in elements]
 
-    width = model.descriptor.max_features
-    scaler = FeatureScaler(len(elements), width, mode=mode, s_min=s_min, s_max=s_max)
-    stats = torch.zeros(4, len(elements), width, dtype=torch.float64)
+    # scaling.data holds n2p2's min, max, mean and sigma; FeatureStatistics keeps sigma as
+    # M2 = count·sigma², so count 1 and M2 = sigma² (sqrt(sigma²) is sigma again, bit for bit,
+    # in binary floating point). FeatureScaler.from_statistics then derives n2p2's map.
+    stats = FeatureStatistics(len(elements), n_sf)
+    stats.count.fill_(1.0)
     for e, el in enumerate(elements):
-        stats[:, e, : n_sf[e]] = torch.as_tensor(scaling[e][perm[el]].T)
-    g_min, g_max, g_mean, g_sigma = stats
-    spread = {"scale": g_max - g_min, "scale_center": g_max - g_min, "scale_sigma": g_sigma}.get(mode)
-    centre = {"scale": g_min, "center": g_mean, "scale_center": g_mean, "scale_sigma": g_mean}.get(mode)
-    valid = torch.zeros(len(elements), width, dtype=torch.bool)
-    for e, n in enumerate(n_sf):
-        valid[e, :n] = True
-    if spread is not None and bool((valid & (spread <= 0)).any()):
-        e, k = torch.nonzero(valid & (spread <= 0))[0].tolist()
+        g_min, g_max, g_mean, g_sigma = torch.as_tensor(scaling[e][perm[el]].T)
+        if bool((g_sigma < 0).any()):
+            k = int(torch.nonzero(g_sigma < 0)[0])
+            raise N2P2Error(f"{folder / 'scaling.data'}: element {el}, symmetry function {perm[el][k] + 1} "
+                            f"has a negative sigma")
+        stats.min[e, : n_sf[e]], stats.max[e, : n_sf[e]], stats.mean[e, : n_sf[e]] = g_min, g_max, g_mean
+        stats.m2[e, : n_sf[e]] = g_sigma**2
+        spread = {"scale": g_max - g_min, "scale_center": g_max - g_min, "scale_sigma": g_sigma}.get(mode)
+        if spread is not None and bool((spread <= 0).any()):
+            k = int(torch.nonzero(spread <= 0)[0])
+            raise N2P2Error(f"{folder / 'scaling.data'}: element {el}, symmetry function {perm[el][k] + 1} "
+                            f"has zero range or sigma; n2p2 would divide by zero")
+    scaler = FeatureScaler.from_statistics(stats, mode, s_min, s_max)
+    if mode in ("scale", "scale_center", "scale_sigma") and bool(scaler.constant_mask.any()):
+        # mlpot leaves a feature of range ≤ 1e-12·|max| unscaled, where n2p2 divides by it.
+        e, k = torch.nonzero(scaler.constant_mask)[0].tolist()
         raise N2P2Error(f"{folder / 'scaling.data'}: element {elements[e]}, symmetry function "
-                        f"{perm[elements[e]][k] + 1} has zero range or sigma; n2p2 would divide by zero")
-    # The same formula and order of operations as FeatureScaler.from_statistics, so an
-    # exported-and-reimported mlpot scaler is bitwise the same.
-    a = torch.ones_like(g_min) if spread is None else (s_max - s_min) / torch.where(valid, spread, torch.ones_like(spread))
-    b = torch.zeros_like(g_min) if centre is None else (-centre if spread is None else s_min - a * centre)
-    zero = torch.zeros_like(a)
-    with torch.no_grad():
-        scaler.weight.copy_(torch.where(valid, a, zero))
-        scaler.bias.copy_(torch.where(valid, b, zero))
-        for name, v in (("train_min", g_min), ("train_max", g_max), ("train_mean", g_mean), ("train_std", g_sigma)):
-            getattr(scaler, name).copy_(v)
+                        f"{perm[elements[e]][k] + 1} has a range of ~0 (≤ 1e-12 of its values); n2p2 "
+                        f"would divide by it")
     model.descriptor.scaler = scaler
 
     sizes_of = {el: [n_sf[e], *widths, 1] for e, el in enumerate(elements)}
