@@ -9,7 +9,7 @@ Data path (N atoms, P pairs, T triplets; no Python loop over atoms, pairs or ele
    per-pair Gaussians·cutoffs and unit vectors are computed once and gathered for the two
    legs (times the r_jk factor for G4), the powers (1 ± cos θ)^ζ once per distinct ζ, and
    their outer product is summed into rows (centre i, unordered element pair of j, k) as one
-   batched matrix product (:func:`~mlpot.descriptors.segments.segment_outer_sum`);
+   batched matrix product (:func:`~mlpot.descriptors.segments.piece_layout`);
 4. one gather maps these raw blocks onto each centre element's own feature list (skipped
    when every element uses the full block layout, the common case).
 
@@ -34,7 +34,7 @@ from .cutoffs import cutoff_function
 from .jacobian import PairJacobian
 from .parameters import RadialTerm, SymmetryFunctionSpec
 from .scaling import FeatureScaler, FeatureStatistics
-from .segments import segment_outer_sum
+from .segments import piece_layout, scatter_outer_sum
 
 __all__ = ["SymmetryFunctions"]
 
@@ -452,15 +452,19 @@ class SymmetryFunctions(nn.Module):
         return torch.exp(-eta * (r - r_s) ** 2) * fc
 
     def _angle_table(self, base: torch.Tensor) -> torch.Tensor:
-        """The distinct powers base[:, λ]^ζ without prefactors: (T, 2) → (T, C).
+        """The distinct powers base[λ]^ζ without prefactors: (2, T) → (T, C), a transposed
+        view of a contiguous (C, T) tensor.
 
         Column ``angle_table_col[a]`` holds angle term a's power. Integer ζ use repeated
-        squaring (a few multiplications of (T, 2) tensors, cheaper than ``pow`` forward and
+        squaring (a few multiplications of (2, T) tensors, cheaper than ``pow`` forward and
         backward) and a layout that needs no gather (C = 2 · distinct ζ); any fractional ζ
-        falls back to ``pow``, one column per term.
+        falls back to ``pow``, one column per term. Every power is a contiguous (2, T)
+        block, so the products and their gradients run on contiguous memory (as (T, 2)
+        slices of a (T, 2, Z) stack they were strided, and the backward's additions alone
+        took a tenth of the angular time).
         """
         if not self.integer_zetas:
-            return base[:, self.angle_lambda_col] ** self.angle_zeta.to(base.dtype)
+            return (base[self.angle_lambda_col] ** self.angle_zeta.to(base.dtype).unsqueeze(1)).t()
         powers: dict[int, torch.Tensor] = {1: base}
 
         def power(z: int) -> torch.Tensor:  # binary exponentiation, memoised
@@ -469,15 +473,15 @@ class SymmetryFunctions(nn.Module):
                 powers[z] = half * half if z % 2 == 0 else half * half * base
             return powers[z]
 
-        stacked = torch.stack([power(z) for z in self.integer_zetas], dim=2)  # (T, 2, Z)
-        return stacked.reshape(base.shape[0], 2 * len(self.integer_zetas))
+        stacked = torch.stack([power(z) for z in self.integer_zetas], dim=1)  # (2, Z, T)
+        return stacked.view(2 * len(self.integer_zetas), base.shape[1]).t()
 
     def _angle_prefactor(self, dtype: torch.dtype) -> torch.Tensor:
         """2^(1−ζ) per angle term, (A,)."""
         return 2.0 ** (1.0 - self.angle_zeta.to(dtype))
 
     def _angle_powers(self, base: torch.Tensor) -> torch.Tensor:
-        """2^(1−ζ) base[:, λ]^ζ for every (ζ, λ): (T, 2) → (T, A)."""
+        """2^(1−ζ) base[λ]^ζ for every (ζ, λ): (2, T) → (T, A)."""
         return self._angle_prefactor(base.dtype) * self._angle_table(base)[:, self.angle_table_col]
 
     def _radial(self, dist, centre, neighbour_species, n_atoms) -> torch.Tensor:
@@ -496,9 +500,9 @@ class SymmetryFunctions(nn.Module):
 
     @staticmethod
     def _angle_base(cos: torch.Tensor) -> torch.Tensor:
-        """(T,) cos θ → (T, 2) the bases 1 + cos θ and 1 − cos θ of the angle factors (λ = ±1)."""
+        """(T,) cos θ → (2, T) the bases 1 + cos θ and 1 − cos θ of the angle factors (λ = ±1)."""
         # Rounding can push 1 ± cos θ a hair below 0, where a fractional power is NaN.
-        return torch.stack([1.0 + cos, 1.0 - cos], dim=1).clamp(min=0.0)
+        return torch.stack([1.0 + cos, 1.0 - cos]).clamp(min=0.0)
 
     def _triplet_values(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         """Angular symmetry-function terms of each triplet from its two legs.
@@ -545,28 +549,47 @@ class SymmetryFunctions(nn.Module):
                 blocks.append(g5[:, self.term_part, self.term_angle])
         if kinds:
             first, second = triplets_from_pairs(centre, n_atoms)
-            # Everything per pair (unit vectors, the legs' Gaussians·cutoffs, neighbour
-            # elements) is computed once and gathered for the triplets; index_select
-            # rather than fancy indexing, as its backward is a fast index_add.
-            unit = vec / dist.unsqueeze(1)
+            neighbour_species = species.index_select(0, neighbour)
+            pair_type = self.pair_type.view(-1).index_select(
+                0, neighbour_species.index_select(0, first) * self.n_elements
+                + neighbour_species.index_select(0, second))
+            major = centre.index_select(0, first)
+            # Σ over each centre's triplets of the radial ⊗ angle outer product, one row per
+            # (centre, neighbour-element pair): the triplets of a row are laid out in padded
+            # pieces and summed by one bmm. The layout is built on the pair indices, so the
+            # per-pair quantities are gathered straight into it; padding slots pair two dummy
+            # pairs (rows P and P + 1 below) whose cutoff factors are zero.
+            layout = piece_layout(major, pair_type, n_atoms, self.n_pair_types)
+            n_pairs = dist.shape[0]
+            if layout is not None:
+                first, second = layout.spread(first, n_pairs), layout.spread(second, n_pairs + 1)
+
+            def with_dummies(per_pair: torch.Tensor, dummies: list[list[float]]) -> torch.Tensor:
+                return torch.cat([per_pair, per_pair.new_tensor(dummies)])
+
+            # Everything per pair (unit vectors, the legs' Gaussians·cutoffs) is computed
+            # once and gathered for the triplets; index_select rather than fancy indexing,
+            # as its backward is a fast index_add. The dummies' unit vectors are orthogonal
+            # (cos θ = 0, r_jk > 0: finite values and gradients in the padding).
+            unit = with_dummies(vec / dist.unsqueeze(1), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
             cos = (unit.index_select(0, first) * unit.index_select(0, second)).sum(1)
             table = self._angle_table(self._angle_base(cos))  # (T, C)
             parts = []
             if "g5" in kinds:
                 per_pair = self._gaussian_cutoff(dist, "g5")
+                per_pair = with_dummies(per_pair, [[0.0] * per_pair.shape[1]] * 2)
                 parts.append(per_pair.index_select(0, first) * per_pair.index_select(0, second))
             if "g4" in kinds:
-                parts.append(self._g4_radial(dist, first, second, cos))
+                fc_pair = self._fc(dist.unsqueeze(1), self.g4_rc.to(dist.dtype))  # (P, C): C distinct cutoffs
+                parts.append(self._g4_radial(with_dummies(dist, [1.0, 1.0]),
+                                             with_dummies(fc_pair, [[0.0] * fc_pair.shape[1]] * 2),
+                                             first, second, cos))
             radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (T, S)
-            neighbour_species = species.index_select(0, neighbour)
-            pair_type = self.pair_type.view(-1).index_select(
-                0, neighbour_species.index_select(0, first) * self.n_elements
-                + neighbour_species.index_select(0, second))
-            # Σ over each centre's triplets of the radial ⊗ angle outer product, one row
-            # per (centre, neighbour-element pair), then prefactors and column order on the
-            # small (N · n_pt, S, A) result rather than on every triplet.
-            sums = segment_outer_sum(radial, table, centre.index_select(0, first), pair_type,
-                                     n_atoms, self.n_pair_types)  # (N · n_pt, S, C)
+            if layout is not None:
+                sums = layout.outer_sum(radial, table)  # (N · n_pt, S, C)
+            else:
+                sums = scatter_outer_sum(radial, table, major * self.n_pair_types + pair_type,
+                                         n_atoms * self.n_pair_types)
             angle = sums[:, :, self.angle_table_col] * self._angle_prefactor(sums.dtype)
             if self.angular_outer:
                 blocks.append(angle.reshape(angle.shape[0], -1))
@@ -575,9 +598,11 @@ class SymmetryFunctions(nn.Module):
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.view(n_atoms, self.n_pair_types * self.n_angular)
 
-    def _g4_radial(self, dist: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-                   cos: torch.Tensor) -> torch.Tensor:
-        """(T, S) radial parts of the G4 terms, Π over the three sides of exp(−η(r−r_s)²) f_c(r).
+    def _g4_radial(self, dist: torch.Tensor, fc_pair: torch.Tensor, first: torch.Tensor,
+                   second: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        """(T, S) radial parts of the G4 terms, Π over the three sides of exp(−η(r−r_s)²) f_c(r),
+        from the pairs' lengths ``dist`` (P,) and cutoff factors ``fc_pair`` (P, C) at the
+        C distinct G4 cutoffs.
 
         Without shifts (r_s = 0, n2p2's usual type 3) the three Gaussians of a shape are one
         exponential of −η (r_ij² + r_ik² + r_jk²), so the (T, S) work is one outer product,
@@ -601,7 +626,6 @@ class SymmetryFunctions(nn.Module):
             sides = torch.stack([d1, d2, r_jk], dim=1).unsqueeze(2)  # (T, 3, 1)
             gauss = torch.exp(-(eta * (sides - r_s) ** 2).sum(1))
         r_c = self.g4_rc.to(dist.dtype)
-        fc_pair = self._fc(dist.unsqueeze(1), r_c)  # (P, C): C distinct cutoffs, usually 1
         cutoffs = fc_pair.index_select(0, first) * fc_pair.index_select(0, second) * self._fc(r_jk.unsqueeze(1), r_c)
         if r_c.shape[0] > 1:
             cutoffs = cutoffs[:, self.g4_rc_col]
