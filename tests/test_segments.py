@@ -57,3 +57,22 @@ def test_long_rows_use_larger_pieces_and_equal_the_loop():
     expected = _reference(*args)
     torch.testing.assert_close(segment_outer_sum(*args), expected, rtol=1e-12, atol=1e-10)
     torch.testing.assert_close(segment_outer_sum(*args, piece=16), expected, rtol=1e-12, atol=1e-10)
+
+
+def test_gathering_through_spread_indices_equals_the_loop():
+    """Per-pair values gathered with spread indices (a zero dummy row in the padding), as
+    the angular symmetry functions do, give the same sums as the explicit loop."""
+    from mlpot.descriptors.segments import piece_layout
+
+    left, right, major, minor, n_major, n_minor = _items(3, crowded=True)
+    # Each item reads row `item` of per-"pair" tables that end with one zero dummy row.
+    items = torch.arange(major.shape[0])
+    left_table = torch.cat([left, torch.zeros(1, left.shape[1], dtype=left.dtype)])
+    right_table = torch.cat([right, torch.full((1, right.shape[1]), 7.0, dtype=right.dtype)])
+    layout = piece_layout(major, minor, n_major, n_minor)
+    assert layout is not None and layout.n_slots > major.shape[0]  # padded
+    spread = layout.spread(items, fill=major.shape[0])
+    assert torch.equal(spread[layout.slot], items)
+    got = layout.outer_sum(left_table.index_select(0, spread), right_table.index_select(0, spread))
+    torch.testing.assert_close(got, _reference(left, right, major, minor, n_major, n_minor),
+                               rtol=1e-12, atol=1e-12)
