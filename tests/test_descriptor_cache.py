@@ -132,8 +132,11 @@ def test_cache_size_counts_angular_pairs_in_chunks_of_structures(monkeypatch):
     n_angular = int((dist < sf.angular_cutoff).sum())
     assert 0 < n_angular < d.edge_index.shape[1]  # the count matters
     n_pairs, n_atoms = d.edge_index.shape[1], d.positions.shape[0]
-    want = ((n_atoms * sf.max_features + 3 * n_pairs * sf.n_radial + 3 * n_angular * sf.n_elements * sf.n_angular)
+    want = ((n_atoms * sf.max_features + n_pairs * (sf.n_radial + 3) + 3 * n_angular * sf.n_elements * sf.n_angular)
             * 4 + 8 * n_pairs) / 2**30
+    # The estimate is what the cache really holds.
+    assert store.cache_descriptors(sf, dtype=torch.float32) == round(want * 2**30)
+    store.clear_descriptor_cache()
     sizes = []
 
     def spy(positions, cell, system_idx, edge_index, edge_shift):
@@ -204,7 +207,8 @@ def _assert_same_cache(got, want) -> None:
     """Two ``cached_batch`` results hold bit-identical descriptors and Jacobian blocks."""
     (b1, raw1, jac1), (b2, raw2, jac2) = got, want
     for x, y in ((b1.positions, b2.positions), (b1.edge_index, b2.edge_index), (raw1, raw2),
-                 (jac1.radial, jac2.radial), (jac1.angular, jac2.angular), (jac1.angular_row, jac2.angular_row)):
+                 (jac1.radial, jac2.radial), (jac1.angular, jac2.angular), (jac1.angular_row, jac2.angular_row),
+                 (jac1.direction, jac2.direction)):
         assert x.dtype == y.dtype and torch.equal(x, y)
 
 
@@ -229,7 +233,7 @@ def test_hdf5_cache_batches_equal_memory_cache(config, tmp_path):
         # Each distinct structure's rows are read once, and nothing else.
         unique = sorted(set(indices))
         for name, offsets in (("descriptors", f.atom_offsets), ("radial", f.pair_offsets),
-                              ("angular", f.angular_offsets)):
+                              ("direction", f.pair_offsets), ("angular", f.angular_offsets)):
             assert f.rows_read.get(name, 0) == sum(int(offsets[k + 1] - offsets[k]) for k in unique), name
     # The backend holds the offsets and the file handle, no array of the cache's size.
     held = [v for v in vars(f).values() if isinstance(v, (torch.Tensor, np.ndarray))]
@@ -342,7 +346,7 @@ def test_descriptor_file_closes_as_context_manager_and_reopens_in_copies(tmp_pat
     assert clone._file is None and clone.key == key and clone.rows_read == f.rows_read
     (raw, jac), (raw_ref, jac_ref) = clone.read([2, 0]), reference
     assert torch.equal(raw, raw_ref)
-    assert all(torch.equal(getattr(jac, n), getattr(jac_ref, n)) for n in ("radial", "angular", "angular_row"))
+    assert all(torch.equal(getattr(jac, n), getattr(jac_ref, n)) for n in ("radial", "angular", "angular_row", "direction"))
     # As seen from a forked child: the parent's handle is left open, a new one is used.
     inherited = clone._handle()
     clone._pid = -1

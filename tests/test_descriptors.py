@@ -315,6 +315,7 @@ def test_jacobian_in_triplet_blocks_equals_one_block(full_sf):
     assert int((per_centre * (per_centre - 1) // 2).sum()) > 3000  # triplets: several blocks
     torch.testing.assert_close(raw_blocks, raw, rtol=0, atol=0)
     torch.testing.assert_close(blocks.radial, whole.radial, rtol=0, atol=0)
+    torch.testing.assert_close(blocks.direction, whole.direction, rtol=0, atol=0)
     torch.testing.assert_close(blocks.angular, whole.angular, rtol=1e-12, atol=1e-14)
     assert torch.equal(blocks.angular_row, whole.angular_row)
 
@@ -329,7 +330,7 @@ def test_selected_jacobian_knows_its_angular_pairs(full_sf):
                               batch.edge_index, batch.edge_shift)
     pairs = torch.randperm(jac.n_pairs, generator=torch.Generator().manual_seed(0))[:200]
     picked = jac.select(pairs).to(dtype=torch.float32)
-    fresh = PairJacobian(picked.radial, picked.angular, picked.angular_row)  # recomputes them
+    fresh = PairJacobian(picked.radial, picked.angular, picked.angular_row, picked.direction)  # recomputes them
     assert 0 < picked.angular_pairs().shape[0] < 200
     assert torch.equal(picked.angular_pairs(), fresh.angular_pairs())
     assert torch.equal(picked.angular_pairs(), torch.nonzero(jac.angular_row[pairs] >= 0).squeeze(1))

@@ -331,9 +331,8 @@ class SymmetryFunctions(nn.Module):
             dist = torch.linalg.vector_norm(vec, dim=1)
             unit = vec / dist.clamp(min=torch.finfo(vec.dtype).tiny).unsqueeze(1)
             # Each radial term depends on its pair's distance alone: one forward-mode pass
-            # gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p.
-            _, dphi = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
-            radial = unit.unsqueeze(2) * dphi.unsqueeze(1)  # (P, 3, K_r); K_r may be 0
+            # gives dφ/dr for every pair, and ∂φ/∂r_p = dφ/dr · r̂_p (kept as the factors).
+            _, radial = jvp(lambda r: self._gaussian_cutoff(r, "radial"), (dist,), (torch.ones_like(dist),))
             keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1) if self.n_angular else \
                 torch.zeros(0, dtype=torch.long, device=vec.device)
             angular = vec.new_zeros(3, keep.shape[0] * n_el, self.n_angular)  # axis first, see the end
@@ -367,7 +366,7 @@ class SymmetryFunctions(nn.Module):
             angular_row[keep] = torch.arange(keep.shape[0], device=vec.device)
         # Explicit sizes: with no angular terms or no kept pairs, -1 would be ambiguous.
         angular = angular.view(3, keep.shape[0], n_el, self.n_angular).permute(1, 0, 2, 3).contiguous()
-        return raw, PairJacobian(radial.contiguous(), angular, angular_row)
+        return raw, PairJacobian(radial.contiguous(), angular, angular_row, unit.contiguous())
 
     def dense_jacobian(self, jacobian: PairJacobian, species: torch.Tensor, edge_index: torch.Tensor,
                        ) -> torch.Tensor:
@@ -377,7 +376,8 @@ class SymmetryFunctions(nn.Module):
         neighbour_species = species.index_select(0, edge_index[1])
         dense = jacobian.radial.new_zeros(n_pairs, self.n_raw + 1, 3)
         cols = (neighbour_species * self.n_radial).unsqueeze(1) + torch.arange(self.n_radial, device=dense.device)
-        dense.scatter_(1, cols.unsqueeze(2).expand(-1, -1, 3), jacobian.radial.transpose(1, 2))
+        radial = jacobian.radial.unsqueeze(2) * jacobian.direction.unsqueeze(1)  # (P, K_r, 3)
+        dense.scatter_(1, cols.unsqueeze(2).expand(-1, -1, 3), radial)
         pairs = jacobian.angular_pairs()
         if pairs.shape[0]:
             types = self.pair_type.index_select(0, neighbour_species.index_select(0, pairs))  # (Q, E)
@@ -418,7 +418,7 @@ class SymmetryFunctions(nn.Module):
         # Radial: pair p reaches the K_r columns of its neighbour's element block.
         de_radial = de_dg[:, :n_rad].reshape(n_atoms * n_el, self.n_radial).index_select(
             0, centre * n_el + neighbour_species)  # (P, K_r)
-        grad = (de_radial.unsqueeze(1) * jac.radial).sum(2)
+        grad = (de_radial * jac.radial).sum(1, keepdim=True) * jac.direction
         if jac.angular.shape[0]:
             # Angular: a pair inside the angular cutoff reaches pair types (e(j), e), e = 0..E−1.
             pairs = jacobian.angular_pairs()

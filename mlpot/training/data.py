@@ -150,7 +150,7 @@ class BatchStore:
         self.descriptor_file: DescriptorFile | None = None  # see open_or_build_descriptor_file
 
     def descriptor_cache_gib(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 1024) -> float:
-        """GiB that :meth:`cache_descriptors` would hold: N × F descriptors, 3 K_r values per
+        """GiB that :meth:`cache_descriptors` would hold: N × F descriptors, K_r + 3 values per
         pair and 3 E A per pair inside the angular cutoff (see :class:`PairJacobian`).
 
         The pairs inside the angular cutoff are counted ``chunk`` structures at a time, so
@@ -167,7 +167,7 @@ class BatchStore:
                 vectors = edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index[:, p0:p1],
                                        d.edge_shift[p0:p1])
                 n_angular_pairs += int((torch.linalg.vector_norm(vectors, dim=1) < descriptor.angular_cutoff).sum())
-        values = (d.positions.shape[0] * descriptor.max_features + 3 * n_pairs * descriptor.n_radial
+        values = (d.positions.shape[0] * descriptor.max_features + n_pairs * (descriptor.n_radial + 3)
                   + 3 * n_angular_pairs * descriptor.n_elements * descriptor.n_angular)
         return (values * dtype.itemsize + 8 * n_pairs) / 2**30
 
@@ -190,7 +190,7 @@ class BatchStore:
         import json
 
         # "layout" names the cache's content: files of another layout never match.
-        return hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks", "spec": descriptor.spec.to_dict(),
+        return hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks-2", "spec": descriptor.spec.to_dict(),
                                           "dtype": str(dtype), "data": self.fingerprint()},
                                          sort_keys=True).encode()).hexdigest()
 
@@ -259,10 +259,11 @@ class BatchStore:
         parts = [(raw, jac) for raw, jac, _, _ in self._jacobian_chunks(descriptor, dtype, chunk, device, progress,
                                                                          share=(rank, world))]
         if distributed is not None:
-            own = {rank + world * j: (raw, jac.radial, jac.angular, jac.angular_row)
+            own = {rank + world * j: (raw, jac.radial, jac.angular, jac.angular_row, jac.direction)
                    for j, (raw, jac) in enumerate(parts)}
             gathered = distributed.all_gather_chunks(own, -(-len(self) // chunk))
-            parts = [(raw, PairJacobian(radial, angular, row)) for raw, radial, angular, row in gathered]
+            parts = [(raw, PairJacobian(radial, angular, row, direction))
+                     for raw, radial, angular, row, direction in gathered]
         # Consecutive chunks of structures are consecutive atom and pair ranges.
         self.descriptors = torch.cat([raw for raw, _ in parts])
         self.jacobian = PairJacobian.cat([jac for _, jac in parts])

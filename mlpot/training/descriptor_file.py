@@ -6,7 +6,7 @@ so datasets whose cache exceeds the RAM still train through the networks only. T
 written chunk by chunk (never whole in memory) and each training batch reads only its own
 structures' rows.
 
-Layout (format ``"mlpot-descriptor-cache"``, version 1). ``B`` structures, ``N`` atoms, ``P``
+Layout (format ``"mlpot-descriptor-cache"``, version 2). ``B`` structures, ``N`` atoms, ``P``
 pairs, ``Q`` pairs inside the angular cutoff, in the store's order (structures, then atoms, then
 pairs grouped by structure); structure ``s`` owns the rows ``offsets[s]:offsets[s + 1]`` of
 each per-atom, per-pair and per-angular-row dataset::
@@ -15,7 +15,8 @@ each per-atom, per-pair and per-angular-row dataset::
     pair_offsets     (B + 1,)        int64
     angular_offsets  (B + 1,)        int64
     descriptors      (N, F)          raw symmetry functions G (unscaled)
-    radial           (P, 3, K_r)     ∂G/∂r_p, radial blocks, Å⁻¹ (see PairJacobian)
+    radial           (P, K_r)        dφ/dr of the radial terms, Å⁻¹ (see PairJacobian)
+    direction        (P, 3)          unit pair vectors r̂_p
     angular          (Q, 3, E, A)    ∂G/∂r_p, angular blocks, Å⁻¹
     angular_inside   (P,)            bool, pair p has an angular row
 
@@ -42,14 +43,14 @@ from ..descriptors import PairJacobian
 __all__ = ["DescriptorFile", "DescriptorFileError"]
 
 FORMAT_NAME = "mlpot-descriptor-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: radial blocks stored as dφ/dr and r̂_p
 #: Target bytes of one HDF5 chunk. A chunk is the unit HDF5 reads (and decompresses), so a
 #: batch of scattered structures reads at most one partial chunk at either end of each
 #: structure; 256 KiB is below one water frame's rows in every dataset (~0.2–3 MB) and large
 #: enough that the chunk index stays small for files of 100+ GB.
 CHUNK_BYTES = 256 * 2**10
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
-_PER_PAIR = ("radial", "angular_inside")
+_PER_PAIR = ("radial", "direction", "angular_inside")
 
 
 class DescriptorFileError(RuntimeError):
@@ -102,7 +103,7 @@ class DescriptorFile(LazyH5File):
 
     def _validate(self, f: h5py.File) -> dict[str, h5py.Dataset]:
         self._offsets = _check(f, self.path, self.key)
-        return {name: f[name] for name in ("descriptors", "radial", "angular", "angular_inside")}
+        return {name: f[name] for name in ("descriptors", "radial", "direction", "angular", "angular_inside")}
 
     def __len__(self) -> int:
         return len(self.atom_offsets) - 1
@@ -166,7 +167,8 @@ class DescriptorFile(LazyH5File):
         raw = gather("descriptors", self.atom_offsets)
         inside = gather("angular_inside", self.pair_offsets)
         row = torch.where(inside, torch.cumsum(inside, 0) - 1, torch.full(inside.shape, -1, dtype=torch.long))
-        jac = PairJacobian(gather("radial", self.pair_offsets), gather("angular", self.angular_offsets), row)
+        jac = PairJacobian(gather("radial", self.pair_offsets), gather("angular", self.angular_offsets), row,
+                           gather("direction", self.pair_offsets))
         return raw, jac
 
     # ----------------------------------------------------------------- writing
@@ -212,6 +214,7 @@ class DescriptorFile(LazyH5File):
                         offsets[name].extend((offsets[name][-1] + torch.cumsum(counts.long(), 0)).tolist())
                     _append(f, "descriptors", raw.detach().cpu().to(dtype).numpy(), np_dtype, compression)
                     _append(f, "radial", jac.radial.detach().cpu().to(dtype).numpy(), np_dtype, compression)
+                    _append(f, "direction", jac.direction.detach().cpu().to(dtype).numpy(), np_dtype, compression)
                     _append(f, "angular", jac.angular.detach().cpu().to(dtype).numpy(), np_dtype, compression)
                     _append(f, "angular_inside", inside.cpu().numpy(), np.bool_, compression)
                 for name, values in offsets.items():
@@ -251,12 +254,12 @@ def _check(f: h5py.File, path: Path, key: str | None) -> tuple[np.ndarray, np.nd
         raise DescriptorFileError(f"{path}: made for other data or another descriptor (key mismatch)")
     try:
         offsets = tuple(f[f"{n}_offsets"][()] for n in ("atom", "pair", "angular"))
-        rows = {n: f[n].shape[0] for n in ("descriptors", "radial", "angular", "angular_inside")}
+        rows = {n: f[n].shape[0] for n in ("descriptors", "radial", "direction", "angular", "angular_inside")}
     except (KeyError, OSError, ValueError) as exc:
         raise DescriptorFileError(f"{path}: corrupt descriptor cache ({exc})") from exc
     atom, pair, angular = offsets
     if not (len(atom) == len(pair) == len(angular) >= 2 and all(np.all(np.diff(o) >= 0) for o in offsets)
-            and rows["descriptors"] == atom[-1] and rows["radial"] == rows["angular_inside"] == pair[-1]
+            and rows["descriptors"] == atom[-1] and rows["radial"] == rows["direction"] == rows["angular_inside"] == pair[-1]
             and rows["angular"] == angular[-1]):
         raise DescriptorFileError(f"{path}: corrupt descriptor cache (offsets and row counts disagree)")
     return atom, pair, angular
