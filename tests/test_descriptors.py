@@ -306,6 +306,7 @@ def test_structures_without_triplets(full_sf, positions):
 
 def test_jacobian_in_triplet_blocks_equals_one_block(full_sf):
     """Differentiating the triplets a block at a time (bounded memory) changes nothing."""
+    full_sf.kernel = "torch"  # the forward-mode path (the compiled one has no triplet_block)
     batch = collate([water_box(0), water_box(2)], cutoff=full_sf.cutoff)
     species = full_sf.species(batch.numbers)
     args = (batch.positions, species, batch.cell, batch.system_idx, batch.edge_index, batch.edge_shift)

@@ -62,13 +62,20 @@ class SymmetryFunctions(nn.Module):
             the pairs of neighbours; ``"harmonics"`` uses the addition theorem (exact for
             integer ζ, O(pairs), see :meth:`_g5_harmonics`); ``"auto"`` takes harmonics
             where they apply. Narrow G4 terms always use triplets.
+        kernel: how the triplet sums run: ``"numba"``, compiled loops over each centre's
+            pairs of neighbours (:mod:`~mlpot.descriptors.angular_kernel`; CPU tensors with
+            a built-in cutoff function); ``"torch"``, batched torch operations (any device,
+            ``torch.jit.trace``); ``"auto"`` (default), numba where it applies, else torch.
+            Both give the same values and derivatives to rounding; the attribute
+            :attr:`kernel` may be changed at any time.
     """
 
-    def __init__(self, spec: SymmetryFunctionSpec, angular_method: str = "triplets"):
+    def __init__(self, spec: SymmetryFunctionSpec, angular_method: str = "triplets", kernel: str = "auto"):
         super().__init__()
         if angular_method not in ("triplets", "harmonics", "auto"):
             raise ValueError(f"angular_method must be triplets, harmonics or auto, got {angular_method!r}")
         self.spec = spec
+        self.kernel = kernel
         self.scaler: FeatureScaler | None = None
         self.elements = tuple(spec.elements)
         n_el = len(self.elements)
@@ -101,6 +108,8 @@ class SymmetryFunctions(nn.Module):
         self.g4_unshifted = all(k[2] == 0.0 for k in g4)
         part_keys = g5 + g4
         angle_keys, _ = _unique_index([k[4:] for k in angular_keys])
+        self._part_keys, self._angle_keys = part_keys, angle_keys
+        self._angular_plans: dict = {}
         self.register_buffer("angle_zeta", torch.tensor([z for z, _ in angle_keys], dtype=torch.float64), persistent=False)
         self.register_buffer("angle_lambda_col", torch.tensor([0 if lam > 0 else 1 for _, lam in angle_keys], dtype=torch.long), persistent=False)
         zetas = sorted({z for z, _ in angle_keys})
@@ -184,6 +193,25 @@ class SymmetryFunctions(nn.Module):
         self.full_layout = self.max_features == self.n_raw and bool((colmap == identity).all())
 
     # ------------------------------------------------------------------ public API
+    @property
+    def kernel(self) -> str:
+        """``"auto"``, ``"numba"`` or ``"torch"``: how triplet sums run (see the class)."""
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, value: str) -> None:
+        if value not in ("auto", "numba", "torch"):
+            raise ValueError(f"kernel must be auto, numba or torch, got {value!r}")
+        if value == "numba":
+            from .angular_kernel import NUMBA_CUTOFF_CODES, numba_available
+
+            if not numba_available():
+                raise ValueError("kernel='numba' needs numba, which is not installed (pip install numba)")
+            if self.spec.cutoff_function not in NUMBA_CUTOFF_CODES:
+                raise ValueError(f"kernel='numba' has no compiled form of the cutoff function "
+                                 f"{self.spec.cutoff_function!r} (it has {sorted(NUMBA_CUTOFF_CODES)})")
+        self._kernel = value
+
     @property
     def n_features_per_element(self) -> list[int]:
         return [self.n_features[el] for el in self.elements]
@@ -336,7 +364,19 @@ class SymmetryFunctions(nn.Module):
             keep = torch.nonzero(dist < self.angular_cutoff).squeeze(1) if self.n_angular else \
                 torch.zeros(0, dtype=torch.long, device=vec.device)
             angular = vec.new_zeros(3, keep.shape[0] * n_el, self.n_angular)  # axis first, see the end
-            if keep.shape[0]:
+            kinds = tuple(k for k in ("g5", "g4") if getattr(self, f"{k}_eta").shape[0])
+            compiled = keep.shape[0] and self._use_kernel(vec)
+            if compiled:
+                # The compiled kernel gives the derivatives with the values (no forward-mode
+                # passes over the triplets), in the same (pair, axis, element, column) layout.
+                from .angular_kernel import angular_jacobian
+
+                kept_neighbour = neighbour.index_select(0, keep)
+                _, block = angular_jacobian(vec.index_select(0, keep), centre.index_select(0, keep), species,
+                                            species.index_select(0, kept_neighbour), n_atoms,
+                                            self._angular_plan(kinds))
+                angular = block.permute(1, 0, 2, 3).reshape(3, keep.shape[0] * n_el, self.n_angular)
+            elif keep.shape[0]:
                 all_first, all_second = triplets_from_pairs(centre.index_select(0, keep), n_atoms)
                 kept_vec = vec.index_select(0, keep)
                 kept_species = species.index_select(0, neighbour.index_select(0, keep))
@@ -547,55 +587,126 @@ class SymmetryFunctions(nn.Module):
             else:  # G5 terms only (no G4): pick each term's (part, angle) column
                 blocks.append(g5[:, self.term_part, self.term_angle])
         if kinds:
-            first, second = triplets_from_pairs(centre, n_atoms)
-            neighbour_species = species.index_select(0, neighbour)
-            pair_type = self.pair_type.view(-1).index_select(
-                0, neighbour_species.index_select(0, first) * self.n_elements
-                + neighbour_species.index_select(0, second))
-            major = centre.index_select(0, first)
-            # Σ over each centre's triplets of the radial ⊗ angle outer product, one row per
-            # (centre, neighbour-element pair): the triplets of a row are laid out in padded
-            # pieces and summed by one bmm. The layout is built on the pair indices, so the
-            # per-pair quantities are gathered straight into it; padding slots pair two dummy
-            # pairs (rows P and P + 1 below) whose cutoff factors are zero.
-            layout = piece_layout(major, pair_type, n_atoms, self.n_pair_types)
-            n_pairs = dist.shape[0]
-            if layout is not None:
-                first, second = layout.spread(first, n_pairs), layout.spread(second, n_pairs + 1)
+            if self._use_kernel(vec):
+                from .angular_kernel import angular_sums
 
-            def with_dummies(per_pair: torch.Tensor, dummies: list[list[float]]) -> torch.Tensor:
-                return torch.cat([per_pair, per_pair.new_tensor(dummies)])
+                neighbour_species = species.index_select(0, neighbour)
 
-            # Everything per pair (unit vectors, the legs' Gaussians·cutoffs) is computed
-            # once and gathered for the triplets; index_select rather than fancy indexing,
-            # as its backward is a fast index_add. The dummies' unit vectors are orthogonal
-            # (cos θ = 0, r_jk > 0: finite values and gradients in the padding).
-            unit = with_dummies(vec / dist.unsqueeze(1), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-            cos = (unit.index_select(0, first) * unit.index_select(0, second)).sum(1)
-            table = self._angle_table(self._angle_base(cos))  # (T, C)
-            parts = []
-            if "g5" in kinds:
-                per_pair = self._gaussian_cutoff(dist, "g5")
-                per_pair = with_dummies(per_pair, [[0.0] * per_pair.shape[1]] * 2)
-                parts.append(per_pair.index_select(0, first) * per_pair.index_select(0, second))
-            if "g4" in kinds:
-                fc_pair = self._fc(dist.unsqueeze(1), self.g4_rc.to(dist.dtype))  # (P, C): C distinct cutoffs
-                parts.append(self._g4_radial(with_dummies(dist, [1.0, 1.0]),
-                                             with_dummies(fc_pair, [[0.0] * fc_pair.shape[1]] * 2),
-                                             first, second, cos))
-            radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (T, S)
-            if layout is not None:
-                sums = layout.outer_sum(radial, table)  # (N · n_pt, S, C)
+                def torch_sums(v: torch.Tensor) -> torch.Tensor:
+                    return self._triplet_sums(v, torch.linalg.vector_norm(v, dim=1), centre, neighbour,
+                                              species, n_atoms, kinds)
+
+                blocks.append(angular_sums(vec, centre, species, neighbour_species, n_atoms,
+                                           self._angular_plan(kinds), torch_sums))
             else:
-                sums = scatter_outer_sum(radial, table, major * self.n_pair_types + pair_type,
-                                         n_atoms * self.n_pair_types)
-            angle = sums[:, :, self.angle_table_col] * self._angle_prefactor(sums.dtype)
-            if self.angular_outer:
-                blocks.append(angle.reshape(angle.shape[0], -1))
-            else:
-                blocks.append(angle[:, self.term_part, self.term_angle])
+                blocks.append(self._triplet_sums(vec, dist, centre, neighbour, species, n_atoms, kinds))
         out = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         return out.view(n_atoms, self.n_pair_types * self.n_angular)
+
+    def uses_compiled_kernel(self, device: torch.device | str) -> bool:
+        """Whether triplet sums on ``device`` run in the compiled kernel (see ``kernel``):
+        its memory is O(pairs), so callers need not split large structures into groups."""
+        if self._kernel == "torch" or torch.device(device).type != "cpu" or not self.n_angular:
+            return False
+        from .angular_kernel import NUMBA_CUTOFF_CODES, numba_available
+
+        return numba_available() and self.spec.cutoff_function in NUMBA_CUTOFF_CODES
+
+    def _use_kernel(self, vec: torch.Tensor) -> bool:
+        """Whether this call's triplet sums run in the compiled kernel."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return False
+        return self.uses_compiled_kernel(vec.device)
+
+    def _angular_plan(self, kinds: tuple[str, ...]):
+        """The compiled kernel's tables for the triplet kinds ``kinds`` (built once)."""
+        plan = self._angular_plans.get(kinds)
+        if plan is not None:
+            return plan
+        from .angular_kernel import AngularPlan
+
+        n_angles = len(self._angle_keys)
+        parts = [i for i, k in enumerate(self._part_keys) if k[0].lower() in kinds]
+        kernel_shape = {part: s for s, part in enumerate(parts)}
+        if self.angular_outer:
+            columns = [(s, a) for s in range(len(parts)) for a in range(n_angles)]
+        else:  # no harmonics here: every part is a triplet part
+            columns = [(kernel_shape[p], a) for p, a in zip(self.term_part.tolist(), self.term_angle.tolist())]
+        # With G5 by harmonics (and not among the kinds), that block comes first in each
+        # pair type's columns.
+        offset = self.n_g5 * n_angles if self.g5_harmonics and "g5" not in kinds else 0
+        n_el, n_pt = self.n_elements, self.n_pair_types
+        if self.full_layout:
+            used = [[set(range(len(columns))) for _ in range(n_pt)] for _ in range(n_el)]
+        else:  # only the columns some feature of the centre's element reads
+            used = [[set() for _ in range(n_pt)] for _ in range(n_el)]
+            first_angular = n_el * self.n_radial
+            for e in range(n_el):
+                for raw in self.colmap[e, : self.n_features[self.elements[e]]].tolist():
+                    if raw >= first_angular:
+                        p, c = divmod(raw - first_angular, self.n_angular)
+                        if 0 <= c - offset < len(columns):
+                            used[e][p].add(c - offset)
+        plan = AngularPlan.build(
+            n_elements=n_el, pair_type=self.pair_type.cpu().numpy(),
+            shapes=[self._part_keys[p] for p in parts], angles=self._angle_keys, columns=columns, used=used,
+            cutoff=self.spec.cutoff_function, alpha=self.spec.cutoff_alpha)
+        self._angular_plans[kinds] = plan
+        return plan
+
+    def _triplet_sums(self, vec, dist, centre, neighbour, species, n_atoms, kinds) -> torch.Tensor:
+        """The triplet-summed angular block in torch: (N · n_pair_types, columns of ``kinds``).
+
+        ``vec`` (Q, 3), ``dist`` (Q,), ``centre`` and ``neighbour`` (Q,) are the pairs inside
+        the angular cutoff, sorted by centre; ``kinds`` the terms summed over triplets
+        ("g5" unless by harmonics, "g4").
+        """
+        first, second = triplets_from_pairs(centre, n_atoms)
+        neighbour_species = species.index_select(0, neighbour)
+        pair_type = self.pair_type.view(-1).index_select(
+            0, neighbour_species.index_select(0, first) * self.n_elements
+            + neighbour_species.index_select(0, second))
+        major = centre.index_select(0, first)
+        # Σ over each centre's triplets of the radial ⊗ angle outer product, one row per
+        # (centre, neighbour-element pair): the triplets of a row are laid out in padded
+        # pieces and summed by one bmm. The layout is built on the pair indices, so the
+        # per-pair quantities are gathered straight into it; padding slots pair two dummy
+        # pairs (rows P and P + 1 below) whose cutoff factors are zero.
+        layout = piece_layout(major, pair_type, n_atoms, self.n_pair_types)
+        n_pairs = dist.shape[0]
+        if layout is not None:
+            first, second = layout.spread(first, n_pairs), layout.spread(second, n_pairs + 1)
+
+        def with_dummies(per_pair: torch.Tensor, dummies: list[list[float]]) -> torch.Tensor:
+            return torch.cat([per_pair, per_pair.new_tensor(dummies)])
+
+        # Everything per pair (unit vectors, the legs' Gaussians·cutoffs) is computed
+        # once and gathered for the triplets; index_select rather than fancy indexing,
+        # as its backward is a fast index_add. The dummies' unit vectors are orthogonal
+        # (cos θ = 0, r_jk > 0: finite values and gradients in the padding).
+        unit = with_dummies(vec / dist.unsqueeze(1), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        cos = (unit.index_select(0, first) * unit.index_select(0, second)).sum(1)
+        table = self._angle_table(self._angle_base(cos))  # (T, C)
+        parts = []
+        if "g5" in kinds:
+            per_pair = self._gaussian_cutoff(dist, "g5")
+            per_pair = with_dummies(per_pair, [[0.0] * per_pair.shape[1]] * 2)
+            parts.append(per_pair.index_select(0, first) * per_pair.index_select(0, second))
+        if "g4" in kinds:
+            fc_pair = self._fc(dist.unsqueeze(1), self.g4_rc.to(dist.dtype))  # (P, C): C distinct cutoffs
+            parts.append(self._g4_radial(with_dummies(dist, [1.0, 1.0]),
+                                         with_dummies(fc_pair, [[0.0] * fc_pair.shape[1]] * 2),
+                                         first, second, cos))
+        radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (T, S)
+        if layout is not None:
+            sums = layout.outer_sum(radial, table)  # (N · n_pt, S, C)
+        else:
+            sums = scatter_outer_sum(radial, table, major * self.n_pair_types + pair_type,
+                                     n_atoms * self.n_pair_types)
+        angle = sums[:, :, self.angle_table_col] * self._angle_prefactor(sums.dtype)
+        if self.angular_outer:
+            return angle.reshape(angle.shape[0], -1)
+        return angle[:, self.term_part, self.term_angle]
 
     def _g4_radial(self, dist: torch.Tensor, fc_pair: torch.Tensor, first: torch.Tensor,
                    second: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:

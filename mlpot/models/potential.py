@@ -130,7 +130,9 @@ class Potential(nn.Module):
                 the structure. Pays for long angular cutoffs (n2p2's water potential, 1080
                 atoms, ~6M triplets, float32: 4410 -> 1730 µs/atom and a quarter of the
                 memory at 2**19, the default; 1860 at 2**20, 2530 at 2**21); ``None``: one
-                group. Training (``create_graph``) always evaluates one group.
+                group. Training (``create_graph``) always evaluates one group, and so does
+                the compiled triplet kernel (CPU, see ``SymmetryFunctions.kernel``), whose
+                memory does not grow with the triplets.
 
         Returns:
             ``energy`` (B,) eV, ``atomic_energies`` (N,) eV, and if asked ``forces``
@@ -154,7 +156,10 @@ class Potential(nn.Module):
             cell = cell + cell @ strain
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             vec = edge_vectors(positions, cell, batch.system_idx, batch.edge_index, batch.edge_shift)
-        if chunk_size is not None and need_grad and not create_graph:
+        # The compiled triplet kernel needs O(pairs) memory whatever the structure's size:
+        # one group is then fastest (n2p2's water potential, 1080 atoms: 393 -> 325 µs/atom).
+        if (chunk_size is not None and need_grad and not create_graph
+                and not self.descriptor.uses_compiled_kernel(vec.device)):
             starts = self._chunk_starts(batch, chunk_size, vec.detach())
             if len(starts) > 2:
                 return self._forward_chunked(batch, vec, leaf, strain, forces, descriptors, starts)
