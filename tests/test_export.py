@@ -168,6 +168,9 @@ def test_unwrapped_positions_and_no_grad(model, exported):
 
 def test_float32_export(tmp_path):
     model = make_model(torch.float32)
+    # The export traces the torch kernel; the compiled one sums in float64 and is closer to
+    # the float64 model (6e-5 against 2.3e-3 eV/Å on the crystal), so compare like with like.
+    model.descriptor.kernel = "torch"
     path = export_model(model, tmp_path / "f32.pt")
     module = torch.jit.load(str(path))
     for atoms in (ethanol(9), ethanol_crystal(4)):

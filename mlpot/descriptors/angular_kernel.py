@@ -4,30 +4,36 @@ The torch path (:meth:`SymmetryFunctions._triplet_sums`) builds per-triplet tens
 every radial shape and angle power and sums them with batched matrix products. With long
 angular cutoffs that is memory traffic, not arithmetic: n2p2's water potential (6.35 Å,
 ~5500 triplets per atom) moves tens of bytes per triplet and shape through memory several
-times. Here one loop per centre walks its pairs of neighbours and keeps everything in
-registers, and it computes only what the centre needs:
+times. Here one loop per centre walks its pairs of neighbours, and it computes only what
+the centre needs:
 
 - only the columns the centre's element uses in the triplet's neighbour-element pair type
   (an n2p2 potential defines a few per element pair, not the full grid), with only their
   radial shapes and angle powers;
 - G4 triplets whose third side r_jk lies beyond every G4 cutoff of the pair type are
   skipped before any exponential (their terms and derivatives are exact zeros);
-- the legs' Gaussians·cutoffs are computed once per pair, not per triplet.
+- cutoff factors of the legs once per pair; per triplet one exponential per radial shape,
+  of −η times the summed squares of the sides (less their shift r_s), times one product
+  of cutoff factors per distinct cutoff.
 
-Forward and backward are separate kernels; the backward recomputes the per-triplet
-quantities instead of storing them, so memory stays O(pairs). Both loop over centres, and
-each centre owns its pairs (the pair list is sorted by centre), so ranges of centres run
-in threads (``torch.get_num_threads()`` of them, the kernels release the GIL) without
-races and without numba's own threading layer, which is neither fork- nor thread-safe in
-every configuration.
+One kernel serves three modes: the sums (VALUES), the sums with their per-pair Jacobian
+(JACOBIAN, the layout of :class:`~mlpot.descriptors.PairJacobian`, for the descriptor
+cache of force training), and ∂E/∂r_pair from ∂E/∂sums (GRADIENT, the backward pass). The
+backward recomputes the per-triplet quantities instead of storing them, so memory stays
+O(pairs) whatever the number of triplets. Within a centre, triplets are evaluated in
+blocks of 256 by loops that LLVM vectorises, with an inlined exp (libm's is a call that
+stops vectorisation). Each centre owns its pairs (the pair list is sorted by centre), so
+ranges of centres run in threads (``torch.get_num_threads()`` of them, the kernels release
+the GIL) without races and without numba's own threading layer, which is neither fork-
+nor thread-safe in every configuration.
 
 Autograd: :func:`angular_sums` is a ``torch.autograd.Function`` of the pair vectors. Its
 backward is the analytic kernel, unless a graph of the gradient itself is asked for
 (``create_graph``, as in training on forces without the descriptor cache): then it
 differentiates the torch implementation, so second derivatives stay exact.
 
-All arithmetic is float64 (the result is cast back to the input dtype): a scalar loop is
-no faster in float32, and sums over thousands of triplets keep their precision.
+All arithmetic is float64 (the result is cast back to the input dtype): sums over
+thousands of triplets keep their precision, and the inlined exp is written for float64.
 """
 
 from __future__ import annotations
@@ -523,28 +529,6 @@ if numba is not None:
                 grad_vec[p_lo + q, 0] = grad_dist[q] * u0 + (gu[0] - along * u0) * inv
                 grad_vec[p_lo + q, 1] = grad_dist[q] * u1 + (gu[1] - along * u1) * inv
                 grad_vec[p_lo + q, 2] = grad_dist[q] * u2 + (gu[2] - along * u2) * inv
-
-    @njit(cache=True, nogil=True, error_model="numpy")
-    def _contract(jac, grad_out, grad_vec, atom_lo, atom_hi, offsets, neighbour_species, pair_type):
-        """grad_vec[q] = Σ_{e, c} grad_out[i(q), pair type (e(q), e), c] · jac[q, :, e, c]
-        for the pairs of centres atom_lo..atom_hi−1."""
-        n_el, n_cols = jac.shape[2], jac.shape[3]
-        for i in range(atom_lo, atom_hi):
-            row = grad_out[i]
-            for q in range(offsets[i], offsets[i + 1]):
-                eq = neighbour_species[q]
-                x0 = 0.0
-                x1 = 0.0
-                x2 = 0.0
-                for el in range(n_el):
-                    go = row[pair_type[eq, el]]
-                    for col in range(n_cols):
-                        x0 += go[col] * jac[q, 0, el, col]
-                        x1 += go[col] * jac[q, 1, el, col]
-                        x2 += go[col] * jac[q, 2, el, col]
-                grad_vec[q, 0] = x0
-                grad_vec[q, 1] = x1
-                grad_vec[q, 2] = x2
 
 
 @dataclass(frozen=True)
