@@ -230,6 +230,21 @@ if numba is not None:
                 fc[t] = 0.0
                 dfc[t] = 0.0
 
+    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    def _g4_slopes(ex, f, f_d1, f_d2, f_cos, neg_eta, e1, e2, e3, jk_d1, jk_d2, jk_cos):
+        """∂R/∂r_ij, ∂R/∂r_ik, ∂R/∂cos θ of a G4 radial part R = exp(−η q) F, with
+        q = e1² + e2² + e3² (e = side − r_s) and F's slopes f_d1, f_d2, f_cos:
+        ∂q/∂x = 2 e_x + 2 e3 ∂r_jk/∂x."""
+        w3 = 2.0 * neg_eta * e3
+        return (ex * (f_d1 + f * (2.0 * neg_eta * e1 + w3 * jk_d1)),
+                ex * (f_d2 + f * (2.0 * neg_eta * e2 + w3 * jk_d2)),
+                ex * (f_cos + f * w3 * jk_cos))
+
+    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    def _g5_slopes(ex, f, f_d1, f_d2, neg_eta, e1, e2):
+        """∂R/∂r_ij, ∂R/∂r_ik of a G5 radial part R = exp(−η (e1² + e2²)) F."""
+        return ex * (f_d1 + f * 2.0 * neg_eta * e1), ex * (f_d2 + f * 2.0 * neg_eta * e2)
+
     #: Triplets evaluated together: long enough for vector loops, short enough that the
     #: per-triplet rows stay in the L1/L2 cache.
     _BLOCK = 256
@@ -307,29 +322,23 @@ if numba is not None:
                     e1, e2, e3 = d1[t] - shift, d2[t] - shift, r_jk[t] - shift
                     ex_s[t] = _exp(neg_eta * (e1 * e1 + e2 * e2 + e3 * e3))
                     rad[t] = ex_s[t] * ff[t]
-                if derivatives:
+                if mode == JACOBIAN:  # (GRADIENT contracts the same slopes below, unstored)
                     fd1, fd2, fcos = f4_d1[c], f4_d2[c], f_cos[c]
                     for t in range(m):
-                        e1, e2, e3 = d1[t] - shift, d2[t] - shift, r_jk[t] - shift
-                        ex = ex_s[t]
-                        # ∂q/∂x = 2(r_x − r_s) + 2(r_jk − r_s) ∂r_jk/∂x
-                        w3 = 2.0 * neg_eta * e3
-                        radial_d1[kk, t] = ex * (fd1[t] + ff[t] * (2.0 * neg_eta * e1 + w3 * jk_d1[t]))
-                        radial_d2[kk, t] = ex * (fd2[t] + ff[t] * (2.0 * neg_eta * e2 + w3 * jk_d2[t]))
-                        radial_cos[kk, t] = ex * (fcos[t] + ff[t] * w3 * jk_cos[t])
+                        radial_d1[kk, t], radial_d2[kk, t], radial_cos[kk, t] = _g4_slopes(
+                            ex_s[t], ff[t], fd1[t], fd2[t], fcos[t], neg_eta, d1[t] - shift, d2[t] - shift,
+                            r_jk[t] - shift, jk_d1[t], jk_d2[t], jk_cos[t])
             else:
                 ff = f_legs[c]
                 for t in range(m):
                     e1, e2 = d1[t] - shift, d2[t] - shift
                     ex_s[t] = _exp(neg_eta * (e1 * e1 + e2 * e2))
                     rad[t] = ex_s[t] * ff[t]
-                if derivatives:
+                if mode == JACOBIAN:
                     fd1, fd2 = f_d1[c], f_d2[c]
                     for t in range(m):
-                        e1, e2 = d1[t] - shift, d2[t] - shift
-                        ex = ex_s[t]
-                        radial_d1[kk, t] = ex * (fd1[t] + ff[t] * 2.0 * neg_eta * e1)
-                        radial_d2[kk, t] = ex * (fd2[t] + ff[t] * 2.0 * neg_eta * e2)
+                        radial_d1[kk, t], radial_d2[kk, t] = _g5_slopes(
+                            ex_s[t], ff[t], fd1[t], fd2[t], neg_eta, d1[t] - shift, d2[t] - shift)
                         radial_cos[kk, t] = 0.0
         for k in range(zeta.shape[0]):
             # 2^(1−ζ)(1 + λ cos)^ζ and its slope; the base is ≥ 0 but for rounding.
@@ -392,12 +401,26 @@ if numba is not None:
             for k in range(zeta.shape[0]):
                 for t in range(m):
                     grad_cos[t] += grad_angle[k, t] * dangle[k, t]
-            for k in range(s1 - s0):
-                for t in range(m):
-                    gr = grad_radial[k, t]
-                    grad_d1[t] += gr * radial_d1[k, t]
-                    grad_d2[t] += gr * radial_d2[k, t]
-                    grad_cos[t] += gr * radial_cos[k, t]
+            for k in range(s0, s1):
+                s, kk = shape_list[k], k - s0
+                neg_eta, shift, c = -eta[s], r_s[s], rc_col[s]
+                gr, ex_s = grad_radial[kk], expo[kk]
+                if is_g4[s]:
+                    ff, fd1, fd2, fcos = f_all[c], f4_d1[c], f4_d2[c], f_cos[c]
+                    for t in range(m):
+                        s_d1, s_d2, s_cos = _g4_slopes(
+                            ex_s[t], ff[t], fd1[t], fd2[t], fcos[t], neg_eta, d1[t] - shift, d2[t] - shift,
+                            r_jk[t] - shift, jk_d1[t], jk_d2[t], jk_cos[t])
+                        grad_d1[t] += gr[t] * s_d1
+                        grad_d2[t] += gr[t] * s_d2
+                        grad_cos[t] += gr[t] * s_cos
+                else:
+                    ff, fd1, fd2 = f_legs[c], f_d1[c], f_d2[c]
+                    for t in range(m):
+                        s_d1, s_d2 = _g5_slopes(ex_s[t], ff[t], fd1[t], fd2[t], neg_eta, d1[t] - shift,
+                                                d2[t] - shift)
+                        grad_d1[t] += gr[t] * s_d1
+                        grad_d2[t] += gr[t] * s_d2
             for t in range(m):
                 a, b = blk_a[t], blk_b[t]
                 grad_dist[a] += grad_d1[t]
