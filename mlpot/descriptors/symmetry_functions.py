@@ -13,6 +13,10 @@ Data path (N atoms, P pairs, T triplets; no Python loop over atoms, pairs or ele
 4. one gather maps these raw blocks onto each centre element's own feature list (skipped
    when every element uses the full block layout, the common case).
 
+On CPU tensors step 3 runs instead in the compiled loops of
+:mod:`~mlpot.descriptors.angular_kernel` (``kernel="auto"``/``"numba"``), with an analytic
+backward pass; the torch form above serves CUDA, tracing and double backward.
+
 Forces and stress follow from autograd through step 1. Two alternatives to step 3: wide
 angular (G5) terms with integer ζ can be summed without triplets through spherical harmonics
 (``angular_method="harmonics"``, :meth:`SymmetryFunctions._g5_harmonics`), and
