@@ -305,7 +305,7 @@ class SymmetryFunctions(nn.Module):
         return self.compute_from_vectors(vec, species, edge_index, positions.shape[0])
 
     def compute_from_vectors(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
-                             n_atoms: int) -> torch.Tensor:
+                             n_atoms: int, create_graph: bool = False) -> torch.Tensor:
         """Descriptors as a function of the pair vectors alone.
 
         Every symmetry function of atom i depends on the positions only through the
@@ -317,6 +317,10 @@ class SymmetryFunctions(nn.Module):
             species: (N,) long element indices.
             edge_index: (2, P) long, sorted by centre.
             n_atoms: N.
+            create_graph: the caller will differentiate the gradient again (training on
+                forces without the descriptor cache): the triplet sums then take the torch
+                path directly, whose backward is differentiable (the compiled kernel would
+                fall back to it in its backward, after a forward of its own).
 
         Returns:
             (N, F) symmetry-function values in ``vec.dtype``.
@@ -327,7 +331,7 @@ class SymmetryFunctions(nn.Module):
         if self.n_radial:
             blocks.append(self._radial(dist, centre, species[neighbour], n_atoms))
         if self.n_angular:
-            blocks.append(self._angular(vec, dist, centre, neighbour, species, n_atoms))
+            blocks.append(self._angular(vec, dist, centre, neighbour, species, n_atoms, create_graph))
         raw = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
         if self.full_layout:
             return raw
@@ -574,7 +578,7 @@ class SymmetryFunctions(nn.Module):
             return (radial.unsqueeze(2) * angle.unsqueeze(1)).reshape(radial.shape[0], radial.shape[1] * angle.shape[1])
         return radial[:, self.term_part] * angle[:, self.term_angle]
 
-    def _angular(self, vec, dist, centre, neighbour, species, n_atoms) -> torch.Tensor:
+    def _angular(self, vec, dist, centre, neighbour, species, n_atoms, create_graph=False) -> torch.Tensor:
         # Only pairs inside the angular cutoff can form triplets: a shorter angular cutoff
         # (as in ANI) or a Verlet skin on the pair list would otherwise add triplets that
         # contribute exact zeros, quadratically many.
@@ -591,7 +595,7 @@ class SymmetryFunctions(nn.Module):
             else:  # G5 terms only (no G4): pick each term's (part, angle) column
                 blocks.append(g5[:, self.term_part, self.term_angle])
         if kinds:
-            if self._use_kernel(vec):
+            if not create_graph and self._use_kernel(vec):
                 from .angular_kernel import angular_sums
 
                 neighbour_species = species.index_select(0, neighbour)

@@ -165,7 +165,8 @@ class Potential(nn.Module):
                 return self._forward_chunked(batch, vec, leaf, strain, forces, descriptors, starts)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             species = self.descriptor.species(batch.numbers)
-            raw = self.descriptor.compute_from_vectors(vec, species, batch.edge_index, batch.positions.shape[0])
+            raw = self.descriptor.compute_from_vectors(vec, species, batch.edge_index, batch.positions.shape[0],
+                                                       create_graph=need_grad and create_graph)
             atomic, energy = self._energies(raw, species, batch)
         out = {"energy": energy, "atomic_energies": atomic}
         if descriptors:
