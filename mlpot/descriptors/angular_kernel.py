@@ -109,7 +109,7 @@ if numba is not None:
         else:  # exp; x rounds to 1 just below r_c at worst, where f_c is 0 to rounding
             q = max(1.0 - x * x, 1e-300)
             f = math.exp(1.0 - 1.0 / q)
-            dx = -2.0 * x * f / (q * q)
+            dx = -2.0 * x * f / (q * q) if f > 0.0 else 0.0  # (q² may underflow)
         return f, dx / width
 
     @njit(cache=True, nogil=True, error_model="numpy")
@@ -223,7 +223,7 @@ if numba is not None:
             else:  # exp(1 − 1/(1 − x²)); x = 1 gives 0 through the clamp at −708
                 q = max(1.0 - x * x, 1e-300)
                 fc[t] = _exp(1.0 - 1.0 / q)
-                dx = -2.0 * x * fc[t] / (q * q)
+                dx = -2.0 * x * fc[t] / (q * q) if fc[t] > 0.0 else 0.0  # (q² may underflow)
             dfc[t] = dx / width
         for t in range(m):  # exact zeros from r_c on, as the torch cutoffs
             if r[t] >= rc:

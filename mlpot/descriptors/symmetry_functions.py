@@ -352,7 +352,8 @@ class SymmetryFunctions(nn.Module):
         r_p = R_j − R_i + S_p·h gives forces and the virial.
 
         Arguments as for :meth:`compute`, and ``triplet_block``: triplets differentiated at
-        a time (bounds the memory; the result does not depend on it).
+        a time by the torch path (bounds the memory; the result does not depend on it). The
+        compiled kernel (CPU) needs no such bound: its memory is O(pairs).
 
         Returns:
             ``(G, J)``: (N, F) raw descriptors and the :class:`PairJacobian`, detached.
@@ -373,8 +374,7 @@ class SymmetryFunctions(nn.Module):
                 torch.zeros(0, dtype=torch.long, device=vec.device)
             angular = vec.new_zeros(3, keep.shape[0] * n_el, self.n_angular)  # axis first, see the end
             kinds = tuple(k for k in ("g5", "g4") if getattr(self, f"{k}_eta").shape[0])
-            compiled = keep.shape[0] and self._use_kernel(vec)
-            if compiled:
+            if keep.shape[0] and self._use_kernel(vec):
                 # The compiled kernel gives the derivatives with the values (no forward-mode
                 # passes over the triplets), in the same (pair, axis, element, column) layout.
                 from .angular_kernel import angular_jacobian
