@@ -87,6 +87,10 @@ def test_force_training_gradients_equal_direct_path():
     torch.manual_seed(1)
     spec = SymmetryFunctionSpec.default(["Na", "Cl"], cutoff=4.0)
     model = Potential(spec, NetworkConfig(depth=2, width=8, block="residual")).double()
+    # One kernel for both paths: the crystal's near-constant features make the scaler
+    # amplify rounding differences between the kernels (their Jacobians agree to 1e-10 in
+    # test_angular_kernel.py) beyond this test's 1e-9.
+    model.descriptor.kernel = "torch"
     batch = collate([nacl_crystal(), slab()], cutoff=model.cutoff, dtype=torch.float64)
     model.fit_to_data([batch])
     raw, jac = model.descriptor.jacobian(batch.positions, model.descriptor.species(batch.numbers),
