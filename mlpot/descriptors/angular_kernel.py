@@ -70,12 +70,12 @@ if numba is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _cutoff(code, r, rc, alpha):
-        """f_c(r) and df_c/dr for cutoff ``code`` (see NUMBA_CUTOFF_CODES and cutoffs.py)."""
+        """f_c(r) and df_c/dr for cutoff ``code`` (see NUMBA_CUTOFF_CODES and cutoffs.py), one
+        pair at a time; :func:`_cutoffs` is the vectorisable form for the triplets' r_jk."""
         if r >= rc:
             return 0.0, 0.0
         if code >= 6:  # tanhu / tanh: tanh³(1 − r/r_c), no inner radius
-            # tanh y = −expm1(−2y) / (2 + expm1(−2y)): exact to rounding, and one expm1
-            # costs about half a tanh (the r_jk side needs one per triplet).
+            # tanh y = −expm1(−2y) / (2 + expm1(−2y)): exact to rounding (as in _cutoffs).
             m = math.expm1(-2.0 * (1.0 - r / rc))
             t = -m / (2.0 + m)
             f = t * t * t
