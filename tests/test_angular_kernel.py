@@ -230,10 +230,10 @@ def test_user_cutoff_function_uses_torch_and_numba_refuses(monkeypatch):
 
 def test_vectorisable_exp_matches_libm():
     """The kernel's inlined exp and expm1 agree with libm to 2 ulp over their range."""
-    x = np.concatenate([-np.logspace(-300, np.log10(707.9), 20001), [0.0, -1e-320, -0.3465, -0.3466]])
-    got = np.array([angular_kernel._exp(v) for v in x[:3000:7]] + [angular_kernel._exp(v) for v in x[3000::7]])
-    expected = np.exp(np.concatenate([x[:3000:7], x[3000::7]]))
-    np.testing.assert_allclose(got, expected, rtol=4.5e-16, atol=0)
+    # Every 7th of a log grid down to −707.9, and the edges of the polynomial's range.
+    x = np.concatenate([-np.logspace(-300, np.log10(707.9), 20001)[::7], [0.0, -1e-320, -0.3465, -0.3466]])
+    got = np.array([angular_kernel._exp(v) for v in x])
+    np.testing.assert_allclose(got, np.exp(x), rtol=4.5e-16, atol=0)
     assert angular_kernel._exp(-709.0) == 0.0 and angular_kernel._exp(-1e5) == 0.0
     small = -np.logspace(-12, math.log10(2.0), 500)
     got_m1 = np.array([angular_kernel._expm1(v) for v in small])

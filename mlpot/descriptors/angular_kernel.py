@@ -69,66 +69,22 @@ if numba is not None:
     _TANH_NORM = 1.0 / math.tanh(1.0) ** 3
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _cutoff(code, r, rc, alpha):
-        """f_c(r) and df_c/dr for cutoff ``code`` (see NUMBA_CUTOFF_CODES and cutoffs.py), one
-        pair at a time; :func:`_cutoffs` is the vectorisable form for the triplets' r_jk."""
-        if r >= rc:
-            return 0.0, 0.0
-        if code >= 6:  # tanhu / tanh: tanh³(1 − r/r_c), no inner radius
-            # tanh y = −expm1(−2y) / (2 + expm1(−2y)): exact to rounding (as in _cutoffs).
-            m = math.expm1(-2.0 * (1.0 - r / rc))
-            t = -m / (2.0 + m)
-            f = t * t * t
-            df = -3.0 * t * t * (1.0 - t * t) / rc
-            if code == 7:
-                return f * _TANH_NORM, df * _TANH_NORM
-            return f, df
-        inner = alpha * rc
-        if r <= inner:
-            return 1.0, 0.0
-        width = rc - inner
-        x = (r - inner) / width
-        if code == 0:
-            f = 0.5 * (math.cos(math.pi * x) + 1.0)
-            dx = -0.5 * math.pi * math.sin(math.pi * x)
-        elif code == 1:
-            f = (2.0 * x - 3.0) * x * x + 1.0
-            dx = 6.0 * x * (x - 1.0)
-        elif code == 2:
-            x2 = x * x
-            f = ((15.0 - 6.0 * x) * x - 10.0) * x2 * x + 1.0
-            dx = -30.0 * x2 * (x - 1.0) * (x - 1.0)
-        elif code == 3:
-            x3 = x * x * x
-            f = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x3 * x + 1.0
-            dx = 140.0 * x3 * (x - 1.0) ** 3
-        elif code == 4:
-            x4 = x * x * x * x
-            f = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x4 * x + 1.0
-            dx = -630.0 * x4 * (x - 1.0) ** 4
-        else:  # exp; x rounds to 1 just below r_c at worst, where f_c is 0 to rounding
-            q = max(1.0 - x * x, 1e-300)
-            f = math.exp(1.0 - 1.0 / q)
-            dx = -2.0 * x * f / (q * q) if f > 0.0 else 0.0  # (q² may underflow)
-        return f, dx / width
-
-    @njit(cache=True, nogil=True, error_model="numpy")
     def _pair_factors(vec, lo, hi, rc, code, alpha):
         """Pairs lo..hi−1: length (Q,), unit vector (Q, 3), f_c and df_c/dr at each of the
-        C distinct cutoffs (Q, C)."""
+        C distinct cutoffs (C, Q)."""
         n_pairs, n_cut = hi - lo, rc.shape[0]
         dist = np.empty(n_pairs)
         unit = np.empty((n_pairs, 3))
-        fc = np.empty((n_pairs, n_cut))
-        dfc = np.empty((n_pairs, n_cut))
+        fc = np.empty((n_cut, n_pairs))
+        dfc = np.empty((n_cut, n_pairs))
         for q in range(n_pairs):
             x, y, z = vec[lo + q, 0], vec[lo + q, 1], vec[lo + q, 2]
             r = math.sqrt(x * x + y * y + z * z)
             dist[q] = r
             inv = 1.0 / r if r > 0.0 else 0.0
             unit[q, 0], unit[q, 1], unit[q, 2] = x * inv, y * inv, z * inv
-            for c in range(n_cut):
-                fc[q, c], dfc[q, c] = _cutoff(code, r, rc[c], alpha)
+        for c in range(n_cut):
+            _cutoffs(code, dist, n_pairs, rc[c], alpha, fc[c], dfc[c])
         return dist, unit, fc, dfc
 
     # ---------------------------------------------------------------- exp, vectorisable
@@ -190,7 +146,8 @@ if numba is not None:
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _cutoffs(code, r, m, rc, alpha, fc, dfc):
-        """f_c and df_c/dr of r[:m] into fc[:m], dfc[:m]: one loop per code, vectorisable
+        """f_c and df_c/dr (see NUMBA_CUTOFF_CODES and cutoffs.py) of r[:m] into fc[:m],
+        dfc[:m], for the pairs and for the triplets' r_jk: one loop per code, vectorisable
         except for cos (libm's cos and sin)."""
         inner = alpha * rc
         width = rc - inner
@@ -229,6 +186,15 @@ if numba is not None:
             if r[t] >= rc:
                 fc[t] = 0.0
                 dfc[t] = 0.0
+
+    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    def _cartesian(d_r, d_u0, d_u1, d_u2, u, r):
+        """∂/∂v of a function of r = |v| and û = v/r, from ∂/∂r and ∂/∂û (û held fixed):
+        ∂/∂r û + (∂/∂û − (∂/∂û·û) û) / r (zero tangential part at r = 0)."""
+        inv = 1.0 / r if r > 0.0 else 0.0
+        along = d_u0 * u[0] + d_u1 * u[1] + d_u2 * u[2]
+        return (d_r * u[0] + (d_u0 - along * u[0]) * inv, d_r * u[1] + (d_u1 - along * u[1]) * inv,
+                d_r * u[2] + (d_u2 - along * u[2]) * inv)
 
     @njit(cache=True, nogil=True, error_model="numpy", inline="always")
     def _g4_slopes(ex, f, f_d1, f_d2, f_cos, neg_eta, e1, e2, e3, jk_d1, jk_d2, jk_cos):
@@ -280,7 +246,7 @@ if numba is not None:
             d2[t] = dist[b]
         for c in range(n_cut):
             for t in range(m):
-                f_legs[c, t] = fc_pair[blk_a[t], c] * fc_pair[blk_b[t], c]
+                f_legs[c, t] = fc_pair[c, blk_a[t]] * fc_pair[c, blk_b[t]]
         if derivatives:
             for t in range(m):
                 a, b = blk_a[t], blk_b[t]
@@ -290,8 +256,8 @@ if numba is not None:
             for c in range(n_cut):
                 for t in range(m):
                     a, b = blk_a[t], blk_b[t]
-                    f_d1[c, t] = dfc_pair[a, c] * fc_pair[b, c]
-                    f_d2[c, t] = fc_pair[a, c] * dfc_pair[b, c]
+                    f_d1[c, t] = dfc_pair[c, a] * fc_pair[c, b]
+                    f_d2[c, t] = fc_pair[c, a] * dfc_pair[c, b]
         if g4:
             for t in range(m):
                 rr = math.sqrt(max(blk_rsq[t], 0.0))
@@ -527,31 +493,23 @@ if numba is not None:
                                zeta_int, lam, prefactor, col_ptr, col_out, col_shape, col_angle,
                                shape_ptr, shape_list, has_g4, w)
             if mode == JACOBIAN:
-                # ∂/∂r_q = ∂/∂r û + (∂/∂û − (∂/∂û·û) û) / r, then clear the block.
+                # Cartesian, then clear the block.
                 for a in range(lo, hi):
-                    u0, u1, u2 = unit[a, 0], unit[a, 1], unit[a, 2]
-                    inv = 1.0 / dist[a] if dist[a] > 0.0 else 0.0
                     q = p_lo + a
                     for el in range(n_el):
                         for col in range(n_cols):
                             blk = local[a - lo, el, col]
-                            along = blk[1] * u0 + blk[2] * u1 + blk[3] * u2
-                            jac[q, 0, el, col] = blk[0] * u0 + (blk[1] - along * u0) * inv
-                            jac[q, 1, el, col] = blk[0] * u1 + (blk[2] - along * u1) * inv
-                            jac[q, 2, el, col] = blk[0] * u2 + (blk[3] - along * u2) * inv
+                            jac[q, 0, el, col], jac[q, 1, el, col], jac[q, 2, el, col] = _cartesian(
+                                blk[0], blk[1], blk[2], blk[3], unit[a], dist[a])
                             blk[0] = 0.0
                             blk[1] = 0.0
                             blk[2] = 0.0
                             blk[3] = 0.0
         if mode == GRADIENT:
             for q in range(p_hi - p_lo):
-                u0, u1, u2 = unit[q, 0], unit[q, 1], unit[q, 2]
                 gu = grad_unit[q]
-                along = gu[0] * u0 + gu[1] * u1 + gu[2] * u2
-                inv = 1.0 / dist[q] if dist[q] > 0.0 else 0.0
-                grad_vec[p_lo + q, 0] = grad_dist[q] * u0 + (gu[0] - along * u0) * inv
-                grad_vec[p_lo + q, 1] = grad_dist[q] * u1 + (gu[1] - along * u1) * inv
-                grad_vec[p_lo + q, 2] = grad_dist[q] * u2 + (gu[2] - along * u2) * inv
+                grad_vec[p_lo + q, 0], grad_vec[p_lo + q, 1], grad_vec[p_lo + q, 2] = _cartesian(
+                    grad_dist[q], gu[0], gu[1], gu[2], unit[q], dist[q])
 
 
 @dataclass(frozen=True)

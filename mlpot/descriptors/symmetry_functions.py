@@ -206,15 +206,20 @@ class SymmetryFunctions(nn.Module):
     def kernel(self, value: str) -> None:
         if value not in ("auto", "numba", "torch"):
             raise ValueError(f"kernel must be auto, numba or torch, got {value!r}")
-        if value == "numba":
-            from .angular_kernel import NUMBA_CUTOFF_CODES, numba_available
-
-            if not numba_available():
-                raise ValueError("kernel='numba' needs numba, which is not installed (pip install numba)")
-            if self.spec.cutoff_function not in NUMBA_CUTOFF_CODES:
-                raise ValueError(f"kernel='numba' has no compiled form of the cutoff function "
-                                 f"{self.spec.cutoff_function!r} (it has {sorted(NUMBA_CUTOFF_CODES)})")
+        if value == "numba" and (reason := self._kernel_unavailable()):
+            raise ValueError(f"kernel='numba': {reason}")
         self._kernel = value
+
+    def _kernel_unavailable(self) -> str | None:
+        """Why the compiled kernel cannot serve this descriptor, or None."""
+        from .angular_kernel import NUMBA_CUTOFF_CODES, numba_available
+
+        if not numba_available():
+            return "numba is not installed (pip install numba)"
+        if self.spec.cutoff_function not in NUMBA_CUTOFF_CODES:
+            return (f"no compiled form of the cutoff function {self.spec.cutoff_function!r} "
+                    f"(it has {sorted(NUMBA_CUTOFF_CODES)})")
+        return None
 
     @property
     def n_features_per_element(self) -> list[int]:
@@ -616,9 +621,7 @@ class SymmetryFunctions(nn.Module):
         its memory is O(pairs), so callers need not split large structures into groups."""
         if self._kernel == "torch" or torch.device(device).type != "cpu" or not self.n_angular:
             return False
-        from .angular_kernel import NUMBA_CUTOFF_CODES, numba_available
-
-        return numba_available() and self.spec.cutoff_function in NUMBA_CUTOFF_CODES
+        return self._kernel_unavailable() is None
 
     def _use_kernel(self, vec: torch.Tensor) -> bool:
         """Whether this call's triplet sums run in the compiled kernel."""
