@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data import collate
+from .device import resolve_device, resolve_dtype
 
 __all__ = ["MLPotCalculator", "ExtrapolationWarning"]
 
@@ -35,22 +36,14 @@ class ExtrapolationWarning(UserWarning):
     """Descriptors outside the range seen in training: predictions are extrapolations."""
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available (use 'cpu' or 'auto')")
-    return device
-
-
 class MLPotCalculator(Calculator):
     """ASE calculator backed by one mlpot model or an ensemble of them.
 
     Args:
         model: a model file path or a :class:`~mlpot.models.Potential` (or a list: ensemble).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        dtype: ``torch.float32`` / ``torch.float64`` (default: the model's own dtype).
+        dtype: ``torch.float32``/``torch.float64`` or their names (``"float64"``); default: the
+            model's own dtype.
         skin: Verlet skin of the neighbour list, Å (0 rebuilds every call).
         extrapolation: ``"warn"`` (default), ``"ignore"`` or ``"error"``.
     """
@@ -58,17 +51,18 @@ class MLPotCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
                               "energy_std", "forces_std"]
 
-    def __init__(self, model, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+    def __init__(self, model, device: str | torch.device = "auto", dtype: torch.dtype | str | None = None,
                  skin: float = 1.0, extrapolation: str = "warn", **kwargs):
         super().__init__(**kwargs)
         if extrapolation not in ("warn", "ignore", "error"):
             raise ValueError(f"extrapolation must be 'warn', 'ignore' or 'error', got {extrapolation!r}")
         if not skin >= 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         members = model if isinstance(model, (list, tuple)) else [model]
         if not members:
             raise ValueError("an ensemble needs at least one model")
+        dtype = None if dtype is None else resolve_dtype(dtype)
         self.models = [self._load(m, dtype) for m in members]
         elements = {m.elements for m in self.models}
         if len(elements) != 1:

@@ -24,6 +24,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from tqdm import tqdm
 
 from .data import collate
+from .device import resolve_device
 from .training.metrics import ErrorAccumulator
 
 __all__ = ["Predictions", "evaluate", "parity_plot", "require_matplotlib"]
@@ -112,10 +113,8 @@ def evaluate(
     n = len(structures)
     if n == 0:
         raise ValueError("no structures to evaluate")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device is not None:
-        model = model.to(device)
+        model = model.to(resolve_device(device))
     device = _model_device(model)
     known = {atomic_numbers[el] for el in model.elements}
     accumulator = ErrorAccumulator()

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from ..data import kfold_splits, load_split, random_split, read
+from ..device import resolve_device
 from ..io.files import atomic_write_text
 from .config import AblationSetup
 from .grid import RunSpec, expand_grid
@@ -189,7 +190,7 @@ def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) 
                 raise
             log(f"cannot resume ({exc}); training this run again from the start")
             summary = train(config, run_dir, resume=False, overwrite=True, progress=False, log=log)
-    device = _device(config.training.device)
+    device = resolve_device(config.training.device, "training.device")
     model = load_model(run_dir / "model.pt", device=device, dtype=getattr(torch, config.training.dtype))
     structures = read(setup.base.data.train, format=setup.base.data.format, **setup.base.data.read_options)
     split = load_split(split_file)
@@ -268,12 +269,6 @@ def _peak_memory_mib(device) -> float:
     # ru_maxrss: KiB on Linux, bytes on macOS; this process ran only this run.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _read_csv(path: Path) -> list[dict]:

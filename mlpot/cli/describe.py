@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
+
+from ..io.files import atomic_path
 
 HELP = "compute and summarise symmetry functions of a dataset"
 
@@ -112,16 +113,14 @@ def _write_features(path, features, species, structures, sf, spec) -> None:
     import h5py
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp")
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in structures])])
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=features, compression="gzip", chunks=True)
         f.create_dataset("species", data=species.astype(np.int16))
         f.create_dataset("atom_offsets", data=offsets.astype(np.int64))
         f.attrs["descriptor"] = json.dumps(spec.to_dict())
         for el in spec.elements:
             f.attrs[f"feature_names/{el}"] = json.dumps(sf.feature_names(el))
-    os.replace(tmp, path)
 
 
 def _print_summary(s: dict) -> None:

@@ -32,6 +32,8 @@ import h5py
 import numpy as np
 from ase import Atoms
 
+from ..io.files import atomic_path
+
 from .structures import DataError, get_labels, labelled_atoms, validate_structure
 
 __all__ = ["H5Dataset", "LazyH5File"]
@@ -251,16 +253,11 @@ class H5Dataset(LazyH5File, Sequence):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         path = Path(path)
-        tmp = Path(str(path) + ".tmp")
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 n = _write_all(f, structures, int(chunk_size), path)
             if n == 0:
                 raise ValueError(f"no structures to write to {path}")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return cls(path)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.files import atomic_write_text
+
 from .structures import DataError
 
 __all__ = ["Split", "random_split", "kfold_splits", "load_split"]
@@ -71,9 +73,7 @@ class Split:
         path = Path(path)
         data = {"format": _FORMAT, "version": 1, **asdict(self)}
         data.update({k: list(data[k]) for k in ("train", "val", "test")})
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
     def from_index_files(cls, train: str | os.PathLike, val: str | os.PathLike | None = None,

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_path
+
 __all__ = ["ExportedPotential", "export_model", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "mlpot-torchscript"
@@ -385,15 +387,9 @@ def export_model(model, path: str | os.PathLike, device: str | torch.device = "c
             "cutoff": float(model.cutoff), "dtype": str(model.dtype).replace("torch.", ""),
             "device": str(torch.device(device)), "units": dict(UNITS), "metadata": dict(metadata or {})}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with warnings.catch_warnings():
-            # torch 2.13 marks TorchScript deprecated in favour of torch.export; the pair and
-            # triplet counts here are data-dependent sizes, which TorchScript handles as is.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(scripted, str(tmp), _extra_files={_EXTRA_FILE: json.dumps(info, indent=1)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated in favour of torch.export; the pair and
+        # triplet counts here are data-dependent sizes, which TorchScript handles as is.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted, str(tmp), _extra_files={_EXTRA_FILE: json.dumps(info, indent=1)})
     return path

@@ -1,21 +1,48 @@
-"""Small file helpers: writes that never leave a half-written file behind."""
+"""Writes that never leave a half-written file behind.
+
+Every file mlpot writes that a user could lose (models, checkpoints, splits, HDF5 stores,
+descriptor caches, exports) goes through :func:`atomic_path`: the content is written to a
+temporary file beside the target and renamed onto it only when complete, so an
+interruption (an error, ``kill -9``, a full disk) leaves either the old file or the new one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
-__all__ = ["atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_torch_save"]
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename, so an
-    interruption leaves either the old file or the new one."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block ends
+    without an error, delete it otherwise.
+
+    The temporary name is hidden (a leading dot) and carries the process id, so concurrent
+    writers (ranks, ablation workers) never share one. Whatever the block writes there
+    (``torch.save``, ``h5py.File(tmp, "w")``, ...) must be closed before the block ends.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_path`)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from ..config import to_dict
+from ..device import resolve_device, resolve_dtype
+from .files import atomic_torch_save
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load_model", "ModelFileError"]
 
@@ -42,10 +44,7 @@ def save_model(model, path: str | os.PathLike, metadata: dict[str, Any] | None =
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(payload, path)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -87,11 +86,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     model = model.to(dtype=saved_dtype)
     model.load_state_dict(payload["state_dict"])
     model.metadata = payload.get("metadata", {})
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device=device)
+    model = model.to(device=resolve_device(device))
     if dtype is not None:
-        model = model.to(dtype=dtype)
+        model = model.to(dtype=resolve_dtype(dtype))
     return model.eval()
 
 

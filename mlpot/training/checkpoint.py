@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io.files import atomic_torch_save
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 FORMAT = "mlpot-checkpoint"
@@ -47,13 +49,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint state lacks {missing}")
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

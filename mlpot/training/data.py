@@ -15,6 +15,7 @@ import torch
 
 from ..data import AtomsBatch, Targets, collate
 from ..descriptors import PairJacobian
+from ..io.files import atomic_torch_save
 from ..neighbours import edge_vectors
 
 if TYPE_CHECKING:  # h5py is imported only when a cache file is used
@@ -206,7 +207,6 @@ class BatchStore:
         Returns:
             ``(bytes, loaded)``: the cache size and whether it came from ``folder``.
         """
-        import os
         from pathlib import Path
 
         self.clear_descriptor_cache()
@@ -224,13 +224,7 @@ class BatchStore:
                 pass
         nbytes = self.cache_descriptors(descriptor, dtype=dtype, device=device, progress=progress)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian.state()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_torch_save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian.state()}, path)
         return nbytes, False
 
     def cache_descriptors(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 16,

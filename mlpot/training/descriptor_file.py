@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..data.h5 import LazyH5File
+from ..io.files import atomic_path
 from ..descriptors import PairJacobian
 
 __all__ = ["DescriptorFile", "DescriptorFileError"]
@@ -197,9 +198,8 @@ class DescriptorFile(LazyH5File):
             raise ValueError(f"compression must be None, 'lzf' or 'gzip', got {compression!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         np_dtype = _NUMPY[dtype]
-        try:
+        with atomic_path(path) as tmp:
             with h5py.File(tmp, "w", locking=False) as f:
                 f.attrs.update(mlpot_format=FORMAT_NAME, version=FORMAT_VERSION, key=key, dtype=str(dtype))
                 offsets = {"atom": [0], "pair": [0], "angular": [0]}
@@ -220,9 +220,6 @@ class DescriptorFile(LazyH5File):
                 for name, values in offsets.items():
                     f.create_dataset(f"{name}_offsets", data=np.asarray(values, dtype=np.int64))
                 f.attrs["complete"] = True  # last: a file without it is never trusted
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return cls(path, key)
 
 
