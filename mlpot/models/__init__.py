@@ -1,6 +1,6 @@
 """Per-element atomic networks of free depth and the potential built from them."""
 
-from .blocks import ACTIVATIONS, BLOCKS
+from .blocks import ACTIVATIONS, BLOCKS, register_block
 from .depth import DropPath, survival_probabilities
 from .elementwise import ElementNetworks
 from .init import INITS
@@ -16,5 +16,6 @@ __all__ = [
     "INITS",
     "NetworkConfig",
     "Potential",
+    "register_block",
     "survival_probabilities",
 ]

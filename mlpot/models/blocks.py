@@ -1,6 +1,7 @@
 """Activations and hidden-layer blocks, each a small registry.
 
-A hidden block maps width ``d_in`` to ``d_out``:
+A hidden block maps width ``d_in`` to ``d_out`` (the contract, and how to add a variant, is
+in :func:`register_block`):
 
 * ``plain``:    h' = σ(W h + b)
 * ``residual``: h' = P h + DropPath(σ(W h + b)), with P the identity when d_in = d_out and
@@ -13,6 +14,7 @@ A hidden block maps width ``d_in`` to ``d_out``:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -20,7 +22,7 @@ from torch import nn
 from .depth import DropPath
 from .init import initialise_linear
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "activation", "PlainBlock", "ResidualBlock"]
+__all__ = ["ACTIVATIONS", "BLOCKS", "activation", "register_block", "PlainBlock", "ResidualBlock"]
 
 
 class ShiftedSoftplus(nn.Module):
@@ -75,8 +77,52 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
+BLOCKS: dict[str, type[nn.Module]] = {}
+
+
+def register_block(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a hidden-block class available as ``NetworkConfig(block=name)``.
+
+    The contract every block class keeps (:class:`~mlpot.models.AtomicMLP` builds each hidden
+    layer k, through this registry only, as ``BLOCKS[name](d_in, d_out, act=..., init=...,
+    zero_init=..., survival=...)``):
+
+    * ``__init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
+      survival: float = 1.0)``: widths of layer k's input and output; ``act`` an
+      :data:`ACTIVATIONS` name and ``init`` an :data:`~mlpot.models.init.INITS` name (e.g. via
+      :func:`~mlpot.models.init.initialise_linear`); ``zero_init`` (``zero_init_residual``:
+      start as the identity) and ``survival`` (stochastic-depth survival probability of this
+      block) may be ignored by blocks without a skip connection.
+    * ``forward(x)``: (n, d_in) → (n, d_out), row by row (atoms are independent), smooth in
+      ``x`` so that forces (and their double backward in training) exist.
+    * ``n_parameters(d_in, d_out) -> int``, a static method: trainable parameters of one
+      block without building it (:mod:`mlpot.ablation` sizes its grids with it).
+
+    Args:
+        name: the registry key.
+
+    Raises:
+        ValueError: ``name`` is already registered (the message names it).
+        TypeError: the class has no callable ``n_parameters``.
+    """
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in BLOCKS:
+            raise ValueError(f"block {name!r} is already registered (by {BLOCKS[name].__qualname__})")
+        if not callable(getattr(cls, "n_parameters", None)):
+            raise TypeError(f"block {name!r}: {cls.__qualname__} needs a static n_parameters(d_in, d_out)")
+        BLOCKS[name] = cls
+        return cls
+
+    return wrap
+
+
+@register_block("plain")
 class PlainBlock(nn.Module):
-    def __init__(self, d_in: int, d_out: int, act: str, init: str, **_: object):
+    """h' = σ(W h + b); ``zero_init`` and ``survival`` do not apply (no skip connection)."""
+
+    def __init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
+                 survival: float = 1.0):
         super().__init__()
         self.linear = nn.Linear(d_in, d_out)
         self.act = activation(act)
@@ -91,7 +137,10 @@ class PlainBlock(nn.Module):
         return self.act(self.linear(x))
 
 
+@register_block("residual")
 class ResidualBlock(nn.Module):
+    """h' = P h + DropPath(σ(W h + b)), P the identity or a bias-free projection."""
+
     def __init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
                  survival: float = 1.0):
         super().__init__()
@@ -115,5 +164,3 @@ class ResidualBlock(nn.Module):
         skip = x if self.project is None else self.project(x)
         return skip + self.drop(self.act(self.linear(x)))
 
-
-BLOCKS: dict[str, type[nn.Module]] = {"plain": PlainBlock, "residual": ResidualBlock}

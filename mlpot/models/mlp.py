@@ -29,7 +29,8 @@ class NetworkConfig:
             (n2p2 allows a different one per layer).
         output_activation: applied to the readout; ``identity`` (the default, and the usual
             choice) adds no module, so such models keep their parameter names.
-        block: ``plain`` or ``residual`` (see :data:`~mlpot.models.blocks.BLOCKS`).
+        block: a name registered with :func:`~mlpot.models.blocks.register_block`: ``plain``
+            or ``residual`` built in (see :data:`~mlpot.models.blocks.BLOCKS`).
         init: weight initialisation scheme (see :data:`~mlpot.models.init.INITS`).
         zero_init_residual: start each residual branch at zero (block = identity).
         survival: stochastic depth, survival probability of the last residual block,
@@ -104,9 +105,12 @@ class AtomicMLP(nn.Module):
         n_blocks = len(sizes) - 1
         survival = survival_probabilities(n_blocks, config.survival)
         acts = config.hidden_activations
+        # Through the registry only, with the constructor arguments every block class takes
+        # (the contract in register_block's docstring).
+        block = BLOCKS[config.block]
         self.blocks = nn.ModuleList(
-            BLOCKS[config.block](sizes[k], sizes[k + 1], act=acts[k], init=config.init,
-                                 zero_init=config.zero_init_residual, survival=survival[k])
+            block(sizes[k], sizes[k + 1], act=acts[k], init=config.init,
+                  zero_init=config.zero_init_residual, survival=survival[k])
             for k in range(n_blocks)
         )
         self.readout = nn.Linear(sizes[-1], 1)
