@@ -135,7 +135,7 @@ def test_every_depth_builds_and_trains_one_step(block, depth):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert len(model.networks.networks[0].blocks) == depth
+    assert len(model.networks.network("H").blocks) == depth
 
 
 @pytest.mark.parametrize("init", sorted(INITS))
@@ -148,10 +148,25 @@ def test_every_init_and_activation_gives_finite_forces(init, activation):
 
 def test_zero_init_residual_blocks_start_as_identity():
     model = make_model(NetworkConfig(hidden=(12, 12, 12), block="residual", zero_init_residual=True), fit=False)
-    net = model.networks.networks[0]
+    net = model.networks.network("H")
     x = torch.randn(5, 12, dtype=torch.float64)
     for block in list(net.blocks)[1:]:  # equal widths: identity skip
         torch.testing.assert_close(block(x), x)
+
+
+def test_linear_layers_are_the_plain_network_in_evaluation_order():
+    model = make_model(NetworkConfig(hidden=(6, 5), layer_activations=("tanh", "silu")), fit=False)
+    net = model.networks.network("O")
+    layers = net.linear_layers()
+    d_in = model.networks.n_features[model.elements.index("O")]
+    assert [tuple(layer.weight.shape) for layer in layers] == [(6, d_in), (5, 6), (1, 5)]
+    x = torch.randn(7, d_in, dtype=torch.float64)
+    h = torch.nn.functional.silu(layers[1](torch.tanh(layers[0](x))))
+    assert torch.equal(layers[2](h).squeeze(-1), net(x))
+    with pytest.raises(ValueError, match="ResidualBlock, not a plain block"):
+        make_model(fit=False).networks.network("H").linear_layers()
+    with pytest.raises(KeyError, match="'Cu'"):
+        model.networks.network("Cu")
 
 
 def test_stochastic_depth_is_random_in_training_and_exact_in_eval():
@@ -164,7 +179,7 @@ def test_stochastic_depth_is_random_in_training_and_exact_in_eval():
     torch.manual_seed(0)
     samples = torch.stack([model(batch, forces=False)["energy"] for _ in range(4)])
     assert samples.std() > 0
-    survival = [b.drop.survival for b in model.networks.networks[0].blocks]
+    survival = [b.drop.survival for b in model.networks.network("H").blocks]
     assert survival == pytest.approx([1 - k / 6 * 0.5 for k in range(1, 7)])
 
 

@@ -27,6 +27,19 @@ class ElementNetworks(nn.Module):
         self.n_features = tuple(int(n) for n in n_features)
         self.networks = nn.ModuleList(AtomicMLP(n, config) for n in self.n_features)
 
+    def network(self, element: str) -> AtomicMLP:
+        """The network of ``element`` (a symbol of :attr:`elements`); it maps that element's
+        scaled descriptors (n, ``n_features[e]``) to atomic outputs (n,), in units of the
+        potential's energy scale.
+
+        Raises:
+            KeyError: ``element`` is not one of :attr:`elements`.
+        """
+        try:
+            return self.networks[self.elements.index(element)]
+        except ValueError:
+            raise KeyError(f"no network for element {element!r}; elements are {list(self.elements)}") from None
+
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,)."""
         parts, where = [], []

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .blocks import ACTIVATIONS, BLOCKS, activation
+from .blocks import ACTIVATIONS, BLOCKS, PlainBlock, activation
 from .depth import survival_probabilities
 from .init import INITS, initialise_linear
 
@@ -120,6 +120,26 @@ class AtomicMLP(nn.Module):
         # state dicts are the same either way).
         self.output_act = None if out_act == "identity" else activation(out_act)
         self.checkpointing = config.checkpointing
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """The affine layers of a plain network, in evaluation order: y = σ_out(A_{L+1}
+        σ_L(… σ_1(A_1 x) …)), A_k x = W_k x + b_k, σ_k the hidden activations.
+
+        One per hidden block (its ``linear``; weight (d_k, d_{k−1}), bias (d_k,), with
+        d_0 = ``d_in`` and d_k the k-th hidden width) and then the readout (weight (1, d_L),
+        bias (1,)): the layout of a plain MLP in other codes (n2p2's weights files, see
+        :mod:`mlpot.io.n2p2`). The layers are this network's own modules, so copying into
+        their parameters (under ``torch.no_grad()``) sets the network's weights.
+
+        Raises:
+            ValueError: a hidden block is not plain: skip connections and projections are
+                not a chain of affine layers and activations.
+        """
+        for k, block in enumerate(self.blocks):
+            if type(block) is not PlainBlock:
+                raise ValueError(f"hidden block {k} is a {type(block).__name__}, not a plain block: "
+                                 "the network is not a chain of affine layers")
+        return [block.linear for block in self.blocks] + [self.readout]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
