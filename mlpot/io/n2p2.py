@@ -586,12 +586,11 @@ def read_potential(folder, units: str | tuple[float, float] = "auto", dtype: tor
 
     sizes_of = {el: [n_sf[e], *widths, 1] for e, el in enumerate(elements)}
     with torch.no_grad():
-        for e, el in enumerate(elements):
+        for el in elements:
             wpath = folder / f"weights.{atomic_numbers[el]:03d}.data"
             weights, biases = _read_weights(wpath, sizes_of[el])
             weights[0] = weights[0][:, perm[el]]  # input columns into mlpot's feature order
-            net = model.networks.networks[e]
-            linears = [blk.linear for blk in net.blocks] + [net.readout]
+            linears = model.networks.network(el).linear_layers()
             for lin, w, bias in zip(linears, weights, biases):
                 lin.weight.copy_(torch.as_tensor(w))
                 lin.bias.copy_(torch.as_tensor(bias))
@@ -798,10 +797,9 @@ def write_potential(model, folder, units: str | tuple[float, float] | None = Non
             lines.append(f"{e:10d} {j:10d} " + " ".join(f"{v:24.16E}" for v in rows[el][k]))
     atomic_write_text(folder / "scaling.data", "\n".join(lines) + "\n")
 
-    for e, el in enumerate(elements):
+    for el in elements:
         order = [k for _, _, k in per_element[el]]
-        net = model.networks.networks[e]
-        linears = [blk.linear for blk in net.blocks] + [net.readout]
+        linears = model.networks.network(el).linear_layers()
         lines = ["#" * 79, "# Neural network connection values (weights and biases), mlpot.",
                  "# connection t index l_s n_s l_e n_e", "#" * 79]
         count = 0
