@@ -142,15 +142,29 @@ def render_report(out: str | Path, title: str | None = None) -> Path:
     if not groups:
         raise ValueError(f"{out / 'results.json'} holds no finished runs")
     figures = _plots(out, runs, groups)
-    setup = _setup_summary(out, runs)
     lines = [f"# {title or 'Depth ablation'}", ""]
-    lines += setup + [""]
+    lines += _setup_summary(out, runs) + [""]
+    lines += _accuracy_table(groups)
+    lines += _accuracy_highlights(groups)
+    lines += _md_section(runs, groups)
+    lines += _gradient_section(groups)
+    lines += _figures_section(figures)
+    lines += ["---", "Re-render with `mlpot report " + str(out) + "`; per-run data: `results.csv`, "
+              "`results.json`, `runs/<name>/`."]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _accuracy_table(groups: list[dict]) -> list[str]:
+    """Section "Accuracy and cost": one table row per configuration."""
+    # The external-test columns appear only when some configuration has an external test set.
     has_external = any(g.get("external_test_force_rmse_mev_per_a") is not None
                        or g.get("external_test_energy_rmse_mev_per_atom") is not None for g in groups)
-    lines += ["## Accuracy and cost", "",
-              "Test errors on the held-out data (mean ± standard deviation over "
-              "folds and seeds; n = runs). E in meV/atom, F in meV/Å, time per epoch in s, "
-              "inference = energy + forces per atom in µs, memory = peak resident set of the run.", ""]
+    lines = ["## Accuracy and cost", "",
+             "Test errors on the held-out data (mean ± standard deviation over "
+             "folds and seeds; n = runs). E in meV/atom, F in meV/Å, time per epoch in s, "
+             "inference = energy + forces per atom in µs, memory = peak resident set of the run.", ""]
     head = ["series", "depth", "hidden", "params", "n", "E RMSE", "E MAE", "F RMSE", "F MAE"]
     if has_external:
         head += ["ext. E RMSE", "ext. F RMSE"]
@@ -166,52 +180,73 @@ def render_report(out: str | Path, title: str | None = None) -> Path:
         row += [_num(g.get("epochs"), 0), _num(per_epoch, 2), _num(g.get("inference_us_per_atom"), 1),
                 _num(g.get("peak_memory_mib"), 0)]
         lines.append("| " + " | ".join(row) + " |")
-    lines += [""]
+    return lines + [""]
+
+
+def _accuracy_highlights(groups: list[dict]) -> list[str]:
+    """The most accurate configuration and the Pareto front of cost and force error."""
+    lines = []
     best = _best(groups, "test_force_rmse_mev_per_a") or _best(groups, "test_energy_rmse_mev_per_atom")
     if best:
         lines += [f"Lowest mean test error: **{best['series']}, depth {best['depth']}**.", ""]
-    pts = [(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"]) for g in groups
-           if g.get("inference_us_per_atom") is not None and g.get("test_force_rmse_mev_per_a") is not None]
-    cand = [g for g in groups if g.get("inference_us_per_atom") is not None and g.get("test_force_rmse_mev_per_a") is not None]
-    if pts:
-        front = [cand[k] for k in pareto_front(pts)]
+    cand = _costed(groups)
+    if cand:
+        front = [cand[k] for k in pareto_front([(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"])
+                                                for g in cand])]
         lines += ["Pareto-optimal (no other configuration is both faster and more accurate in forces): "
                   + ", ".join(f"{g['series']} d{g['depth']} ({g['inference_us_per_atom']:.1f} µs/atom, "
                               f"{g['test_force_rmse_mev_per_a']:.1f} meV/Å)" for g in front) + ".", ""]
-    if any(g.get("md_survived_fraction") is not None for g in groups):
-        g0 = next(g for g in groups if g.get("md_steps"))
-        ensemble = next((r["md"]["ensemble"].upper() for r in runs if r.get("md")), "MD")
-        lines += ["## MD stability", "",
-                  f"Each model ran {g0['md_steps']} {ensemble} steps ({g0['md_time_ps']:.2f} ps) from held-out "
-                  "structures. A replica fails on a non-finite energy, atoms closer than a fraction of "
-                  "their start distance, or a temperature far above the start. Time to failure counts "
-                  "survivors with the full length (a lower bound). Drift: |slope| of the total energy "
-                  "of surviving NVE replicas.", "",
-                  "| series | depth | survived | time to failure (ps) | drift (meV/atom/ps) |", "|---|---|---|---|---|"]
-        for g in groups:
-            lines.append(f"| {g['series']} | {g['depth']} | {_pm(g, 'md_survived_fraction', 2)} | "
-                         f"{_pm(g, 'md_mean_time_to_failure_ps', 3)} | {_pm(g, 'md_mean_abs_drift_mev_per_atom_ps', 3)} |")
-        lines += [""]
-    lines += ["## Gradient flow", "",
-              "Gradient norm of the training loss per layer (pooled over the element networks), at "
-              "initialisation on the first mini-batch. The ratio first-layer / readout shows "
-              "vanishing (≪ 1) or exploding (≫ 1) gradients through the depth.", "",
-              "| series | depth | layer 1 | readout | layer 1 / readout | last epoch: layer 1 / readout |",
-              "|---|---|---|---|---|---|"]
+    return lines
+
+
+def _costed(groups: list[dict]) -> list[dict]:
+    """The configurations with both an inference time and a test force error (Pareto candidates)."""
+    return [g for g in groups if g.get("inference_us_per_atom") is not None
+            and g.get("test_force_rmse_mev_per_a") is not None]
+
+
+def _md_section(runs: list[dict], groups: list[dict]) -> list[str]:
+    """Section "MD stability" (empty when no run did MD)."""
+    if not any(g.get("md_survived_fraction") is not None for g in groups):
+        return []
+    g0 = next(g for g in groups if g.get("md_steps"))
+    ensemble = next((r["md"]["ensemble"].upper() for r in runs if r.get("md")), "MD")
+    lines = ["## MD stability", "",
+             f"Each model ran {g0['md_steps']} {ensemble} steps ({g0['md_time_ps']:.2f} ps) from held-out "
+             "structures. A replica fails on a non-finite energy, atoms closer than a fraction of "
+             "their start distance, or a temperature far above the start. Time to failure counts "
+             "survivors with the full length (a lower bound). Drift: |slope| of the total energy "
+             "of surviving NVE replicas.", "",
+             "| series | depth | survived | time to failure (ps) | drift (meV/atom/ps) |", "|---|---|---|---|---|"]
+    for g in groups:
+        lines.append(f"| {g['series']} | {g['depth']} | {_pm(g, 'md_survived_fraction', 2)} | "
+                     f"{_pm(g, 'md_mean_time_to_failure_ps', 3)} | {_pm(g, 'md_mean_abs_drift_mev_per_atom_ps', 3)} |")
+    return lines + [""]
+
+
+def _gradient_section(groups: list[dict]) -> list[str]:
+    """Section "Gradient flow": first-layer and readout gradient norms per configuration."""
+    lines = ["## Gradient flow", "",
+             "Gradient norm of the training loss per layer (pooled over the element networks), at "
+             "initialisation on the first mini-batch. The ratio first-layer / readout shows "
+             "vanishing (≪ 1) or exploding (≫ 1) gradients through the depth.", "",
+             "| series | depth | layer 1 | readout | layer 1 / readout | last epoch: layer 1 / readout |",
+             "|---|---|---|---|---|---|"]
     for g in groups:
         gi, gl = g.get("grad_init") or {}, g.get("grad_last_epoch") or {}
         lines.append(f"| {g['series']} | {g['depth']} | {_num(gi.get('layer 1'), 3, 'g')} | "
                      f"{_num(gi.get('readout'), 3, 'g')} | {_ratio(gi)} | {_ratio(gl)} |")
-    lines += [""]
-    if figures:
-        lines += ["## Figures", ""]
-        for caption, name in figures:
-            lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
-    lines += ["---", "Re-render with `mlpot report " + str(out) + "`; per-run data: `results.csv`, "
-              "`results.json`, `runs/<name>/`."]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return lines + [""]
+
+
+def _figures_section(figures: list[tuple[str, str]]) -> list[str]:
+    """Section "Figures": each saved plot (caption, file name) with its caption."""
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    for caption, name in figures:
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    return lines
 
 
 def _setup_summary(out: Path, runs: list[dict]) -> list[str]:
@@ -268,6 +303,7 @@ def _best(groups: list[dict], key: str) -> dict | None:
 
 # ---------------------------------------------------------------------------------- plots
 def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, str]]:
+    """Draw every plot the data allows into ``out``; returns (caption, file name) per figure."""
     try:
         import matplotlib
 
@@ -275,92 +311,119 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
         import matplotlib.pyplot as plt
     except ImportError:  # the report stays useful as tables
         return []
-    figures = []
+    figures = _Figures(plt, out, runs, groups)
+    for draw in (_plot_error_vs_depth, _plot_gradient_norms, _plot_pareto, _plot_learning_curves,
+                 _plot_md_stability):
+        draw(figures)
+    return figures.saved
 
-    def save(fig, name: str, caption: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        figures.append((caption, name))
 
-    series = sorted({g["series"] for g in groups})
-    colours = {s: plt.cm.tab10(k % 10) for k, s in enumerate(series)}
+class _Figures:
+    """What the plots share: the data, one colour per series, the depth axis, the saved figures."""
 
-    def by_series(s):
-        return sorted((g for g in groups if g["series"] == s), key=lambda g: g["depth"])
+    def __init__(self, plt, out: Path, runs: list[dict], groups: list[dict]):
+        self.plt, self.out, self.runs, self.groups = plt, out, runs, groups
+        self.series = sorted({g["series"] for g in groups})
+        # Colours by series, fixed across figures so a series reads the same everywhere.
+        self.colours = {s: plt.cm.tab10(k % 10) for k, s in enumerate(self.series)}
+        self.depth_ticks = sorted({g["depth"] for g in groups})
+        self.saved: list[tuple[str, str]] = []
 
-    # Error vs depth.
-    depth_ticks = sorted({g["depth"] for g in groups})
+    def by_series(self, s: str) -> list[dict]:
+        """The groups of series ``s``, by depth."""
+        return sorted((g for g in self.groups if g["series"] == s), key=lambda g: g["depth"])
 
-    def depth_axis(ax):
+    def depth_axis(self, ax) -> None:
+        """Depth on a log2 x axis, ticks at the depths of the grid."""
         ax.set_xlabel("hidden layers")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(depth_ticks, [str(d) for d in depth_ticks])
+        ax.set_xticks(self.depth_ticks, [str(d) for d in self.depth_ticks])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    def save(self, fig, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(self.out / name, dpi=120)
+        self.plt.close(fig)
+        self.saved.append((caption, name))
+
+
+def _plot_error_vs_depth(f: _Figures) -> None:
+    """Test energy RMSE, force RMSE and force MAE vs depth, one line per series."""
+    fig, axes = f.plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, label in ((axes[0], "test_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)"),
                            (axes[1], "test_force_rmse_mev_per_a", "force RMSE (meV/Å)"),
                            (axes[2], "test_force_mae_mev_per_a", "force MAE (meV/Å)")):
-        for s in series:
-            gs = [g for g in by_series(s) if g.get(key) is not None]
+        for s in f.series:
+            gs = [g for g in f.by_series(s) if g.get(key) is not None]
             if gs:
                 ax.errorbar([g["depth"] for g in gs], [g[key] for g in gs],
                             yerr=[g.get(f"{key}_std") or 0 for g in gs], marker="o", capsize=3,
-                            label=s, color=colours[s])
+                            label=s, color=f.colours[s])
         ax.set_ylabel(f"test {label}")
-        depth_axis(ax)
+        f.depth_axis(ax)
     axes[0].legend(fontsize=8)
-    save(fig, "error_vs_depth.png", "Test error vs depth (mean ± std over folds and seeds)")
+    f.save(fig, "error_vs_depth.png", "Test error vs depth (mean ± std over folds and seeds)")
 
-    # Gradient norm per layer vs depth (heatmaps), at initialisation and in the last epoch.
-    kinds = [k for k in ("grad_init", "grad_last_epoch") if any(g.get(k) for g in groups)]
-    if kinds:
-        fig, axes = plt.subplots(len(kinds), len(series), figsize=(4 * len(series), 3.2 * len(kinds)),
-                                 squeeze=False)
-        for row, kind in enumerate(kinds):
-            for col, s in enumerate(series):
-                gs = by_series(s)
-                max_depth = max(g["depth"] for g in gs)
-                grid = np.full((len(gs), max_depth + 1), np.nan)
-                for i, g in enumerate(gs):
-                    for layer, v in (g.get(kind) or {}).items():
-                        j = max_depth if layer == "readout" else int(layer.split()[1]) - 1
-                        if v:
-                            grid[i, j] = math.log10(v)
-                ax = axes[row][col]
-                im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower")
-                ax.set_yticks(range(len(gs)), [str(g["depth"]) for g in gs])
-                ax.set_xticks([0, max_depth], ["layer 1", "readout"])
-                ax.set_ylabel("depth")
-                ax.set_title(f"{s}\n{'at initialisation' if kind == 'grad_init' else 'last epoch'}", fontsize=9)
-                fig.colorbar(im, ax=ax, label="log10 ‖∂L/∂θ‖")
-        save(fig, "gradient_norms.png", "Gradient norm per layer (log10) vs depth")
 
-    # Accuracy vs cost.
-    cand = [g for g in groups if g.get("inference_us_per_atom") is not None
-            and g.get("test_force_rmse_mev_per_a") is not None]
-    if cand:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for s in series:
-            gs = [g for g in cand if g["series"] == s]
-            ax.scatter([g["inference_us_per_atom"] for g in gs], [g["test_force_rmse_mev_per_a"] for g in gs],
-                       color=colours[s], label=s)
-            for g in gs:
-                ax.annotate(f"d{g['depth']}", (g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"]),
-                            fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = [cand[k] for k in pareto_front([(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"])
-                                                for g in cand])]
-        ax.plot([g["inference_us_per_atom"] for g in front], [g["test_force_rmse_mev_per_a"] for g in front],
-                "k--", lw=1, label="Pareto front")
-        ax.set_xlabel("energy + forces (µs/atom)")
-        ax.set_ylabel("test force RMSE (meV/Å)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "pareto.png", "Accuracy vs inference cost")
+def _plot_gradient_norms(f: _Figures) -> None:
+    """Heatmaps of log10 gradient norm per layer (columns) and depth (rows), at initialisation
+    and in the last epoch, one column of panels per series."""
+    kinds = [k for k in ("grad_init", "grad_last_epoch") if any(g.get(k) for g in f.groups)]
+    if not kinds:
+        return
+    fig, axes = f.plt.subplots(len(kinds), len(f.series), figsize=(4 * len(f.series), 3.2 * len(kinds)),
+                               squeeze=False)
+    for row, kind in enumerate(kinds):
+        for col, s in enumerate(f.series):
+            gs = f.by_series(s)
+            max_depth = max(g["depth"] for g in gs)
+            # Layer k in column k - 1 and the readout in the last column: deeper networks fill
+            # more of the row, so the gap shows where the shallow ones end.
+            grid = np.full((len(gs), max_depth + 1), np.nan)
+            for i, g in enumerate(gs):
+                for layer, v in (g.get(kind) or {}).items():
+                    j = max_depth if layer == "readout" else int(layer.split()[1]) - 1
+                    if v:
+                        grid[i, j] = math.log10(v)
+            ax = axes[row][col]
+            im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower")
+            ax.set_yticks(range(len(gs)), [str(g["depth"]) for g in gs])
+            ax.set_xticks([0, max_depth], ["layer 1", "readout"])
+            ax.set_ylabel("depth")
+            ax.set_title(f"{s}\n{'at initialisation' if kind == 'grad_init' else 'last epoch'}", fontsize=9)
+            fig.colorbar(im, ax=ax, label="log10 ‖∂L/∂θ‖")
+    f.save(fig, "gradient_norms.png", "Gradient norm per layer (log10) vs depth")
 
-    # Learning curves (first fold and seed of each configuration).
+
+def _plot_pareto(f: _Figures) -> None:
+    """Test force RMSE vs inference cost per configuration, with the Pareto front."""
+    cand = _costed(f.groups)
+    if not cand:
+        return
+    fig, ax = f.plt.subplots(figsize=(6, 4.5))
+    for s in f.series:
+        gs = [g for g in cand if g["series"] == s]
+        ax.scatter([g["inference_us_per_atom"] for g in gs], [g["test_force_rmse_mev_per_a"] for g in gs],
+                   color=f.colours[s], label=s)
+        for g in gs:
+            ax.annotate(f"d{g['depth']}", (g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = [cand[k] for k in pareto_front([(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"])
+                                            for g in cand])]
+    ax.plot([g["inference_us_per_atom"] for g in front], [g["test_force_rmse_mev_per_a"] for g in front],
+            "k--", lw=1, label="Pareto front")
+    ax.set_xlabel("energy + forces (µs/atom)")
+    ax.set_ylabel("test force RMSE (meV/Å)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    f.save(fig, "pareto.png", "Accuracy vs inference cost")
+
+
+def _learning_curves(out: Path, runs: list[dict]) -> dict[str, list[tuple[int, list[int], list[float]]]]:
+    """Validation curves of the first fold and seed of each configuration, from each run's
+    ``metrics.csv``: series → [(depth, epochs, force RMSE in meV/Å, or the energy RMSE in
+    meV/atom where the forces were not validated)]."""
     curves = defaultdict(list)
     for r in runs:
         if r.get("fold") == min(x.get("fold", 0) for x in runs) and r.get("seed") == min(x.get("seed", 0) for x in runs):
@@ -372,41 +435,50 @@ def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, s
                 if all(math.isnan(y) for y in ys):
                     ys = [float(x["val_energy_rmse_mev_per_atom"] or "nan") for x in rows]
                 curves[_series(r, _varying(runs))].append((r["depth"], [int(x["epoch"]) for x in rows], ys))
-    if curves:
-        names = sorted(curves)
-        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
-        for ax, s in zip(axes[0], names):
-            depths = sorted({d for d, _, _ in curves[s]})
-            cmap = plt.cm.plasma(np.linspace(0, 0.85, len(depths)))
-            for d, epochs, ys in sorted(curves[s]):
-                ax.plot(epochs, ys, color=cmap[depths.index(d)], label=f"d{d}")
-            ax.set_yscale("log")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("validation force RMSE (meV/Å)")
-            ax.set_title(s, fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        save(fig, "learning_curves.png", "Learning curves (first fold and seed)")
+    return curves
 
-    # MD stability.
-    if any(g.get("md_survived_fraction") is not None for g in groups):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for s in series:
-            gs = [g for g in by_series(s) if g.get("md_survived_fraction") is not None]
-            if not gs:
-                continue
-            d = [g["depth"] for g in gs]
-            axes[0].plot(d, [g["md_survived_fraction"] for g in gs], "o-", color=colours[s], label=s)
-            drift = [(g["depth"], g["md_mean_abs_drift_mev_per_atom_ps"]) for g in gs
-                     if g.get("md_mean_abs_drift_mev_per_atom_ps") is not None]
-            if drift:
-                axes[1].plot(*zip(*drift), "o-", color=colours[s], label=s)
-        axes[0].set_ylabel("fraction of MD replicas that survived")
-        axes[0].set_ylim(-0.05, 1.05)
-        axes[1].set_ylabel("|energy drift| of survivors (meV/atom/ps)")
-        axes[1].set_yscale("log")
-        for ax in axes:
-            depth_axis(ax)
-        axes[0].legend(fontsize=8)
-        save(fig, "md_stability.png", "MD stability vs depth")
-    return figures
+
+def _plot_learning_curves(f: _Figures) -> None:
+    """Validation error vs epoch, one panel per series, one line per depth."""
+    curves = _learning_curves(f.out, f.runs)
+    if not curves:
+        return
+    names = sorted(curves)
+    fig, axes = f.plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], names):
+        depths = sorted({d for d, _, _ in curves[s]})
+        cmap = f.plt.cm.plasma(np.linspace(0, 0.85, len(depths)))
+        for d, epochs, ys in sorted(curves[s]):
+            ax.plot(epochs, ys, color=cmap[depths.index(d)], label=f"d{d}")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation force RMSE (meV/Å)")
+        ax.set_title(s, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    f.save(fig, "learning_curves.png", "Learning curves (first fold and seed)")
+
+
+def _plot_md_stability(f: _Figures) -> None:
+    """Fraction of surviving MD replicas and the survivors' energy drift vs depth."""
+    if not any(g.get("md_survived_fraction") is not None for g in f.groups):
+        return
+    fig, axes = f.plt.subplots(1, 2, figsize=(10, 4))
+    for s in f.series:
+        gs = [g for g in f.by_series(s) if g.get("md_survived_fraction") is not None]
+        if not gs:
+            continue
+        d = [g["depth"] for g in gs]
+        axes[0].plot(d, [g["md_survived_fraction"] for g in gs], "o-", color=f.colours[s], label=s)
+        drift = [(g["depth"], g["md_mean_abs_drift_mev_per_atom_ps"]) for g in gs
+                 if g.get("md_mean_abs_drift_mev_per_atom_ps") is not None]
+        if drift:
+            axes[1].plot(*zip(*drift), "o-", color=f.colours[s], label=s)
+    axes[0].set_ylabel("fraction of MD replicas that survived")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[1].set_ylabel("|energy drift| of survivors (meV/atom/ps)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        f.depth_axis(ax)
+    axes[0].legend(fontsize=8)
+    f.save(fig, "md_stability.png", "MD stability vs depth")
