@@ -4,6 +4,14 @@ Unknown keys are errors that name the key and its section; values are checked ag
 field's annotation (bool, int, float, str, tuples/lists of those, Optional, Literal and
 nested dataclasses). Validation of ranges belongs in each dataclass's ``__post_init__``,
 which raises ``ValueError`` (never ``assert``).
+
+Two extensions serve sections whose form is chosen by the user:
+
+- a field whose YAML key is not a Python name (``lambda``) declares it as
+  ``field(metadata={"key": "lambda"})``;
+- an annotation that is a class with a ``from_config_value(value, where)`` classmethod is
+  parsed by that method (a section whose dataclass depends on a ``kind`` key, such as the
+  descriptor: see :class:`mlpot.descriptors.DescriptorConfig`).
 """
 
 from __future__ import annotations
@@ -49,13 +57,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {_key(f): f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         path = ", ".join(_join(where, k) for k in unknown)
         raise ConfigError(f"unknown config key(s): {path}; allowed in '{where or 'top level'}': {sorted(fields)}")
     hints = get_type_hints(cls)
-    kwargs = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
+    kwargs = {fields[key].name: _convert(hints[fields[key].name], value, _join(where, key))
+              for key, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field without a default
@@ -66,7 +75,7 @@ def to_dict(obj) -> dict[str, Any]:
     """Plain dict (lists for tuples) of a dataclass, suitable for YAML/JSON and from_dict."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {_key(f): plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
@@ -74,6 +83,11 @@ def to_dict(obj) -> dict[str, Any]:
         return v
 
     return plain(obj)
+
+
+def _key(f: dataclasses.Field) -> str:
+    """The YAML key of a dataclass field: its name unless ``metadata["key"]`` says otherwise."""
+    return f.metadata.get("key", f.name)
 
 
 def _join(where: str, key: str) -> str:
@@ -97,6 +111,8 @@ def _convert(tp, value, where: str):
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if isinstance(tp, type) and hasattr(tp, "from_config_value"):
+        return tp.from_config_value(value, where)
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")

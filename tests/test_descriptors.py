@@ -373,13 +373,13 @@ def test_unknown_element_is_named(full_sf):
         ({"elements": ["H", "Xx"]}, "unknown element 'Xx'"),
         ({"cutoff_function": "gauss"}, "unknown cutoff_function 'gauss'"),
         ({"cutoff_alpha": 1.0}, "cutoff_alpha"),
-        ({"radial": [{"eta": 0.1, "width": 2}]}, r"unknown key\(s\) \['width'\]"),
+        ({"radial": [{"eta": 0.1, "width": 2}]}, r"unknown config key\(s\): descriptor[.]radial\[0\][.]width"),
         ({"radial": [{"eta": -1.0}]}, "eta must be"),
         ({"angular": [{"kind": "G3", "eta": 0.1, "zeta": 1}]}, "kind must be one of"),
         ({"angular": [{"kind": "G4", "eta": 0.1, "zeta": 0.5, "lambda": 1}]}, "zeta must be >= 1"),
         ({"angular": [{"kind": "G4", "eta": 0.1, "zeta": 1, "lambda": 0.5}]}, "lambda must be"),
         ({"radial": [{"eta": 0.1, "neighbour": "C"}]}, "element 'C' is not in elements"),
-        ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+        ({"colour": "red"}, r"unknown config key\(s\): descriptor[.]colour"),
     ],
 )
 def test_bad_config_is_rejected_with_a_clear_message(change, message):

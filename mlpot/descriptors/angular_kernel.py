@@ -1,6 +1,6 @@
 """Angular symmetry functions summed over triplets in compiled loops (numba, CPU).
 
-The torch path (:meth:`SymmetryFunctions._triplet_sums`) builds per-triplet tensors for
+The torch path (:meth:`AngularSymmetryFunctions.triplet_sums <mlpot.descriptors.angular.AngularSymmetryFunctions.triplet_sums>`) builds per-triplet tensors for
 every radial shape and angle power and sums them with batched matrix products. With long
 angular cutoffs that is memory traffic, not arithmetic: n2p2's water potential (6.35 Å,
 ~5500 triplets per atom) moves tens of bytes per triplet and shape through memory several

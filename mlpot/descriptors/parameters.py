@@ -1,23 +1,13 @@
-"""Symmetry-function parameters: explicit terms, n2p2-style grids, strict YAML mapping.
+"""Symmetry-function parameters: the resolved terms of an element-resolved ACSF descriptor.
 
 A *term* is one functional form with its parameters; it becomes one feature per neighbour
 element (radial) or per unordered neighbour-element pair (angular), for each centre element
 it applies to. Terms may be restricted to a centre element and to neighbour elements, which
 is how n2p2 potentials define different sets per element.
 
-YAML / dict layout (lengths in Å, η in Å⁻²)::
-
-    elements: [H, O]
-    cutoff: 6.0                 # default r_c of every term and the neighbour-list radius
-    cutoff_function: cos        # see mlpot.descriptors.cutoffs
-    cutoff_alpha: 0.0           # inner radius fraction (polynomial/cos/exp cutoffs)
-    radial:
-      - {eta: 0.5, r_s: 0.0}                                    # one explicit G2 term
-      - {grid: {count: 8, mode: shift, r_lower: 0.8}}           # a generated grid
-      - {eta: 1.0, centre: H, neighbour: O, cutoff: 4.0}        # restricted term
-    angular:
-      - {kind: G5, eta: 0.01, zeta: 1, lambda: 1}
-      - {kind: G4, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 2, mode: center, r_lower: 1.5}}
+The YAML section that generates terms (explicit entries and n2p2-style grids) is parsed by
+:class:`~mlpot.descriptors.sf_config.SymmetryFunctionsConfig`; :meth:`SymmetryFunctionSpec.to_dict`
+writes every term explicitly in that same form, so it reads back unchanged.
 
 Grids follow n2p2's ``SymFuncParamGenerator`` rules (Gastegger et al., JCP 148, 241709
 (2018) and Imbalzano et al., JCP 148, 241730 (2018)); see :func:`radial_grid`.
@@ -27,10 +17,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 
 from .cutoffs import CUTOFF_FUNCTIONS
 
@@ -295,30 +285,15 @@ class SymmetryFunctionSpec:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "SymmetryFunctionSpec":
-        """Build from a (YAML) dict; unknown keys are errors that name the key."""
-        _reject_unknown(config, {"elements", "cutoff", "cutoff_function", "cutoff_alpha",
-                                 "radial", "angular"}, "descriptor")
-        for required in ("elements", "cutoff"):
-            if required not in config:
-                raise ValueError(f"descriptor: missing required key {required!r}")
-        elements = tuple(_as_symbol(e) for e in config["elements"])
-        cutoff = float(config["cutoff"])
-        if not (np.isfinite(cutoff) and cutoff > 0):  # checked before grids are built on it
-            raise ValueError(f"cutoff must be a positive distance in Å, got {cutoff}")
-        radial = tuple(
-            t for entry in config.get("radial") or () for t in _radial_terms(entry, cutoff)
-        )
-        angular = tuple(
-            t for entry in config.get("angular") or () for t in _angular_terms(entry, cutoff)
-        )
-        return cls(
-            elements=elements,
-            cutoff=cutoff,
-            cutoff_function=str(config.get("cutoff_function", "cos")),
-            cutoff_alpha=float(config.get("cutoff_alpha", 0.0)),
-            radial=radial,
-            angular=angular,
-        )
+        """Build from a (YAML) dict with ``elements`` (see :class:`SymmetryFunctionsConfig
+        <mlpot.descriptors.sf_config.SymmetryFunctionsConfig>`); unknown keys are errors
+        that name the key."""
+        from ..config import from_dict
+        from .sf_config import SymmetryFunctionsConfig
+
+        if not isinstance(config, dict):
+            raise ValueError(f"descriptor: expected a mapping, got {type(config).__name__}")
+        return from_dict(SymmetryFunctionsConfig, config, "descriptor").spec()
 
     @classmethod
     def default(cls, elements, cutoff: float = 5.0, radial_count: int = 8,
@@ -339,80 +314,3 @@ class SymmetryFunctionSpec:
 
         with open(path) as fh:
             return cls.from_dict(yaml.safe_load(fh))
-
-
-# ---------------------------------------------------------------------- helpers
-_GRID_KEYS = {"count", "mode", "rule", "r_lower", "r_upper"}
-
-
-def _reject_unknown(d: dict, allowed: set[str], where: str) -> None:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
-def _as_symbol(el: Any) -> str:
-    if isinstance(el, (int, np.integer)):
-        if not 0 < int(el) < len(chemical_symbols):
-            raise ValueError(f"unknown element with atomic number {el}")
-        return chemical_symbols[int(el)]
-    return str(el)
-
-
-def _grid_pairs(entry: dict, cutoff: float, where: str) -> list[tuple[float, float]]:
-    grid = entry["grid"]
-    _reject_unknown(grid, _GRID_KEYS, f"{where}.grid")
-    if "count" not in grid:
-        raise ValueError(f"{where}.grid: missing required key 'count'")
-    return radial_grid(
-        int(grid["count"]),
-        cutoff,
-        mode=grid.get("mode", "shift"),
-        rule=grid.get("rule", "gastegger2018"),
-        r_lower=grid.get("r_lower"),
-        r_upper=grid.get("r_upper"),
-    )
-
-
-def _radial_terms(entry: dict, default_cutoff: float) -> Iterable[RadialTerm]:
-    _reject_unknown(entry, {"eta", "r_s", "cutoff", "centre", "neighbour", "grid"}, "radial")
-    cutoff = float(entry.get("cutoff", default_cutoff))
-    common = dict(cutoff=cutoff, centre=entry.get("centre"), neighbour=entry.get("neighbour"))
-    if "grid" in entry:
-        if "eta" in entry or "r_s" in entry:
-            raise ValueError("radial: give either 'grid' or explicit 'eta'/'r_s', not both")
-        return [RadialTerm(eta=e, r_s=r, **common) for e, r in _grid_pairs(entry, cutoff, "radial")]
-    if "eta" not in entry:
-        raise ValueError("radial: missing required key 'eta' (or a 'grid')")
-    return [RadialTerm(eta=float(entry["eta"]), r_s=float(entry.get("r_s", 0.0)), **common)]
-
-
-def _angular_terms(entry: dict, default_cutoff: float) -> Iterable[AngularTerm]:
-    allowed = {"kind", "eta", "zeta", "zetas", "lambda", "lambdas", "r_s", "cutoff", "centre",
-               "neighbours", "grid"}
-    _reject_unknown(entry, allowed, "angular")
-    cutoff = float(entry.get("cutoff", default_cutoff))
-    kind = str(entry.get("kind", "G4"))
-    zetas = entry.get("zetas", [entry["zeta"]] if "zeta" in entry else None)
-    lambdas = entry.get("lambdas", [entry["lambda"]] if "lambda" in entry else [-1.0, 1.0])
-    if zetas is None:
-        raise ValueError("angular: missing required key 'zeta' (or 'zetas')")
-    if "grid" in entry:
-        if "eta" in entry or "r_s" in entry:
-            raise ValueError("angular: give either 'grid' or explicit 'eta'/'r_s', not both")
-        radial = _grid_pairs(entry, cutoff, "angular")
-    else:
-        if "eta" not in entry:
-            raise ValueError("angular: missing required key 'eta' (or a 'grid')")
-        radial = [(float(entry["eta"]), float(entry.get("r_s", 0.0)))]
-    neighbours = entry.get("neighbours")
-    neighbours = tuple(str(x) for x in neighbours) if neighbours is not None else None
-    return [
-        AngularTerm(kind=kind, eta=eta, zeta=float(z), lam=float(lam), r_s=r_s, cutoff=cutoff,
-                    centre=entry.get("centre"), neighbours=neighbours)
-        for eta, r_s in radial
-        for z in zetas
-        for lam in lambdas
-    ]
