@@ -9,7 +9,8 @@ together in :class:`~mlpot.md.BatchedMD`; one that fails is removed and the othe
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -48,85 +49,141 @@ def md_stability(model, structures: Sequence[Atoms], config: MDStabilityConfig) 
         replicas: ``survived_fraction``, ``mean_time_to_failure_ps`` (survivors count with
         the full run length, a lower bound), ``mean_abs_drift_mev_per_atom_ps``.
     """
+    starts = _thermalised(structures, config)
+    log = _Replicas.of(starts)
+    if config.steps:
+        _run(model, starts, config, log)
+    return _summary(log, config)
+
+
+@dataclass
+class _Replicas:
+    """What a stability run records per replica (indexed like the start structures).
+
+    Attributes:
+        n_atoms: atoms of each replica.
+        dmin0: shortest interatomic distance of each start structure, Å.
+        times: sample times, ps.
+        energies: total energy per atom at those times, eV.
+        failure: (time, ps; reason) of each failed replica, ``None`` while it survives.
+    """
+
+    n_atoms: list[int]
+    dmin0: list[float]
+    times: list[list[float]]
+    energies: list[list[float]]
+    failure: list[tuple[float, str] | None]
+
+    @classmethod
+    def of(cls, starts: Sequence[Atoms]) -> "_Replicas":
+        n = len(starts)
+        return cls(n_atoms=[len(a) for a in starts], dmin0=[min_distance(a) for a in starts],
+                   times=[[] for _ in range(n)], energies=[[] for _ in range(n)], failure=[None] * n)
+
+    def record(self, md: BatchedMD, alive: list[int], t: float) -> None:
+        """Sample the total energy per atom of the replicas ``alive`` (in ``md``'s order) at ``t`` ps."""
+        etot = md.total_energy().detach().cpu().double().numpy()
+        for k, r in enumerate(alive):
+            self.times[r].append(t)
+            self.energies[r].append(float(etot[k]) / self.n_atoms[r])
+
+
+def _thermalised(structures: Sequence[Atoms], config: MDStabilityConfig) -> list[Atoms]:
+    """Copies of ``structures`` (no calculator, no labels) with Maxwell–Boltzmann momenta at
+    ``config.temperature_K`` and no centre-of-mass motion; replica k draws from seed + k."""
     starts = []
     for k, atoms in enumerate(structures):
         a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         thermalize_momenta(a, temperature_K=config.temperature_K, rng=np.random.default_rng(config.seed + k))
         Stationary(a)
         starts.append(a)
-    n = len(starts)
-    dmin0 = [min_distance(a) for a in starts]
-    dt_ps = config.timestep_fs * 1e-3
-    n_atoms = [len(a) for a in starts]
-    times: list[list[float]] = [[] for _ in range(n)]
-    energies: list[list[float]] = [[] for _ in range(n)]
-    failure: list[tuple[float, str] | None] = [None] * n
+    return starts
 
-    def engine(atoms):
+
+def _run(model, starts: list[Atoms], config: MDStabilityConfig, log: _Replicas) -> None:
+    """Advance the replicas ``config.check_every`` steps at a time, checking and sampling each
+    after every chunk and dropping the failed ones, until ``config.steps`` or none is left."""
+    def engine(atoms: list[Atoms]) -> BatchedMD:
         return BatchedMD(model, atoms, ensemble=config.ensemble, timestep_fs=config.timestep_fs,
                          temperature_K=config.temperature_K, seed=config.seed)
 
-    alive, current = list(range(n)), list(starts)
-    md = engine(current) if config.steps else None
-    if md is not None:
-        _record(md, alive, 0.0, times, energies, n_atoms)
+    dt_ps = config.timestep_fs * 1e-3
+    alive, current = list(range(len(starts))), list(starts)
+    md = engine(current)
+    log.record(md, alive, 0.0)
     done = 0
-    while md is not None and alive and done < config.steps:
+    while alive and done < config.steps:
         chunk = min(config.check_every, config.steps - done)
+        batch_failed = False
         try:
             md.run(chunk)
             states = md.to_atoms()
             etot = md.total_energy().detach().cpu().double().numpy()
             temps = md.temperature().detach().cpu().double().numpy()
         except Exception as exc:  # a replica so broken that the batch cannot step
-            states, etot, temps = None, None, None
+            batch_failed = True
             error = f"{type(exc).__name__}: {exc}"
+            states, verdicts = _culprits(engine, alive, current, chunk, log, config, error)
+        else:
+            verdicts = [_failure(states[k], etot[k], temps[k], log.dmin0[r], config) for k, r in enumerate(alive)]
         done += chunk
         t = done * dt_ps
-        if states is None:
-            # Find the culprit(s): advance each replica alone over the same chunk.
-            survivors, new_states = [], []
-            for r, atoms in zip(alive, current):
-                try:
-                    single = engine([atoms])
-                    single.run(chunk)
-                    s = single.to_atoms()[0]
-                    bad = _failure(s, float(single.total_energy()[0]), float(single.temperature()[0]),
-                                   dmin0[r], config)
-                except Exception:
-                    bad = f"MD step failed ({error})"
-                if bad:
-                    failure[r] = (t, bad)
-                else:
-                    survivors.append(r)
-                    new_states.append(s)
-        else:
-            survivors, new_states = [], []
-            for k, r in enumerate(alive):
-                bad = _failure(states[k], etot[k], temps[k], dmin0[r], config)
-                if bad:
-                    failure[r] = (t, bad)
-                else:
-                    survivors.append(r)
-                    new_states.append(states[k])
-        changed = survivors != alive or states is None
+        survivors, new_states = [], []
+        for r, state, bad in zip(alive, states, verdicts):
+            if bad:
+                log.failure[r] = (t, bad)
+            else:
+                survivors.append(r)
+                new_states.append(state)
+        # A new engine only when the batch changed (or its step failed, leaving its state
+        # unusable): an unchanged batch goes on as one uninterrupted run, noise stream included.
+        changed = survivors != alive or batch_failed
         alive, current = survivors, new_states
         if alive and changed:
             md = engine(current)
         if alive:
-            _record(md, alive, t, times, energies, n_atoms)
+            log.record(md, alive, t)
 
+
+def _culprits(engine: Callable[[list[Atoms]], BatchedMD], alive: list[int], current: list[Atoms],
+              chunk: int, log: _Replicas, config: MDStabilityConfig,
+              error: str) -> tuple[list[Atoms | None], list[str | None]]:
+    """After the batch failed to step: advance each replica alone over the same ``chunk`` steps
+    to find the one(s) at fault; returns each replica's new state and why it failed (or ``None``).
+    A replica that cannot step alone either fails with the batch's ``error``."""
+    states: list[Atoms | None] = []
+    verdicts: list[str | None] = []
+    for r, atoms in zip(alive, current):
+        state = None
+        try:
+            single = engine([atoms])
+            single.run(chunk)
+            state = single.to_atoms()[0]
+            bad = _failure(state, float(single.total_energy()[0]), float(single.temperature()[0]),
+                           log.dmin0[r], config)
+        except Exception:
+            bad = f"MD step failed ({error})"
+        states.append(state)
+        verdicts.append(bad)
+    return states, verdicts
+
+
+def _summary(log: _Replicas, config: MDStabilityConfig) -> dict:
+    """The result of :func:`md_stability` from its per-replica records."""
+    dt_ps = config.timestep_fs * 1e-3
+    n = len(log.n_atoms)
     replicas = []
     total_ps = config.steps * dt_ps
     for r in range(n):
-        e = np.asarray(energies[r])
-        rep = {"n_atoms": n_atoms[r], "survived": failure[r] is None,
-               "time_to_failure_ps": None if failure[r] is None else failure[r][0],
-               "reason": None if failure[r] is None else failure[r][1],
+        e = np.asarray(log.energies[r])
+        failure = log.failure[r]
+        rep = {"n_atoms": log.n_atoms[r], "survived": failure is None,
+               "time_to_failure_ps": None if failure is None else failure[0],
+               "reason": None if failure is None else failure[1],
                "max_energy_change_mev_per_atom": float(np.abs(e - e[0]).max() * 1e3) if len(e) else None,
                "drift_mev_per_atom_ps": None}
-        if failure[r] is None and config.ensemble == "nve" and len(e) >= 3:
-            rep["drift_mev_per_atom_ps"] = float(np.polyfit(times[r], e, 1)[0] * 1e3)
+        if failure is None and config.ensemble == "nve" and len(e) >= 3:
+            rep["drift_mev_per_atom_ps"] = float(np.polyfit(log.times[r], e, 1)[0] * 1e3)
         replicas.append(rep)
     drifts = [abs(r["drift_mev_per_atom_ps"]) for r in replicas if r["drift_mev_per_atom_ps"] is not None]
     ttf = [total_ps if r["survived"] else r["time_to_failure_ps"] for r in replicas]
@@ -137,13 +194,6 @@ def md_stability(model, structures: Sequence[Atoms], config: MDStabilityConfig) 
         "mean_time_to_failure_ps": float(np.mean(ttf)) if ttf else None,
         "mean_abs_drift_mev_per_atom_ps": float(np.mean(drifts)) if drifts else None,
     }
-
-
-def _record(md, alive, t, times, energies, n_atoms) -> None:
-    etot = md.total_energy().detach().cpu().double().numpy()
-    for k, r in enumerate(alive):
-        times[r].append(t)
-        energies[r].append(float(etot[k]) / n_atoms[r])
 
 
 def _failure(atoms: Atoms, total_energy: float, temperature: float, dmin0: float,
