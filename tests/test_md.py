@@ -8,7 +8,7 @@ from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from mlpot.calculator import MLPotCalculator
-from mlpot.md import BatchedMD
+from mlpot.md import BatchedMD, Thermostat
 from mlpot.models import NetworkConfig
 from structures_for_tests import water_box
 from test_models import make_model
@@ -65,7 +65,7 @@ def test_langevin_reaches_target_temperature_per_replica():
     # burn-in hold ~30 independent samples of 36 degrees of freedom each, so the mean
     # temperature is within ~4% (1σ) of the bath; 15% is a 3.5σ bound.
     engine = BatchedMD(model, structures, ensemble="nvt", timestep_fs=0.05,
-                       temperature_K=[200.0, 800.0], friction_per_fs=2.0, seed=1)
+                       thermostat=Thermostat(temperature_K=[200.0, 800.0], friction_per_fs=2.0, seed=1))
     temps = []
     engine.run(400, callback=lambda e: temps.append(e.temperature().cpu().numpy()), every=1)
     mean = np.mean(temps[100:], axis=0)
@@ -78,6 +78,11 @@ def test_bad_arguments(model):
         BatchedMD(model, [start(0)], ensemble="npt-ish")
     with pytest.raises(ValueError, match="timestep"):
         BatchedMD(model, [start(0)], timestep_fs=0.0)
+    with pytest.raises(ValueError, match="friction"):
+        Thermostat(friction_per_fs=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        Thermostat(temperature_K=[300.0, -1.0])
+    assert Thermostat(temperature_K=[300, 600]).temperature_K == (300.0, 600.0)
 
 
 @pytest.mark.gpu

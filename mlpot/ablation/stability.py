@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 from ase.neighborlist import neighbor_list
 
-from ..md import BatchedMD
+from ..md import BatchedMD, Thermostat
 from .config import MDStabilityConfig
 
 __all__ = ["md_stability", "min_distance"]
@@ -105,7 +105,7 @@ def _run(model, starts: list[Atoms], config: MDStabilityConfig, log: _Replicas) 
     after every chunk and dropping the failed ones, until ``config.steps`` or none is left."""
     def engine(atoms: list[Atoms]) -> BatchedMD:
         return BatchedMD(model, atoms, ensemble=config.ensemble, timestep_fs=config.timestep_fs,
-                         temperature_K=config.temperature_K, seed=config.seed)
+                         thermostat=Thermostat(temperature_K=config.temperature_K, seed=config.seed))
 
     dt_ps = config.timestep_fs * 1e-3
     alive, current = list(range(len(starts))), list(starts)

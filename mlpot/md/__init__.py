@@ -1,6 +1,6 @@
 """Molecular dynamics: a batched, device-resident engine and integrators."""
 
-from .engine import BatchedMD, MDState
+from .engine import BatchedMD, MDState, Thermostat
 from .integrators import INTEGRATORS
 
-__all__ = ["BatchedMD", "INTEGRATORS", "MDState"]
+__all__ = ["BatchedMD", "INTEGRATORS", "MDState", "Thermostat"]

@@ -21,7 +21,7 @@ from ase import Atoms, units
 from ..data import collate
 from .integrators import INTEGRATORS
 
-__all__ = ["MDState", "BatchedMD"]
+__all__ = ["MDState", "BatchedMD", "Thermostat"]
 
 
 @dataclass
@@ -40,6 +40,31 @@ class MDState:
     energy: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Thermostat:
+    """Langevin heat bath of ``nvt`` runs (``nve`` ignores it).
+
+    Attributes:
+        temperature_K: bath temperature, K: one for all replicas, or one per replica
+            (kept as a tuple).
+        friction_per_fs: Langevin friction γ, 1/fs (velocity correlation time 1/γ).
+        seed: seed of the Langevin noise.
+    """
+
+    temperature_K: float | Sequence[float] = 300.0
+    friction_per_fs: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # A per-replica list becomes a tuple, so the options stay immutable (and hashable).
+        if np.ndim(self.temperature_K):
+            object.__setattr__(self, "temperature_K", tuple(float(t) for t in self.temperature_K))
+        if np.min(self.temperature_K) < 0:
+            raise ValueError(f"temperature must be >= 0 K, got {self.temperature_K}")
+        if self.friction_per_fs < 0:
+            raise ValueError(f"friction must be >= 0 per fs, got {self.friction_per_fs}")
+
+
 class BatchedMD:
     """Run one integrator over many structures at once with an mlpot model.
 
@@ -48,18 +73,18 @@ class BatchedMD:
         structures: starting structures (their momenta are used if set).
         ensemble: ``"nve"`` (velocity Verlet) or ``"nvt"`` (Langevin BAOAB).
         timestep_fs: timestep, fs.
-        temperature_K: target temperature for ``nvt`` (a float or one per replica).
-        friction_per_fs: Langevin friction γ, 1/fs.
+        thermostat: bath temperature, friction and noise seed for ``nvt``.
         skin: Verlet skin, Å.
         check_every: steps between neighbour-list validity checks (1 = every step; a
             larger value must keep atoms from moving skin/2 in that many steps).
-        seed: seed of the Langevin noise.
+
+    Example:
+        ``BatchedMD(model, replicas, "nvt", 0.5, Thermostat(temperature_K=[300, 600], seed=1))``
     """
 
     def __init__(self, model, structures: Sequence[Atoms], ensemble: str = "nve",
-                 timestep_fs: float = 0.5, temperature_K: float | Sequence[float] = 300.0,
-                 friction_per_fs: float = 0.01, skin: float = 1.0, check_every: int = 1,
-                 seed: int = 0):
+                 timestep_fs: float = 0.5, thermostat: Thermostat = Thermostat(),
+                 skin: float = 1.0, check_every: int = 1):
         if ensemble not in INTEGRATORS:
             raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {sorted(INTEGRATORS)}")
         if not timestep_fs > 0:
@@ -72,11 +97,12 @@ class BatchedMD:
         self.batch = collate(list(structures), dtype=dtype, device=device, labels=False)
         self.step_fn = INTEGRATORS[ensemble]
         self.ensemble = ensemble
+        self.thermostat = thermostat
         self.dt = timestep_fs * units.fs
-        self.friction = friction_per_fs / units.fs
+        self.friction = thermostat.friction_per_fs / units.fs
         self.skin, self.check_every = float(skin), int(check_every)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        temps = np.broadcast_to(np.asarray(temperature_K, dtype=float), (self.batch.n_systems,))
+        self.generator = torch.Generator(device=device).manual_seed(thermostat.seed)
+        temps = np.broadcast_to(np.asarray(thermostat.temperature_K, dtype=float), (self.batch.n_systems,))
         self.kT = torch.as_tensor(temps * units.kB, dtype=dtype, device=device)[self.batch.system_idx].unsqueeze(1)
         masses = np.concatenate([a.get_masses() for a in structures])
         velocities = np.concatenate([a.get_velocities() for a in structures])
