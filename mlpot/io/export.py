@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.potential import stress_from_strain_derivative
 from .files import atomic_path
 
 __all__ = ["ExportedPotential", "export_model", "EXPORT_FORMAT"]
@@ -68,12 +69,9 @@ class _AtomicEnergies(nn.Module):
         (2, P), edge_shift (P, 3) → (N,) atomic energies, eV."""
         from ..neighbours import edge_vectors
 
-        descriptor = self.model.descriptor
         vec = edge_vectors(positions, cell, torch.zeros_like(species), edge_index, edge_shift)
-        raw = descriptor.compute_from_vectors(vec, species, edge_index, positions.shape[0])
-        features = descriptor.scale(raw, species)
-        return (self.model.reference_energies.to(features.dtype)[species]
-                + self.model.energy_scale.to(features.dtype) * self.model.networks(features, species))
+        raw = self.model.descriptor.compute_from_vectors(vec, species, edge_index, positions.shape[0])
+        return self.model.atomic_energies(raw, species)
 
 
 def _distinct(values: torch.Tensor) -> List[int]:
@@ -178,11 +176,8 @@ class ExportedPotential(nn.Module):
         g_pos, g_strain = grads[0], grads[1]
         forces = torch.zeros_like(leaf) if g_pos is None else -g_pos
         virial = torch.zeros(3, 3, dtype=self.dtype, device=positions.device) if g_strain is None else g_strain
-        if bool(pbc.to(torch.bool).all()):
-            sigma = virial / torch.linalg.det(cell.to(self.dtype)).abs()
-            stress = 0.5 * (sigma + sigma.transpose(0, 1))
-        else:
-            stress = torch.full((3, 3), float("nan"), dtype=self.dtype, device=positions.device)
+        stress = stress_from_strain_derivative(virial.unsqueeze(0), cell.to(self.dtype).unsqueeze(0),
+                                               pbc.to(torch.bool).all().view(1))[0]
         return {"energy": energy.detach(), "atomic_energies": atomic.detach(),
                 "forces": forces.detach(), "stress": stress.detach()}
 

@@ -1,6 +1,6 @@
 """The model file: one ``torch.save`` archive of plain types and tensors.
 
-Holds the format name and version, the descriptor spec, the network config, the scaling
+Holds the format name and version, the descriptor (its ``kind`` and resolved parameters), the network config, the scaling
 settings, the state dict (weights, scaling statistics, reference energies, energy scale),
 the elements, the units and free-form metadata. It loads with ``weights_only=True`` (no
 pickled code runs). A file written by a newer mlpot format is refused with a clear message;
@@ -37,7 +37,7 @@ def save_model(model, path: str | os.PathLike, metadata: dict[str, Any] | None =
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "elements": list(model.elements),
-        "descriptor": model.spec.to_dict(),
+        "descriptor": {"kind": model.descriptor.kind, **model.descriptor.config_dict()},
         "network": to_dict(model.config),
         "scaling": None if scaler is None else {"mode": scaler.mode, "s_min": scaler.s_min, "s_max": scaler.s_max},
         "units": dict(UNITS),
@@ -57,8 +57,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         dtype: cast floating parameters (default: the dtype the model was saved in).
     """
     from ..config import from_dict
-    from ..descriptors import SymmetryFunctionSpec
-    from ..descriptors.scaling import FeatureScaler
+    from ..descriptors import descriptor_from_dict
     from ..models import NetworkConfig, Potential
 
     path = Path(path)
@@ -76,12 +75,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
             f"{path}: model file format version {version} is newer than this mlpot supports "
             f"({FORMAT_VERSION}); upgrade mlpot to load it")
     payload = _migrate(payload)
-    model = Potential(SymmetryFunctionSpec.from_dict(payload["descriptor"]),
+    model = Potential(descriptor_from_dict(payload["descriptor"]),
                       from_dict(NetworkConfig, payload["network"], "network"))
     if payload["scaling"] is not None:
         sc = payload["scaling"]
-        model.descriptor.scaler = FeatureScaler(model.descriptor.n_elements, model.descriptor.max_features,
-                                                sc["mode"], sc["s_min"], sc["s_max"])
+        model.descriptor.empty_scaler(sc["mode"], sc["s_min"], sc["s_max"])
     saved_dtype = next(v.dtype for k, v in payload["state_dict"].items() if k.startswith("networks."))
     model = model.to(dtype=saved_dtype)
     model.load_state_dict(payload["state_dict"])

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..descriptors import PairJacobian, SymmetryFunctions, SymmetryFunctionSpec
+from ..descriptors import Descriptor, PairJacobian, SymmetryFunctions, SymmetryFunctionSpec
 from ..neighbours import edge_vectors
 from .elementwise import ElementNetworks
 from .mlp import NetworkConfig
@@ -27,18 +27,31 @@ class Potential(nn.Module):
     """A Behler–Parrinello potential.
 
     Args:
-        spec: the symmetry functions.
+        descriptor: a :class:`~mlpot.descriptors.Descriptor` of any registered kind, or a
+            :class:`~mlpot.descriptors.SymmetryFunctionSpec` (symmetry functions).
         config: the per-element network architecture.
     """
 
-    def __init__(self, spec: SymmetryFunctionSpec, config: NetworkConfig):
+    def __init__(self, descriptor: Descriptor | SymmetryFunctionSpec, config: NetworkConfig):
         super().__init__()
-        self.spec = spec
+        if isinstance(descriptor, SymmetryFunctionSpec):
+            descriptor = SymmetryFunctions(descriptor)
+        if not isinstance(descriptor, Descriptor):
+            raise TypeError(f"descriptor must be a mlpot Descriptor or a SymmetryFunctionSpec, "
+                            f"got {type(descriptor).__name__}")
         self.config = config
-        self.descriptor = SymmetryFunctions(spec)
-        self.networks = ElementNetworks(spec.elements, self.descriptor.n_features_per_element, config)
-        self.register_buffer("reference_energies", torch.zeros(len(spec.elements), dtype=torch.float64))
+        self.descriptor = descriptor
+        self.networks = ElementNetworks(descriptor.elements, descriptor.n_features_per_element, config)
+        self.register_buffer("reference_energies", torch.zeros(len(descriptor.elements), dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+
+    @property
+    def spec(self) -> SymmetryFunctionSpec:
+        """The symmetry-function parameters (descriptors of kind ``symmetry_functions``)."""
+        spec = getattr(self.descriptor, "spec", None)
+        if spec is None:
+            raise AttributeError(f"a {self.descriptor.kind!r} descriptor has no symmetry-function spec")
+        return spec
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -173,14 +186,7 @@ class Potential(nn.Module):
             out["descriptors"] = raw.detach()
         if not need_grad:
             return out
-        wrt = [leaf] + ([strain] if strain is not None else [])
-        grads = torch.autograd.grad(energy.sum(), wrt, create_graph=create_graph, allow_unused=True)
-        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
-        if forces:
-            out["forces"] = -grads[0]
-        if strain is not None:
-            out["stress"] = _stress(grads[1], batch)
-        return out
+        return _add_derivatives(out, energy.sum(), None, (leaf, strain), batch, forces, create_graph)
 
     @torch.no_grad()
     def _chunk_starts(self, batch, chunk_size: int, vec: torch.Tensor) -> list[int]:
@@ -219,7 +225,7 @@ class Potential(nn.Module):
             with torch.enable_grad():
                 part = vec[a:b].detach().requires_grad_(True)
                 raw = self.descriptor.compute_from_vectors(part, species, batch.edge_index[:, a:b], n_atoms)[lo:hi]
-                atomic = self._atomic_energies(raw, species[lo:hi])
+                atomic = self.atomic_energies(raw, species[lo:hi])
                 (grad,) = torch.autograd.grad(atomic.sum(), part, allow_unused=True)
             if grad is not None:  # None: a group without pairs
                 de_dvec[a:b] = grad
@@ -231,14 +237,7 @@ class Potential(nn.Module):
                "atomic_energies": atomic}
         if descriptors:
             out["descriptors"] = torch.cat(raw_parts)
-        wrt = [leaf] + ([strain] if strain is not None else [])
-        grads = torch.autograd.grad(vec, wrt, grad_outputs=de_dvec, allow_unused=True)
-        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
-        if forces:
-            out["forces"] = -grads[0]
-        if strain is not None:
-            out["stress"] = _stress(grads[1], batch)
-        return out
+        return _add_derivatives(out, vec, de_dvec, (leaf, strain), batch, forces, False)
 
     def forward_from_descriptors(self, batch, raw: torch.Tensor, jacobian: PairJacobian,
                                  forces: bool = True, stress: bool = False,
@@ -283,29 +282,59 @@ class Potential(nn.Module):
                                batch.edge_shift).to(g.dtype)
             virial = g.new_zeros(batch.n_systems, 3, 3).index_add(
                 0, batch.system_idx.index_select(0, centre), vec.unsqueeze(2) * g.unsqueeze(1))
-            out["stress"] = _stress(virial, batch)
+            out["stress"] = stress_from_strain_derivative(virial, batch.cell, batch.pbc.all(dim=1))
         return out
 
     def _energies(self, raw: torch.Tensor, species: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) atomic and (B,) total energies, eV, from (N, F) raw descriptors."""
-        atomic = self._atomic_energies(raw, species)
+        atomic = self.atomic_energies(raw, species)
         energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
         return atomic, energy
 
-    def _atomic_energies(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """(n,) atomic energies, eV, from (n, F) raw descriptors of atoms of ``species``."""
+    def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """(n,) atomic energies e_ref(Z_i) + s · NN_{Z_i}(G̃_i), eV, from (n, F) raw
+        descriptors of atoms of ``species`` (n,): the energy formula, here only."""
         features = self.descriptor.scale(raw, species)
         dtype = features.dtype
         return (self.reference_energies.to(dtype)[species]
                 + self.energy_scale.to(dtype) * self.networks(features, species))
 
 
-def _stress(strain_derivative: torch.Tensor, batch) -> torch.Tensor:
-    """(B, 3, 3) stress σ = (1/V) ∂E/∂ε, symmetrised, eV/Å³; NaN unless periodic in 3D."""
-    periodic = batch.pbc.all(dim=1).view(-1, 1, 1)
+def _add_derivatives(out: dict, outputs: torch.Tensor, grad_outputs: torch.Tensor | None,
+                     leaves: tuple[torch.Tensor, torch.Tensor | None], batch, forces: bool,
+                     create_graph: bool) -> dict[str, torch.Tensor]:
+    """Forces −∂E/∂R (N, 3) eV/Å and stress (B, 3, 3) eV/Å³ into ``out``, by one backward pass
+    from ``outputs`` (the energy, or the pair vectors with ``grad_outputs`` = ∂E/∂vec) to the
+    positions leaf and the strain (``None``: no stress)."""
+    leaf, strain = leaves
+    wrt = [leaf] + ([strain] if strain is not None else [])
+    grads = torch.autograd.grad(outputs, wrt, grad_outputs=grad_outputs, create_graph=create_graph,
+                                allow_unused=True)
+    grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+    if forces:
+        out["forces"] = -grads[0]
+    if strain is not None:
+        out["stress"] = stress_from_strain_derivative(grads[1], batch.cell, batch.pbc.all(dim=1))
+    return out
+
+
+def stress_from_strain_derivative(strain_derivative: torch.Tensor, cell: torch.Tensor,
+                                  periodic: torch.Tensor) -> torch.Tensor:
+    """Stress σ = (1/V) ∂E/∂ε, symmetrised, eV/Å³ (ASE sign convention).
+
+    Args:
+        strain_derivative: (B, 3, 3) ∂E/∂ε, eV (the virial).
+        cell: (B, 3, 3) unstrained lattice vectors as rows, Å.
+        periodic: (B,) bool, periodic along all three axes.
+
+    Returns:
+        (B, 3, 3); NaN for structures that are not periodic in 3D (no volume). The function
+        is TorchScript-compatible: the deployment export (:mod:`mlpot.io.export`) calls it.
+    """
+    periodic = periodic.view(-1, 1, 1)
     # Open structures have no volume: divide by 1 there (and mask below) so the double
     # backward of stress training never sees 0/0.
-    volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1).to(strain_derivative.dtype)
+    volume = torch.linalg.det(cell).abs().view(-1, 1, 1).to(strain_derivative.dtype)
     volume = torch.where(periodic, volume, torch.ones_like(volume))
     sigma = strain_derivative / volume
     sigma = 0.5 * (sigma + sigma.transpose(1, 2))

@@ -5,7 +5,8 @@ unknown key anywhere is an error that names it::
 
     data:       {train: train.extxyz, test: null, format: null, val_fraction: 0.1,
                  split_seed: 0, split_file: null, read_options: {}}
-    descriptor: null            # a SymmetryFunctionSpec mapping; null → the default set
+    descriptor: null            # {kind: symmetry_functions, ...} (see mlpot.descriptors);
+                                # null → the default symmetry functions
     descriptor_cutoff: 5.0      # Å, cutoff of the default set (ignored with a descriptor)
     model:      {depth: 2, width: 32, activation: tanh, ...}   # NetworkConfig
     scaling:    {mode: scale_center, range: [-1, 1]}
@@ -32,7 +33,7 @@ from typing import Any, Literal, get_type_hints
 import yaml
 
 from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
-from ..descriptors import SymmetryFunctionSpec
+from ..descriptors import Descriptor, DescriptorConfig, SymmetryFunctions, SymmetryFunctionsConfig, SymmetryFunctionSpec
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
 
@@ -235,10 +236,15 @@ class TrainingOptions:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A complete, resolved training configuration (see the module docstring)."""
+    """A complete, resolved training configuration (see the module docstring).
+
+    ``descriptor`` is the typed section of its ``kind`` (registered in
+    :data:`mlpot.descriptors.DESCRIPTORS`; symmetry functions by default), or ``None`` for
+    the default symmetry functions at ``descriptor_cutoff``.
+    """
 
     data: DataConfig
-    descriptor: dict[str, Any] | None = None
+    descriptor: DescriptorConfig | None = None
     descriptor_cutoff: float = 5.0
     model: NetworkConfig = field(default_factory=NetworkConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
@@ -250,25 +256,32 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.descriptor_cutoff) and self.descriptor_cutoff > 0):
             _fail("descriptor_cutoff", f"must be a positive distance in Å, got {self.descriptor_cutoff}")
+        if isinstance(self.descriptor, dict):  # built in code rather than parsed
+            object.__setattr__(self, "descriptor", DescriptorConfig.from_config_value(self.descriptor))
         # A descriptor naming its elements is checked whole now; one without them gets the
-        # elements of the training data, so only its keys can be checked before the run.
-        if self.descriptor is not None:
-            allowed = {f.name for f in fields(SymmetryFunctionSpec)}
-            unknown = sorted(set(self.descriptor) - allowed)
-            if unknown:
-                raise ConfigError(f"unknown config key(s): {', '.join('descriptor.' + k for k in unknown)}; "
-                                  f"allowed in 'descriptor': {sorted(allowed)}")
-            if "elements" in self.descriptor:
-                self.descriptor_spec(self.descriptor["elements"])
+        # elements of the training data, so only its keys were checked (by the parse).
+        if getattr(self.descriptor, "elements", None):
+            self.build_descriptor(self.descriptor.elements)
+
+    def build_descriptor(self, elements) -> Descriptor:
+        """The descriptor for ``elements`` (the section's own elements take precedence):
+        ``descriptor`` of its kind, or the default symmetry functions at ``descriptor_cutoff``."""
+        if self.descriptor is None:
+            return SymmetryFunctions(self.descriptor_spec(elements))
+        try:
+            return self.descriptor.build(list(elements))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"descriptor: {exc}") from None
 
     def descriptor_spec(self, elements) -> SymmetryFunctionSpec:
-        """The symmetry functions: ``descriptor`` (its elements default to ``elements``) or
-        the default set for ``elements`` at ``descriptor_cutoff``."""
+        """The symmetry functions (kind ``symmetry_functions`` only): ``descriptor`` (its
+        elements default to ``elements``) or the default set at ``descriptor_cutoff``."""
         if self.descriptor is None:
             return SymmetryFunctionSpec.default(list(elements), cutoff=self.descriptor_cutoff)
-        spec = {"elements": list(elements), **self.descriptor}
+        if not isinstance(self.descriptor, SymmetryFunctionsConfig):
+            raise ConfigError(f"descriptor: kind {self.descriptor.kind!r} is not symmetry functions")
         try:
-            return SymmetryFunctionSpec.from_dict(spec)
+            return self.descriptor.spec(list(elements))
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"descriptor: {exc}") from None
 

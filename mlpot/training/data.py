@@ -159,7 +159,7 @@ class BatchStore:
         d = self.data
         n_pairs = d.edge_index.shape[1]
         n_angular_pairs = 0
-        if descriptor.n_angular:
+        if descriptor.angular_cutoff > 0:
             # Pairs are grouped by structure: structures [lo, hi) own pairs bounds[lo]:bounds[hi].
             bounds = [0] + torch.cumsum(_edge_counts(d), 0).tolist()
             n = len(self)
@@ -168,8 +168,9 @@ class BatchStore:
                 vectors = edge_vectors(d.positions, d.cell, d.system_idx, d.edge_index[:, p0:p1],
                                        d.edge_shift[p0:p1])
                 n_angular_pairs += int((torch.linalg.vector_norm(vectors, dim=1) < descriptor.angular_cutoff).sum())
-        values = (d.positions.shape[0] * descriptor.max_features + n_pairs * (descriptor.n_radial + 3)
-                  + 3 * n_angular_pairs * descriptor.n_elements * descriptor.n_angular)
+        values = (d.positions.shape[0] * descriptor.max_features
+                  + n_pairs * descriptor.jacobian_values_per_pair(angular=False)
+                  + n_angular_pairs * descriptor.jacobian_values_per_pair(angular=True))
         return (values * dtype.itemsize + 8 * n_pairs) / 2**30
 
     def fingerprint(self) -> str:
@@ -191,7 +192,7 @@ class BatchStore:
         import json
 
         # "layout" names the cache's content: files of another layout never match.
-        return hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks-2", "spec": descriptor.spec.to_dict(),
+        return hashlib.sha256(json.dumps({"layout": "pair-jacobian-blocks-2", "spec": descriptor.cache_key_dict(),
                                           "dtype": str(dtype), "data": self.fingerprint()},
                                          sort_keys=True).encode()).hexdigest()
 
