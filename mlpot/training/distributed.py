@@ -9,6 +9,9 @@ ranks' gradients are summed (not averaged) in one all-reduce per step. Validatio
 training metrics are summed over ranks before RMSE/MAE are formed. Rank 0 alone writes
 files; the others wait at barriers.
 
+One process is :class:`SingleProcess`: the same interface with rank 0 of one, where every
+collective is the identity, so the trainer runs one code path for both.
+
 Launch with ``torchrun --nproc_per_node N -m mlpot train CONFIG`` or ``mlpot train CONFIG
 --nproc N`` (which calls torchrun). Backend: NCCL on CUDA (one GPU per rank, ``cuda:LOCAL_RANK``),
 gloo on the CPU.
@@ -28,7 +31,7 @@ import torch.distributed as tdist
 from .loss import label_masks
 from .metrics import ErrorAccumulator
 
-__all__ = ["Distributed", "from_environment", "launch"]
+__all__ = ["Distributed", "SingleProcess", "from_environment", "launch"]
 
 
 class Distributed:
@@ -239,6 +242,55 @@ class Distributed:
     def close(self) -> None:
         if self.owns_group and tdist.is_initialized():
             tdist.destroy_process_group()
+
+
+class SingleProcess(Distributed):
+    """A run in one process: rank 0 of a world of one, with no process group.
+
+    Every collective is the identity (a shard is all indices, the global loss is the
+    batch's ``terms["total"]``, gradients and metrics are already complete) and every
+    barrier a no-op, so code written for :class:`Distributed` runs unchanged and gives
+    the single-process results bit for bit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0, 1, torch.device("cpu"))
+
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices
+
+    def global_loss(self, terms: dict[str, torch.Tensor] | None, batch, weights) -> torch.Tensor | None:
+        return None if terms is None else terms["total"]
+
+    def loss_value(self, total: torch.Tensor | None) -> float:
+        return 0.0 if total is None else float(total.detach())
+
+    def sum_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        pass
+
+    def reduce_metrics(self, acc: ErrorAccumulator) -> ErrorAccumulator:
+        return acc
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        pass
+
+    def all_gather_chunks(self, local: dict[int, tuple[torch.Tensor, ...]],
+                          n_chunks: int) -> list[tuple[torch.Tensor, ...]]:
+        if sorted(local) != list(range(n_chunks)):
+            raise ValueError(f"all_gather_chunks: one process must hold all {n_chunks} chunks, got {sorted(local)}")
+        return [local[k] for k in range(n_chunks)]
+
+    def gather_object(self, obj) -> list:
+        return [obj]
+
+    def barrier(self) -> None:
+        pass
+
+    def main_first(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
 
 
 def _label_counts(batch) -> torch.Tensor:
