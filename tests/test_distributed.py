@@ -73,9 +73,9 @@ def _worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:
         written.append(os.path.basename(path))
         save_checkpoint(path, state)
 
-    def spy_model(model, ema, path, metadata):
+    def spy_model(learner, path, metadata):
         written.append(os.path.basename(path))
-        save_model(model, ema, path, metadata)
+        save_model(learner, path, metadata)
 
     trainer.save_checkpoint, trainer._save_model = spy_checkpoint, spy_model
     trainer.Potential, potential.fit_to_data = spy_potential, spy_fit  # this process only

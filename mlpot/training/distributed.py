@@ -301,7 +301,7 @@ def _label_counts(batch) -> torch.Tensor:
     return torch.stack([values_per_row[k] * masks[k].sum() for k in ("energy", "forces", "stress")]).to(torch.float64)
 
 
-def from_environment(device_name: str) -> tuple[Distributed | None, str]:
+def from_environment(device_name: str) -> tuple[Distributed, str]:
     """Join the process group described by torchrun's environment, if any.
 
     With ``WORLD_SIZE`` > 1 (set by torchrun, or by a test) this initialises the default
@@ -312,12 +312,12 @@ def from_environment(device_name: str) -> tuple[Distributed | None, str]:
         device_name: ``training.device`` of the config.
 
     Returns:
-        ``(context, device_name)``: ``None`` and the name unchanged for one process;
-        otherwise the context and the device this rank trains on.
+        ``(context, device_name)``: :class:`SingleProcess` and the name unchanged for one
+        process; otherwise the process group's context and the device this rank trains on.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not tdist.is_initialized():
-        return None, device_name
+        return SingleProcess(), device_name
     cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -333,7 +333,7 @@ def from_environment(device_name: str) -> tuple[Distributed | None, str]:
     if tdist.get_world_size() <= 1:
         if owns:
             tdist.destroy_process_group()
-        return None, device_name
+        return SingleProcess(), device_name
     nccl = tdist.get_backend() == "nccl"
     collective = torch.device(device_name) if nccl else torch.device("cpu")
     # NCCL moves GPU tensors only; CPU data (the descriptor cache) goes through gloo.
