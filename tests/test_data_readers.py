@@ -68,6 +68,10 @@ def test_detect_format(tmp_path, name, expected):
 
 def test_detect_format_directory_is_deepmd(tmp_path):
     assert detect_format(tmp_path) == "deepmd"
+    # A folder is never one of the file formats, whatever its suffix.
+    for name in ("system.json", "water.data", "store.h5"):
+        (tmp_path / name).mkdir()
+        assert detect_format(tmp_path / name) == "deepmd"
 
 
 def test_unknown_format_lists_valid_ones(tmp_path):

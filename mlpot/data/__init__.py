@@ -2,7 +2,7 @@
 
 from .batch import AtomsBatch, Targets, collate
 from .h5 import H5Dataset
-from .readers import FORMATS, detect_format, read, write
+from .readers import FORMATS, detect_format, read, register_reader, unregister_reader, write
 from .splits import Split, kfold_splits, load_split, random_split
 from .structures import DataError, Labels, get_labels, labelled_atoms, validate_structure
 
@@ -22,6 +22,8 @@ __all__ = [
     "load_split",
     "random_split",
     "read",
+    "register_reader",
+    "unregister_reader",
     "validate_structure",
     "write",
 ]

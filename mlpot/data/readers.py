@@ -15,15 +15,21 @@ Formats (see :data:`FORMATS`):
   ``"bohr_hartree"`` or a ``(length, energy)`` factor pair.
 - ``"npz"``: rMD17-style arrays in kcal/mol (also the sGDML key names ``z R E F``).
 - ``"hdf5"``: mlpot's own store; :func:`read` returns the lazy :class:`H5Dataset`.
+
+More formats plug in with :func:`register_reader`: the registry it fills drives both
+:func:`read` (reader and options by format name) and :func:`detect_format` (format by file
+suffix, or the one directory format).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import ase.io
 import numpy as np
@@ -33,30 +39,118 @@ from ..units import KBAR, KCAL_PER_MOL, unit_factors
 from .h5 import H5Dataset
 from .structures import DataError, get_labels, labelled_atoms, validate_structure
 
-__all__ = ["FORMATS", "detect_format", "read", "write"]
+__all__ = ["FORMATS", "detect_format", "read", "register_reader", "unregister_reader", "write"]
 
-FORMATS: tuple[str, ...] = ("ase", "mlearn", "deepmd", "n2p2", "npz", "hdf5")
+#: Format of a file whose name no registered reader claims (ase.io guesses from the content).
+DEFAULT_FORMAT = "ase"
+
+ReaderFn = TypeVar("ReaderFn", bound=Callable[..., Sequence[Atoms]])
+#: A check of one option value: raises ``ValueError`` for a bad one (its result is unused).
+OptionCheck = Callable[[Any], object]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """A registered format: its reader, options (name → value check or ``None``), the file
+    suffixes it claims (lower case, with the dot) and whether it reads directories."""
+
+    fn: Callable[..., Sequence[Atoms]]
+    options: Mapping[str, OptionCheck | None]
+    suffixes: tuple[str, ...]
+    directory: bool
+
+
+_READERS: dict[str, _Reader] = {}
+
+
+def register_reader(name: str, options: Iterable[str] | Mapping[str, OptionCheck | None] = (),
+                    suffixes: Iterable[str] = (), directory: bool = False
+                    ) -> Callable[[ReaderFn], ReaderFn]:
+    """Decorator: make ``fn(path, **options)`` the reader of format ``name``.
+
+    The reader gets a :class:`~pathlib.Path` that exists and the options the caller of
+    :func:`read` passed; it returns a sequence of labelled ``ase.Atoms`` (build each with
+    :func:`~mlpot.data.labelled_atoms`: energy in eV, forces (n_atoms, 3) in eV/Å, stress
+    in eV/Å³, so a bad value is reported with the file and structure). :func:`read` turns
+    any other exception it raises into a :class:`DataError` naming the file and format.
+
+    Args:
+        name: the format name, for ``read(path, format=name)`` and ``data.format`` in configs.
+        options: the keyword options the reader takes, as names, or as a mapping from name
+            to a check called with the value before reading (it raises ``ValueError`` for a
+            bad value, which :func:`read` passes on as the caller's error, not the file's).
+        suffixes: file suffixes (e.g. ``".xyze"``, case-insensitive) :func:`detect_format`
+            maps to this format.
+        directory: the format is a folder; :func:`detect_format` gives it for any directory.
+
+    Raises:
+        ValueError: if ``name`` is already registered, a suffix or the directory is already
+            claimed by another format, a suffix is not one ``.word``, or an option is not a
+            keyword parameter of the reader.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a reader needs a non-empty format name, got {name!r}")
+    checks = dict(options) if isinstance(options, Mapping) else dict.fromkeys(options)
+    claimed = tuple(suffix.lower() for suffix in suffixes)
+
+    def register(fn: ReaderFn) -> ReaderFn:
+        # Checked when the decorator runs, i.e. on import: a clash or a typo in an option
+        # name fails there, not on the first file of that format.
+        if name in _READERS:
+            raise ValueError(f"a reader for format {name!r} is already registered")
+        for suffix in claimed:
+            if not re.fullmatch(r"\.[^./\\]+", suffix):
+                raise ValueError(f"format {name!r}: a suffix is a dot and a word, e.g. '.xyz'; "
+                                 f"got {suffix!r}")
+            owner = next((other for other, r in _READERS.items() if suffix in r.suffixes), None)
+            if owner is not None:
+                raise ValueError(f"format {name!r}: suffix {suffix!r} already belongs to format {owner!r}")
+        owner = next((other for other, r in _READERS.items() if r.directory), None)
+        if directory and owner is not None:
+            raise ValueError(f"format {name!r}: directories already belong to format {owner!r}")
+        _check_option_names(name, fn, checks)
+        _READERS[name] = _Reader(fn, checks, claimed, bool(directory))
+        return fn
+
+    return register
+
+
+def unregister_reader(name: str) -> None:
+    """Remove format ``name`` from the registry (a plug-in unloaded, a test cleaned up).
+
+    Raises:
+        KeyError: if no reader is registered under ``name``.
+    """
+    if name not in _READERS:
+        raise KeyError(f"no reader is registered for format {name!r}")
+    del _READERS[name]
+
+
+def _check_option_names(name: str, fn: Callable, options: Mapping[str, Any]) -> None:
+    """Every declared option must be a keyword parameter of ``fn`` (or ``fn`` takes ``**``)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    keywords = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = sorted(set(options) - keywords)
+    if missing:
+        raise ValueError(f"format {name!r}: options {missing} are not keyword parameters of "
+                         f"{getattr(fn, '__qualname__', fn)!r}")
 
 
 def detect_format(path: str | os.PathLike) -> str:
     """Guess the format of ``path`` from its name (and whether it is a directory).
 
-    ``.h5``/``.hdf5`` → hdf5, ``.npz`` → npz, ``.json`` → mlearn, a directory → deepmd,
-    ``input.data`` or ``*.data`` → n2p2, anything else → ase.
+    A directory → the format registered with ``directory=True`` (deepmd); a file → the
+    format that registered its suffix (``.h5``/``.hdf5`` → hdf5, ``.npz`` → npz, ``.json``
+    → mlearn, ``input.data`` or ``*.data`` → n2p2); anything else → :data:`DEFAULT_FORMAT`.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return "hdf5"
-    if suffix == ".npz":
-        return "npz"
-    if suffix == ".json":
-        return "mlearn"
     if path.is_dir():
-        return "deepmd"
-    if path.name == "input.data" or suffix == ".data":
-        return "n2p2"
-    return "ase"
+        # A folder is never one of the file formats, whatever its name says.
+        return next((name for name, r in _READERS.items() if r.directory), DEFAULT_FORMAT)
+    suffix = path.suffix.lower()
+    return next((name for name, r in _READERS.items() if suffix in r.suffixes), DEFAULT_FORMAT)
 
 
 def read(path: str | os.PathLike, format: str | None = None,
@@ -65,7 +159,8 @@ def read(path: str | os.PathLike, format: str | None = None,
 
     Args:
         path: a file, or for ``deepmd`` a system folder or a folder of systems.
-        format: one of :data:`FORMATS`; guessed by :func:`detect_format` when ``None``.
+        format: a registered format: one of :data:`FORMATS` or one added with
+            :func:`register_reader`; guessed by :func:`detect_format` when ``None``.
         **options: format options: ``ase_format`` (ase), ``units`` (n2p2),
             ``stress_order`` (mlearn; default ``"xx yy zz xy yz zx"``. The mlearn Mo files
             store shear stress as ``"xx yy zz xy zx yz"``: see the tests).
@@ -75,7 +170,8 @@ def read(path: str | os.PathLike, format: str | None = None,
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: for an unknown format name or an option the format does not take.
+        ValueError: for an unknown format name, an option the format does not take, or a
+            bad option value.
         DataError: if the file cannot be parsed or a structure is invalid; the message
             names the path, the format and the problem.
     """
@@ -84,19 +180,19 @@ def read(path: str | os.PathLike, format: str | None = None,
         raise FileNotFoundError(f"no such file or directory: {path}")
     fmt = detect_format(path) if format is None else format
     if fmt not in _READERS:
-        raise ValueError(f"unknown format {fmt!r}; valid formats are {', '.join(FORMATS)}")
-    reader, allowed = _READERS[fmt]
-    unexpected = sorted(set(options) - allowed)
+        raise ValueError(f"unknown format {fmt!r}; valid formats are {', '.join(_READERS)}")
+    reader = _READERS[fmt]
+    unexpected = sorted(set(options) - set(reader.options))
     if unexpected:
-        raise ValueError(f"format {fmt!r} takes options {sorted(allowed)}, "
+        raise ValueError(f"format {fmt!r} takes options {sorted(reader.options)}, "
                          f"got unexpected {unexpected}")
     # A bad option value is the caller's ValueError, not a DataError about the file.
-    if "units" in options:
-        unit_factors(options["units"])
-    if "stress_order" in options:
-        _voigt_positions(options["stress_order"])
+    for key, value in options.items():
+        check = reader.options[key]
+        if check is not None:
+            check(value)
     try:
-        structures = reader(path, **options)
+        structures = reader.fn(path, **options)
     except (DataError, FileNotFoundError):
         raise
     except Exception as exc:  # foreign parsers raise anything; name file and format
@@ -162,6 +258,7 @@ def _item_error(where: str, fmt: str, exc: Exception) -> DataError:
 
 
 # --------------------------------------------------------------------------- ase
+@register_reader("ase", options=("ase_format",))
 def _read_ase(path: Path, ase_format: str | None = None) -> list[Atoms]:
     inner = None
     if path.suffix in (".gz", ".bz2", ".xz") and ase_format in (None, "extxyz"):
@@ -204,6 +301,7 @@ def _voigt_positions(order: str) -> list[int]:
     return slots
 
 
+@register_reader("mlearn", options={"stress_order": _voigt_positions}, suffixes=(".json",))
 def _read_mlearn(path: Path, stress_order: str = MLEARN_STRESS_ORDER) -> list[Atoms]:
     slots = _voigt_positions(stress_order)
     try:
@@ -250,6 +348,7 @@ def _read_mlearn(path: Path, stress_order: str = MLEARN_STRESS_ORDER) -> list[At
 
 
 # --------------------------------------------------------------------------- deepmd
+@register_reader("deepmd", directory=True)
 def _read_deepmd(path: Path) -> list[Atoms]:
     if (path / "type.raw").is_file():
         systems = [path]
@@ -321,6 +420,8 @@ def _npy(set_dir: Path, name: str, row_shape: tuple, n_frames: int | None = None
 
 
 # --------------------------------------------------------------------------- n2p2
+# ``input.data``, the name n2p2 expects, has the suffix ".data" too.
+@register_reader("n2p2", options={"units": unit_factors}, suffixes=(".data",))
 def _read_n2p2(path: Path, units: str | tuple[float, float] = "angstrom_ev") -> list[Atoms]:
     length, energy_unit = unit_factors(units)
     out: list[Atoms] = []
@@ -433,6 +534,7 @@ def _n2p2_structure(block: dict, where: str, length: float, energy_unit: float) 
 _NPZ_KEYS = {"nuclear_charges": "z", "coords": "R", "energies": "E", "forces": "F"}
 
 
+@register_reader("npz", suffixes=(".npz",))
 def _read_npz(path: Path) -> list[Atoms]:
     with np.load(path, allow_pickle=False) as data:
         arrays = {}
@@ -469,17 +571,12 @@ def _read_npz(path: Path) -> list[Atoms]:
 
 
 # --------------------------------------------------------------------------- hdf5
+@register_reader("hdf5", suffixes=(".h5", ".hdf5"))
 def _read_hdf5(path: Path) -> H5Dataset:
     dataset = H5Dataset(path)
     len(dataset)  # open now, so a bad file fails here rather than in the training loop
     return dataset
 
 
-_READERS: dict[str, tuple[Callable, set[str]]] = {
-    "ase": (_read_ase, {"ase_format"}),
-    "mlearn": (_read_mlearn, {"stress_order"}),
-    "deepmd": (_read_deepmd, set()),
-    "n2p2": (_read_n2p2, {"units"}),
-    "npz": (_read_npz, set()),
-    "hdf5": (_read_hdf5, set()),
-}
+#: The built-in formats (:func:`register_reader` adds more; :func:`read` lists all in errors).
+FORMATS: tuple[str, ...] = tuple(_READERS)
