@@ -18,7 +18,7 @@ import torch
 from mlpot.data import collate
 from mlpot.descriptors import SymmetryFunctions, SymmetryFunctionSpec
 from mlpot.descriptors import angular_kernel
-from mlpot.descriptors.cutoffs import CUTOFF_FUNCTIONS
+from mlpot.descriptors.cutoffs import CUTOFF_FUNCTIONS, CutoffFunction
 from mlpot.models import NetworkConfig, Potential
 from mlpot.neighbours import edge_vectors
 from structures_for_tests import ethanol, water_box
@@ -219,7 +219,7 @@ def test_isolated_atoms_and_structures_without_triplets():
 
 
 def test_user_cutoff_function_uses_torch_and_numba_refuses(monkeypatch):
-    monkeypatch.setitem(CUTOFF_FUNCTIONS, "cubic_test", (lambda x: (1.0 - x) ** 3, True))
+    monkeypatch.setitem(CUTOFF_FUNCTIONS, "cubic_test", CutoffFunction(lambda x: (1.0 - x) ** 3, True))
     spec = SymmetryFunctionSpec.from_dict(dict(FULL, cutoff_function="cubic_test"))
     assert not SymmetryFunctions(spec).uses_compiled_kernel("cpu")  # auto: torch
     with pytest.raises(ValueError, match="cubic_test"):

@@ -47,17 +47,18 @@ import torch
 
 __all__ = ["AngularPlan", "NUMBA_CUTOFF_CODES", "angular_jacobian", "angular_sums", "numba_available"]
 
-#: cutoff function name → its code in the compiled kernels (user-registered cutoff
-#: functions have none and use the torch path).
-NUMBA_CUTOFF_CODES = {"cos": 0, "poly1": 1, "poly2": 2, "poly3": 3, "poly4": 4, "exp": 5,
-                      "tanhu": 6, "tanh": 7}
+#: cutoff function name → its code in the compiled kernels (empty without numba; see
+#: :mod:`~mlpot.descriptors.scalar_math`).
+NUMBA_CUTOFF_CODES: dict[str, int] = {}
 
 try:  # numba is a dependency, but a broken install should degrade to the torch path
     import numba
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
 except ImportError:  # pragma: no cover - exercised only without numba
     numba = None
+
+if numba is not None:
+    from .scalar_math import NUMBA_CUTOFF_CODES, _cutoffs, _exp, _expm1  # noqa: F401  (_expm1: tests)
 
 
 def numba_available() -> bool:
@@ -66,8 +67,6 @@ def numba_available() -> bool:
 
 
 if numba is not None:
-    _TANH_NORM = 1.0 / math.tanh(1.0) ** 3
-
     @njit(cache=True, nogil=True, error_model="numpy")
     def _pair_factors(vec, lo, hi, rc, code, alpha):
         """Pairs lo..hi−1: length (Q,), unit vector (Q, 3), f_c and df_c/dr at each of the
@@ -86,106 +85,6 @@ if numba is not None:
         for c in range(n_cut):
             _cutoffs(code, dist, n_pairs, rc[c], alpha, fc[c], dfc[c])
         return dist, unit, fc, dfc
-
-    # ---------------------------------------------------------------- exp, vectorisable
-    # libm's exp is a call that stops LLVM from vectorising a loop (~10 ns each here); this
-    # one is inlined arithmetic (Cody–Waite reduction, degree-13 Taylor polynomial on
-    # |r| ≤ ln2/2, scaling by 2^n through the exponent bits): within 1 ulp of libm, ~3 ns,
-    # and loops over triplets that use it vectorise.
-    @intrinsic
-    def _float_bits(typingctx, x):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.int64))
-        return types.int64(types.float64), codegen
-
-    @intrinsic
-    def _bits_float(typingctx, x):
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float64))
-        return types.float64(types.int64), codegen
-
-    _ROUND = 6755399441055744.0  # 1.5 · 2^52: adding it rounds to an integer in the low bits
-    _LOG2E = 1.4426950408889634
-    _LN2_HI = 0.693147180369123816490
-    _LN2_LO = 1.90821492927058770002e-10
-    _INV_FACT = tuple(1.0 / math.factorial(k) for k in range(14))
-    (_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13) = _INV_FACT[2:]
-
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-    def _expm1_reduced(r):
-        """e^r − 1 for |r| ≤ ln2/2 (no constant term: exact for small r)."""
-        p = _C13
-        p = p * r + _C12
-        p = p * r + _C11
-        p = p * r + _C10
-        p = p * r + _C9
-        p = p * r + _C8
-        p = p * r + _C7
-        p = p * r + _C6
-        p = p * r + _C5
-        p = p * r + _C4
-        p = p * r + _C3
-        p = p * r + _C2
-        p = p * r + 1.0
-        return p * r
-
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-    def _exp(x):
-        """e^x for x ≤ 0 (0 below −708, where e^x is below the normal range)."""
-        y = max(x, -708.0)
-        t = y * _LOG2E + _ROUND
-        n = t - _ROUND
-        r = (y - n * _LN2_HI) - n * _LN2_LO
-        value = (_expm1_reduced(r) + 1.0) * _bits_float((_float_bits(t) + 1023) << 52)
-        return value if x >= -708.0 else 0.0
-
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-    def _expm1(x):
-        """e^x − 1 for −708 ≤ x ≤ 0, exact to rounding also near 0."""
-        return _expm1_reduced(x) if x > -0.34657359027997264 else _exp(x) - 1.0
-
-    @njit(cache=True, nogil=True, error_model="numpy")
-    def _cutoffs(code, r, m, rc, alpha, fc, dfc):
-        """f_c and df_c/dr (see NUMBA_CUTOFF_CODES and cutoffs.py) of r[:m] into fc[:m],
-        dfc[:m], for the pairs and for the triplets' r_jk: one loop per code, vectorisable
-        except for cos (libm's cos and sin)."""
-        inner = alpha * rc
-        width = rc - inner
-        if code >= 6:  # tanh³(1 − r/r_c); tanh y = −expm1(−2y) / (2 + expm1(−2y))
-            norm = _TANH_NORM if code == 7 else 1.0
-            for t in range(m):
-                y = 1.0 - min(r[t], rc) / rc
-                em = _expm1(-2.0 * y)
-                th = -em / (2.0 + em)
-                fc[t] = norm * th * th * th
-                dfc[t] = -3.0 * norm * th * th * (1.0 - th * th) / rc
-            return
-        for t in range(m):
-            x = min(max((r[t] - inner) / width, 0.0), 1.0)
-            if code == 0:
-                fc[t] = 0.5 * (math.cos(math.pi * x) + 1.0)
-                dx = -0.5 * math.pi * math.sin(math.pi * x)
-            elif code == 1:
-                fc[t] = (2.0 * x - 3.0) * x * x + 1.0
-                dx = 6.0 * x * (x - 1.0)
-            elif code == 2:
-                fc[t] = ((15.0 - 6.0 * x) * x - 10.0) * x * x * x + 1.0
-                dx = -30.0 * x * x * (x - 1.0) * (x - 1.0)
-            elif code == 3:
-                fc[t] = (x * (x * (20.0 * x - 70.0) + 84.0) - 35.0) * x * x * x * x + 1.0
-                dx = 140.0 * x * x * x * (x - 1.0) * (x - 1.0) * (x - 1.0)
-            elif code == 4:
-                fc[t] = (x * (x * ((315.0 - 70.0 * x) * x - 540.0) + 420.0) - 126.0) * x * x * x * x * x + 1.0
-                dx = -630.0 * x * x * x * x * (x - 1.0) * (x - 1.0) * (x - 1.0) * (x - 1.0)
-            else:  # exp(1 − 1/(1 − x²)); x = 1 gives 0 through the clamp at −708
-                q = max(1.0 - x * x, 1e-300)
-                fc[t] = _exp(1.0 - 1.0 / q)
-                dx = -2.0 * x * fc[t] / (q * q) if fc[t] > 0.0 else 0.0  # (q² may underflow)
-            dfc[t] = dx / width
-        for t in range(m):  # exact zeros from r_c on, as the torch cutoffs
-            if r[t] >= rc:
-                fc[t] = 0.0
-                dfc[t] = 0.0
 
     @njit(cache=True, nogil=True, error_model="numpy", inline="always")
     def _cartesian(d_r, d_u0, d_u1, d_u2, u, r):
