@@ -20,8 +20,9 @@ compared with the Python model; a mismatch refuses the export.
 
 A trace bakes in every Python-level branch taken at the example. The ones that matter:
 
-- ``ElementNetworks.forward`` skips an element with no atoms: the example holds every
-  element, so the recorded graph runs every element's network (on zero rows if absent);
+- ``ElementNetworks.forward`` routes atoms by element counts read on the host; under a
+  trace it takes a form without them, so the recorded graph runs every element's network
+  (on zero rows if absent);
 - the descriptor's angular kernel picks its summation layout from data (a padded layout
   sized by the longest row, a filter skipped when every pair is inside the angular cutoff);
   under ``torch.jit.is_tracing()`` it takes the layout whose shapes follow from tensors;

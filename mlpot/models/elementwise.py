@@ -41,15 +41,31 @@ class ElementNetworks(nn.Module):
             raise KeyError(f"no network for element {element!r}; elements are {list(self.elements)}") from None
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,)."""
+        """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,).
+
+        Atoms are sorted by element once and each network takes its contiguous slice: one
+        host synchronisation per call (the element counts), not one per element. Networks
+        of absent elements are not called (so stochastic depth draws the same numbers)."""
+        if torch.jit.is_tracing():
+            return self._forward_traced(features, species)
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.networks)).tolist()  # the one sync
+        chunks = features.index_select(0, order).split(counts)
+        parts = [net(chunk[:, :n]) for net, n, chunk, count in zip(self.networks, self.n_features, chunks, counts)
+                 if count]
+        if not parts:
+            return features.new_zeros(features.shape[0])
+        values = torch.cat(parts)
+        return values.new_zeros(features.shape[0]).scatter(0, order, values)
+
+    def _forward_traced(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` under ``torch.jit.trace``: element counts must not become constants
+        of the trace, so every network runs on its ``nonzero`` rows (possibly none)."""
         parts, where = [], []
         for e, net in enumerate(self.networks):
             idx = torch.nonzero(species == e).squeeze(1)
-            if idx.numel():
-                parts.append(net(features.index_select(0, idx)[:, : self.n_features[e]]))
-                where.append(idx)
-        if not parts:
-            return features.new_zeros(0)
+            parts.append(net(features.index_select(0, idx)[:, : self.n_features[e]]))
+            where.append(idx)
         values = torch.cat(parts)
         return values.new_zeros(features.shape[0]).scatter(0, torch.cat(where), values)
 
