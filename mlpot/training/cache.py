@@ -63,6 +63,10 @@ class DescriptorCache:
         The cache's size (a pass over all pairs) is computed only where a decision needs it.
         """
         mode = self.mode
+        if mode != "none" and not getattr(descriptor, "supports_pair_jacobian", False):
+            self.log(f"descriptor cache: the {getattr(descriptor, 'kind', type(descriptor).__name__)!r} descriptor "
+                     "has no pair Jacobian: descriptors are recomputed every step instead")
+            return "none"
         if mode == "memory":
             cache_gib = store.descriptor_cache_gib(descriptor, dtype)
             if cache_gib > self.max_gib:

@@ -28,7 +28,6 @@ epoch loop (:mod:`mlpot.training.loop`), ``metrics.csv`` and the log lines
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -41,7 +40,6 @@ import torch
 from ase.data import chemical_symbols
 
 from ..data import Split, load_split, random_split, read
-from ..descriptors.scaling import FeatureScaler
 from ..device import resolve_device, resolve_dtype
 from ..io.files import atomic_write_text
 from ..models import Potential
@@ -104,7 +102,7 @@ def build_model(config: TrainConfig, elements: list[str]) -> Potential:
     """The untrained potential of ``config`` for ``elements``, its weights drawn from
     ``training.seed`` (the same on every rank and in every run with that seed)."""
     torch.manual_seed(config.training.seed)  # weight initialisation
-    return Potential(config.descriptor_spec(elements), config.model)
+    return Potential(config.build_descriptor(elements), config.model)
 
 
 @dataclass(frozen=True)
@@ -232,15 +230,13 @@ def _set_up_scaling(run: _Run, model: Potential, data: _Data, checkpoint: dict[s
     scaling, descriptor = run.config.scaling, model.descriptor
     if checkpoint is not None:
         sc = checkpoint["scaling"]
-        descriptor.scaler = FeatureScaler(descriptor.n_elements, descriptor.max_features,
-                                          sc["mode"], sc["s_min"], sc["s_max"])
+        descriptor.empty_scaler(sc["mode"], sc["s_min"], sc["s_max"])
         return None
     if not run.dist.is_main:
         # The fit would give the same values on every rank: rank 0 alone does it and
         # broadcast_module copies its values (scaler, reference energies, energy scale)
         # into this unfitted scaler of the same shape and the other buffers.
-        descriptor.scaler = FeatureScaler(descriptor.n_elements, descriptor.max_features,
-                                          scaling.mode, *scaling.range)
+        descriptor.empty_scaler(scaling.mode, *scaling.range)
         return None
     model.to(run.device)
     fit_batches = list(data.store.batches(data.train_idx, max(64, run.config.training.batch_size), run.device))
