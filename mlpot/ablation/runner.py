@@ -315,22 +315,20 @@ def _descriptor_shape(setup: AblationSetup, structures, split_file: str) -> tupl
     """Elements of the training data and the descriptor length of each."""
     from ase.data import chemical_symbols
 
-    from ..descriptors import SymmetryFunctions
-
     split = load_split(split_file)
     numbers = sorted({int(z) for k in split.train for z in structures[k].numbers})
     elements = [chemical_symbols[z] for z in numbers]
-    sf = SymmetryFunctions(setup.base.descriptor_spec(elements))
-    return elements, sf.n_features_per_element
+    return elements, setup.base.build_descriptor(elements).n_features_per_element
 
 
 def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log) -> None:
     """Compute the shared descriptor cache once, before parallel runs would each start it."""
-    from ..descriptors import SymmetryFunctions
     from ..training.data import BatchStore
 
     start = time.perf_counter()
-    descriptor = SymmetryFunctions(setup.base.descriptor_spec(elements))
+    descriptor = setup.base.build_descriptor(elements)
+    if not descriptor.supports_pair_jacobian:
+        return  # nothing to cache: the runs recompute descriptors every step
     store = BatchStore(structures, cutoff=descriptor.cutoff)
     dtype = getattr(torch, setup.base.training.dtype)
     folder = Path(setup.base.training.descriptor_cache_dir or folder)
