@@ -13,6 +13,14 @@ def load(path, device="cpu", dtype=None):
     return load_model(path, device=device, dtype=dtype)
 
 
+def save(model, path, metadata=None):
+    """Write ``model`` (a :class:`~mlpot.models.Potential`) to one file, atomically (see
+    :func:`mlpot.io.save_model`)."""
+    from .io import save_model
+
+    save_model(model, path, metadata)
+
+
 def __getattr__(name):
     # The calculator pulls in ASE's calculator machinery: import it only when asked for.
     if name == "MLPotCalculator":
@@ -22,4 +30,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlpot' has no attribute {name!r}")
 
 
-__all__ = ["MLPotCalculator", "__version__", "load"]
+__all__ = ["MLPotCalculator", "__version__", "load", "save"]

@@ -16,6 +16,7 @@ __all__ = [
     "central_difference",
     "assert_gradient_matches_fd",
     "random_rotation",
+    "stress_by_strain_fd",
 ]
 
 
@@ -57,3 +58,21 @@ def random_rotation(seed: int) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def stress_by_strain_fd(energy: Callable, atoms, step: float = 1e-6) -> np.ndarray:
+    """Stress (1/V) ∂E/∂ε, (3, 3) eV/Å³, symmetrised, by central differences of
+    ``energy(atoms) -> float`` (eV) under homogeneous strains h → h(1 + ε) of cell and atoms."""
+    volume = atoms.get_volume()
+    fd = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            values = []
+            for sign in (1, -1):
+                eps = np.eye(3)
+                eps[a, b] += sign * step
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
+                values.append(energy(strained))
+            fd[a, b] = (values[0] - values[1]) / (2 * step) / volume
+    return 0.5 * (fd + fd.T)

@@ -8,14 +8,15 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk
-from ase.md.verlet import VelocityVerlet
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.md.velocitydistribution import thermalize_momenta
-
-from mlpot.calculator import ExtrapolationWarning, MLPotCalculator
-from mlpot.models import NetworkConfig
+from ase.md.verlet import VelocityVerlet
 from structures_for_tests import water_box
 from test_models import make_model
+
+import mlpot
+from mlpot.calculator import ExtrapolationWarning, MLPotCalculator
+from mlpot.models import NetworkConfig
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_unknown_element_and_bad_arguments(model):
 
 def test_model_file_path_and_float32(tmp_path, model):
     path = tmp_path / "m.pt"
-    model.save(path)
+    mlpot.save(model, path)
     atoms = water_box(seed=0)
     atoms.calc = MLPotCalculator(str(path), device="cpu", dtype=torch.float32)
     e32 = atoms.get_potential_energy()

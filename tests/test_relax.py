@@ -16,6 +16,7 @@ from ase.filters import FrechetCellFilter
 from ase.io import write
 from ase.optimize import BFGS
 
+import mlpot
 from mlpot.calculator import MLPotCalculator
 from mlpot.cli import main
 from mlpot.data import read
@@ -78,7 +79,7 @@ def test_cell_relaxation_converges_to_the_reference_lattice(cuau_model):
 def test_npt_runs_on_a_shipped_periodic_structure(cuau_model, tmp_path):
     atoms = next(a for a in read(CUAU) if len(a) >= 32 and a.pbc.all())
     write(tmp_path / "start.xyz", atoms)
-    cuau_model.save(tmp_path / "model.pt")
+    mlpot.save(cuau_model, tmp_path / "model.pt")
     traj = tmp_path / "npt.traj"
     rc = main(["md", str(tmp_path / "model.pt"), str(tmp_path / "start.xyz"), "--ensemble", "npt",
                "--steps", "40", "--interval", "10", "--timestep", "2", "--temperature", "300",

@@ -28,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import save_model
     from ..io.n2p2 import read_potential
 
     model = read_potential(args.folder, units=args.units)
-    model.save(args.output, metadata=model.metadata)
+    save_model(model, args.output, model.metadata)
     meta = model.metadata["n2p2"]
     n_sf = ", ".join(f"{el} {n}" for el, n in model.descriptor.n_features.items())
     print(f"{args.folder} -> {args.output}: elements {list(model.elements)}, symmetry functions "

@@ -68,12 +68,6 @@ class Potential(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def save(self, path, metadata: dict | None = None) -> None:
-        """Write this model to one file (see :mod:`mlpot.io.model_file`)."""
-        from ..io import save_model
-
-        save_model(self, path, metadata)
-
     # ------------------------------------------------------------------ data-derived set-up
     @torch.no_grad()
     def fit_to_data(self, batches: Sequence, scaling: str = "scale_center",

@@ -42,6 +42,7 @@ from ase.data import chemical_symbols
 from ..data import Split, load_split, random_split, read
 from ..device import resolve_device, resolve_dtype
 from ..io.files import atomic_write_text
+from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -303,7 +304,7 @@ def _checkpoint(run: _Run, learner: Learner, path: Path) -> None:
 def _save_model(learner: Learner, path: Path, metadata: dict) -> None:
     """Save the model (with the EMA weights when EMA is on) as a model file."""
     with learner.averaged() as model:
-        model.save(path, metadata=metadata)
+        save_model(model, path, metadata)
 
 
 def _initial_gradients(model: Potential, store: BatchStore, train_idx: torch.Tensor, step: StepSettings) -> dict:

@@ -12,6 +12,7 @@ from ase import Atoms
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 
+import mlpot
 from mlpot.data import collate
 from mlpot.descriptors import SymmetryFunctionSpec
 from mlpot.io.export import export_model
@@ -221,7 +222,7 @@ def test_loads_and_runs_without_mlpot(model, exported, tmp_path):
 def test_cli_export(model, tmp_path, capsys):
     from mlpot.cli import main
 
-    model.save(tmp_path / "model.pt")
+    mlpot.save(model, tmp_path / "model.pt")
     assert main(["export", str(tmp_path / "model.pt"), str(tmp_path / "deploy.pt"), "--dtype", "float32"]) == 0
     assert "deploy.pt" in capsys.readouterr().out
     files = {"mlpot_export.json": ""}

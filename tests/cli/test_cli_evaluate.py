@@ -43,7 +43,7 @@ def files(tmp_path_factory):
                       NetworkConfig(depth=2, width=8)).double()
     structures = emt_structures()
     model.fit_to_data([collate(structures, cutoff=model.cutoff)])
-    model.save(tmp / "model.pt", {"epoch": 3, "val_metrics": {"energy_rmse_mev_per_atom": 1.5}})
+    mlpot.save(model, tmp / "model.pt", {"epoch": 3, "val_metrics": {"energy_rmse_mev_per_atom": 1.5}})
     write(tmp / "data.xyz", structures)
     structures = read(tmp / "data.xyz")  # extxyz rounds positions: compare with what was read
     return {"model": tmp / "model.pt", "data": tmp / "data.xyz", "tmp": tmp,

@@ -4,14 +4,14 @@ depth variants, stochastic depth, checkpointing and model files."""
 import numpy as np
 import pytest
 import torch
+from structures_for_tests import water_box
 
 import mlpot
 from mlpot.data import collate
 from mlpot.descriptors import SymmetryFunctionSpec
 from mlpot.io import ModelFileError
 from mlpot.models import INITS, NetworkConfig, Potential
-from mlpot.testing import assert_gradient_matches_fd, random_rotation
-from structures_for_tests import water_box
+from mlpot.testing import assert_gradient_matches_fd, random_rotation, stress_by_strain_fd
 
 SPEC = {
     "elements": ["H", "O"], "cutoff": 4.0, "cutoff_function": "poly2",
@@ -64,20 +64,7 @@ def test_forces_are_minus_fd_gradient_of_energy(model):
 def test_stress_is_fd_strain_derivative_over_volume(model):
     atoms = water_box(seed=5)
     out = model(collate([atoms]), stress=True)
-    volume = atoms.get_volume()
-    h = 1e-6
-    fd = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            e = []
-            for sign in (1, -1):
-                eps = np.eye(3)
-                eps[a, b] += sign * h
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
-                e.append(energy_of(model, strained))
-            fd[a, b] = (e[0] - e[1]) / (2 * h) / volume
-    fd = 0.5 * (fd + fd.T)
+    fd = stress_by_strain_fd(lambda a: energy_of(model, a), atoms, step=1e-6)
     np.testing.assert_allclose(out["stress"][0].detach().numpy(), fd, rtol=1e-6, atol=1e-9)
 
 
@@ -196,7 +183,7 @@ def test_gradient_checkpointing_gives_identical_force_gradients():
 
 def test_save_load_round_trip(tmp_path, model):
     path = tmp_path / "model.pt"
-    model.save(path, metadata={"note": "test"})
+    mlpot.save(model, path, metadata={"note": "test"})
     loaded = mlpot.load(path)
     batch = collate([water_box(seed=6)])
     a, b = model(batch, stress=True), loaded(batch, stress=True)
@@ -214,7 +201,7 @@ def test_model_file_errors(tmp_path, model):
     with pytest.raises(ModelFileError, match="not a readable mlpot model file"):
         mlpot.load(corrupt)
     newer = tmp_path / "newer.pt"
-    model.save(newer)
+    mlpot.save(model, newer)
     payload = torch.load(newer, weights_only=True)
     payload["version"] = 99
     torch.save(payload, newer)

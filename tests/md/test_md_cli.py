@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 from ase.io import read, write
-
-from mlpot.cli import main
-from mlpot.models import NetworkConfig
 from structures_for_tests import water_box
 from test_models import make_model
+
+import mlpot
+from mlpot.cli import main
+from mlpot.models import NetworkConfig
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def files(tmp_path_factory):
     model = make_model(NetworkConfig(depth=2, width=8, activation="silu"))
     with __import__("torch").no_grad():  # tame the random model: small forces
         model.energy_scale.mul_(0.01)
-    model.save(d / "model.pt")
+    mlpot.save(model, d / "model.pt")
     write(d / "start.xyz", water_box(seed=0)[:12])
     return d
 

@@ -22,7 +22,7 @@ from mlpot.models import NetworkConfig, Potential
 from mlpot.units import BOHR, HARTREE
 from structures_for_tests import water_box
 
-WATER = (Path(__file__).parents[1] / ".." / "shared" / "potentials" / "n2p2-H2O_RPBE-D3").resolve()
+WATER = (Path(__file__).parents[2] / ".." / "shared" / "potentials" / "n2p2-H2O_RPBE-D3").resolve()
 # n2p2's example LAMMPS factors for this potential (reference/README.md) and CODATA 2018.
 N2P2_EXAMPLE_UNITS = (1 / 1.8897261328, 1 / 0.0367493254)
 CODATA2018_UNITS = (0.529177210903, 27.211386245988)

@@ -11,7 +11,6 @@ import torch
 from mlpot.training import (DescriptorCache, ErrorAccumulator, Learner, RunState, SingleProcess, StepSettings,
                             TrainConfig, TrainingError, build_model, epoch_order, evaluate_store,
                             load_checkpoint, loss_from_metrics, loss_terms, save_checkpoint, train_epoch)
-from mlpot.training.checkpoint import rng_state
 from mlpot.training.data import BatchStore
 from mlpot.training.distributed import from_environment
 from test_training_run import emt_structures
