@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.distributed as tdist
 
+from ..device import resolve_device
 from .loss import label_masks
 from .metrics import ErrorAccumulator
 
@@ -318,7 +319,7 @@ def from_environment(device_name: str) -> tuple[Distributed, str]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not tdist.is_initialized():
         return SingleProcess(), device_name
-    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device_name, "training.device").type == "cuda"
     if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
