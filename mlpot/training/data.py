@@ -41,7 +41,8 @@ def _edge_counts(batch: AtomsBatch) -> torch.Tensor:
     return torch.bincount(batch.system_idx[batch.edge_index[0]], minlength=batch.n_systems)
 
 
-def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor, return_index: bool = False):
+def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor, return_index: bool = False,
+           edge_counts: torch.Tensor | None = None):
     """The sub-batch of structures ``indices`` (in that order), neighbour pairs included.
 
     Equal to ``collate([structures[k] for k in indices], cutoff)`` when ``batch`` is the
@@ -53,13 +54,15 @@ def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor, return_inde
         indices: (K,) structure indices into ``batch``; repeats allowed.
         return_index: also return the (N',) atom and (P',) pair indices gathered, to cut
             per-atom or per-pair arrays held beside ``batch`` the same way.
+        edge_counts: (B,) pairs per structure of ``batch``, if known (counting them is a
+            pass over all pairs: :class:`BatchStore` counts once).
     """
     if batch.edge_index is None:
         raise ValueError("select needs a batch with neighbour pairs (collate with a cutoff)")
     idx = torch.as_tensor(indices, dtype=torch.long, device=batch.n_atoms.device)
     n_atoms = batch.n_atoms
     atom_start = torch.cumsum(n_atoms, 0) - n_atoms
-    edge_count = _edge_counts(batch)
+    edge_count = _edge_counts(batch) if edge_counts is None else edge_counts
     edge_start = torch.cumsum(edge_count, 0) - edge_count
     sel_atoms, sel_edges = n_atoms[idx], edge_count[idx]
     atoms = _ranges(atom_start[idx], sel_atoms)
@@ -146,6 +149,8 @@ class BatchStore:
                                  cutoff=cutoff, dtype=dtype))
         self.data = parts[0] if len(parts) == 1 else concatenate(parts)
         self.cutoff = cutoff
+        # Pairs per structure, counted once: every batch cut from the store needs them.
+        self.edge_counts = _edge_counts(self.data)
         self.descriptors: torch.Tensor | None = None  # (N, F) raw, see cache_descriptors
         self.jacobian: PairJacobian | None = None
         self.descriptor_file: DescriptorFile | None = None  # see open_or_build_descriptor_file
@@ -161,7 +166,7 @@ class BatchStore:
         n_angular_pairs = 0
         if descriptor.angular_cutoff > 0:
             # Pairs are grouped by structure: structures [lo, hi) own pairs bounds[lo]:bounds[hi].
-            bounds = [0] + torch.cumsum(_edge_counts(d), 0).tolist()
+            bounds = [0] + torch.cumsum(self.edge_counts, 0).tolist()
             n = len(self)
             for lo in range(0, n, chunk):
                 p0, p1 = bounds[lo], bounds[min(n, lo + chunk)]
@@ -279,7 +284,8 @@ class BatchStore:
         rank, world = share
         for lo in tqdm(range(rank * chunk, n, world * chunk), desc="descriptor Jacobians", unit="chunk",
                        disable=not progress, leave=False):
-            b = select(self.data, torch.arange(lo, min(n, lo + chunk))).to(device, torch.float64)
+            b = select(self.data, torch.arange(lo, min(n, lo + chunk)), edge_counts=self.edge_counts).to(
+                device, torch.float64)
             raw, jac = descriptor.jacobian(b.positions, descriptor.species(b.numbers), b.cell,
                                            b.system_idx, b.edge_index, b.edge_shift)
             yield raw.to("cpu", dtype), jac.to("cpu", dtype), b.n_atoms.cpu(), _edge_counts(b).cpu()
@@ -317,7 +323,7 @@ class BatchStore:
         self.clear_descriptor_cache()
         key = self.descriptor_cache_key(descriptor, dtype)
         path = Path(folder) / f"descriptors-{key[:20]}.h5"
-        counts = (self.data.n_atoms, _edge_counts(self.data))
+        counts = (self.data.n_atoms, self.edge_counts)
         if path.exists():
             try:
                 self.descriptor_file = DescriptorFile(path, key, *counts)
@@ -354,7 +360,7 @@ class BatchStore:
         if self.descriptor_file is not None:
             raw, jac = self.descriptor_file.read(indices)
             return self.batch(indices, device), raw.to(device), jac.to(device)
-        out, atoms, edges = select(self.data, indices, return_index=True)
+        out, atoms, edges = select(self.data, indices, return_index=True, edge_counts=self.edge_counts)
         if device is not None:
             out = out.to(device)
         return (out, self.descriptors.index_select(0, atoms).to(device),
@@ -400,7 +406,7 @@ class BatchStore:
 
     def batch(self, indices: Sequence[int] | torch.Tensor, device=None) -> AtomsBatch:
         """Structures ``indices`` as one batch on ``device``."""
-        out = select(self.data, indices)
+        out = select(self.data, indices, edge_counts=self.edge_counts)
         return out if device is None else out.to(device)
 
     def batches(self, indices: Sequence[int] | torch.Tensor, batch_size: int, device=None):
