@@ -204,11 +204,12 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     return result
 
 
-def _read_and_split(run: _Run, resume: bool) -> tuple[Sequence, Split]:
-    """The training structures and their split: the run's own when resuming, else
-    ``data.split_file`` or a random one (saved as ``split.json`` by rank 0)."""
+def _read_and_split(run: _Run, resume: bool, structures: Sequence | None = None) -> tuple[Sequence, Split]:
+    """The training structures (read unless given) and their split: the run's own when
+    resuming, else ``data.split_file`` or a random one (saved as ``split.json`` by rank 0)."""
     data = run.config.data
-    structures = read(data.train, format=data.format, **data.read_options)
+    if structures is None:
+        structures = read(data.train, format=data.format, **data.read_options)
     if resume and (run.out / "split.json").is_file():
         split = load_split(run.out / "split.json")
     elif data.split_file:
