@@ -17,6 +17,8 @@ with one more section::
       test_fraction: 0.2             # folds = 1 without data.test: held-out fraction
       md: {...}                      # MD stability runs, see MDStabilityConfig
       inference_repeats: 5           # timing repeats for inference µs/atom
+      vectorize: true                # train the folds and seeds of a grid point together
+                                     # (mlpot.training.many); false: one by one
 
 Every grid point is an ordinary training run of the base config with ``model`` changed.
 """
@@ -122,6 +124,7 @@ class AblationConfig:
     test_fraction: float = 0.2
     md: MDStabilityConfig = field(default_factory=MDStabilityConfig)
     inference_repeats: int = 5
+    vectorize: bool = True
 
     def __post_init__(self) -> None:
         def check(ok: bool, key: str, message: str) -> None:

@@ -36,7 +36,8 @@ from ..io.files import atomic_write_text
 from .config import AblationSetup
 from .grid import RunSpec, expand_grid
 
-__all__ = ["run_ablation", "run_one", "load_result", "inference_time", "RESULT_FILE"]
+__all__ = ["run_ablation", "run_one", "train_runs", "measure_run", "load_result", "inference_time",
+           "RESULT_FILE"]
 
 RESULT_FILE = "result.json"
 _RESULT_VERSION = 1
@@ -106,10 +107,12 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failed = []
     start = time.perf_counter()
+    groups = _groups(todo, setup.ablation.vectorize)
     if not isolate and jobs == 1:
-        outcomes = ((run, _worker(setup.to_dict(), run, str(out), split_files[run.fold], None)) for run in todo)
-    else:  # a fresh process per run (max_tasks_per_child=1): each run's peak memory is its own
-        outcomes = _in_processes(setup, todo, out, split_files, threads, jobs)
+        outcomes = ((run, outcome) for group in groups
+                    for run, outcome in zip(group, _worker(setup.to_dict(), group, str(out), split_files, None)))
+    else:  # a fresh process per group (max_tasks_per_child=1): each group's peak memory is its own
+        outcomes = _in_processes(setup, groups, out, split_files, threads, jobs)
     for k, (run, (ok, message)) in enumerate(outcomes, 1):
         _report(log, k, len(todo), run, ok, message, out, start)
         if not ok:
@@ -119,17 +122,29 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     return [r for r in (load_result(out / "runs" / run.name) for run in runs) if r is not None]
 
 
-def _in_processes(setup, runs, out, split_files, threads, jobs):
-    """Yield ``(run, (ok, message))`` as runs finish, ``jobs`` worker processes at a time."""
+def _groups(runs: list[RunSpec], vectorize: bool) -> list[list[RunSpec]]:
+    """Runs trained together: the folds and seeds of one grid point (``vectorize``), else one
+    run each."""
+    if not vectorize:
+        return [[run] for run in runs]
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    return list(groups.values())
+
+
+def _in_processes(setup, groups, out, split_files, threads, jobs):
+    """Yield ``(run, (ok, message))`` as groups finish, ``jobs`` worker processes at a time."""
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_worker, setup.to_dict(), run, str(out), split_files[run.fold], threads): run
-                   for run in runs}
+        futures = {pool.submit(_worker, setup.to_dict(), group, str(out), split_files, threads): group
+                   for group in groups}
         for future in as_completed(futures):
+            group = futures[future]
             try:
-                outcome = future.result()
+                outcomes = future.result()
             except Exception as exc:  # the worker process died
-                outcome = (False, f"worker died: {exc}")
-            yield futures[future], outcome
+                outcomes = [(False, f"worker died: {exc}")] * len(group)
+            yield from zip(group, outcomes)
 
 
 def _report(log, k, total, run, ok, message, out, start) -> None:
@@ -148,21 +163,81 @@ def _fmt(value, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _worker(setup_dict: dict, run: RunSpec, out: str, split_file: str, threads: int | None) -> tuple[bool, str]:
+def _worker(setup_dict: dict, group: list[RunSpec], out: str, split_files: list[str],
+            threads: int | None) -> list[tuple[bool, str]]:
+    """Train ``group`` (together when it has several runs) and measure each run; per run,
+    ``(ok, message)``; a failure is written to the run's ``error.txt``."""
     from .config import load_ablation
 
     if threads is not None:
         torch.set_num_threads(threads)
     setup = load_ablation(setup_dict)
-    run_dir = Path(out) / "runs" / run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    dirs = [Path(out) / "runs" / run.name for run in group]
+    for run_dir in dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_one(setup, run, run_dir, split_file)
+        summaries = train_runs(setup, group, dirs, [split_files[run.fold] for run in group])
     except Exception as exc:
-        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
-        return False, f"{type(exc).__name__}: {exc}"
-    (run_dir / "error.txt").unlink(missing_ok=True)
-    return True, json.dumps(result["test"])
+        for run_dir in dirs:
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        return [(False, f"{type(exc).__name__}: {exc}")] * len(group)
+    outcomes = []
+    for run, run_dir, summary in zip(group, dirs, summaries):
+        try:
+            if summary.get("error"):
+                raise RuntimeError(summary["error"])
+            result = measure_run(setup, run, run_dir, split_files[run.fold], summary)
+        except Exception as exc:
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+            outcomes.append((False, f"{type(exc).__name__}: {exc}"))
+            continue
+        (run_dir / "error.txt").unlink(missing_ok=True)
+        outcomes.append((True, json.dumps(result["test"])))
+    return outcomes
+
+
+def train_runs(setup: AblationSetup, runs: list[RunSpec], dirs: list[Path], split_files: list[str]) -> list[dict]:
+    """Train ``runs`` into ``dirs`` (resuming each from its ``last.pt`` when there is one):
+    one run alone, several together (:func:`mlpot.training.many.train_many`); each run's
+    log goes to its ``train.log``. Returns each run's training summary."""
+    from ..training import train
+    from ..training.many import train_many
+
+    cache_dir = str(Path(dirs[0]).parent.parent / "cache")
+    configs = [run.train_config(setup, split, cache_dir=cache_dir) for run, split in zip(runs, split_files)]
+    files = [open(d / "train.log", "a") for d in dirs]
+    try:
+        def log(line: str) -> None:
+            k, _, text = line.partition("] ") if len(runs) > 1 and line.startswith("[") else ("", "", line)
+            targets = [files[int(k[1:])]] if k[1:].isdigit() else files
+            for fh in targets:
+                fh.write(text + "\n")
+                fh.flush()
+
+        resume = [_resumable(config, d, fh) for config, d, fh in zip(configs, dirs, files)]
+        if len(runs) == 1:
+            return [train(configs[0], dirs[0], resume=resume[0], overwrite=True, progress=False, log=log)]
+        return train_many(configs, dirs, resume=resume, overwrite=True, progress=False, log=log)
+    finally:
+        for fh in files:
+            fh.close()
+
+
+def _resumable(config, run_dir: Path, log_file) -> bool:
+    """Whether ``run_dir`` holds a checkpoint this run can continue; says why not in the
+    run's log when there is one it cannot (the run then trains again from the start)."""
+    from ..training import CheckpointError, load_checkpoint
+    from ..training.trainer import _check_resumable
+
+    path = run_dir / "last.pt"
+    if not path.is_file():
+        return False
+    try:
+        _check_resumable(load_checkpoint(path)["config"], config.to_dict(), path)
+    except (CheckpointError, ValueError) as exc:
+        log_file.write(f"cannot resume ({exc}); training this run again from the start\n")
+        return False
+    return True
 
 
 def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) -> dict:
@@ -171,25 +246,18 @@ def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) 
     Returns:
         the result dict also written to ``run_dir/result.json``.
     """
+    run_dir = Path(run_dir)
+    summary = train_runs(setup, [run], [run_dir], [split_file])[0]
+    return measure_run(setup, run, run_dir, split_file, summary)
+
+
+def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str, summary: dict) -> dict:
+    """The measurements of a trained run (test errors, gradients, inference time, MD
+    stability, memory), written last to ``run_dir/result.json`` and returned."""
     from ..io import load_model
-    from ..training import CheckpointError, train
     from ..training.gradients import layer_norms
 
-    config = run.train_config(setup, split_file, cache_dir=str(Path(run_dir).parent.parent / "cache"))
-    run_dir = Path(run_dir)
-    with open(run_dir / "train.log", "a") as log_file:
-        def log(line: str) -> None:
-            log_file.write(line + "\n")
-            log_file.flush()
-
-        resume = (run_dir / "last.pt").is_file()
-        try:
-            summary = train(config, run_dir, resume=resume, overwrite=True, progress=False, log=log)
-        except (CheckpointError, ValueError) as exc:
-            if not resume:
-                raise
-            log(f"cannot resume ({exc}); training this run again from the start")
-            summary = train(config, run_dir, resume=False, overwrite=True, progress=False, log=log)
+    config = run.train_config(setup, split_file)
     device = resolve_device(config.training.device, "training.device")
     model = load_model(run_dir / "model.pt", device=device, dtype=getattr(torch, config.training.dtype))
     structures = read(setup.base.data.train, format=setup.base.data.format, **setup.base.data.read_options)
@@ -211,6 +279,9 @@ def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) 
         "grad_first_epoch": layer_norms(_grad_columns(history[0])) if history else None,
         "grad_last_epoch": layer_norms(_grad_columns(history[-1])) if history else None,
         "threads": torch.get_num_threads(), "device": str(device),
+        # Runs of one grid point trained together share a process: its peak memory and
+        # each run's share of the epochs' wall time (metrics.csv) are what they report.
+        "trained_together": summary.get("members", 1),
     }
     if external is not None and split.test:  # with folds, data.test is an extra, external check
         from ..evaluation import evaluate

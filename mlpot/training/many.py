@@ -110,21 +110,22 @@ class _Member:
         return self.schedule.optimizer.param_groups[0]["lr"]
 
 
-def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], resume: bool = False,
+def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], resume: bool | Sequence[bool] = False,
                overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Train one potential per config, all together (see the module docstring).
 
     Args:
         configs: the members' configs (differing only in :data:`MEMBER_KEYS`).
         out_dirs: one run folder per member.
-        resume: continue each member from its ``last.pt``.
+        resume: continue each member from its ``last.pt`` (one flag for all, or one per member).
         overwrite: allow starting afresh in folders that hold runs.
         progress: show a progress bar per epoch.
         log: receives the set-up lines and each member's epoch lines (prefixed ``[k]``).
 
     Returns:
         Per member, what :func:`~mlpot.training.train` returns, with ``error`` (``None``,
-        or why the member stopped: a non-finite loss stops that member only).
+        or why the member stopped: a non-finite loss stops that member only) and
+        ``members`` (how many models trained together).
     """
     if len(configs) != len(out_dirs):
         raise ValueError(f"{len(configs)} configs but {len(out_dirs)} output folders")
@@ -134,23 +135,24 @@ def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], r
     dtype = resolve_dtype(base.training.dtype, "training.dtype")
     members = [_Member(_Run(c, Path(o), SingleProcess(), device, dtype, False, _prefixed(log, k)))
                for k, (c, o) in enumerate(zip(configs, out_dirs))]
-    for m in members:
-        m.checkpoint = _open_run_folder(m.run.out, m.config, resume, overwrite)
-    store = _set_up(members, resume, progress, log)
+    resumes = [bool(resume)] * len(members) if isinstance(resume, bool) else [bool(r) for r in resume]
+    for m, again in zip(members, resumes):
+        m.checkpoint = _open_run_folder(m.run.out, m.config, again, overwrite)
+    store = _set_up(members, progress, log)
     with DescriptorCache.from_options(base.training, members[0].run.out, log, progress) as cache:
         cache.prepare(store, members[0].model.descriptor, dtype, device, SingleProcess())
         for m in members:
             m.model.to(device=device, dtype=dtype)
             _start_member(m)
         _train_members(members, store, StepSettings.from_config(base, device, members[0].run.out, progress), log)
-    return [_result(m) for m in members]
+    return [_result(m) | {"members": len(members)} for m in members]
 
 
 def _prefixed(log: Callable[[str], None], k: int) -> Callable[[str], None]:
     return lambda line: log(f"[{k}] {line}")
 
 
-def _set_up(members: list[_Member], resume: bool, progress: bool, log: Callable[[str], None]) -> BatchStore:
+def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) -> BatchStore:
     """Read the data once, split it per member, build each member's model and data fit, and
     the shared store of neighbour pairs."""
     from .trainer import _read_and_split
@@ -160,7 +162,7 @@ def _set_up(members: list[_Member], resume: bool, progress: bool, log: Callable[
     splits = []
     for m in members:
         m.config.save(m.run.out / "config.yaml")
-        splits.append(_read_and_split(m.run, resume, structures)[1])
+        splits.append(_read_and_split(m.run, m.checkpoint is not None, structures)[1])
     element_sets = [sorted({int(z) for k in s.train for z in structures[k].numbers}) for s in splits]
     if any(e != element_sets[0] for e in element_sets):
         raise ValueError(f"the members' training sets hold different elements {element_sets}: they cannot share "

@@ -230,6 +230,24 @@ def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
         run_ablation(changed, out, resume=True, isolate=False, log=lines.append)
 
 
+def test_vectorized_grid_equals_one_by_one(emt_data, tmp_path):
+    """The folds and seeds of a grid point trained together (the default) give each run the
+    results of its lone training (ablation.vectorize: false)."""
+    results = {}
+    for vectorize in (True, False):
+        setup = load_ablation(base_config(str(emt_data), variants=["residual"], depths=[2], seeds=[0, 1],
+                                          vectorize=vectorize, md={"steps": 0}))
+        results[vectorize] = {r["name"]: r for r in run_ablation(setup, tmp_path / str(vectorize), isolate=False,
+                                                                 log=lambda _: None)}
+    assert len(results[True]) == 4 and results[True].keys() == results[False].keys()
+    for name, together in results[True].items():
+        alone = results[False][name]
+        assert together["trained_together"] == 4 and alone["trained_together"] == 1
+        for key in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_a"):
+            assert together["test"][key] == pytest.approx(alone["test"][key], rel=1e-6)
+        assert together["best_epoch"] == alone["best_epoch"]
+
+
 def test_cli_ablate_and_report_in_subprocesses(emt_data, tmp_path):
     """Two runs at a time in worker processes, then the report from the CLI."""
     config = tmp_path / "ablation.yaml"
