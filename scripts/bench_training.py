@@ -28,6 +28,8 @@ Each case runs in a fresh subprocess so its peak memory is its own. Ratios are a
 
 Usage: python scripts/bench_training.py [--frames 40] [--batch 4] [--steps 10] [--threads 1]
        [--compression none|lzf|gzip] [--warm]
+       python scripts/bench_training.py --many 8 [--steps 3] [--threads 2]   (models trained
+       together vs one by one: scripts/bench_many.py)
 """
 
 from __future__ import annotations
@@ -196,8 +198,15 @@ def main() -> int:
                         help="HDF5 filter of the mlpot-hdf5 case")
     parser.add_argument("--warm", action="store_true", help="mlpot-hdf5: leave the file in the page cache")
     parser.add_argument("--no-prefetch", action="store_true", help="mlpot-hdf5: read each batch when needed")
+    parser.add_argument("--many", type=int, default=0, metavar="N",
+                        help="instead: N seeds of examples/mlearn.yaml trained together vs one by one "
+                             "(scripts/bench_many.py; --steps is its number of epochs)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.many:
+        import bench_many
+
+        return bench_many.run(args.many, args.steps, args.threads)
     if args.worker:
         import torch
 
