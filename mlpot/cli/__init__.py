@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablate, convert, describe, evaluate, export_n2p2, import_n2p2, info, md, report, train
+from . import ablate, convert, describe, evaluate, export_n2p2, import_n2p2, info, md, report, search, train
 from . import export
 
 COMMANDS = {"train": train, "evaluate": evaluate, "md": md, "info": info, "convert": convert,
-            "describe": describe, "ablate": ablate, "report": report,
+            "describe": describe, "ablate": ablate, "search": search, "report": report,
             "import-n2p2": import_n2p2, "export-n2p2": export_n2p2}
 COMMANDS["export"] = export
 

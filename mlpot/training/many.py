@@ -111,7 +111,8 @@ class _Member:
 
 
 def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], resume: bool | Sequence[bool] = False,
-               overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+               overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+               on_epoch: Callable[[int, list[dict | None]], None] | None = None) -> list[dict]:
     """Train one potential per config, all together (see the module docstring).
 
     Args:
@@ -121,6 +122,10 @@ def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], r
         overwrite: allow starting afresh in folders that hold runs.
         progress: show a progress bar per epoch.
         log: receives the set-up lines and each member's epoch lines (prefixed ``[k]``).
+        on_epoch: called after every stacked epoch with the highest epoch number reached
+            (1-based) and each member's latest ``metrics.csv`` row (``None`` for a member
+            that did not train in it); an exception raised there (e.g. a pruned search
+            trial) stops the training, leaving every member's last checkpoint.
 
     Returns:
         Per member, what :func:`~mlpot.training.train` returns, with ``error`` (``None``,
@@ -144,7 +149,7 @@ def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], r
         for m in members:
             m.model.to(device=device, dtype=dtype)
             _start_member(m)
-        _train_members(members, store, StepSettings.from_config(base, device, members[0].run.out, progress), log)
+        _train_members(members, store, StepSettings.from_config(base, device, members[0].run.out, progress), on_epoch)
     return [_result(m) | {"members": len(members)} for m in members]
 
 
@@ -257,7 +262,8 @@ def _stack(members: list[_Member]) -> StackedTraining:
     return StackedTraining(stack, optimizer, ema, lr, clip, on_step)
 
 
-def _train_members(members: list[_Member], store: BatchStore, step: StepSettings, log: Callable[[str], None]) -> None:
+def _train_members(members: list[_Member], store: BatchStore, step: StepSettings,
+                   on_epoch: Callable[[int, list[dict | None]], None] | None) -> None:
     """Epochs until every member is done, stopped or failed; the stack shrinks as they leave."""
     live = [m for m in members if m.status == "training"]
     training = _stack(live) if live else None
@@ -275,6 +281,10 @@ def _train_members(members: list[_Member], store: BatchStore, step: StepSettings
         for s, m in enumerate(live):
             if m.status == "training":
                 _end_epoch(m, s, training, (trained[s], val[s]), wall)
+        if on_epoch is not None:
+            ids = {id(m) for m in live}
+            on_epoch(max(m.state.epoch for m in live),
+                     [m.state.history[-1] if id(m) in ids and m.state.history else None for m in members])
         live, training = _shrink(live, training)
 
 

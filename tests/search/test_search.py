@@ -1,0 +1,106 @@
+"""mlpot search: the space and its errors, pruning, resumption without repeated trials,
+and the outputs (trials.csv, best.yaml, report.md)."""
+
+from __future__ import annotations
+
+import csv
+
+import ase.io
+import pytest
+
+from mlpot.config import ConfigError
+from mlpot.search import load_search, run_search, write_outputs
+from mlpot.search.study import open_study
+from mlpot.training import TrainConfig
+from test_training_run import emt_structures
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search-data")
+    ase.io.write(folder / "train.extxyz", emt_structures(24, seed=0))
+    return folder / "train.extxyz"
+
+
+def search_config(train, **search) -> dict:
+    return {
+        "data": {"train": str(train), "val_fraction": 0.2},
+        "descriptor": {"cutoff": 4.0, "cutoff_function": "poly2",
+                       "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": [{"kind": "G5", "zetas": [1], "lambdas": [-1, 1], "eta": 0.05}]},
+        "optimizer": {"lr": 5e-3},
+        "training": {"epochs": 4, "batch_size": 8, "dtype": "float64", "checkpoint_every": 1},
+        "search": {"trials": 4, "folds": 2, "pruner": "asha", "min_epochs": 1, "seed": 0,
+                   "space": {"depth": {"int": [1, 3]}, "width": {"int": [4, 16], "log": True},
+                             "block": {"choice": ["plain", "residual"]}, "lr": {"float": [1e-3, 3e-2], "log": True}},
+                   **search},
+    }
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"depht": {"int": [1, 2]}}, r"search\.space\.depht: unknown"),
+    ({"depth": {"int": [0, 2]}}, r"search\.space\.depth: 0 does not fit model\.depth"),
+    ({"width": {"int": [4, 8], "choice": [1]}}, r"give exactly one of int, float, choice"),
+    ({"lr": {"float": [0.0, 1e-3], "log": True}}, r"low > 0 for log"),
+    ({"block": {"choice": []}}, r"a non-empty list"),
+    ({"training.batch_sise": {"int": [1, 4]}}, r"training\.batch_sise"),
+])
+def test_bad_space_is_named(data, space, message):
+    with pytest.raises(ConfigError, match=message):
+        load_search(search_config(data, space=space))
+
+
+def test_search_prunes_resumes_and_reports(data, tmp_path):
+    out = tmp_path / "search"
+    setup = load_search(search_config(data))
+    run_search(setup, out, trials=3, log=lambda _: None)
+    study = open_study(out)
+    finished = {t.number: t for t in study.trials}
+    assert len(finished) == 3
+    # The pruner stops trials early: a pruned trial ran fewer epochs than the budget.
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert pruned and complete and all(t.user_attrs["epochs_run"] == 4 for t in complete)
+    for t in pruned:
+        assert t.user_attrs["epochs_run"] < 4
+        rows = list(csv.DictReader(open(out / t.user_attrs["folder"] / "fold0" / "metrics.csv")))
+        assert len(rows) == t.user_attrs["epochs_run"]
+
+    # A process killed during a trial leaves it running: the next run retries its values
+    # in its folder and repeats no finished trial.
+    stale = study.ask({p.name: _distribution(p) for p in setup.search.parameters()})
+    stale.set_user_attr("folder", "trials/stale")
+    stamps = {n: (out / t.user_attrs["folder"] / "fold0" / "metrics.csv").stat().st_mtime_ns
+              for n, t in finished.items() if t.state.name == "COMPLETE"}
+    with pytest.raises(ValueError, match="--resume"):
+        run_search(setup, out, trials=4, log=lambda _: None)
+    lines = []
+    run_search(setup, out, trials=4, resume=True, log=lines.append)
+    assert any(f"trial {stale.number} was interrupted" in line for line in lines)
+    study = open_study(out)
+    states = [t.state.name for t in study.trials]
+    assert states[stale.number] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 4
+    retry = study.trials[-1]
+    assert retry.params == stale.params and retry.user_attrs["folder"] == "trials/stale"
+    for n, stamp in stamps.items():  # finished trials were not trained again
+        assert (out / finished[n].user_attrs["folder"] / "fold0" / "metrics.csv").stat().st_mtime_ns == stamp
+
+    report = write_outputs(out)
+    assert "# Search report" in report.read_text()
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == len(study.trials) and {"depth", "width", "block", "lr", "n_params", "value"} <= set(rows[0])
+    best = TrainConfig.from_yaml(out / "best.yaml")
+    winner = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert best.model.depth == winner.params["depth"] and best.optimizer.lr == pytest.approx(winner.params["lr"])
+
+
+def _distribution(parameter):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if parameter.kind == "int":
+        return IntDistribution(int(parameter.low), int(parameter.high), log=parameter.log)
+    if parameter.kind == "float":
+        return FloatDistribution(parameter.low, parameter.high, log=parameter.log)
+    return CategoricalDistribution(list(parameter.choices))
