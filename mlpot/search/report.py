@@ -155,10 +155,13 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
         lines += ["## Parameter importances (fANOVA)\n", "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in importances.items()]
         lines.append("")
-    ranked = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["value"])[:10]
+    ranked = sorted((r for r in rows if r["state"] == "complete" and r["value"] is not None),
+                    key=lambda r: r["value"])[:10]
     if ranked:
         names = list(ranked[0]["params"])
-        lines += ["## Ten best trials\n", "| trial | " + " | ".join(names) + " | weights | loss |",
+        lines += ["## Best complete trials\n", "(pruned trials stopped early: their last reported validation loss is "
+                  "in trials.csv, not comparable with these)\n",
+                  "| trial | " + " | ".join(names) + " | weights | loss |",
                   "|---|" + "---|" * (len(names) + 2)]
         lines += [f"| {r['number']} | " + " | ".join(_fmt(r["params"].get(n)) for n in names)
                   + f" | {r['n_params']} | {r['value']:.4g} |" for r in ranked]

@@ -116,11 +116,15 @@ class ModelStack(Potential):
         dtype = raw.dtype
         scaled = torch.addcmul(self.scale_bias.to(dtype)[member, species], raw,
                                self.scale_weight.to(dtype)[member, species])
-        out = raw.new_zeros(raw.shape[0])
-        for e in range(len(self._templates)):
-            idx = torch.nonzero(species == e).squeeze(1)
-            if idx.numel():
-                out = out.index_put((idx,), self._element_outputs(e, scaled.index_select(0, idx), member[idx]))
+        if len(self._templates) == 1:  # one element: every atom is its
+            out = self._element_outputs(0, scaled, member)
+        else:
+            out = raw.new_zeros(raw.shape[0])
+            for e in range(len(self._templates)):
+                idx = torch.nonzero(species == e).squeeze(1)
+                if idx.numel():
+                    out = out.index_copy(0, idx, self._element_outputs(e, scaled.index_select(0, idx),
+                                                                       member.index_select(0, idx)))
         return (self.reference_energies.to(dtype)[member, species]
                 + self.energy_scale.to(dtype)[member] * out)
 
@@ -129,16 +133,18 @@ class ModelStack(Potential):
         non-decreasing): padded to (M, n_max, F_e) and evaluated by one vmap over members."""
         n_members = self.n_members
         counts = torch.bincount(member, minlength=n_members)
+        n_max, width = int(counts.max()), self.n_features[e]
         rank = torch.arange(member.shape[0], device=member.device) - (torch.cumsum(counts, 0) - counts)[member]
-        padded = features.new_zeros(n_members, int(counts.max()), self.n_features[e])
-        padded = padded.index_put((member, rank), features[:, : self.n_features[e]])
+        slot = member * n_max + rank  # row of each atom in the padded (M · n_max) rows
+        padded = features.new_zeros(n_members * n_max, width).index_copy(0, slot, features[:, :width])
         prefix, template = self._prefix[e], self._templates[e]
         params = {n[len(prefix):]: self.stacked[_key(n)] for n in self.parameter_names if n.startswith(prefix)}
 
         def network(p: dict, x: torch.Tensor) -> torch.Tensor:
             return functional_call(template, p, (x,))
 
-        return vmap(network, randomness="different")(params, padded)[member, rank]
+        outputs = vmap(network, randomness="different")(params, padded.view(n_members, n_max, width))
+        return outputs.reshape(-1).index_select(0, slot)
 
     # ------------------------------------------------------------------ members
     def member_parameters(self, m: int) -> dict[str, torch.Tensor]:
