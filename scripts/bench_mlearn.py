@@ -19,8 +19,16 @@ A smoke test (``--epochs 1``) leaves finished runs behind: run the real benchmar
 ``--force`` or another ``--runs`` folder, or it resumes them (with a learning-rate schedule
 that was laid out for the shorter run).
 
+With ``--seeds 0 1 2`` the seeds of an element train together (:func:`mlpot.training.many.train_many`,
+into RUNS/mlearn-<el>[-<tag>]/seed<k>) and the table gives mean ± standard deviation over them.
+Each model is also checked on physical properties: the cubic elastic constants C11, C12,
+C44 and B from central differences at ±2 % on the "Elastic" group of the training data
+(model stresses against the DFT stresses of the same cells, :mod:`mlpot.elastic`), and the
+bulk modulus from the pressure of the ideal cell scaled by ±0.25 % and ±2 % (a curved energy
+surface shows as a difference between the two).
+
 Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--epochs N] [--force]
-           [--runs runs] [--set training.device=cuda ...]
+           [--seeds 0 1 2] [--tag NAME] [--runs runs] [--set training.device=cuda ...]
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ def main() -> int:
     parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), help="mlearn elements")
     parser.add_argument("--epochs", type=int, help="override training.epochs of the config")
     parser.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together)")
+    parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders")
     parser.add_argument("--config", type=Path, default=CONFIG, help="training config")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
@@ -67,28 +77,101 @@ def main() -> int:
         if not (train_file.is_file() and test_file.is_file()):
             print(f"[{el}] skipped: {train_file} or {test_file} not found")
             continue
-        out = args.runs / f"mlearn-{el}"
+        out = args.runs / (f"mlearn-{el}" + (f"-{args.tag}" if args.tag else ""))
         overrides = [f"data.train={train_file}", f"data.test={test_file}",
                      f"training.epochs={epochs}", *args.overrides]
         if el in READ_OPTIONS:
             overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")
-        if not _train(el, out, args.config, overrides, epochs, args.force):
-            print(f"[{el}] training failed; see the output above", file=sys.stderr)
-            return 1
-        metrics = _evaluate(el, out / "model.pt", test_file)
-        if metrics is None:
-            return 1
-        rows.append({"element": el, **metrics, **_history(out / "metrics.csv")})
+        dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force)
+        for seed, run in zip(args.seeds, dirs):
+            metrics = _evaluate(el, run / "model.pt", test_file)
+            if metrics is None:
+                return 1
+            rows.append({"element": el, "seed": seed, **metrics, **_history(run / "metrics.csv"),
+                         **_physical(el, run / "model.pt", train_file)})
 
     if not rows:
         print("no mlearn data found; nothing to report")
         return 0
     _print_table(rows)
     args.runs.mkdir(parents=True, exist_ok=True)
-    (args.runs / "bench_mlearn.json").write_text(json.dumps(
-        {"config": str(args.config), "results": rows, "published_mae": PUBLISHED}, indent=1) + "\n")
-    print(f"\nresults written to {args.runs / 'bench_mlearn.json'}")
+    name = "bench_mlearn" + (f"-{args.tag}" if args.tag else "") + ".json"
+    (args.runs / name).write_text(json.dumps(
+        {"config": str(args.config), "overrides": args.overrides, "seeds": args.seeds, "results": rows,
+         "published_mae": PUBLISHED}, indent=1) + "\n")
+    print(f"\nresults written to {args.runs / name}")
     return 0
+
+
+def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: list[int], epochs: int,
+                 force: bool) -> list[Path]:
+    """Train (or resume, or skip) the seeds of one element together; their run folders."""
+    from mlpot.training import TrainConfig
+    from mlpot.training.many import train_many
+
+    dirs = [out / f"seed{s}" for s in seeds]
+    todo = []
+    for seed, run in zip(seeds, dirs):
+        done = run / DONE
+        finished = json.loads(done.read_text()).get("epochs", 0) if done.is_file() and not force else 0
+        if finished >= epochs:
+            print(f"[{el}] {run} finished ({finished} epochs): not retrained (--force retrains)")
+            continue
+        done.unlink(missing_ok=True)
+        todo.append((seed, run))
+    if todo:
+        configs = [TrainConfig.from_yaml(config, [*overrides, f"training.seed={seed}"]) for seed, _ in todo]
+        resume = [not force and (run / "last.pt").is_file() for _, run in todo]
+        print(f"[{el}] training seeds {[s for s, _ in todo]} together into {out}", flush=True)
+        start = time.perf_counter()
+        results = train_many(configs, [run for _, run in todo], resume=resume, overwrite=True, progress=False,
+                             log=lambda line: print(f"[{el}] {line}", flush=True))
+        for (_, run), result in zip(todo, results):
+            if result.get("error"):
+                raise RuntimeError(f"[{el}] {run}: {result['error']}")
+            (run / DONE).write_text(json.dumps({"epochs": epochs, "wall_s_this_call": time.perf_counter() - start})
+                                    + "\n")
+    return dirs
+
+
+def _physical(el: str, model_path: Path, train_file: Path) -> dict:
+    """Elastic constants (model and DFT, on the Elastic group's cells) and the bulk modulus of
+    the ideal cell from ±0.25 % and ±2 % isotropic strain, GPa."""
+    import numpy as np
+    import torch
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    import mlpot
+    from mlpot.data import collate, read
+    from mlpot.elastic import bulk_modulus_from_pressure, elastic_constants, reference_cell
+
+    structures = [a for a in read(train_file, format="mlearn", **READ_OPTIONS.get(el, {}))
+                  if a.info.get("group") == "Elastic"]
+    if not structures:
+        return {}
+    model = mlpot.load(model_path, dtype=torch.float64)
+
+    def stresses(atoms_list) -> np.ndarray:
+        batch = collate(atoms_list, cutoff=model.cutoff, dtype=torch.float64, labels=False)
+        out = model(batch, forces=False, stress=True)["stress"].detach().numpy()
+        return np.stack([full_3x3_to_voigt_6_stress(s) for s in out])
+
+    dft = elastic_constants(structures, np.stack([a.get_stress() for a in structures]))
+    ours = elastic_constants(structures, stresses(structures))
+    reference = reference_cell([a.cell.array for a in structures])
+    nearest = min(structures, key=lambda a: np.abs(a.cell.array - reference).max())
+    ideal = nearest.copy()
+    ideal.set_cell(reference, scale_atoms=True)
+    bulk = {}
+    for strain in (0.0025, 0.02):
+        scaled = []
+        for sign in (1, -1):
+            atoms = ideal.copy()
+            atoms.set_cell(reference * (1 + sign * strain), scale_atoms=True)
+            scaled.append(atoms)
+        p_plus, p_minus = (-s[:3].mean() for s in stresses(scaled))
+        bulk[f"B_ideal_{strain:g}"] = bulk_modulus_from_pressure(p_plus, p_minus, strain)
+    return {"elastic_model": ours, "elastic_dft": dft, **bulk}
 
 
 def _config_epochs(config: Path) -> int:
@@ -99,29 +182,6 @@ def _config_epochs(config: Path) -> int:
 
 def _mlpot(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlpot", *args]
-
-
-def _train(el: str, out: Path, config: Path, overrides: list[str], epochs: int, force: bool) -> bool:
-    """Train (or resume, or skip) one run; True when ``out/model.pt`` is final."""
-    done = out / DONE
-    if done.is_file() and not force:
-        finished = json.loads(done.read_text()).get("epochs", 0)
-        if finished >= epochs:
-            print(f"[{el}] {out} finished ({finished} epochs): not retrained (--force retrains)")
-            return True
-    command = _mlpot("train", str(config), "--out", str(out), "--no-progress", "--set", *overrides)
-    if force:
-        command.append("--overwrite")
-        done.unlink(missing_ok=True)
-    elif (out / "last.pt").is_file():
-        command.append("--resume")
-    print(f"[{el}] {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    rc = subprocess.call(command, cwd=ROOT)
-    if rc != 0:
-        return False
-    done.write_text(json.dumps({"epochs": epochs, "wall_s_this_call": time.perf_counter() - start}) + "\n")
-    return True
 
 
 def _evaluate(el: str, model: Path, test_file: Path) -> dict | None:
@@ -146,21 +206,52 @@ def _f(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _stats(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _pm(values: list, scale: float = 1.0, spec: str = ".2f") -> str:
+    mean, std = _stats([None if v is None else v * scale for v in values])
+    return "–" if mean is None else f"{mean:{spec}}±{std:{spec}}"
+
+
 def _print_table(rows: list[dict]) -> None:
-    print("\nmlearn test set (Zuo et al. 2020 splits). Energy meV/atom, force eV/Å, stress GPa;")
-    print("published rows give MAE only (GAP, MTP: ACEpotentials.jl benchmark; NNP: PyXtal_FF).\n")
-    head = (f"{'element':<8}{'model':<8}{'E MAE':>8}{'E RMSE':>8}{'F MAE':>8}{'F RMSE':>8}"
-            f"{'σ RMSE':>8}{'epochs':>8}{'wall':>10}")
+    print("\nmlearn test set (Zuo et al. 2020 splits), mean ± std over seeds. Energy meV/atom, force eV/Å,")
+    print("stress GPa; published rows give MAE only (GAP, MTP: ACEpotentials.jl benchmark; NNP: PyXtal_FF).\n")
+    head = (f"{'element':<8}{'model':<8}{'seeds':>6}{'E MAE':>13}{'E RMSE':>13}{'F MAE':>15}{'F RMSE':>15}"
+            f"{'σ RMSE':>15}{'wall/seed':>10}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        f_mae = None if r["force_mae_mev_per_a"] is None else r["force_mae_mev_per_a"] / 1000
-        f_rmse = None if r["force_rmse_mev_per_a"] is None else r["force_rmse_mev_per_a"] / 1000
-        print(f"{r['element']:<8}{'mlpot':<8}{_f(r['energy_mae_mev_per_atom'], '.2f'):>8}"
-              f"{_f(r['energy_rmse_mev_per_atom'], '.2f'):>8}{_f(f_mae, '.3f'):>8}{_f(f_rmse, '.3f'):>8}"
-              f"{_f(r['stress_rmse_gpa'], '.3f'):>8}{r['epochs']:>8}{_duration(r['train_wall_s']):>10}")
-        for name, (e_mae, f_mae) in PUBLISHED.get(r["element"], {}).items():
-            print(f"{'':<8}{name:<8}{e_mae:>8.2f}{'':>8}{f_mae:>8.2f}")
+    for el in dict.fromkeys(r["element"] for r in rows):
+        rs = [r for r in rows if r["element"] == el]
+        print(f"{el:<8}{'mlpot':<8}{len(rs):>6}{_pm([r['energy_mae_mev_per_atom'] for r in rs]):>13}"
+              f"{_pm([r['energy_rmse_mev_per_atom'] for r in rs]):>13}"
+              f"{_pm([r['force_mae_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
+              f"{_pm([r['force_rmse_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
+              f"{_pm([r['stress_rmse_gpa'] for r in rs], 1.0, '.3f'):>15}"
+              f"{_duration(sum(r['train_wall_s'] for r in rs) / len(rs)):>10}")
+        for name, (e_mae, f_mae) in PUBLISHED.get(el, {}).items():
+            print(f"{'':<8}{name:<8}{'':>6}{e_mae:>13.2f}{'':>13}{f_mae:>15.2f}")
+    print("\nElastic constants on the training 'Elastic' cells (central differences at ±2 %), GPa:")
+    print(f"{'element':<8}{'':<6}" + "".join(f"{k:>20}" for k in ("C11", "C12", "C44", "B"))
+          + f"{'B ideal ±0.25%':>16}{'B ideal ±2%':>14}")
+    for el in dict.fromkeys(r["element"] for r in rows):
+        rs = [r for r in rows if r["element"] == el and r.get("elastic_model")]
+        if not rs:
+            continue
+        dft = rs[0]["elastic_dft"]
+        print(f"{el:<8}{'DFT':<6}" + "".join(f"{dft[k]:>20.1f}" for k in ("C11", "C12", "C44", "B")))
+        cells = []
+        for k in ("C11", "C12", "C44", "B"):
+            mean, std = _stats([r["elastic_model"][k] for r in rs])
+            cells.append(f"{mean:.1f}±{std:.1f} ({100 * (mean / dft[k] - 1):+.0f}%)")
+        print(f"{'':<8}{'mlpot':<6}" + "".join(f"{c:>20}" for c in cells)
+              + f"{_pm([r['B_ideal_0.0025'] for r in rs], 1.0, '.1f'):>16}{_pm([r['B_ideal_0.02'] for r in rs], 1.0, '.1f'):>14}")
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,85 @@
+"""Cubic elastic constants from strained cells and their stresses (model or reference).
+
+The mlearn data sets hold, per element, an "Elastic" group: the equilibrium cell strained
+along each normal and shear mode by ±2 % … ±10 %, with DFT stresses. On those very
+structures the constants follow by central differences: with the strain of each cell taken
+from its lattice against the unstrained reference cell (the element-wise median of the
+group's lattices: each mode moves only its own entries), the column k of C is
+(σ(+) − σ(−)) / (ε_k(+) − ε_k(−)) for the pair strained by ±``amplitude`` along Voigt
+component k. For a cubic crystal
+
+    C11 = ⟨C_kk⟩_{k=1..3},  C12 = ⟨C_jk⟩_{j≠k≤3},  C44 = ⟨C_kk⟩_{k=4..6},  B = (C11 + 2 C12)/3.
+
+Voigt order xx, yy, zz, yz, xz, xy; shear strains are engineering strains (γ = 2ε); stress
+in ASE's convention (positive in tension), so C > 0 for a stable crystal. Results in GPa.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from .units import GPA
+
+__all__ = ["voigt_strain", "reference_cell", "elastic_constants", "bulk_modulus_from_pressure"]
+
+
+def reference_cell(cells: Sequence[np.ndarray]) -> np.ndarray:
+    """(3, 3) unstrained cell of a set of cells each strained along one mode: the
+    element-wise median (every mode leaves most entries at their reference value)."""
+    return np.median(np.stack([np.asarray(c, dtype=float) for c in cells]), axis=0)
+
+
+def voigt_strain(cell: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(6,) small strain of ``cell`` against ``reference`` (rows are lattice vectors, Å):
+    ε = sym(F) − I with cell = reference · Fᵀ, in Voigt order with engineering shear."""
+    deformation = np.linalg.solve(np.asarray(reference, dtype=float), np.asarray(cell, dtype=float)).T
+    eps = 0.5 * (deformation + deformation.T) - np.eye(3)
+    return np.array([eps[0, 0], eps[1, 1], eps[2, 2], 2 * eps[1, 2], 2 * eps[0, 2], 2 * eps[0, 1]])
+
+
+def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitude: float = 0.02,
+                      tolerance: float = 0.25) -> dict[str, float]:
+    """C11, C12, C44 and B (GPa) of a cubic crystal from strained cells.
+
+    Args:
+        structures: the strained cells (e.g. the mlearn "Elastic" group), each along one mode.
+        stresses: (n, 6) their stresses, Voigt, eV/Å³, ASE sign (model predictions or labels).
+        amplitude: the strain of the central difference (the pair at ±amplitude is used).
+        tolerance: relative window around ``amplitude`` in which a cell's strain counts.
+
+    Raises:
+        ValueError: a Voigt component has no ± pair at ``amplitude`` (the data lack that mode).
+    """
+    stresses = np.asarray(stresses, dtype=float)
+    if stresses.shape != (len(structures), 6):
+        raise ValueError(f"stresses must be (n, 6) Voigt for {len(structures)} structures, got {stresses.shape}")
+    reference = reference_cell([a.cell.array for a in structures])
+    strains = np.stack([voigt_strain(a.cell.array, reference) for a in structures])
+    columns = np.full((6, 6), np.nan)
+    for k in range(6):
+        pair = {}
+        for strain, stress in zip(strains, stresses):
+            main = int(np.argmax(np.abs(strain)))
+            # Shear amplitudes are engineering strains of twice the tensor component.
+            size = amplitude * (2.0 if k >= 3 else 1.0)
+            if main == k and abs(abs(strain[k]) - size) <= tolerance * size:
+                pair[np.sign(strain[k])] = (strain[k], stress)
+        if set(pair) != {-1.0, 1.0}:
+            raise ValueError(f"no ±{amplitude:g} pair of cells strained along Voigt component {k + 1}")
+        (e_plus, s_plus), (e_minus, s_minus) = pair[1.0], pair[-1.0]
+        columns[:, k] = (s_plus - s_minus) / (e_plus - e_minus)
+    c = columns / GPA  # eV/Å³ → GPa
+    c11 = float(np.mean([c[k, k] for k in range(3)]))
+    c12 = float(np.mean([c[j, k] for j in range(3) for k in range(3) if j != k]))
+    c44 = float(np.mean([c[k, k] for k in range(3, 6)]))
+    return {"C11": c11, "C12": c12, "C44": c44, "B": (c11 + 2 * c12) / 3}
+
+
+def bulk_modulus_from_pressure(pressure_plus: float, pressure_minus: float, strain: float) -> float:
+    """B = −V dP/dV (GPa) by a central difference of the pressures (eV/Å³) of a cell scaled
+    isotropically by 1 ± ``strain`` (volume 1 ± 3 strain to first order)."""
+    volume_plus, volume_minus = (1 + strain) ** 3, (1 - strain) ** 3
+    return float(-(pressure_plus - pressure_minus) / (volume_plus - volume_minus) / GPA)

@@ -1,0 +1,71 @@
+"""Elastic constants by central differences (mlpot.elastic), against a linear-elastic
+crystal built by hand and against DFT values of the mlearn data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from mlpot.elastic import bulk_modulus_from_pressure, elastic_constants, voigt_strain
+from mlpot.units import GPA
+
+
+def cubic_stiffness(c11, c12, c44):
+    c = np.zeros((6, 6))
+    c[:3, :3] = c12
+    np.fill_diagonal(c[:3, :3], c11)
+    c[3:, 3:] = np.eye(3) * c44
+    return c * GPA  # eV/Å³
+
+
+def strained_set(stiffness, a=5.4, amplitudes=(-0.04, -0.02, 0.02, 0.04), seed=0):
+    """Cells strained along each Voigt mode (shear as engineering strain), stress = C ε."""
+    reference = np.eye(3) * 2 * a
+    cells, stresses = [], []
+    for k in range(6):
+        for s in amplitudes:
+            eps = np.zeros((3, 3))
+            if k < 3:
+                eps[k, k] = s
+            else:
+                i, j = [(1, 2), (0, 2), (0, 1)][k - 3]
+                eps[i, j] = eps[j, i] = s  # tensor shear s: engineering strain 2s
+            cell = reference @ (np.eye(3) + eps).T
+            cells.append(Atoms("Si", positions=[[0, 0, 0]], cell=cell, pbc=True))
+            stresses.append(stiffness @ voigt_strain(cell, reference))
+    order = np.random.default_rng(seed).permutation(len(cells))
+    return [cells[i] for i in order], np.array(stresses)[order]
+
+
+def test_recovers_a_linear_elastic_crystal():
+    structures, stresses = strained_set(cubic_stiffness(160.0, 60.0, 80.0))
+    c = elastic_constants(structures, stresses)
+    assert c["C11"] == pytest.approx(160.0, rel=1e-10)
+    assert c["C12"] == pytest.approx(60.0, rel=1e-10)
+    assert c["C44"] == pytest.approx(80.0, rel=1e-10)
+    assert c["B"] == pytest.approx((160.0 + 120.0) / 3, rel=1e-10)
+
+
+def test_missing_mode_is_named():
+    structures, stresses = strained_set(cubic_stiffness(160.0, 60.0, 80.0), amplitudes=(0.02, 0.04))
+    with pytest.raises(ValueError, match="no ±0.02 pair"):
+        elastic_constants(structures, stresses)
+
+
+def test_bulk_modulus_of_a_linear_pressure():
+    b, v0, strain = 90.0, 1.0, 0.0025
+    pressure = lambda v: -b * GPA * (v - v0) / v0  # noqa: E731
+    got = bulk_modulus_from_pressure(pressure((1 + strain) ** 3), pressure((1 - strain) ** 3), strain)
+    assert got == pytest.approx(b, rel=1e-12)
+
+
+def test_dft_elastic_constants_of_mlearn_si(shared_datasets):
+    from mlpot.data import read
+
+    structures = [a for a in read(shared_datasets / "mlearn" / "Si" / "training.json", format="mlearn")
+                  if a.info.get("group") == "Elastic"]
+    c = elastic_constants(structures, np.stack([a.get_stress() for a in structures]))
+    # PBE silicon: C11 ≈ 153 GPa, C12 ≈ 57 GPa (e.g. Materials Project mp-149), B ≈ 89 GPa.
+    assert c["C11"] == pytest.approx(153, rel=0.03) and c["C12"] == pytest.approx(57, rel=0.05)
+    assert c["B"] == pytest.approx(89, rel=0.03)
