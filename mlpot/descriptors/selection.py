@@ -1,0 +1,106 @@
+"""Automatic selection of symmetry functions from a larger candidate pool.
+
+Imbalzano et al., JCP 148, 241730 (2018): compute a generous pool of candidate functions on
+the training structures, then keep the few that carry the most independent information.
+Two deterministic, scale-invariant rules are offered, both on the columns of the (atoms ×
+features) matrix of one element after centring and scaling each column to unit variance
+(so neither a feature's units nor its magnitude matter):
+
+* ``cur``: greedy CUR — repeatedly take the column with the largest leverage on the leading
+  right singular vectors of the remaining matrix, then project it out of every column;
+* ``fps``: farthest-point sampling of the columns — start from the column of largest norm
+  and repeatedly take the one farthest (in the space orthogonal to those taken) from the
+  ones already taken.
+
+Ties go to the lower column index. Constant columns (no variance in the data) carry no
+information and are taken last.
+
+:func:`select_symmetry_functions` applies a rule per element and returns a new
+:class:`~mlpot.descriptors.SymmetryFunctionSpec` whose terms are the selected features, each
+restricted to its centre element (and its neighbour elements), ready to train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable, Literal
+
+import numpy as np
+import torch
+
+from .parameters import RadialTerm, SymmetryFunctionSpec
+
+__all__ = ["select_columns", "select_symmetry_functions"]
+
+Method = Literal["cur", "fps"]
+
+
+def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns centred and scaled to unit variance (n, F); and which columns vary (F,)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    std = centred.std(axis=0)
+    varies = std > 1e-12 * np.maximum(np.abs(x).max(axis=0), 1.0)
+    return np.where(varies, centred / np.where(varies, std, 1.0), 0.0), varies
+
+
+def select_columns(x: np.ndarray, count: int, method: Method = "cur", rank: int = 1) -> list[int]:
+    """Indices of ``count`` informative columns of ``x`` (n samples × F features), in the
+    order they were chosen.
+
+    Args:
+        x: (n, F) feature values (e.g. one element's descriptors over the training atoms).
+        count: how many to keep (at most F).
+        method: ``"cur"`` or ``"fps"`` (see the module docstring).
+        rank: singular vectors of the leverage score (``cur``).
+    """
+    n_features = x.shape[1]
+    if not 1 <= count <= n_features:
+        raise ValueError(f"cannot select {count} of {n_features} features")
+    if method not in ("cur", "fps"):
+        raise ValueError(f"selection method must be 'cur' or 'fps', got {method!r}")
+    z, varies = _standardised(x)
+    chosen: list[int] = []
+    candidates = [j for j in range(n_features) if varies[j]]
+    while len(chosen) < count and candidates:
+        if method == "cur":
+            _, _, vt = np.linalg.svd(z[:, candidates], full_matrices=False)
+            score = (vt[:rank] ** 2).sum(axis=0)
+        else:
+            score = np.linalg.norm(z[:, candidates], axis=0)
+        best = candidates[int(np.argmax(np.round(score, 12)))]  # rounding: ties to the lower index
+        chosen.append(best)
+        column = z[:, best] / max(np.linalg.norm(z[:, best]), 1e-300)
+        z = z - np.outer(column, column @ z)  # project the chosen direction out of every column
+        candidates = [j for j in candidates if j != best and np.linalg.norm(z[:, j]) > 1e-9 * np.sqrt(len(z))]
+    rest = [j for j in range(n_features) if j not in chosen]
+    return chosen + rest[: count - len(chosen)]
+
+
+@torch.no_grad()
+def select_symmetry_functions(spec: SymmetryFunctionSpec, batches: Iterable, count: int | dict[str, int],
+                              method: Method = "cur") -> SymmetryFunctionSpec:
+    """The spec of ``count`` selected features per element (a number, or one per element)
+    out of ``spec``'s candidates, computed on ``batches`` (training structures with pairs)."""
+    from .symmetry_functions import SymmetryFunctions
+
+    descriptor = SymmetryFunctions(spec)
+    per_element: dict[int, list[np.ndarray]] = {e: [] for e in range(descriptor.n_elements)}
+    for batch in batches:
+        raw = descriptor(batch, scaled=False).double().cpu().numpy()
+        species = descriptor.species(batch.numbers).cpu().numpy()
+        for e in per_element:
+            per_element[e].append(raw[species == e])
+    radial, angular = [], []
+    for e, el in enumerate(descriptor.elements):
+        values = np.concatenate(per_element[e])[:, : descriptor.n_features[el]]
+        if len(values) == 0:
+            raise ValueError(f"no atoms of {el} in the data used to select symmetry functions")
+        k = count[el] if isinstance(count, dict) else count
+        for j in sorted(select_columns(values, min(k, values.shape[1]), method)):
+            feature = descriptor.features[el][j]
+            if isinstance(feature.term, RadialTerm):
+                radial.append(replace(feature.term, centre=el, neighbour=feature.neighbours[0]))
+            else:
+                angular.append(replace(feature.term, centre=el, neighbours=tuple(feature.neighbours)))
+    return replace(spec, radial=tuple(radial), angular=tuple(angular))
