@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""The levers of the mlearn recipe, each an ablation of examples/mlearn.yaml, side by side.
+
+Every lever is one ``scripts/bench_mlearn.py`` call: the same elements, seeds and epoch budget,
+with its own config overrides, into ``RUNS/mlearn-<el>-<lever>/seed<k>`` and
+``RUNS/bench_mlearn-<lever>.json`` (log: ``RUNS/<lever>.log``). The plan is printed first; a finished lever is skipped
+and an interrupted one resumes from its checkpoints, so the script continues where it
+stopped (run it again with the same arguments). ``--summary`` prints the table of all
+finished levers (test MAE, elastic constants against DFT) without training.
+
+Usage: python scripts/accuracy_levers.py [--elements Si Mo] [--seeds 0 1 2] [--epochs 300]
+           [--levers base stress1000 ...] [--runs runs/accuracy] [--summary]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: lever → config overrides against examples/mlearn.yaml (the recipe as shipped = "base").
+LEVERS: dict[str, list[str]] = {
+    "base": [],
+    "stress100": ["loss.stress_weight=100"],
+    "stress1000": ["loss.stress_weight=1000"],
+    "silu": ["model.activation=silu", "loss.stress_weight=1000"],
+    "energy1000": ["loss.energy_weight=1000", "loss.stress_weight=1000"],
+    "plain2x64": ["model.depth=2", "model.block=plain", "loss.stress_weight=1000"],
+    "lr3e-3": ["optimizer.lr=3e-3", "loss.stress_weight=1000"],
+    "batch16": ["training.batch_size=16", "loss.stress_weight=1000"],
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elements", nargs="+", default=["Si", "Mo"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--summary", action="store_true", help="only print the table of finished levers")
+    args = parser.parse_args()
+    if not args.summary:
+        print(f"plan: {len(args.levers)} levers × {args.elements}, {len(args.seeds)} seeds each (trained together), "
+              f"{args.epochs} epochs:")
+        for k, lever in enumerate(args.levers, 1):
+            state = "done" if _done(args.runs, lever, args) else "to run"
+            print(f"  {k:>2}. {lever:<12} {' '.join(LEVERS[lever]) or '(the recipe as shipped)'}  [{state}]")
+        for k, lever in enumerate(args.levers, 1):
+            if _done(args.runs, lever, args):
+                continue
+            print(f"[{k}/{len(args.levers)}] {lever} (log: {args.runs / (lever + '.log')})", flush=True)
+            command = [sys.executable, str(ROOT / "scripts" / "bench_mlearn.py"), "--elements", *args.elements,
+                       "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs), "--tag", lever,
+                       "--runs", str(args.runs)]
+            if LEVERS[lever]:
+                command += ["--set", *LEVERS[lever]]
+            args.runs.mkdir(parents=True, exist_ok=True)
+            with open(args.runs / f"{lever}.log", "a") as fh:
+                if subprocess.call(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT) != 0:
+                    print(f"  failed: see {args.runs / (lever + '.log')}")
+                    return 1
+    _summary(args.runs, args.levers, args.elements)
+    return 0
+
+
+def _result_file(runs: Path, lever: str) -> Path:
+    return runs / f"bench_mlearn-{lever}.json"
+
+
+def _done(runs: Path, lever: str, args) -> bool:
+    path = _result_file(runs, lever)
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text())
+    elements = {r["element"] for r in data["results"]}
+    return (sorted(data.get("seeds", [])) == sorted(args.seeds) and elements >= set(args.elements)
+            and all(r.get("epochs", 0) >= args.epochs for r in data["results"]))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
+    print(f"\n{'el':<4}{'lever':<12}{'E MAE meV/at':>16}{'F MAE eV/Å':>16}{'σ RMSE GPa':>14}"
+          + "".join(f"{k + ' %':>10}" for k in ("C11", "C12", "C44", "B")) + f"{'B±0.25%':>9}{'B±2%':>8}")
+    for el in elements:
+        for lever in levers:
+            path = _result_file(runs, lever)
+            if not path.is_file():
+                continue
+            rows = [r for r in json.loads(path.read_text())["results"] if r["element"] == el]
+            if not rows:
+                continue
+            e = _mean_std([r["energy_mae_mev_per_atom"] for r in rows])
+            f = _mean_std([r["force_mae_mev_per_a"] / 1000 for r in rows])
+            s = _mean_std([r["stress_rmse_gpa"] for r in rows])
+            dft = rows[0]["elastic_dft"]
+            errors = "".join(f"{100 * (_mean_std([r['elastic_model'][k] for r in rows])[0] / dft[k] - 1):>+10.1f}"
+                             for k in ("C11", "C12", "C44", "B"))
+            b1 = _mean_std([r["B_ideal_0.0025"] for r in rows])[0]
+            b2 = _mean_std([r["B_ideal_0.02"] for r in rows])[0]
+            print(f"{el:<4}{lever:<12}{e[0]:>9.2f}±{e[1]:<6.2f}{f[0]:>9.3f}±{f[1]:<6.3f}{s[0]:>8.3f}±{s[1]:<5.3f}"
+                  + errors + f"{b1:>9.1f}{b2:>8.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
