@@ -47,7 +47,7 @@ from .optim import LRSchedule, build_optimizer
 from .report import MetricsLog, epoch_summary, grad_column
 from .stack import ModelStack, _key
 from .stack_loop import StackedTraining, evaluate_members, stacked_epoch
-from .stack_optim import StackedAdam, StackedEMA, lr_vector
+from .stack_optim import StackedAdam, StackedEMA
 from .state import RunState
 from .trainer import _Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model
 
@@ -248,18 +248,9 @@ def _stack(members: list[_Member]) -> StackedTraining:
             optimizer.load_member_state(s, m.checkpoint["optimizer"])
             if ema is not None and m.checkpoint.get("ema") is not None:
                 ema.load_member_state(s, m.checkpoint["ema"], names)
-    device = params[0].device
-
-    def lr() -> torch.Tensor:
-        return lr_vector([m.lr for m in members], device)
-
-    def on_step(active: torch.Tensor) -> None:
-        for m, a in zip(members, active.tolist()):
-            if a:
-                m.schedule.step()
-
-    clip = torch.tensor([m.config.training.grad_clip for m in members], dtype=torch.float64, device=device)
-    return StackedTraining(stack, optimizer, ema, lr, clip, on_step)
+    clip = torch.tensor([m.config.training.grad_clip for m in members], dtype=torch.float64,
+                        device=params[0].device)
+    return StackedTraining(stack, optimizer, ema, [m.schedule for m in members], clip)
 
 
 def _train_members(members: list[_Member], store: BatchStore, step: StepSettings,
@@ -295,25 +286,8 @@ def _shrink(live: list[_Member], training: StackedTraining) -> tuple[list[_Membe
         return live, training
     if not keep:
         return [], None
-    index = torch.tensor(keep, dtype=torch.long, device=training.stack.energy_scale.device)
-    training.stack.keep(keep)
-    training.optimizer.keep(index)
-    training.optimizer.rebind(list(training.stack.stacked.values()))
-    training.grad_clip = training.grad_clip[index]
-    if training.ema is not None:
-        training.ema.keep(index)
-    survivors = [live[s] for s in keep]
-
-    def lr() -> torch.Tensor:
-        return lr_vector([m.lr for m in survivors], training.grad_clip.device)
-
-    def on_step(active: torch.Tensor) -> None:
-        for m, a in zip(survivors, active.tolist()):
-            if a:
-                m.schedule.step()
-
-    training.lr, training.on_step = lr, on_step
-    return survivors, training
+    training.keep(keep)
+    return [live[s] for s in keep], training
 
 
 def _end_epoch(m: _Member, s: int, training: StackedTraining, results: tuple, wall: float) -> None:

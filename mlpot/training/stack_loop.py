@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -22,6 +22,7 @@ from .data import BatchStore
 from .loop import EpochResult, StepSettings, _on_device, predict
 from .loss import label_masks
 from .metrics import ErrorAccumulator
+from .optim import LRSchedule
 from .stack import ModelStack
 from .stack_optim import StackedAdam, StackedEMA, clip_member_gradients, member_gradient_norms
 
@@ -36,22 +37,40 @@ class StackedTraining:
         stack: the members' weights.
         optimizer: their Adam/AdamW state.
         ema: their moving averages, or ``None``.
-        lr: callable → (M,) current learning rates (from the members' schedules).
+        schedules: each member's learning-rate schedule (advanced after each of its steps).
         grad_clip: (M,) maximum gradient norms (0: none).
-        on_step: called after each optimiser step with the (M,) bool of stepped members
-            (advances their schedules).
     """
 
     stack: ModelStack
     optimizer: StackedAdam
     ema: StackedEMA | None
-    lr: Callable[[], torch.Tensor]
+    schedules: list[LRSchedule]
     grad_clip: torch.Tensor
-    on_step: Callable[[torch.Tensor], None]
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return list(self.stack.stacked.values())
+
+    def lr(self) -> torch.Tensor:
+        """(M,) float64: each member's current learning rate."""
+        return torch.tensor([s.lr for s in self.schedules], dtype=torch.float64, device=self.grad_clip.device)
+
+    def on_step(self, active: torch.Tensor) -> None:
+        """Advance the schedules of the members that stepped (``active`` (M,) bool)."""
+        for schedule, stepped in zip(self.schedules, active.tolist()):
+            if stepped:
+                schedule.step()
+
+    def keep(self, members: Sequence[int]) -> None:
+        """Keep only the slots ``members`` (in that order) of everything stacked."""
+        index = torch.tensor(list(members), dtype=torch.long, device=self.grad_clip.device)
+        self.stack.keep(members)
+        self.optimizer.keep(index)
+        self.optimizer.rebind(self.params)
+        if self.ema is not None:
+            self.ema.keep(index)
+        self.grad_clip = self.grad_clip[index]
+        self.schedules = [self.schedules[m] for m in members]
 
 
 def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig, member: torch.Tensor,

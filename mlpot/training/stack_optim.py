@@ -168,10 +168,3 @@ def clip_member_gradients(params: Sequence[torch.Tensor], norms: torch.Tensor, m
     for p in params:
         if p.grad is not None:
             p.grad.mul_(_column(coef, p.grad))
-
-
-def lr_vector(values: Sequence[float], device: torch.device) -> torch.Tensor:
-    """(M,) float64 learning rates."""
-    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-
-
