@@ -10,6 +10,14 @@ ASE or vesin installed::
     out["stress"]           # (3, 3) eV/Å³, ASE sign convention; NaN unless periodic in 3D
     out["atomic_energies"]  # (N,) eV
 
+LAMMPS (``pair_style mlpot``, mlpot/lammps/) calls another entry point: local and ghost atoms
+and a neighbour list in, no cell (see :meth:`ExportedPotential.forward_lammps`)::
+
+    out = module.forward_lammps(positions, species, edge_index, n_local)
+    out["atomic_energies"]  # (n_local,) eV
+    out["forces"]           # (N_all, 3) eV/Å, on local and ghost atoms
+    out["virial"]           # (3, 3) eV, this rank's share of −V·σ
+
 How it is built: the descriptor and networks (positions, species, cell and pair list →
 atomic energies) are recorded with ``torch.jit.trace`` at a synthetic structure made here,
 because :class:`~mlpot.descriptors.SymmetryFunctions` is not TorchScript-scriptable. The
@@ -75,6 +83,32 @@ class _AtomicEnergies(nn.Module):
         return self.model.atomic_energies(raw, species)
 
 
+class _PairAtomicEnergies(nn.Module):
+    """Atomic energies of chosen atoms from pair vectors: the part traced for LAMMPS
+    (:meth:`ExportedPotential.forward_lammps`).
+
+    Taking the pair vectors themselves as input (not positions and image shifts) gives
+    ∂E/∂r_ij per pair in one backward pass, from which forces on local and ghost atoms and
+    the virial of this rank's centres both follow.
+
+    Args:
+        model: a :class:`~mlpot.models.Potential` (copied by the caller, in eval mode).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                rows: torch.Tensor) -> torch.Tensor:
+        """vec (P, 3) Å pair vectors r_ij, species (N,) element indices of all atoms,
+        edge_index (2, P) sorted by centre, rows (M,) atoms whose energies are wanted →
+        (M,) atomic energies, eV. The networks run on ``rows`` only (LAMMPS: the local
+        atoms, not the ghosts)."""
+        raw = self.model.descriptor.compute_from_vectors(vec, species, edge_index, species.shape[0])
+        return self.model.atomic_energies(raw.index_select(0, rows), species.index_select(0, rows))
+
+
 def _distinct(values: torch.Tensor) -> List[int]:
     """Sorted distinct entries of an integer tensor, for error messages (TorchScript has no
     ``Tensor.unique``)."""
@@ -108,6 +142,8 @@ class ExportedPotential(nn.Module):
                  cutoff: float, dtype: torch.dtype):
         super().__init__()
         self.core = core
+        # The LAMMPS entry point's traced part (_PairAtomicEnergies); set by build_exported.
+        self.pair_core: nn.Module = nn.Module()
         self.register_buffer("species_of_number", species_of_number.clone())
         self.elements = list(elements)
         self.cutoff = float(cutoff)
@@ -181,6 +217,83 @@ class ExportedPotential(nn.Module):
                                                pbc.to(torch.bool).all().view(1))[0]
         return {"energy": energy.detach(), "atomic_energies": atomic.detach(),
                 "forces": forces.detach(), "stress": stress.detach()}
+
+    @torch.jit.export
+    def forward_lammps(self, positions: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                       n_local: int) -> Dict[str, torch.Tensor]:
+        """Energies, forces and virial of one LAMMPS rank's atoms: the entry point of
+        ``pair_style mlpot`` (mlpot/lammps/pair_mlpot.cpp).
+
+        LAMMPS passes no cell and no image shifts: periodic images and atoms of other ranks
+        are ghost atoms with coordinates of their own, so r_ij = positions[j] − positions[i].
+        Only local atoms are centres; their energy E_loc = Σ_{i < n_local} e_i depends on
+        ghost positions too, and the forces on ghosts are summed onto their owners by LAMMPS
+        (reverse communication).
+
+        Args:
+            positions: (N_all, 3) Å, the n_local local atoms first, then the ghosts. Any
+                floating dtype: differences are taken in it (float64 keeps a float32 model's
+                pair vectors exact far from the origin), then cast to the model's dtype.
+            species: (N_all,) long element indices, in the order of ``self.elements``.
+            edge_index: (2, P) long pairs i → j with centre i < n_local and any j, sorted by
+                centre, every neighbour within the cutoff listed (pairs beyond it, e.g. a
+                Verlet skin, contribute exact zeros).
+            n_local: number of local atoms.
+
+        Returns:
+            ``atomic_energies`` (n_local,) eV; ``forces`` (N_all, 3) eV/Å, −∂E_loc/∂R on local
+            and ghost atoms; ``virial`` (3, 3) eV, W = −Σ_p r_p ⊗ ∂E_loc/∂r_p (= Σ_k R_k ⊗ F_k;
+            summed over ranks it is −V·σ of the whole periodic system); ``pair_gradients``
+            (P, 3) eV/Å, ∂E_loc/∂r_p (F_i += g_p, F_j −= g_p), for per-atom virials.
+        """
+        n_all = positions.shape[0]
+        self._check_lammps_inputs(positions, species, edge_index, n_local)
+        dtype, device = self.dtype, positions.device
+        if n_local == 0:  # a rank without atoms (vacuum in its domain)
+            return {"atomic_energies": torch.zeros(0, dtype=dtype, device=device),
+                    "forces": torch.zeros(n_all, 3, dtype=dtype, device=device),
+                    "virial": torch.zeros(3, 3, dtype=dtype, device=device),
+                    "pair_gradients": torch.zeros(edge_index.shape[1], 3, dtype=dtype, device=device)}
+        centre, neighbour = edge_index[0], edge_index[1]
+        pos = positions.detach()
+        vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre)).to(dtype)
+        rows = torch.arange(n_local, device=device)
+        # As in forward_with_pairs: autograd even under no_grad, mode restored by hand.
+        grad_was_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        vec.requires_grad_(True)
+        atomic = self.pair_core(vec, species, edge_index, rows)
+        grads = torch.autograd.grad([atomic.sum()], [vec], allow_unused=True)
+        torch.set_grad_enabled(grad_was_enabled)
+        g = grads[0]
+        g = torch.zeros_like(vec) if g is None else g
+        vec = vec.detach()
+        forces = torch.zeros(n_all, 3, dtype=dtype, device=device)
+        forces.index_add_(0, centre, g)
+        forces.index_add_(0, neighbour, -g)
+        return {"atomic_energies": atomic.detach(), "forces": forces,
+                "virial": -(vec.t() @ g), "pair_gradients": g}
+
+    def _check_lammps_inputs(self, positions: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                             n_local: int) -> None:
+        """Shape and range checks of :meth:`forward_lammps`; a wrong list would otherwise give
+        wrong numbers, not an error."""
+        n_all = positions.shape[0]
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape (N_all, 3), got " + str(positions.shape))
+        if species.dim() != 1 or species.shape[0] != n_all:
+            raise ValueError("species must have shape (N_all,) with N_all = " + str(n_all))
+        if n_local < 0 or n_local > n_all:
+            raise ValueError("n_local must be in 0.." + str(n_all) + ", got " + str(n_local))
+        if n_all > 0 and (int(species.min()) < 0 or int(species.max()) >= len(self.elements)):
+            raise ValueError("species indices must be in 0.." + str(len(self.elements) - 1))
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError("edge_index must have shape (2, P)")
+        if edge_index.shape[1] > 0:
+            if bool((edge_index[0, 1:] < edge_index[0, :-1]).any()):
+                raise ValueError("edge_index must be sorted by centre (edge_index[0] non-decreasing)")
+            if int(edge_index[0, -1]) >= n_local or int(edge_index.min()) < 0 or int(edge_index[1].max()) >= n_all:
+                raise ValueError("edge_index: centres must be local atoms (< n_local), neighbours < N_all")
 
     @torch.jit.export
     def neighbour_pairs(self, positions: torch.Tensor, cell: torch.Tensor,
@@ -336,10 +449,52 @@ def build_exported(model, device: str | torch.device = "cpu") -> torch.jit.Scrip
         warnings.simplefilter("ignore")
         core = torch.jit.trace(_AtomicEnergies(model), inputs, check_trace=False)
         wrapper.core = core
+        wrapper.pair_core = torch.jit.trace(_PairAtomicEnergies(model), _lammps_inputs(wrapper, example, model),
+                                            check_trace=False)
         scripted = torch.jit.script(wrapper)
     for k, atoms in enumerate(checks):
         _compare(scripted, model, atoms, dtype, device, f"check structure {k + 1} ({len(atoms)} atoms)")
+        _compare_lammps(scripted, model, atoms, dtype, device, f"check structure {k + 1} ({len(atoms)} atoms)")
     return scripted
+
+
+def _lammps_inputs(wrapper: ExportedPotential, atoms, model) -> tuple:
+    """Inputs of :class:`_PairAtomicEnergies` at the trace example, shaped like a LAMMPS rank:
+    its last two atoms play ghosts (neighbours, not centres), so that the recorded graph
+    computes descriptors for all atoms and runs the networks on the local ones only."""
+    device = wrapper.species_of_number.device
+    positions, numbers, cell, pbc = _tensors(atoms, model.dtype, device)
+    edge_index, _ = wrapper.neighbour_pairs(positions, cell, pbc)  # an open structure: no shifts
+    n_local = len(atoms) - 2
+    edge_index = edge_index[:, edge_index[0] < n_local]
+    vec = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
+    return vec, model.descriptor.species(numbers), edge_index, torch.arange(n_local, device=device)
+
+
+def _compare_lammps(scripted, model, atoms, dtype, device, what: str) -> None:
+    """Raise ValueError unless ``forward_lammps`` on ``atoms`` with explicit ghost atoms, ghost
+    forces folded onto their owners, gives the Python model's energy, forces and −V·stress."""
+    from ..data import collate
+    from ..lammps.ghosts import with_ghosts
+
+    ghosted = with_ghosts(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    species = model.descriptor.species(torch.as_tensor(atoms.numbers[ghosted.owner], device=device))
+    out = scripted.forward_lammps(torch.as_tensor(ghosted.positions, dtype=torch.float64, device=device), species,
+                                  torch.as_tensor(ghosted.edge_index, device=device), ghosted.n_local)
+    batch = collate([atoms], cutoff=model.cutoff, dtype=dtype, device=device, labels=False)
+    periodic = bool(atoms.pbc.all())
+    ref = model(batch, forces=True, stress=periodic)
+    forces = torch.as_tensor(ghosted.fold(out["forces"].cpu().numpy()), device=device)
+    pairs = [("energy", out["atomic_energies"].sum(), ref["energy"][0].detach()), ("forces", forces, ref["forces"])]
+    if periodic:
+        pairs.append(("virial", out["virial"], -abs(atoms.get_volume()) * ref["stress"][0]))
+    tol = 1e-8 if dtype == torch.float64 else 1e-3
+    for name, got, want in pairs:
+        scale = float(want.abs().max()) + 1.0
+        err = float((got.to(want.dtype) - want).abs().max())
+        if not err <= tol * scale:
+            raise ValueError(f"export failed its self-check: the LAMMPS entry point's {name} on {what} "
+                             f"differs from the Python model by {err:.3g} (tolerance {tol * scale:.3g})")
 
 
 def _compare(scripted, model, atoms, dtype, device, what: str) -> None:
