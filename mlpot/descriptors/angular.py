@@ -308,25 +308,28 @@ class AngularSymmetryFunctions(nn.Module):
         if layout is not None:
             first, second = layout.spread(first, n_pairs), layout.spread(second, n_pairs + 1)
 
-        def with_dummies(per_pair: torch.Tensor, dummies: list[list[float]]) -> torch.Tensor:
-            return torch.cat([per_pair, per_pair.new_tensor(dummies)])
+        def with_dummies(per_pair: torch.Tensor, dummies: torch.Tensor) -> torch.Tensor:
+            return torch.cat([per_pair, dummies])
 
         # Everything per pair (unit vectors, the legs' Gaussians·cutoffs) is computed
         # once and gathered for the triplets; index_select rather than fancy indexing,
         # as its backward is a fast index_add. The dummies' unit vectors are orthogonal
-        # (cos θ = 0, r_jk > 0: finite values and gradients in the padding).
-        unit = with_dummies(vec / dist.unsqueeze(1), [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        # (cos θ = 0, r_jk > 0: finite values and gradients in the padding). The dummy
+        # rows are made on the device (eye, zeros, ones), never from Python lists: on a
+        # GPU a tensor built from host data is a pageable copy that PyTorch waits for, one
+        # host synchronisation per call (and per group of centres in a chunked forward).
+        unit = with_dummies(vec / dist.unsqueeze(1), torch.eye(2, 3, dtype=vec.dtype, device=vec.device))
         cos = (unit.index_select(0, first) * unit.index_select(0, second)).sum(1)
         table = self._angle_table(self._angle_base(cos))  # (T, C)
         parts = []
         if "g5" in kinds:
             per_pair = self.g5(dist)
-            per_pair = with_dummies(per_pair, [[0.0] * per_pair.shape[1]] * 2)
+            per_pair = with_dummies(per_pair, per_pair.new_zeros(2, per_pair.shape[1]))
             parts.append(per_pair.index_select(0, first) * per_pair.index_select(0, second))
         if "g4" in kinds:
             fc_pair = self.fc(dist.unsqueeze(1), self.g4.rc.to(dist.dtype))  # (P, C): C distinct cutoffs
-            parts.append(self._g4_radial(with_dummies(dist, [1.0, 1.0]),
-                                         with_dummies(fc_pair, [[0.0] * fc_pair.shape[1]] * 2),
+            parts.append(self._g4_radial(with_dummies(dist, dist.new_ones(2)),
+                                         with_dummies(fc_pair, fc_pair.new_zeros(2, fc_pair.shape[1])),
                                          first, second, cos))
         radial = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (T, S)
         if layout is not None:
