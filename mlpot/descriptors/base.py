@@ -205,6 +205,12 @@ class Descriptor(nn.Module):
         """Radius of the pairs that enter triplets, Å (0: a two-body descriptor)."""
         return 0.0
 
+    def work_item_bytes(self, dtype: torch.dtype) -> int:
+        """Working memory per unit of work (a pair or a triplet) of a forward with forces,
+        bytes, in ``dtype``: sizes the groups of centres of a chunked forward (see
+        :func:`~mlpot.models.potential.auto_chunk_size`). The default assumes 64 numbers."""
+        return 64 * dtype.itemsize
+
     def uses_compiled_kernel(self, device: torch.device | str) -> bool:
         """Whether the descriptor's memory stays O(pairs) on ``device`` (callers then need
         not split large structures into groups of centres)."""

@@ -20,7 +20,41 @@ from ..neighbours import edge_vectors
 from .elementwise import ElementNetworks
 from .mlp import NetworkConfig
 
-__all__ = ["Potential"]
+__all__ = ["Potential", "auto_chunk_size"]
+
+
+#: Work (pairs + triplets) per group of centres on the CPU, and its bounds on a GPU.
+CPU_CHUNK = 2**19
+GPU_CHUNK_RANGE = (2**19, 2**25)
+
+
+def auto_chunk_size(device: torch.device | str, item_bytes: int, free_bytes: int | None = None,
+                    fraction: float = 0.2) -> int:
+    """Work per group of centres for :meth:`Potential.forward` (``chunk_size="auto"``).
+
+    On the CPU, :data:`CPU_CHUNK` (groups that stay in cache were fastest there). On a GPU,
+    the work that ``fraction`` of the free device memory holds at ``item_bytes`` per item,
+    within :data:`GPU_CHUNK_RANGE`: the CPU's size would cut a 100,000-atom water box
+    (~6·10⁸ triplets) into ~1,200 groups, each a Python iteration with its own launches
+    and host synchronisations, where a GPU has room for a few dozen large ones.
+
+    Args:
+        device: where the forward runs.
+        item_bytes: working memory per pair or triplet of the descriptor's torch path,
+            bytes (:meth:`~mlpot.descriptors.Descriptor.work_item_bytes`).
+        free_bytes: free device memory, bytes (default: asked of CUDA).
+        fraction: share of the free memory one group may take.
+
+    Returns:
+        pairs + triplets per group.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_CHUNK
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    lo, hi = GPU_CHUNK_RANGE
+    return int(min(max(fraction * free_bytes // max(item_bytes, 1), lo), hi))
 
 
 class Potential(nn.Module):
@@ -117,7 +151,7 @@ class Potential(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def forward(self, batch, forces: bool = True, stress: bool = False,
                 create_graph: bool | None = None,
-                descriptors: bool = False, chunk_size: int | None = 2**19) -> dict[str, torch.Tensor]:
+                descriptors: bool = False, chunk_size: int | str | None = "auto") -> dict[str, torch.Tensor]:
         """Energies (and optionally forces and stress) of a batch.
 
         The pair list may extend beyond the cutoff (a Verlet skin): such pairs contribute
@@ -135,9 +169,12 @@ class Potential(nn.Module):
                 to rounding). An atom's energy depends only on its own pairs, so each group's
                 energies and their gradient are complete; memory then follows the group, not
                 the structure. Pays for long angular cutoffs (n2p2's water potential, 1080
-                atoms, ~6M triplets, float32: 4410 -> 1730 µs/atom and a quarter of the
-                memory at 2**19, the default; 1860 at 2**20, 2530 at 2**21); ``None``: one
-                group. Training (``create_graph``) always evaluates one group, and so does
+                atoms, ~6M triplets, float32, CPU: 4410 -> 1730 µs/atom and a quarter of
+                the memory at 2**19; 1860 at 2**20, 2530 at 2**21); ``None``: one group;
+                ``"auto"`` (default): :func:`auto_chunk_size`, 2**19 on the CPU and on a
+                GPU what a fifth of its free memory holds (each group is a Python
+                iteration with its own launches and host synchronisations, so a GPU wants
+                few large groups). Training (``create_graph``) always evaluates one group, and so does
                 the compiled triplet kernel (CPU, see ``SymmetryFunctions.kernel``), whose
                 memory does not grow with the triplets.
 
@@ -167,9 +204,11 @@ class Potential(nn.Module):
         # one group is then fastest (n2p2's water potential, 1080 atoms: 393 -> 325 µs/atom).
         if (chunk_size is not None and need_grad and not create_graph
                 and not self.descriptor.uses_compiled_kernel(vec.device)):
-            starts = self._chunk_starts(batch, chunk_size, vec.detach())
-            if len(starts) > 2:
-                return self._forward_chunked(batch, vec, leaf, strain, forces, descriptors, starts)
+            if chunk_size == "auto":
+                chunk_size = auto_chunk_size(vec.device, self.descriptor.work_item_bytes(vec.dtype))
+            groups = self._chunk_groups(batch, int(chunk_size), vec.detach())
+            if len(groups[0]) > 2:
+                return self._forward_chunked(batch, vec, leaf, strain, forces, descriptors, groups)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             species = self.descriptor.species(batch.numbers)
             raw = self.descriptor.compute_from_vectors(vec, species, batch.edge_index, batch.positions.shape[0],
@@ -182,27 +221,48 @@ class Potential(nn.Module):
             return out
         return _add_derivatives(out, energy.sum(), None, (leaf, strain), batch, forces, create_graph)
 
-    @torch.no_grad()
     def _chunk_starts(self, batch, chunk_size: int, vec: torch.Tensor) -> list[int]:
-        """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N;
-        ``vec`` (P, 3) are the pair vectors."""
+        """First atom of each group of ~``chunk_size`` work (pairs + triplets), then N."""
+        return self._chunk_groups(batch, chunk_size, vec)[0]
+
+    @torch.no_grad()
+    def _chunk_groups(self, batch, chunk_size: int, vec: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Groups of ~``chunk_size`` work (pairs + triplets): the first atom of each, then N,
+        and the first pair of each, then P; ``vec`` (P, 3) are the pair vectors.
+
+        Two host synchronisations (the bound below and one read of the result), whatever
+        the number of groups: sizes are bounded on the host and trimmed after the read."""
         centre = batch.edge_index[0]
-        n_atoms = batch.positions.shape[0]
+        n_atoms, n_pairs = batch.positions.shape[0], centre.shape[0]
         pairs = torch.bincount(centre, minlength=n_atoms)
-        if int((pairs + pairs * (pairs - 1) // 2).sum()) <= chunk_size:  # bound: all pairs angular
-            return [0, n_atoms]
+        bound = int((pairs + pairs * (pairs - 1) // 2).sum())  # every pair angular: an upper bound
+        if bound <= chunk_size:
+            return [0, n_atoms], [0, n_pairs]
         inside = torch.linalg.vector_norm(vec, dim=1) < self.descriptor.angular_cutoff
-        angular = torch.bincount(centre[inside], minlength=n_atoms)
-        work = pairs + angular * (angular - 1) // 2
-        cumulative = torch.cumsum(work, 0)
-        total = int(cumulative[-1]) if n_atoms else 0
-        targets = torch.arange(1, max(1, -(-total // chunk_size)), device=centre.device) * chunk_size
+        # scatter_add of the mask, not bincount(centre[inside]): a boolean index is a sync.
+        angular = torch.zeros_like(pairs).scatter_add_(0, centre, inside.long())
+        cumulative = torch.cumsum(pairs + angular * (angular - 1) // 2, 0)
+        # Targets up to the bound; those past the true total land on N and are dropped below.
+        targets = torch.arange(1, -(-bound // chunk_size), device=centre.device) * chunk_size
         ends = (torch.searchsorted(cumulative, targets) + 1).clamp(max=n_atoms)
-        return sorted({0, n_atoms, *ends.tolist()})
+        bounds = torch.cat([ends.new_zeros(1), ends])
+        pair_start = torch.cat([torch.cumsum(pairs, 0) - pairs, pairs.new_full((1,), n_pairs)])
+        atoms, first_pairs = torch.stack([bounds, pair_start.index_select(0, bounds)]).tolist()
+        starts, firsts = [0], [0]
+        for a, p in zip(atoms, first_pairs):  # non-decreasing: drop repeats
+            if a > starts[-1]:
+                starts.append(a)
+                firsts.append(p)
+        if starts[-1] < n_atoms:
+            starts.append(n_atoms)
+            firsts.append(n_pairs)
+        return starts, firsts
 
     def _forward_chunked(self, batch, vec: torch.Tensor, leaf: torch.Tensor, strain: torch.Tensor | None,
-                         forces: bool, descriptors: bool, starts: list[int]) -> dict[str, torch.Tensor]:
-        """:meth:`forward` without ``create_graph``, the centres in the groups ``starts``.
+                         forces: bool, descriptors: bool, groups: tuple[list[int], list[int]]
+                         ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` without ``create_graph``, the centres in ``groups`` (first atoms and
+        first pairs, from :meth:`_chunk_groups`).
 
         Each group's graph runs from its own slice of the pair vectors ``vec`` (P, 3) to its
         energies and is freed after its backward pass; ∂E/∂vec of all groups then goes back
@@ -211,7 +271,7 @@ class Potential(nn.Module):
         n_atoms = leaf.shape[0]
         species = self.descriptor.species(batch.numbers)
         # Pairs are sorted by centre: each group's pairs are one contiguous slice.
-        first_pair = torch.searchsorted(batch.edge_index[0], torch.tensor(starts, device=leaf.device)).tolist()
+        starts, first_pair = groups
         de_dvec = torch.zeros_like(vec)
         atomic_parts, raw_parts = [], []
         for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
