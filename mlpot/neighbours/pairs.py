@@ -7,12 +7,14 @@ cell, the strain derivative.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import vesin
 import vesin.torch as vesin_torch
 
-__all__ = ["neighbour_pairs", "structure_pairs", "check_cutoff"]
+__all__ = ["neighbour_pairs", "structure_pairs", "check_cutoff", "device_pairs"]
 
 
 def check_cutoff(cutoff: float) -> float:
@@ -85,7 +87,9 @@ def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
 
     On a GPU, built by vesin's torch interface on the batch's own device (its CUDA kernels),
     so MD on a GPU never copies positions to the host to rebuild a list; on the CPU, by
-    :func:`structure_pairs` per structure.
+    :func:`structure_pairs` per structure. Should vesin's device kernels fail (a vesin-torch
+    build without CUDA support, say), the pairs are built on the host and copied over, with
+    one :class:`UserWarning` per process.
 
     Args:
         batch: an :class:`~mlpot.data.AtomsBatch`.
@@ -96,36 +100,87 @@ def neighbour_pairs(batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
     """
     cutoff = check_cutoff(cutoff)
     device = batch.device
-    counts = batch.n_atoms.tolist()
+    counts = batch.n_atoms.tolist()  # the one host synchronisation of the GPU path
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if device.type == "cpu":
         # vesin's numpy interface and a radix grouping by centre: half the time of the
         # torch interface and a torch sort (1536-atom water: 11 vs 22 ms).
-        positions = batch.positions.detach().to(torch.float64).numpy()
-        cells = batch.cell.detach().to(torch.float64).numpy()
-        pbcs = batch.pbc.numpy()
-        parts = [_full_pairs(positions[lo:hi], cells[b], pbcs[b], cutoff)
-                 for b, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:]))]
-        if len(parts) == 1:
-            edge_index, shifts = parts[0]
-        else:
-            edge_index = torch.cat([e + int(lo) for (e, _), lo in zip(parts, offsets)], dim=1)
-            shifts = torch.cat([s for _, s in parts])
+        edge_index, shifts = _host_pairs(batch.positions, batch.cell, batch.pbc, offsets, cutoff)
         return edge_index, shifts.to(batch.dtype)
+    edge_index, shifts = _device_or_host_pairs(batch.positions, batch.cell, batch.pbc, offsets, cutoff)
+    return edge_index, shifts.to(batch.dtype)
+
+
+def _device_or_host_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor, offsets: np.ndarray,
+                          cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`device_pairs`, or, where vesin's device kernels raise, :func:`_host_pairs` copied
+    to the tensors' device (with one warning per process). Arguments as for :func:`device_pairs`."""
+    try:
+        return device_pairs(positions, cells, pbc, offsets, cutoff)
+    except RuntimeError as exc:
+        _warn_host_fallback(exc)
+    edge_index, shifts = _host_pairs(positions.cpu(), cells.cpu(), pbc.cpu(), offsets, cutoff)
+    return edge_index.to(positions.device), shifts.to(positions.device)
+
+
+def _host_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor, offsets: np.ndarray,
+                cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs of CPU tensors (N, 3) Å, (B, 3, 3) Å, (B, 3) bool, structure ``b`` the atoms
+    ``offsets[b]:offsets[b + 1]``: edge_index (2, P) and int64 shifts (P, 3), by
+    :func:`_full_pairs` per structure."""
+    positions = positions.detach().to(torch.float64).numpy()
+    cells = cells.detach().to(torch.float64).numpy()
+    pbcs = pbc.numpy()
+    parts = [_full_pairs(positions[lo:hi], cells[b], pbcs[b], cutoff)
+             for b, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:]))]
+    if len(parts) == 1:
+        return parts[0]
+    edge_index = torch.cat([e + int(lo) for (e, _), lo in zip(parts, offsets)], dim=1)
+    return edge_index, torch.cat([s for _, s in parts])
+
+
+def device_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor, offsets: np.ndarray,
+                 cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs by vesin's torch interface, on the tensors' own device (the GPU path of
+    :func:`neighbour_pairs`; on CPU tensors it gives the same pairs as the host path).
+
+    Args:
+        positions: (N, 3) Å.
+        cells: (B, 3, 3) rows are lattice vectors, Å.
+        pbc: (B, 3) bool.
+        offsets: (B + 1,) first atom of each structure, then N (host integers).
+        cutoff: Å.
+
+    Returns:
+        edge_index (2, P) long sorted by centre (stable), shifts (P, 3) as vesin gives them.
+    """
     # vesin computes in float64 (float32 positions would shift pairs at the cutoff).
-    positions = batch.positions.detach().to(torch.float64)
-    cells = batch.cell.detach().to(torch.float64)
+    positions = positions.detach().to(torch.float64)
+    cells = cells.detach().to(torch.float64)
+    # Which structures are periodic at all, read once for the batch: a bool() of a device
+    # tensor per structure would be one host synchronisation each.
+    periodic = pbc.any(dim=1).tolist()
     nl = vesin_torch.NeighborList(cutoff=cutoff, full_list=False)
     all_i, all_j, all_s = [], [], []
     for b, (lo, hi) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
-        pbc = batch.pbc[b]
-        box = cells[b] if bool(pbc.any()) else torch.zeros_like(cells[b])
-        i, j, s = nl.compute(positions[lo:hi], box, pbc.to(device), quantities="ijS")
+        box = cells[b] if periodic[b] else torch.zeros_like(cells[b])
+        i, j, s = nl.compute(positions[lo:hi], box, pbc[b], quantities="ijS")
         # Mirror the half list: both (i, j, S) and (j, i, −S) are needed as centres.
         all_i += [i + lo, j + lo]
         all_j += [j + lo, i + lo]
         all_s += [s, -s]
     centre, neighbour, shift = torch.cat(all_i), torch.cat(all_j), torch.cat(all_s)
     order = torch.argsort(centre, stable=True)
-    edge_index = torch.stack([centre[order], neighbour[order]]).long()
-    return edge_index, shift[order].to(batch.dtype)
+    return torch.stack([centre[order], neighbour[order]]).long(), shift[order]
+
+
+_FALLBACK_WARNED = False
+
+
+def _warn_host_fallback(exc: Exception) -> None:
+    """Warn once per process that pairs are built on the host instead of the device."""
+    global _FALLBACK_WARNED
+    if not _FALLBACK_WARNED:
+        warnings.warn(f"vesin could not build neighbour pairs on the device ({exc}); building them on the "
+                      "host and copying them over (slower, same pairs)", UserWarning, stacklevel=3)
+        _FALLBACK_WARNED = True
