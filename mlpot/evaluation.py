@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
-from tqdm import tqdm
 
 from .data import collate
 from .device import resolve_device
+from .progress import progress as report
 from .training.metrics import ErrorAccumulator
 
 __all__ = ["Predictions", "evaluate", "parity_plot", "require_matplotlib"]
@@ -98,7 +98,8 @@ def evaluate(
         batch_size: structures per batch.
         device: where to compute (``"auto"``: CUDA when available); ``None`` keeps the
             model where it is. The model is moved there.
-        progress: show a tqdm progress bar (on stderr).
+        progress: report progress on stderr (a bar on a terminal, else a line every 30 s;
+            see :mod:`mlpot.progress`).
 
     Returns:
         ``(metrics, predictions)``: the dict of :data:`~mlpot.training.metrics.METRIC_KEYS`
@@ -123,7 +124,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        for lo in tqdm(range(0, n, batch_size), desc="evaluate", unit="batch", disable=not progress):
+        for lo in report(range(0, n, batch_size), desc="evaluate", unit="batch", enabled=progress,
+                         leave=True):
             block = structures[lo:lo + batch_size]
             _check_elements(block, known, model.elements, lo)
             # Labels stay float64 (a float32 total energy of a few hundred eV carries

@@ -83,7 +83,7 @@ def run_md(atoms: Atoms, calculator, settings: MDSettings, trajectory: str | Pat
     """
     from ase.md import MDLogger
     from ase.md.velocitydistribution import thermalize_momenta
-    from tqdm import tqdm
+    from ..progress import progress as report
 
     done = 0
     traj_path = Path(trajectory) if trajectory else None
@@ -114,8 +114,8 @@ def run_md(atoms: Atoms, calculator, settings: MDSettings, trajectory: str | Pat
         logger = MDLogger(dyn, atoms, str(log), header=done == 0, stress=settings.ensemble == "npt",
                           peratom=True, mode="a" if done else "w")
         dyn.attach(fresh(logger), interval=settings.interval)
-    bar = tqdm(total=settings.steps, initial=done, desc=f"MD {settings.ensemble}", unit="step",
-               disable=not progress)
+    bar = report(total=settings.steps, initial=done, desc=f"MD {settings.ensemble}", unit="step",
+                 enabled=progress, leave=True)
     dyn.attach(lambda: bar.update(done + dyn.nsteps - bar.n), interval=1)
     try:
         dyn.run(remaining)

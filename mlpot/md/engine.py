@@ -151,10 +151,10 @@ class BatchedMD:
     def run(self, steps: int, callback: Callable[["BatchedMD"], None] | None = None,
             every: int = 1, progress: bool = False) -> None:
         """Run ``steps`` steps, calling ``callback(self)`` every ``every`` steps."""
-        from tqdm import tqdm
+        from ..progress import progress as report
 
-        for k in tqdm(range(steps), desc=f"MD ({self.batch.n_systems} replicas)", unit="step",
-                      disable=not progress):
+        for k in report(range(steps), desc=f"MD ({self.batch.n_systems} replicas)", unit="step",
+                        enabled=progress, leave=True):
             self.step()
             if callback is not None and (k + 1) % every == 0:
                 callback(self)

@@ -137,14 +137,13 @@ class BatchStore:
 
     def __init__(self, structures, cutoff: float, dtype: torch.dtype = torch.float64,
                  chunk: int = 512, progress: bool = False):
-        from tqdm import tqdm
+        from ..progress import progress as report
 
         n = len(structures)
         if n == 0:
             raise ValueError("cannot store an empty dataset")
         parts = []
-        for lo in tqdm(range(0, n, chunk), desc="neighbour lists", unit="chunk", disable=not progress,
-                       leave=False):
+        for lo in report(range(0, n, chunk), desc="neighbour lists", unit="chunk", enabled=progress):
             parts.append(collate([structures[k] for k in range(lo, min(n, lo + chunk))],
                                  cutoff=cutoff, dtype=dtype))
         self.data = parts[0] if len(parts) == 1 else concatenate(parts)
@@ -275,15 +274,15 @@ class BatchStore:
         structures: (n, F) raw descriptors and their :class:`PairJacobian` (computed in float64
         on ``device``, returned in ``dtype`` on the CPU), and (b,) atoms and pairs per structure.
         With ``share = (r, W)``, only blocks r, r + W, r + 2W, … (one rank's share)."""
-        from tqdm import tqdm
+        from ..progress import progress as report
 
         if descriptor.cutoff > self.cutoff:
             raise ValueError(f"descriptor cutoff {descriptor.cutoff} Å exceeds the stored pairs' {self.cutoff} Å")
         descriptor = descriptor.to(device=device)
         n = len(self)
         rank, world = share
-        for lo in tqdm(range(rank * chunk, n, world * chunk), desc="descriptor Jacobians", unit="chunk",
-                       disable=not progress, leave=False):
+        for lo in report(range(rank * chunk, n, world * chunk), desc="descriptor Jacobians", unit="chunk",
+                         enabled=progress):
             b = select(self.data, torch.arange(lo, min(n, lo + chunk)), edge_counts=self.edge_counts).to(
                 device, torch.float64)
             raw, jac = descriptor.jacobian(b.positions, descriptor.species(b.numbers), b.cell,

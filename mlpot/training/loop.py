@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
-
 from ..data import AtomsBatch
 from ..descriptors import PairJacobian
 from ..models import Potential
+from ..progress import progress
 from .config import LossConfig, TrainConfig
 from .data import BatchStore
 from .distributed import Distributed, SingleProcess
@@ -145,8 +144,8 @@ def train_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, epoch:
     grad_sum = torch.zeros(len(params), dtype=torch.float64, device=step.device)
     loss_sum, n_steps, lr = 0.0, 0, learner.optimizer.param_groups[0]["lr"]
     step_indices = [dist.shard(order[lo:lo + step.batch_size]) for lo in range(0, len(order), step.batch_size)]
-    bar = tqdm(total=len(step_indices), desc=f"epoch {epoch + 1}/{step.epochs}", unit="step", leave=False,
-               disable=not step.progress)
+    bar = progress(total=len(step_indices), desc=f"epoch {epoch + 1}/{step.epochs}", unit="step",
+                   enabled=step.progress)
     # With a cache file the next batch is read while this one trains (iter_cached_batches).
     cached_batches = store.iter_cached_batches(step_indices)
     try:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
+from ..progress import progress
 from .config import LossConfig
 from .data import BatchStore
 from .loop import EpochResult, StepSettings, _on_device, predict
@@ -175,7 +175,7 @@ def stacked_epoch(training: StackedTraining, store: BatchStore, orders: Sequence
     failed: dict[int, str] = {}
     last_lr = training.lr().clone()
     steps = _member_batches(orders, step.batch_size)
-    for k, parts in enumerate(tqdm(steps, desc=label, unit="step", leave=False, disable=not step.progress)):
+    for k, parts in enumerate(progress(steps, desc=label, unit="step", enabled=step.progress)):
         batch, raw, jac, member = _joint(store, parts, step)
         with stack.assign(member[batch.system_idx]):
             pred = predict(stack, batch, raw, jac, forces=step.forces, stress=step.stress,
