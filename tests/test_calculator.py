@@ -83,16 +83,72 @@ def test_ensemble_mean_and_spread():
     assert calc.results["forces_std"].shape == (len(atoms), 3) and calc.results["forces_std"].max() > 0
 
 
-def test_extrapolation_is_warned_and_counted(model):
+def test_extrapolation_is_warned_once_counted_and_summarised(model):
     atoms = water_box(seed=3)
     atoms.positions[:3] *= 0.7  # squeeze one molecule far below training distances
-    atoms.calc = MLPotCalculator(model, device="cpu")
-    with pytest.warns(ExtrapolationWarning, match="outside the training range"):
-        atoms.get_potential_energy()
-    assert atoms.calc.extrapolation["structures"] == 1 and atoms.calc.extrapolation["atoms"] >= 1
+    calc = MLPotCalculator(model, device="cpu")
+    atoms.calc = calc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()  # the line the warning must name
+        line = _this_line() - 1
+        for _ in range(3):  # more extrapolating structures: counted, not warned again
+            atoms.positions[0] += 0.01
+            atoms.get_forces()
+    found = [w for w in caught if issubclass(w.category, ExtrapolationWarning)]
+    assert len(found) == 1, [str(w.message) for w in caught]
+    assert "beyond the training range" in str(found[0].message) and "warns once" in str(found[0].message)
+    # The warning names this test's line, not ASE's or mlpot's internals.
+    assert found[0].filename == __file__ and found[0].lineno == line
+    counts = calc.extrapolation
+    assert counts["calls"] == 4 and counts["structures"] == 4 and counts["atoms"] >= 4
+    assert counts["max_excess"] > calc.extrapolation_margin
+    assert calc.extrapolation_summary().startswith("extrapolation: 4 of 4 structures")
     strict = MLPotCalculator(model, device="cpu", extrapolation="error")
-    with pytest.raises(ValueError, match="outside the training range"):
+    with pytest.raises(ValueError, match="beyond the training range"):
         strict.get_potential_energy(atoms)
+    quiet = MLPotCalculator(model, device="cpu", extrapolation="ignore")
+    quiet.get_potential_energy(atoms)
+    assert quiet.extrapolation["calls"] == 0 and "not checked" in quiet.extrapolation_summary()
+
+
+def _this_line() -> int:
+    import inspect
+
+    return inspect.currentframe().f_back.f_lineno
+
+
+def test_extrapolation_margin_is_relative_to_each_feature_range(model):
+    """A structure a little past the training range counts only below its excess; the
+    excess is measured in units of each feature's training range."""
+    from mlpot.calculator import _range_excess
+    from mlpot.data import collate
+
+    atoms = water_box(seed=3)
+    atoms.positions *= 0.97  # 3 % denser than every training box
+    batch = collate([atoms], cutoff=model.cutoff, dtype=model.dtype)
+    with torch.enable_grad():
+        g = model(batch, forces=True, descriptors=True)["descriptors"]
+    excess = _range_excess(model, g, batch)
+    worst = float(excess.max())
+    assert worst > 0
+    # By hand for the worst atom: max over features of the distance beyond [min, max] / (max − min).
+    k = int(excess.argmax())
+    sc = model.descriptor.scaler
+    e = int(model.descriptor.species(batch.numbers)[k])
+    lo, hi, x = sc.train_min[e], sc.train_max[e], g[k].detach()
+    span = hi - lo
+    used = span > 0
+    by_hand = (torch.clamp(torch.maximum(lo - x, x - hi), min=0)[used] / span[used]).max()
+    assert worst == pytest.approx(float(by_hand), rel=1e-12)
+    for margin, flagged in ((0.0, True), (0.5 * worst, True), (1.01 * worst, False)):
+        calc = MLPotCalculator(model, device="cpu", extrapolation_margin=margin)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            calc.get_potential_energy(atoms)
+        assert (calc.extrapolation["structures"] == 1) is flagged, margin
+    with pytest.raises(ValueError, match="extrapolation_margin"):
+        MLPotCalculator(model, device="cpu", extrapolation_margin=-0.1)
 
 
 def test_in_range_structure_does_not_warn(model):
@@ -126,6 +182,25 @@ def test_model_file_path_and_float32(tmp_path, model):
     atoms.calc = MLPotCalculator(str(path), device="cpu")
     e64 = atoms.get_potential_energy()
     assert e32 == pytest.approx(e64, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, dtype", [("float64", torch.float64), ("float32", torch.float32),
+                                         ("double", torch.float64), ("torch.float32", torch.float32)])
+def test_dtype_names_are_accepted(tmp_path, model, name, dtype):
+    """The names users type work wherever a dtype is asked for: the calculator (from a model
+    or a file) and mlpot.load."""
+    path = tmp_path / "m.pt"
+    mlpot.save(model, path)
+    assert MLPotCalculator(model, device="cpu", dtype=name).dtype == dtype
+    assert MLPotCalculator(str(path), device="cpu", dtype=name).dtype == dtype
+    assert mlpot.load(path, dtype=name).dtype == dtype
+    atoms = water_box(seed=0)
+    atoms.calc = MLPotCalculator(str(path), device="cpu", dtype=name)
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(ValueError, match="float16"):
+        MLPotCalculator(model, device="cpu", dtype="float16")
+    with pytest.raises(ValueError, match="float16"):
+        mlpot.load(path, dtype="float16")
 
 
 @pytest.mark.gpu
