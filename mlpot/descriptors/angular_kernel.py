@@ -59,6 +59,14 @@ except ImportError:  # pragma: no cover - exercised only without numba
 
 if numba is not None:
     from .scalar_math import NUMBA_CUTOFF_CODES, _cutoffs, _exp, _expm1  # noqa: F401  (_expm1: tests)
+    from .scalar_math import cache_with_dependencies
+
+    def _jit(**options):
+        """``njit(**options)`` with numba's on-disk cache keyed also on the code compiled in
+        from scalar_math and the cutoff registry (see :mod:`~mlpot.descriptors.scalar_math`)."""
+        def decorate(fn):
+            return cache_with_dependencies(njit(**options)(fn))
+        return decorate
 
 
 def numba_available() -> bool:
@@ -67,7 +75,7 @@ def numba_available() -> bool:
 
 
 if numba is not None:
-    @njit(cache=True, nogil=True, error_model="numpy")
+    @_jit(nogil=True, error_model="numpy")
     def _pair_factors(vec, lo, hi, rc, code, alpha):
         """Pairs lo..hi−1: length (Q,), unit vector (Q, 3), f_c and df_c/dr at each of the
         C distinct cutoffs (C, Q)."""
@@ -86,7 +94,7 @@ if numba is not None:
             _cutoffs(code, dist, n_pairs, rc[c], alpha, fc[c], dfc[c])
         return dist, unit, fc, dfc
 
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    @_jit(nogil=True, error_model="numpy", inline="always")
     def _cartesian(d_r, d_u0, d_u1, d_u2, u, r):
         """∂/∂v of a function of r = |v| and û = v/r, from ∂/∂r and ∂/∂û (û held fixed):
         ∂/∂r û + (∂/∂û − (∂/∂û·û) û) / r (zero tangential part at r = 0)."""
@@ -95,7 +103,7 @@ if numba is not None:
         return (d_r * u[0] + (d_u0 - along * u[0]) * inv, d_r * u[1] + (d_u1 - along * u[1]) * inv,
                 d_r * u[2] + (d_u2 - along * u[2]) * inv)
 
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    @_jit(nogil=True, error_model="numpy", inline="always")
     def _g4_slopes(ex, f, f_d1, f_d2, f_cos, neg_eta, e1, e2, e3, jk_d1, jk_d2, jk_cos):
         """∂R/∂r_ij, ∂R/∂r_ik, ∂R/∂cos θ of a G4 radial part R = exp(−η q) F, with
         q = e1² + e2² + e3² (e = side − r_s) and F's slopes f_d1, f_d2, f_cos:
@@ -105,7 +113,7 @@ if numba is not None:
                 ex * (f_d2 + f * (2.0 * neg_eta * e2 + w3 * jk_d2)),
                 ex * (f_cos + f * w3 * jk_cos))
 
-    @njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    @_jit(nogil=True, error_model="numpy", inline="always")
     def _g5_slopes(ex, f, f_d1, f_d2, neg_eta, e1, e2):
         """∂R/∂r_ij, ∂R/∂r_ik of a G5 radial part R = exp(−η (e1² + e2²)) F."""
         return ex * (f_d1 + f * 2.0 * neg_eta * e1), ex * (f_d2 + f * 2.0 * neg_eta * e2)
@@ -115,7 +123,7 @@ if numba is not None:
     _BLOCK = 256
     VALUES, JACOBIAN, GRADIENT = 0, 1, 2
 
-    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    @_jit(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
     def _block(mode, m, p, ep, lo, blk_a, blk_b, blk_cos, blk_rsq, dist, unit, fc_pair, dfc_pair,
                neighbour_species, p_lo, row, grad_row, local, grad_dist, grad_unit, eta, r_s, rc_col, rc,
                is_g4, code, alpha, zeta, zeta_int, lam, prefactor, col_ptr, col_out, col_shape, col_angle,
@@ -294,7 +302,7 @@ if numba is not None:
                     grad_unit[a, x] += grad_cos[t] * ub[x, t]
                     grad_unit[b, x] += grad_cos[t] * ua[x, t]
 
-    @njit(cache=True, nogil=True, error_model="numpy")
+    @_jit(nogil=True, error_model="numpy")
     def _kernel(mode, vec, grad_out, out, jac, grad_vec, atom_lo, atom_hi, offsets, centre_species,
                 neighbour_species, pair_type, n_pair_types, eta, r_s, rc_col, rc, is_g4, code, alpha, zeta,
                 zeta_int, lam, prefactor, col_ptr, col_out, col_shape, col_angle, shape_ptr, shape_list,
