@@ -219,8 +219,22 @@ class Descriptor(nn.Module):
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers (N,) to element indices (N,); raise for unknown elements.
 
-        One host synchronisation (a single reduction over both checks), and none when the
-        numbers are all known, beyond that one."""
+        One host synchronisation (a single reduction over both checks). A call with the
+        very tensor of the previous call, unchanged since (its version counter), returns
+        the previous result without a check: MD calls this every step with one batch's
+        numbers, and on a GPU the check is a wait for the device."""
+        if torch.jit.is_tracing():  # a trace must record the lookup, never a remembered result
+            return self._checked_species(numbers)
+        memo = getattr(self, "_species_memo", None)
+        key = (numbers._version, self.species_of_number.device)
+        if memo is not None and memo[0] is numbers and memo[1] == key and memo[2]._version == memo[3]:
+            return memo[2]
+        species = self._checked_species(numbers)
+        self._species_memo = (numbers, key, species, species._version)
+        return species
+
+    def _checked_species(self, numbers: torch.Tensor) -> torch.Tensor:
+        """:meth:`species` without the memo."""
         numbers = numbers.long()
         if numbers.numel() == 0:
             return numbers

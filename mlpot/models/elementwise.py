@@ -44,12 +44,14 @@ class ElementNetworks(nn.Module):
         """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,).
 
         Atoms are sorted by element once and each network takes its contiguous slice: one
-        host synchronisation per call (the element counts), not one per element. Networks
-        of absent elements are not called (so stochastic depth draws the same numbers)."""
+        host synchronisation per call (the element counts), not one per element, and none
+        when ``species`` is the very tensor of the previous call, unchanged since (MD
+        steps: :meth:`Descriptor.species <mlpot.descriptors.Descriptor.species>` returns
+        the same tensor for the same batch). Networks of absent elements are not called
+        (so stochastic depth draws the same numbers)."""
         if torch.jit.is_tracing():
             return self._forward_traced(features, species)
-        order = torch.argsort(species, stable=True)
-        counts = torch.bincount(species, minlength=len(self.networks)).tolist()  # the one sync
+        order, counts = self._routing(species)
         chunks = features.index_select(0, order).split(counts)
         parts = [net(chunk[:, :n]) for net, n, chunk, count in zip(self.networks, self.n_features, chunks, counts)
                  if count]
@@ -57,6 +59,17 @@ class ElementNetworks(nn.Module):
             return features.new_zeros(features.shape[0])
         values = torch.cat(parts)
         return values.new_zeros(features.shape[0]).scatter(0, order, values)
+
+    def _routing(self, species: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """(N,) the atoms sorted by element (stable) and the atoms per element, remembered
+        for the last ``species`` tensor (identity and version counter)."""
+        memo = getattr(self, "_routing_memo", None)
+        if memo is not None and memo[0] is species and memo[1] == species._version:
+            return memo[2], memo[3]
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.networks)).tolist()  # the one sync
+        self._routing_memo = (species, species._version, order, counts)
+        return order, counts
 
     def _forward_traced(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` under ``torch.jit.trace``: element counts must not become constants

@@ -68,6 +68,36 @@ def test_chunked_forward_reads_the_device_a_bounded_number_of_times():
     assert counter.total <= 3 + 8 * n_groups, counter.events
 
 
+def test_repeated_calls_on_one_batch_skip_the_species_check_and_element_counts():
+    # MD evaluates one batch's atoms every step: the element check and the per-element
+    # counts (two host synchronisations on a GPU) are read once.
+    model = make_model()
+    model.descriptor.kernel = "torch"
+    batch = collate([water_box(seed=4)], cutoff=model.cutoff, labels=False)
+    first = model(batch)
+    with HostSyncCounter() as counter:
+        again = model(batch)
+    torch.testing.assert_close(again["forces"], first["forces"], rtol=0, atol=0)
+    assert "tolist" not in counter.events  # the element counts
+    other = collate([water_box(seed=4)], cutoff=model.cutoff, labels=False)
+    with HostSyncCounter() as fresh:
+        model(other)
+    assert fresh.total == counter.total + 2, (fresh.events, counter.events)
+
+
+def test_species_memo_follows_in_place_changes_of_the_numbers():
+    model = make_model()
+    numbers = torch.tensor([1, 8, 1])
+    assert model.descriptor.species(numbers).tolist() == [0, 1, 0]
+    numbers[1] = 1  # same tensor, new version: looked up again
+    assert model.descriptor.species(numbers).tolist() == [0, 0, 0]
+    numbers[0] = 29
+    with pytest.raises(ValueError, match=r"\['Cu'\] not known"):
+        model.descriptor.species(numbers)
+    order, counts = model.networks._routing(torch.tensor([1, 0, 1]))
+    assert order.tolist() == [1, 0, 2] and counts == [1, 2]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("chunk_size", [None, 300, "auto"])
