@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms, units
 from ase.io import write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
@@ -36,6 +37,10 @@ INSTALL = find_lammps()
 _MISSING = missing_prerequisites(INSTALL)
 if _MISSING:
     pytest.skip("LAMMPS plugin tests need " + "; ".join(_MISSING), allow_module_level=True)
+
+# The test models are fitted to synthetic labels: their descriptors extrapolate, as expected.
+pytestmark = [pytest.mark.filterwarnings("ignore::mlpot.calculator.ExtrapolationWarning"),
+              pytest.mark.filterwarnings("ignore:Use thermalize_momenta:DeprecationWarning")]
 
 # LAMMPS metal units: pressure (bar) = virial (eV) / V (Å³) · NKTV2P (LAMMPS's force->nktv2p).
 NKTV2P = 1.6021765e6
@@ -188,6 +193,33 @@ def test_residual_stochastic_depth(plugin, tmp_path):
     second = run_lammps(tmp_path / "b", plugin, path, atoms, ["Si"], RUN0, nprocs=2)
     assert_matches_ase(first, ase_reference(model, atoms), len(atoms))
     np.testing.assert_allclose(second["forces"], first["forces"], rtol=0, atol=1e-10)
+
+
+def test_float32_model_and_npt(plugin, si_model, tmp_path):
+    """A float32 export runs (pair vectors differenced in float64, then the model in float32)
+    and agrees with the float64 model to float32 accuracy; fix npt runs on its virial."""
+    model = make_model("si", dtype=torch.float32)
+    model.descriptor.kernel = "torch"  # as exported (the trace records the torch kernel)
+    path = export_model(model, tmp_path / "f32-deploy.pt")
+    atoms = silicon(7, repeat=2)
+    lmp = run_lammps(tmp_path / "run0", plugin, path, atoms, ["Si"], RUN0)
+    assert "float32" in lmp["stdout"]
+    ref = ase_reference(si_model, atoms)  # float64
+    assert abs(lmp["pe"] - ref["pe"]) / len(atoms) <= 1e-4
+    np.testing.assert_allclose(lmp["forces"], ref["forces"], rtol=0, atol=2e-3)
+    np.testing.assert_allclose(lmp["virial"], ref["virial"], rtol=0, atol=2e-3 * (1 + np.abs(ref["virial"]).max()))
+    body = """
+velocity all create 300 1 mom yes
+timestep 0.0005
+fix npt all npt temp 300 300 0.05 iso 0 0 0.5
+thermo_style custom step pe press vol
+thermo 20
+run 40
+print "$(vol:%.17g) $(press:%.17g)" file npt.txt screen no
+"""
+    run_lammps(tmp_path / "npt", plugin, path, atoms, ["Si"], body)
+    volume, pressure = np.loadtxt(tmp_path / "npt" / "npt.txt")
+    assert np.isfinite(pressure) and volume != pytest.approx(atoms.get_volume(), rel=1e-9)
 
 
 def test_nve_conserves_energy_like_ase(plugin, tmp_path):
