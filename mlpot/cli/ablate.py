@@ -22,14 +22,16 @@ HELP = "train a grid of depths/variants and report accuracy, gradients, MD stabi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config with an 'ablation:' section (YAML)")
     parser.add_argument("--out", help="output folder (default: runs/<config stem>)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="configurations trained at once (each with its folds and seeds, in a process of its "
+                        "own) (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--resume", action="store_true", help="continue the grid in --out")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE",
                         help="override a config entry, e.g. training.epochs=5 ablation.depths=[1,2]")
-    parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these grid points (names)")
-    parser.add_argument("--title", help="report title")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these grid points (default: all)")
+    parser.add_argument("--title", help="report title (default: Depth ablation)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,9 +6,10 @@ extended XYZ (``.xyz``/``.extxyz``, readable by ASE) or n2p2/RuNNer ``input.data
 prints the counts of structures, atoms and labels.
 
 example:
-  mlpot convert ../shared/datasets/mlearn/Si/training.json si-train.h5
-  mlpot convert ../shared/datasets/mlearn/Mo/test.json mo-test.xyz --read-option stress_order="xx yy zz xy zx yz"
+  mlpot convert datasets/cuau/cuau.extxyz.gz cuau.h5
   mlpot convert datasets/ethanol/ethanol.extxyz.gz n2p2/input.data --units bohr_hartree
+  mlpot convert Mo/test.json mo-test.xyz --read-option stress_order="xx yy zz xy zx yz"
+      (an mlearn JSON file, github.com/materialsvirtuallab/mlearn: data/Mo/test.json)
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ TARGETS = {".h5": "hdf5", ".hdf5": "hdf5", ".xyz": "extxyz", ".extxyz": "extxyz"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="dataset (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
     parser.add_argument("output", help="destination: .h5/.hdf5, .xyz/.extxyz or input.data (*.data)")
-    parser.add_argument("--units", default="angstrom_ev",
-                        help="n2p2 output units: angstrom_ev (default) or bohr_hartree")
-    parser.add_argument("--format", help="override the detected input format")
+    parser.add_argument("--units", default="angstrom_ev", choices=["angstrom_ev", "bohr_hartree"],
+                        help="units of an n2p2 input.data output (default: %(default)s)")
+    parser.add_argument("--format", help="the input format (default: detected from the name)")
     parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, e.g. stress_order='xx yy zz xy zx yz' (repeatable)")
 

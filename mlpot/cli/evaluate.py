@@ -23,13 +23,14 @@ HELP = "errors of a trained model on a labelled dataset"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file written by mlpot train (model.pt)")
     parser.add_argument("data", help="labelled dataset (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
-    parser.add_argument("--format", help="override the detected data format")
+    parser.add_argument("--format", help="the data format (default: detected from the name)")
     parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, e.g. stress_order='xx yy zz xy zx yz' (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
-    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--batch-size", type=int, default=16, help="structures per batch (default: %(default)s)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:N or auto: CUDA when available (default: %(default)s)")
 
 
 def parse_options(items: list[str]) -> dict:

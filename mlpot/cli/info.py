@@ -121,7 +121,11 @@ def _print_summary(s: dict) -> None:
     if meta:
         print("metadata")
         for key, value in meta.items():
-            print(f"  {key:<14}{_brief(value)}")
+            label, note = _METADATA_LABELS.get(key, (key, ""))
+            text = _brief(value)
+            if note and isinstance(value, dict) and value.get("n_structures") is not None:
+                note = f"{value['n_structures']} structures, {note}"
+            print(f"  {label:<22}{text}" + (f"  ({note})" if note else ""))
 
 
 def _brief(value, limit: int = 100) -> str:
@@ -140,6 +144,16 @@ def _brief(value, limit: int = 100) -> str:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
+
+#: Metadata keys a training run saves → (what the line says, what the numbers are).
+_METADATA_LABELS = {
+    "epoch": ("best epoch", "the epoch with the lowest validation loss: these weights"),
+    "val_loss": ("validation loss", "the loss of that epoch on the validation set"),
+    "val_metrics": ("validation errors", "held out of training; they chose the epoch"),
+    "train_metrics": ("training errors", "the training set, averaged over that epoch's steps while the "
+                      "weights changed (no EMA), so not comparable to the validation errors"),
+    "test_metrics": ("test errors", "the test set, never used in training"),
+}
 
 _METRIC_ROWS = (("E", "energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "meV/atom"),
                 ("F", "force_rmse_mev_per_a", "force_mae_mev_per_a", "meV/Å"),

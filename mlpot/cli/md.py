@@ -16,23 +16,31 @@ HELP = "molecular dynamics (NVE, NVT Langevin, NPT Berendsen) with a model via A
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file (mlpot train output)")
     parser.add_argument("structure", help="starting structure (any ASE-readable file; last frame)")
-    parser.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nve")
-    parser.add_argument("--temperature", type=float, default=300.0, help="K (initial velocities, thermostat)")
-    parser.add_argument("--timestep", type=float, default=0.5, help="fs")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--pressure", type=float, default=1.0, help="bar (npt)")
-    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs (nvt)")
-    parser.add_argument("--interval", type=int, default=10, help="steps between trajectory/log frames")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--traj", help="ASE trajectory to write (.traj)")
-    parser.add_argument("--log", help="MD log file")
+    parser.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nve",
+                        help="nve: velocity Verlet; nvt: Langevin; npt: Berendsen, periodic cells only"
+                        " (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=300.0,
+                        help="K: initial velocities (unless the structure has momenta) and the thermostat"
+                        " (default: %(default)s)")
+    parser.add_argument("--timestep", type=float, default=0.5, help="fs (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1000, help="MD steps (default: %(default)s)")
+    parser.add_argument("--pressure", type=float, default=1.0, help="bar, npt only (default: %(default)s)")
+    parser.add_argument("--friction", type=float, default=0.01,
+                        help="Langevin friction, 1/fs, nvt only (default: %(default)s)")
+    parser.add_argument("--interval", type=int, default=10,
+                        help="steps between trajectory and log frames (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N or auto: CUDA when available (default: %(default)s)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="compute in this precision (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial velocities and the Langevin noise (default: %(default)s)")
+    parser.add_argument("--traj", help="ASE trajectory to write (.traj; default: none)")
+    parser.add_argument("--log", help="MD log file (default: none)")
     parser.add_argument("--restart", action="store_true", help="continue from the last frame of --traj")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from ase.io import read
 
     from ..calculator import MLPotCalculator
@@ -49,11 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     except Exception as exc:
         raise ValueError(f"cannot read structure {args.structure}: {exc}") from None
-    dtype = getattr(torch, args.dtype) if args.dtype else None
-    calc = MLPotCalculator(args.model, device=args.device, dtype=dtype)
+    calc = MLPotCalculator(args.model, device=args.device, dtype=args.dtype)
     final = run_md(atoms, calc, settings, trajectory=args.traj, log=args.log, restart=args.restart)
     e = final.get_potential_energy() + final.get_kinetic_energy()
-    print(f"done: {settings.steps} steps, T = {final.get_temperature():.1f} K, "
-          f"E_total = {e:.6f} eV; extrapolation warnings in {calc.extrapolation['structures']} "
-          f"of {calc.extrapolation['calls']} force calls")
+    print(f"done: {settings.steps} steps, T = {final.get_temperature():.1f} K, E_total = {e:.6f} eV")
+    print(calc.extrapolation_summary())
     return 0

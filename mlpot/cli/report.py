@@ -17,7 +17,7 @@ HELP = "re-render an ablation report (report.md, plots) from its results"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="ablation output folder")
     parser.add_argument("--from-json", action="store_true", help="use DIR/results.json as it is")
-    parser.add_argument("--title", help="report title")
+    parser.add_argument("--title", help="report title (default: Depth ablation)")
 
 
 def run(args: argparse.Namespace) -> int:

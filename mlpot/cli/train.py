@@ -29,9 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start afresh even if <out> already holds a run")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE", help="override a config entry, e.g. training.epochs=5")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress reports (default: a bar on a terminal, a line every 30 s in a log)")
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
-                        help="data-parallel training in N local processes (via torchrun)")
+                        help="data-parallel training in N local processes (via torchrun; default: one "
+                        "process, no torchrun)")
 
 
 def run(args: argparse.Namespace) -> int:
