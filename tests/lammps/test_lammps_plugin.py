@@ -63,10 +63,11 @@ def si_export(si_model, tmp_path_factory) -> Path:
 
 
 def run_lammps(folder: Path, plugin: Path, model: Path, atoms: Atoms, elements: list[str], body: str,
-               nprocs: int = 1, newton: str = "on", pair_style: str = "mlpot") -> dict:
+               nprocs: int = 1, newton: str = "on", pair: str | None = None) -> dict:
     """Run ``body`` after reading ``atoms`` with pair_style mlpot; returns ``pe`` (eV),
     ``virial`` (6,) eV (xx yy zz xy xz yz), ``forces`` (N, 3) eV/Å, ``energies`` (N,) eV and
-    ``atom_virial`` (N, 6) eV by atom id (from the dump), and ``stdout``."""
+    ``atom_virial`` (N, 6) eV by atom id (from the dump), and ``stdout``. ``pair``: the
+    pair_style and pair_coeff lines (default: mlpot alone, ``elements`` in type order)."""
     folder.mkdir(parents=True, exist_ok=True)
     write(folder / "data.lmp", atoms, format="lammps-data", specorder=elements, masses=True, units="metal",
           velocities=atoms.get_velocities() is not None and bool(np.any(atoms.get_velocities())))
@@ -79,8 +80,7 @@ atom_style atomic
 atom_modify map yes
 newton {newton}
 read_data {folder / 'data.lmp'}
-pair_style {pair_style}
-pair_coeff * * {model} {' '.join(elements)}
+{pair or f"pair_style mlpot{chr(10)}pair_coeff * * {model} {' '.join(elements)}"}
 compute vir all pressure NULL virial
 compute pe_atom all pe/atom
 compute s_atom all stress/atom NULL virial
@@ -155,18 +155,49 @@ def test_run0_water_triclinic(plugin, tmp_path):
     assert_matches_ase(lmp, ase_reference(model, cluster), len(cluster))
 
 
-def test_type_map_and_errors(plugin, si_export, tmp_path):
-    """Types map to elements by pair_coeff; an element the model lacks is a clear error."""
-    atoms = silicon(3, repeat=2)
-    folder = tmp_path / "bad"
+def test_hybrid_with_null_type(plugin, si_model, si_export, tmp_path):
+    """pair_coeff ... Si NULL: atoms of type 2 are neither centres nor neighbours of mlpot (here
+    left to pair_style zero), as if absent."""
+    atoms = silicon(2, repeat=2)
+    other = np.arange(len(atoms)) % 3 == 0
+    symbols = np.array(atoms.get_chemical_symbols())
+    symbols[other] = "Ge"
+    atoms.set_chemical_symbols(list(symbols))
+    pair = f"pair_style hybrid mlpot zero 5.0\npair_coeff * * mlpot {si_export} Si NULL\npair_coeff * 2 zero"
+    lmp = run_lammps(tmp_path, plugin, si_export, atoms, ["Si", "Ge"], RUN0, pair=pair)
+    ref = ase_reference(si_model, atoms[~other])
+    assert abs(lmp["pe"] - ref["pe"]) <= 1e-8 * len(atoms)
+    np.testing.assert_allclose(lmp["forces"][~other], ref["forces"], rtol=0, atol=1e-7)
+    assert not lmp["forces"][other].any()
+
+
+def run_expecting_error(plugin: Path, folder: Path, model: Path, elements: str) -> str:
+    """Run 0 on a Si cell with ``pair_coeff * * model elements``; LAMMPS's output (it must fail)."""
     folder.mkdir()
-    write(folder / "data.lmp", atoms, format="lammps-data", specorder=["Si"], masses=True, units="metal")
+    write(folder / "data.lmp", silicon(3, repeat=1), format="lammps-data", specorder=["Si"], masses=True,
+          units="metal")
     (folder / "in.lmp").write_text(f"plugin load {plugin}\nunits metal\natom_style atomic\nread_data data.lmp\n"
-                                   f"pair_style mlpot\npair_coeff * * {si_export} O\nrun 0\n")
+                                   f"pair_style mlpot\npair_coeff * * {model} {elements}\nrun 0\n")
     result = subprocess.run(lammps_command(INSTALL, folder / "in.lmp"), cwd=folder, env=runtime_env(INSTALL),
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode != 0
-    assert "element O (type 1) is not in the model (elements: Si)" in result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+class _NoLammpsEntry(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_errors_name_the_problem(plugin, si_export, tmp_path):
+    """An element the model lacks, and a TorchScript file without forward_lammps (an export
+    from before the LAMMPS entry point), are errors that say so."""
+    out = run_expecting_error(plugin, tmp_path / "element", si_export, "O")
+    assert "element O (type 1) is not in the model (elements: Si)" in out
+    old = tmp_path / "old.pt"
+    torch.jit.save(torch.jit.script(_NoLammpsEntry()), str(old))
+    out = run_expecting_error(plugin, tmp_path / "old", old, "Si")
+    assert "has no forward_lammps method; export it again" in out
 
 
 @pytest.mark.parametrize("newton", ["on", "off"])
