@@ -5,11 +5,17 @@ settings, the state dict (weights, scaling statistics, reference energies, energ
 the elements, the units and free-form metadata. It loads with ``weights_only=True`` (no
 pickled code runs). A file written by a newer mlpot format is refused with a clear message;
 older versions would be migrated here, in :func:`_migrate`, never inside model classes.
+
+:func:`read_torch_file` is the one way mlpot opens a ``torch.save`` file it did not just
+write (models, checkpoints, descriptor caches): tensors and plain values only, and errors
+that say what the file is not, never torch's advice to retry with ``weights_only=False``.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,7 @@ from ..config import to_dict
 from ..device import resolve_device, resolve_dtype
 from .files import atomic_torch_save
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load_model", "ModelFileError"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load_model", "ModelFileError", "read_torch_file"]
 
 FORMAT = "mlpot-model"
 FORMAT_VERSION = 1
@@ -28,6 +34,52 @@ UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å³"}
 
 class ModelFileError(ValueError):
     """The file is not an mlpot model, is corrupt, or needs a newer mlpot."""
+
+
+def read_torch_file(path: str | os.PathLike, what: str, error: type[Exception] = ModelFileError,
+                    map_location: str | torch.device = "cpu") -> Any:
+    """The payload of a ``torch.save`` file, unpickled with ``weights_only=True``.
+
+    Only tensors and plain Python values are rebuilt; a file that asks for anything else (a
+    class, a function call such as ``os.system``) is refused before any of it runs.
+
+    Args:
+        path: the file (it must exist).
+        what: what the caller expected, for messages: e.g. ``"mlpot model file"``.
+        error: the exception raised, with one line: "PATH: not a readable WHAT: why".
+        map_location: where tensors are loaded.
+
+    Raises:
+        ``error``: the file is empty, not a torch archive (text, a pickle, a TorchScript
+        export, a foreign zip), truncated or corrupt, or holds objects other than plain data.
+    """
+    path = Path(path)
+    prefix = f"{path}: not a readable {what}"
+    if path.stat().st_size == 0:
+        raise error(f"{prefix}: the file is empty (0 bytes)")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # torch.save has written zip archives since torch 1.6
+        raise error(f"{prefix}: not a torch archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        # The zip's central directory sits at its end: a cut-off copy loses it.
+        raise error(f"{prefix}: truncated or corrupt (its zip archive is incomplete)") from None
+    if any(name.endswith("/constants.pkl") for name in names):
+        raise error(f"{prefix}: it is a TorchScript module (e.g. from mlpot export); load that with "
+                    "torch.jit.load")
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise error(f"{prefix}: a zip archive that torch.save did not write")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own text advises weights_only=False, i.e. running the file's code: never pass it on.
+        raise error(f"{prefix}: it holds pickled Python objects other than tensors and plain values, "
+                    "which mlpot refuses to load (nothing in the file was run)") from None
+    except Exception as exc:  # torch raises RuntimeError, OSError, EOFError, ... for damaged members
+        raise error(f"{prefix}: truncated or corrupt ({type(exc).__name__} while reading it)") from None
 
 
 def save_model(model, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
@@ -63,12 +115,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such model file: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise ModelFileError(f"{path}: not a readable mlpot model file ({type(exc).__name__}: {exc})") from None
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a readable mlpot model file: it is a directory")
+    payload = read_torch_file(path, "mlpot model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not an mlpot model file (no '{FORMAT}' header)")
+        raise ModelFileError(f"{path}: not an mlpot model file (a torch archive without the '{FORMAT}' "
+                             "header; mlpot train and mlpot.save write model files)")
     version = payload.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(

@@ -20,8 +20,12 @@ import numpy as np
 import torch
 
 from ..io.files import atomic_torch_save
+from ..io.model_file import read_torch_file
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "saved_files_note"]
+
+#: The files of a run that a stopped run leaves for the user (checkpoints and the model).
+RUN_FILES = ("last.pt", "best.pt", "model.pt")
 
 FORMAT = "mlpot-checkpoint"
 VERSION = 1
@@ -63,12 +67,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ...: torch raises many types
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(path, "mlpot training checkpoint", CheckpointError, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an mlpot training checkpoint")
+        raise CheckpointError(f"{path}: not an mlpot training checkpoint (a torch archive without the "
+                              f"'{FORMAT}' header)")
     if not isinstance(payload.get("version"), int) or payload["version"] > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is newer than "
                               f"this mlpot supports ({VERSION})")
@@ -76,6 +78,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing {missing}")
     return payload
+
+
+def saved_files_note(folder: str | os.PathLike) -> str:
+    """Which of :data:`RUN_FILES` ``folder`` holds, for the message of a stopped run: the
+    files named there exist (a fresh run removes stale ones before it starts)."""
+    folder = Path(folder)
+    names = [name for name in RUN_FILES if (folder / name).is_file()]
+    if not names:
+        return f"no checkpoint or model was saved in {folder} (no epoch had completed)"
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+    return f"{listed} in {folder} hold the last epochs that completed"
 
 
 def rng_state(cuda: bool = False) -> dict[str, Any]:

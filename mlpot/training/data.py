@@ -201,13 +201,15 @@ class BatchStore:
                                          sort_keys=True).encode()).hexdigest()
 
     def load_or_cache_descriptors(self, descriptor, folder, dtype: torch.dtype = torch.float32,
-                                  device=None, progress: bool = False) -> tuple[int, bool]:
+                                  device=None, progress: bool = False,
+                                  log: Callable[[str], None] | None = print) -> tuple[int, bool]:
         """As :meth:`cache_descriptors`, kept in ``folder`` between runs (a torch.save file).
 
         The file's name is a hash of the symmetry-function parameters, the storage dtype and
         :meth:`fingerprint`, so runs on the same data with the same descriptor (an ablation
         grid, a resumed run) share it, and any change of either gives a new file. A file that
-        cannot be read is recomputed.
+        cannot be used (truncated, foreign, another key) is recomputed and replaced, and
+        ``log`` is told why.
 
         Returns:
             ``(bytes, loaded)``: the cache size and whether it came from ``folder``.
@@ -219,18 +221,31 @@ class BatchStore:
         folder = Path(folder)
         path = folder / f"descriptors-{key[:20]}.pt"
         if path.is_file():
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                if saved.get("key") == key:
-                    self.descriptors = saved["descriptors"]
-                    self.jacobian = PairJacobian.from_state(saved["jacobian"])
-                    return self.descriptors.nbytes + self.jacobian.nbytes, True
-            except Exception:  # truncated or foreign file: recompute below
-                pass
+            problem = self._load_descriptor_cache(path, key)
+            if problem is None:
+                return self.descriptors.nbytes + self.jacobian.nbytes, True
+            if log is not None:
+                log(f"descriptor cache file rejected, recomputing it: {problem}")
         nbytes = self.cache_descriptors(descriptor, dtype=dtype, device=device, progress=progress)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"key": key, "descriptors": self.descriptors, "jacobian": self.jacobian.state()}, path)
         return nbytes, False
+
+    def _load_descriptor_cache(self, path, key: str) -> str | None:
+        """Load the cache file ``path`` written for ``key``; ``None``, or why it cannot be used."""
+        from ..io.model_file import read_torch_file
+
+        try:
+            saved = read_torch_file(path, "descriptor cache file", ValueError)
+            if not isinstance(saved, dict) or saved.get("key") != key:
+                return f"{path}: written for other data or another descriptor"
+            descriptors, jacobian = saved["descriptors"], PairJacobian.from_state(saved["jacobian"])
+        except ValueError as exc:
+            return str(exc)
+        except Exception as exc:  # a payload of the right key but the wrong layout
+            return f"{path}: unusable descriptor cache ({type(exc).__name__}: {exc})"
+        self.descriptors, self.jacobian = descriptors, jacobian
+        return None
 
     def cache_descriptors(self, descriptor, dtype: torch.dtype = torch.float32, chunk: int = 16,
                           device=None, progress: bool = False, distributed: Distributed | None = None) -> int:

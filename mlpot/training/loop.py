@@ -20,6 +20,7 @@ from ..data import AtomsBatch
 from ..descriptors import PairJacobian
 from ..models import Potential
 from ..progress import progress
+from .checkpoint import saved_files_note
 from .config import LossConfig, TrainConfig
 from .data import BatchStore
 from .distributed import Distributed, SingleProcess
@@ -191,8 +192,8 @@ def _step(learner: Learner, cached: tuple | None, step: StepSettings, dist: Dist
         parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in (terms or {}).items() if k != "total")
         raise TrainingError(
             f"non-finite training loss ({value}) at epoch {where[0] + 1}, step {where[1] + 1} ({parts}); "
-            f"training stopped. last.pt, best.pt and model.pt in {step.run_dir} are from the last good "
-            f"epoch; try a lower optimizer.lr, training.grad_clip or float64.")
+            f"training stopped before the update: {saved_files_note(step.run_dir)}; try a lower optimizer.lr, "
+            "training.grad_clip or float64.")
     learner.optimizer.zero_grad(set_to_none=True)
     if total is not None:
         total.backward()
