@@ -68,8 +68,9 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
         log: receives progress lines.
         only: run names to run (default: all).
         threads: torch threads per run (default: CPU cores / ``jobs``).
-        isolate: with ``jobs`` = 1, still train each run in a fresh process (so its peak
-            memory is its own); ``False`` trains in this process (tests, debugging).
+        isolate: with ``jobs`` = 1, still train each group of runs in a fresh process (its
+            process peak memory is then its own); ``False`` trains in this process (tests,
+            debugging).
 
     Raises:
         ValueError: ``out`` holds a grid and ``resume`` is false, or its config differs.
@@ -78,8 +79,9 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     saved = out / "ablation.yaml"
     if saved.exists():
         if not resume:
-            raise ValueError(f"{out} already holds an ablation; pass --resume to continue it or "
-                             "choose another output folder")
+            raise ValueError(f"{out} already holds an ablation (ablation.yaml): continue it with --resume "
+                             "(finished runs are kept), or choose another --out folder"
+                             + (f"; its report is {out / 'report.md'}" if (out / "report.md").is_file() else ""))
         import yaml
 
         before = yaml.safe_load(saved.read_text())
@@ -108,10 +110,12 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     failed = []
     start = time.perf_counter()
     groups = _groups(todo, setup.ablation.vectorize)
+    if todo:
+        log(f"training {len(groups)} configuration(s) of {len(todo)} run(s); an ETA follows each finished one")
     if not isolate and jobs == 1:
         outcomes = ((run, outcome) for group in groups
                     for run, outcome in zip(group, _worker(setup.to_dict(), group, str(out), split_files, None)))
-    else:  # a fresh process per group (max_tasks_per_child=1): each group's peak memory is its own
+    else:  # a fresh process per group (max_tasks_per_child=1): each group's process peak is its own
         outcomes = _in_processes(setup, groups, out, split_files, threads, jobs)
     for k, (run, (ok, message)) in enumerate(outcomes, 1):
         _report(log, k, len(todo), run, ok, message, out, start)
@@ -148,15 +152,19 @@ def _in_processes(setup, groups, out, split_files, threads, jobs):
 
 
 def _report(log, k, total, run, ok, message, out, start) -> None:
+    """One line per finished run: its test errors, the time so far and the ETA (from the mean
+    time per finished run, which counts the runs that trained at the same time)."""
+    from ..progress import eta_text, format_duration
+
     elapsed = time.perf_counter() - start
+    timing = f"(elapsed {format_duration(elapsed)}, {eta_text(k, total, elapsed)})"
     if ok:
         r = load_result(out / "runs" / run.name)
         t = r["test"] or {}
         log(f"[{k}/{total}] {run.name}: test E RMSE {_fmt(t.get('energy_rmse_mev_per_atom'), 2)} meV/atom, "
-            f"F RMSE {_fmt(t.get('force_rmse_mev_per_a'))} meV/Å, {r['train_wall_s']:.0f} s  "
-            f"(elapsed {elapsed:.0f} s)")
+            f"F RMSE {_fmt(t.get('force_rmse_mev_per_a'))} meV/Å, {r['train_wall_s']:.0f} s  {timing}")
     else:
-        log(f"[{k}/{total}] {run.name}: FAILED: {message}")
+        log(f"[{k}/{total}] {run.name}: FAILED: {message}  {timing}")
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -252,8 +260,14 @@ def run_one(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str) 
 
 
 def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: str, summary: dict) -> dict:
-    """The measurements of a trained run (test errors, gradients, inference time, MD
-    stability, memory), written last to ``run_dir/result.json`` and returned."""
+    """The measurements of a trained run (test errors, outlier structures, gradients,
+    inference time, MD stability, memory), written last to ``run_dir/result.json`` and
+    returned.
+
+    Memory: ``train_step_peak_mib`` and ``train_step_peak_checkpointed_mib`` are this run's
+    own (one training step of its network, :mod:`~mlpot.ablation.memory`);
+    ``process_peak_rss_mib`` is the peak resident set of the process, shared by the runs
+    trained together in it."""
     from ..io import load_model
     from ..training.gradients import layer_norms
 
@@ -279,14 +293,12 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
         "grad_first_epoch": layer_norms(_grad_columns(history[0])) if history else None,
         "grad_last_epoch": layer_norms(_grad_columns(history[-1])) if history else None,
         "threads": torch.get_num_threads(), "device": str(device),
-        # Runs of one grid point trained together share a process: its peak memory and
+        # Runs of one grid point trained together share a process: its peak resident set and
         # each run's share of the epochs' wall time (metrics.csv) are what they report.
         "trained_together": summary.get("members", 1),
     }
-    if external is not None and split.test:  # with folds, data.test is an extra, external check
-        from ..evaluation import evaluate
-
-        result["external_test"], _ = evaluate(model, external, batch_size=config.training.batch_size)
+    result["external_test"], result["outliers"] = _test_errors(model, structures, split, external,
+                                                               config.training.batch_size)
     result["inference_us_per_atom"] = inference_time(model, test, setup.ablation.inference_repeats)
     md_cfg = setup.ablation.md
     if md_cfg.steps and test:
@@ -296,9 +308,32 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
         result["md"] = md_stability(model, picks, md_cfg)
     else:
         result["md"] = None
-    result["peak_memory_mib"] = _peak_memory_mib(device)
+    from .memory import training_step_memory
+
+    batch = [structures[int(k)] for k in split.train[: config.training.batch_size]]
+    result.update(training_step_memory(model, batch, config, device))
+    result["process_peak_rss_mib"] = _process_peak_rss_mib(device)
     atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _test_errors(model, structures, split, external, batch_size: int) -> tuple[dict | None, dict]:
+    """The external test set's metrics (with folds, data.test is an extra, external check;
+    ``None`` without one) and the outlier structures of the fold's test part and of the
+    external test set (:func:`~mlpot.ablation.stats.outlier_structures`)."""
+    from ..evaluation import evaluate
+    from .stats import outlier_structures, structure_errors
+
+    metrics, outliers = None, {}
+    if split.test:
+        _, pred = evaluate(model, [structures[i] for i in split.test], batch_size=batch_size)
+        outliers["test"] = outlier_structures(structure_errors(pred), list(split.test))
+    if external is not None:
+        metrics, pred = evaluate(model, external, batch_size=batch_size)
+        outliers["external_test"] = outlier_structures(structure_errors(pred), list(range(len(external))))
+        if not split.test:  # without folds data.test is the run's own test set (summary["test"])
+            metrics = None
+    return metrics, outliers
 
 
 def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -> float | None:
@@ -334,10 +369,13 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_memory_mib(device) -> float:
+def _process_peak_rss_mib(device) -> float:
+    """Peak memory of this process, MiB: the CUDA allocator's peak on a GPU, else the peak
+    resident set (everything the process held: interpreter, data, cache, all runs trained
+    in it)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss: KiB on Linux, bytes on macOS; this process ran only this run.
+    # ru_maxrss: KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 

@@ -84,8 +84,9 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
     target = trials or setup.search.trials
     if (out / "study.db").exists():
         if not resume:
-            raise ValueError(f"{out} already holds a search; pass --resume to continue it or choose another "
-                             "output folder")
+            raise ValueError(f"{out} already holds a search (study.db): continue it with --resume (finished "
+                             "trials are kept; --trials N raises the target), or choose another --out folder"
+                             + (f"; its best config is {out / 'best.yaml'}" if (out / "best.yaml").is_file() else ""))
         _check_same_search(out, setup)
     out.mkdir(parents=True, exist_ok=True)
     setup.save(out / "search.yaml")
