@@ -36,6 +36,7 @@ import numpy as np
 from ase import Atoms
 
 from ..units import KBAR, KCAL_PER_MOL, unit_factors
+from .checks import check_xyz_frames
 from .h5 import H5Dataset
 from .structures import DataError, get_labels, labelled_atoms, validate_structure
 
@@ -236,6 +237,10 @@ def write(path: str | os.PathLike, structures, format: str | None = None, *,
 
 # --------------------------------------------------------------------------- helpers
 def _describe(exc: BaseException) -> str:
+    if "allow_pickle" in str(exc):
+        # numpy's text suggests allow_pickle=True, i.e. running the file's code: never pass it on.
+        return ("it holds pickled Python objects (object arrays), not numeric arrays; mlpot does not "
+                "load those (nothing in the file was run)")
     if isinstance(exc, KeyError):
         key = exc.args[0] if exc.args else "?"
         # ase raises KeyError(symbol) for an unknown chemical symbol.
@@ -275,14 +280,28 @@ def _read_ase(path: Path, ase_format: str | None = None) -> list[Atoms]:
         opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[path.suffix]
         with opener(path, "rt") as fh:
             text = fh.read()
+        check_xyz_frames(io.StringIO(text), len(text), str(path))
         images = ase.io.read(io.StringIO(text), index=":", format="extxyz")
     else:
+        if _is_xyz(path, ase_format):
+            with path.open("rb") as fh:
+                check_xyz_frames(fh, path.stat().st_size, str(path))
         images = ase.io.read(path, index=":", format=ase_format)
     if isinstance(images, Atoms):
         images = [images]
     for k, atoms in enumerate(images):
         validate_structure(atoms, where=f"{path}, structure {k}")
     return list(images)
+
+
+def _is_xyz(path: Path, ase_format: str | None) -> bool:
+    """Whether ASE will read ``path`` as (extended) XYZ (told, or guessed from name and content)."""
+    if ase_format is not None:
+        return ase_format in ("extxyz", "xyz")
+    try:
+        return ase.io.formats.filetype(str(path)) in ("extxyz", "xyz")  # a Path is taken for a file object
+    except Exception:  # an unknown or empty file: ase.io.read reports it
+        return False
 
 
 # --------------------------------------------------------------------------- mlearn

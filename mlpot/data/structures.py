@@ -18,7 +18,16 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
-__all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure"]
+__all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure", "MIN_DISTANCE",
+           "MAX_COORDINATE"]
+
+#: Closest two atoms (or an atom and a periodic image) may be, Å. Real structures keep atoms
+#: further apart than ~0.5 Å (H2: 0.74 Å); closer means duplicated atoms or a unit error, and
+#: gives descriptors with singular derivatives.
+MIN_DISTANCE = 0.1
+#: Largest |coordinate|, Å (100 µm). Anything beyond is a unit or file error, and such values
+#: break neighbour-list binning (a SIGFPE in vesin, overflow in k-d trees).
+MAX_COORDINATE = 1e6
 
 
 class DataError(ValueError):
@@ -109,15 +118,17 @@ def get_labels(atoms: Atoms) -> Labels:
     )
 
 
-def validate_structure(atoms: Atoms, where: str = "") -> None:
+def validate_structure(atoms: Atoms, where: str = "", min_distance: float = MIN_DISTANCE) -> None:
     """Check one structure and raise :class:`DataError` naming the first problem found.
 
-    Checks: known elements, finite positions, a non-degenerate cell along periodic
-    directions, and labels of the right shape with finite values.
+    Checks: known elements, finite coordinates within ±:data:`MAX_COORDINATE` Å, a
+    non-degenerate cell along periodic directions, no two atoms (or periodic images)
+    closer than ``min_distance`` Å, and labels of the right shape with finite values.
 
     Args:
         atoms: the structure.
         where: prefix for the message, e.g. ``"train.xyz, structure 12"``.
+        min_distance: Å; ``0`` skips the distance check.
     """
     prefix = f"{where}: " if where else ""
     numbers = atoms.numbers
@@ -129,9 +140,7 @@ def validate_structure(atoms: Atoms, where: str = "") -> None:
         raise DataError(
             f"{prefix}unknown element (atomic number {numbers[idx]}) at atom {idx}"
         )
-    if not np.isfinite(atoms.positions).all():
-        idx = int(np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))[0])
-        raise DataError(f"{prefix}non-finite (NaN/inf) coordinates at atom {idx}")
+    _check_coordinates(atoms.positions, prefix)
     cell = atoms.cell.array
     if not np.isfinite(cell).all():
         raise DataError(f"{prefix}cell contains NaN/inf")
@@ -145,6 +154,8 @@ def validate_structure(atoms: Atoms, where: str = "") -> None:
                 f"{prefix}zero-volume (degenerate) cell along periodic directions "
                 f"{atoms.pbc.tolist()}: {cell.tolist()}"
             )
+    if min_distance > 0:
+        _check_distances(atoms, min_distance, prefix)
     labels = get_labels(atoms)
     if labels.energy is not None and not np.isfinite(labels.energy):
         raise DataError(f"{prefix}energy is {labels.energy}")
@@ -152,6 +163,74 @@ def validate_structure(atoms: Atoms, where: str = "") -> None:
         _check_forces(labels.forces, len(atoms), prefix)
     if labels.stress is not None and not np.isfinite(labels.stress).all():
         raise DataError(f"{prefix}stress contains NaN/inf")
+
+
+def _check_coordinates(positions: np.ndarray, prefix: str) -> None:
+    """Finite (n, 3) positions within ±:data:`MAX_COORDINATE` Å."""
+    finite = np.isfinite(positions).all(axis=1)
+    if not finite.all():
+        idx = int(np.flatnonzero(~finite)[0])
+        raise DataError(f"{prefix}non-finite (NaN/inf) coordinates at atom {idx}")
+    far = np.abs(positions).max(axis=1) > MAX_COORDINATE
+    if far.any():
+        idx = int(np.flatnonzero(far)[0])
+        raise DataError(f"{prefix}atom {idx} at {positions[idx].tolist()} Å lies beyond ±{MAX_COORDINATE:g} Å "
+                        "(a unit or file error?)")
+
+
+def _check_distances(atoms: Atoms, min_distance: float, prefix: str) -> None:
+    """Raise naming the first pair of atoms (periodic images included) closer than ``min_distance``.
+
+    A k-d tree over the atoms wrapped into the cell, plus copies shifted by one lattice vector
+    of the atoms within ``min_distance`` of a periodic face: every pair closer than that is
+    then a pair of points in the tree (O(n log n), also for 10⁵ atoms)."""
+    from scipy.spatial import cKDTree
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    index = np.arange(len(positions))
+    if pbc.any():
+        cell = np.asarray(atoms.cell.complete())  # unit vectors along open axes: invertible
+        frac = positions @ np.linalg.inv(cell)
+        frac[:, pbc] -= np.floor(frac[:, pbc])
+        heights = 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)  # plane spacings, Å
+        thin = pbc & (heights < 2 * min_distance)
+        if thin.any():  # an atom is then this close to its own image
+            raise DataError(f"{prefix}the cell is only {heights[thin].min():.3g} Å thick along a periodic "
+                            f"direction: every atom is closer than {min_distance} Å to its own image")
+        positions, index = _with_face_images(frac, cell, pbc, min_distance / heights)
+    pairs = cKDTree(positions).query_pairs(min_distance, output_type="ndarray")
+    pairs = pairs[index[pairs[:, 0]] != index[pairs[:, 1]]] if len(pairs) else pairs
+    if len(pairs):
+        p, q = pairs[0]
+        i, j = sorted((int(index[p]), int(index[q])))
+        image = "" if (p < len(atoms) and q < len(atoms)) else " (through the periodic boundary)"
+        raise DataError(f"{prefix}atoms {i} and {j} are {np.linalg.norm(positions[p] - positions[q]):.3g} Å "
+                        f"apart{image}, closer than {min_distance} Å: duplicated atoms?")
+
+
+def _with_face_images(frac: np.ndarray, cell: np.ndarray, pbc: np.ndarray, margin: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian positions of the wrapped atoms followed by their images across the periodic
+    faces they lie within ``margin`` (fractional, per axis) of; and each point's atom index."""
+    import itertools
+
+    points, index = [frac], [np.arange(len(frac))]
+    steps = [(-1, 0, 1) if periodic else (0,) for periodic in pbc]
+    for shift in itertools.product(*steps):
+        if not any(shift):
+            continue
+        near = np.ones(len(frac), dtype=bool)
+        for axis, step in enumerate(shift):
+            # An atom near the lower face pairs with one near the upper face shifted by -1.
+            if step == 1:
+                near &= frac[:, axis] < margin[axis]
+            elif step == -1:
+                near &= frac[:, axis] > 1.0 - margin[axis]
+        if near.any():
+            points.append(frac[near] + np.asarray(shift, dtype=np.float64))
+            index.append(np.flatnonzero(near))
+    return np.concatenate(points) @ cell, np.concatenate(index)
 
 
 def _check_forces(forces, n_atoms: int, prefix: str = "") -> np.ndarray:
