@@ -4,6 +4,11 @@
 folds and seeds (``groups``: mean and sample standard deviation); ``results.csv`` has one
 row per run. The report is rendered from ``results.json`` alone (learning curves also read
 each run's ``metrics.csv`` when present), so ``mlpot report DIR`` can redraw it anywhere.
+
+The report ranks configurations by one named metric (the test force RMSE, else the energy
+RMSE) and gives each one's paired difference to the best, with its uncertainty, saying "not
+resolved" where the data cannot separate the two (:mod:`~mlpot.ablation.stats`); it lists
+the test structures whose errors are far above the rest. Plots: :mod:`~mlpot.ablation.plots`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Iterable
 import numpy as np
 
 from ..io.files import atomic_write_text
+from .labels import series_name, varying
+from .plots import draw_plots
+from .stats import METRIC_WORDS, costed, paired_difference, pareto_front, ranking_metric, recurring_outliers
 
 __all__ = ["collect_results", "aggregate", "write_results", "render_report", "pareto_front"]
 
@@ -34,19 +42,6 @@ def collect_results(out: str | Path) -> list[dict]:
     return [r for r in found if r is not None]
 
 
-def _width_label(run: dict) -> str:
-    return "matched" if run.get("width_mode") == "matched" else f"w{run.get('width')}"
-
-
-def _series(run: dict, show: Iterable[str] = ()) -> str:
-    """Series label: variant and width, plus init/activation when the grid varies them."""
-    return " ".join([run["variant"], _width_label(run)] + [str(run.get(k)) for k in show])
-
-
-def _varying(runs: list[dict]) -> list[str]:
-    return [k for k in ("init", "activation") if len({r.get(k) for r in runs}) > 1]
-
-
 def _mean_std(values: Iterable) -> tuple[float | None, float | None]:
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     if not v:
@@ -57,13 +52,13 @@ def _mean_std(values: Iterable) -> tuple[float | None, float | None]:
 def aggregate(runs: list[dict]) -> list[dict]:
     """One entry per configuration (``group``): means ± standard deviations over its runs."""
     groups: dict[str, list[dict]] = defaultdict(list)
-    show = _varying(runs)
+    show = varying(runs)
     for r in runs:
         groups[r["group"]].append(r)
     out = []
     for name, members in groups.items():
         first = members[0]
-        g = {"group": name, "series": _series(first, show), "depth": first["depth"], "variant": first["variant"],
+        g = {"group": name, "series": series_name(first, show), "depth": first["depth"], "variant": first["variant"],
              "width_mode": first.get("width_mode"), "width": first.get("width"), "hidden": first.get("hidden"),
              "init": first.get("init"), "activation": first.get("activation"),
              "n_parameters": first.get("n_parameters"), "n_runs": len(members)}
@@ -71,8 +66,14 @@ def aggregate(runs: list[dict]) -> list[dict]:
             for m in _METRICS:
                 mean, std = _mean_std((r.get(split) or {}).get(m) for r in members)
                 g[f"{split}_{m}"], g[f"{split}_{m}_std"] = mean, std
-        for key in ("train_wall_s", "epochs", "inference_us_per_atom", "peak_memory_mib"):
+        for key in ("train_wall_s", "epochs", "inference_us_per_atom", "train_step_peak_mib",
+                    "train_step_peak_checkpointed_mib"):
             g[key], g[f"{key}_std"] = _mean_std(r.get(key) for r in members)
+        g["process_peak_rss_mib"], g["process_peak_rss_mib_std"] = _mean_std(_process_rss(r) for r in members)
+        times = sorted(r["inference_us_per_atom"] for r in members if r.get("inference_us_per_atom") is not None)
+        if times:  # timings are noisy: the median and the range over runs as well as the mean
+            g.update(inference_us_per_atom_median=float(np.median(times)), inference_us_per_atom_min=times[0],
+                     inference_us_per_atom_max=times[-1])
         md = [r["md"] for r in members if r.get("md")]
         for key in ("survived_fraction", "mean_time_to_failure_ps", "mean_abs_drift_mev_per_atom_ps"):
             g[f"md_{key}"], g[f"md_{key}_std"] = _mean_std(m.get(key) for m in md)
@@ -86,6 +87,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return out
 
 
+def _process_rss(run: dict) -> float | None:
+    """The process peak of a run (``peak_memory_mib`` in results written before the rename)."""
+    return run.get("process_peak_rss_mib", run.get("peak_memory_mib"))
+
+
 def _layer_order(layer: str) -> float:
     return math.inf if layer == "readout" else int(layer.split()[1])
 
@@ -96,12 +102,18 @@ def write_results(out: str | Path, runs: list[dict]) -> list[dict]:
     groups = aggregate(runs)
     atomic_write_text(out / "results.json", json.dumps({"runs": runs, "groups": groups}, indent=1) + "\n")
     columns = ["name", "group", "depth", "variant", "width_mode", "width", "init", "activation", "fold", "seed",
-               "n_parameters", "epochs", "best_epoch", "train_wall_s", "inference_us_per_atom", "peak_memory_mib"]
+               "n_parameters", "epochs", "best_epoch", "train_wall_s", "inference_us_per_atom",
+               "train_step_peak_mib", "train_step_peak_checkpointed_mib", "process_peak_rss_mib"]
     columns += [f"test_{m}" for m in _METRICS] + [f"external_test_{m}" for m in _METRICS]
-    columns += ["md_survived_fraction", "md_mean_time_to_failure_ps", "md_mean_abs_drift_mev_per_atom_ps"]
+    columns += ["md_survived_fraction", "md_mean_time_to_failure_ps", "md_mean_abs_drift_mev_per_atom_ps",
+                "outliers_test", "outliers_external_test"]
     lines = []
     for r in runs:
         row = {k: r.get(k) for k in columns}
+        row["process_peak_rss_mib"] = _process_rss(r)
+        for split in ("test", "external_test"):
+            found = (r.get("outliers") or {}).get(split)
+            row[f"outliers_{split}"] = None if found is None else len(found["structures"])
         for split in ("test", "external_test"):
             for m in _METRICS:
                 row[f"{split}_{m}"] = (r.get(split) or {}).get(m)
@@ -118,17 +130,6 @@ def write_results(out: str | Path, runs: list[dict]) -> list[dict]:
     return groups
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats in both cost (x) and error (y), by cost."""
-    order = sorted(range(len(points)), key=lambda k: (points[k][0], points[k][1]))
-    front, best = [], math.inf
-    for k in order:
-        if points[k][1] < best:
-            front.append(k)
-            best = points[k][1]
-    return front
-
-
 # ---------------------------------------------------------------------------------- report
 def render_report(out: str | Path, title: str | None = None) -> Path:
     """Render ``out/report.md`` and its PNG plots from ``out/results.json``.
@@ -141,11 +142,13 @@ def render_report(out: str | Path, title: str | None = None) -> Path:
     runs, groups = data["runs"], data["groups"]
     if not groups:
         raise ValueError(f"{out / 'results.json'} holds no finished runs")
-    figures = _plots(out, runs, groups)
+    figures = draw_plots(out, runs, groups)
     lines = [f"# {title or 'Depth ablation'}", ""]
     lines += _setup_summary(out, runs) + [""]
     lines += _accuracy_table(groups)
-    lines += _accuracy_highlights(groups)
+    lines += _ranking_section(runs, groups)
+    lines += _pareto_lines(groups)
+    lines += _outlier_section(runs)
     lines += _md_section(runs, groups)
     lines += _gradient_section(groups)
     lines += _figures_section(figures)
@@ -164,11 +167,16 @@ def _accuracy_table(groups: list[dict]) -> list[str]:
     lines = ["## Accuracy and cost", "",
              "Test errors on the held-out data (mean ± standard deviation over "
              "folds and seeds; n = runs). E in meV/atom, F in meV/Å, time per epoch in s, "
-             "inference = energy + forces per atom in µs, memory = peak resident set of the run.", ""]
+             "µs/atom = energy + forces per atom (mean over runs). Memory in MiB: *step* is the peak "
+             "memory of one training step (forward with forces, loss, backward) of the run's own "
+             "network on one batch, above the weights and the batch (see mlpot.ablation.memory; "
+             "*ckpt*: the same with gradient checkpointing); *RSS* is the peak resident set of the "
+             "process that trained the run, which the runs trained together share, so it is not "
+             "a per-run number.", ""]
     head = ["series", "depth", "hidden", "params", "n", "E RMSE", "E MAE", "F RMSE", "F MAE"]
     if has_external:
         head += ["ext. E RMSE", "ext. F RMSE"]
-    head += ["epochs", "s/epoch", "µs/atom", "MiB"]
+    head += ["epochs", "s/epoch", "µs/atom", "step MiB", "ckpt MiB", "RSS MiB"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         per_epoch = (g["train_wall_s"] / g["epochs"]) if g.get("train_wall_s") and g.get("epochs") else None
@@ -178,31 +186,103 @@ def _accuracy_table(groups: list[dict]) -> list[str]:
         if has_external:
             row += [_pm(g, "external_test_energy_rmse_mev_per_atom", 2), _pm(g, "external_test_force_rmse_mev_per_a", 1)]
         row += [_num(g.get("epochs"), 0), _num(per_epoch, 2), _num(g.get("inference_us_per_atom"), 1),
-                _num(g.get("peak_memory_mib"), 0)]
+                _num(g.get("train_step_peak_mib"), 2), _num(g.get("train_step_peak_checkpointed_mib"), 2),
+                _num(g.get("process_peak_rss_mib"), 0)]
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
 
 
-def _accuracy_highlights(groups: list[dict]) -> list[str]:
-    """The most accurate configuration and the Pareto front of cost and force error."""
-    lines = []
-    best = _best(groups, "test_force_rmse_mev_per_a") or _best(groups, "test_energy_rmse_mev_per_atom")
-    if best:
-        lines += [f"Lowest mean test error: **{best['series']}, depth {best['depth']}**.", ""]
-    cand = _costed(groups)
-    if cand:
-        front = [cand[k] for k in pareto_front([(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"])
-                                                for g in cand])]
-        lines += ["Pareto-optimal (no other configuration is both faster and more accurate in forces): "
-                  + ", ".join(f"{g['series']} d{g['depth']} ({g['inference_us_per_atom']:.1f} µs/atom, "
-                              f"{g['test_force_rmse_mev_per_a']:.1f} meV/Å)" for g in front) + ".", ""]
+def _ranking_section(runs: list[dict], groups: list[dict]) -> list[str]:
+    """Section "Ranking": configurations by the mean of one named test metric, each with its
+    paired difference to the best and whether the data resolve it."""
+    metric = ranking_metric(runs)
+    if metric is None:
+        return []
+    members = defaultdict(list)
+    for r in runs:
+        members[r["group"]].append(r)
+    ranked = sorted((g for g in groups if g.get(f"test_{metric}") is not None), key=lambda g: g[f"test_{metric}"])
+    if not ranked:
+        return []
+    best, words = ranked[0], METRIC_WORDS[metric]
+    unit = words.split("(")[-1].rstrip(")")
+    lines = ["## Ranking", "",
+             f"Ranked by the mean {words} over folds and seeds. Δ is the paired difference to the "
+             f"best configuration ({best['series']}, depth {best['depth']}): each configuration minus the "
+             "best on the same fold and seed, averaged over the n pairs, ± its standard error; the "
+             "interval is a 95 % Student-t interval. **not resolved**: the interval contains 0 (or "
+             "n < 2), so these data cannot tell the two apart.", "",
+             f"| rank | series | depth | mean ({unit}) | Δ vs best ({unit}) | 95 % interval | n | |",
+             "|---|---|---|---|---|---|---|---|"]
+    unresolved = []
+    for k, g in enumerate(ranked, 1):
+        if g is best:
+            lines.append(f"| {k} | {g['series']} | {g['depth']} | {_pm(g, f'test_{metric}', 2)} | – | – | "
+                         f"{g['n_runs']} | best mean |")
+            continue
+        d = paired_difference(members[g["group"]], members[best["group"]], metric)
+        if not d["resolved"]:
+            unresolved.append(f"{g['series']} d{g['depth']}")
+        delta = "–" if d["mean"] is None else f"{d['mean']:+.2f}" + ("" if d["se"] is None else f" ± {d['se']:.2f}")
+        interval = "–" if d["low"] is None else f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+        lines.append(f"| {k} | {g['series']} | {g['depth']} | {_pm(g, f'test_{metric}', 2)} | {delta} | "
+                     f"{interval} | {d['n']} | {'worse' if d['resolved'] else '**not resolved**'} |")
+    lines += ["", f"Lowest mean {words}: **{best['series']}, depth {best['depth']}**"
+              + (f"; not resolved from {', '.join(unresolved)}." if unresolved
+                 else "; every other configuration is resolved as worse."), ""]
     return lines
 
 
-def _costed(groups: list[dict]) -> list[dict]:
-    """The configurations with both an inference time and a test force error (Pareto candidates)."""
-    return [g for g in groups if g.get("inference_us_per_atom") is not None
-            and g.get("test_force_rmse_mev_per_a") is not None]
+def _pareto_lines(groups: list[dict]) -> list[str]:
+    """The Pareto front of inference cost (median over runs) and mean test force error."""
+    cand = costed(groups)
+    if not cand:
+        return []
+
+    def cost(g: dict) -> float:
+        return g.get("inference_us_per_atom_median", g["inference_us_per_atom"])
+
+    front = [cand[k] for k in pareto_front([(cost(g), g["test_force_rmse_mev_per_a"]) for g in cand])]
+    spread = [(g["inference_us_per_atom_max"] - g["inference_us_per_atom_min"]) / cost(g) for g in cand
+              if g.get("inference_us_per_atom_max") is not None and cost(g) > 0]
+    note = (f" Timings vary by up to {100 * max(spread):.0f} % between the runs of one configuration "
+            "(pareto.png shows the range), so neighbours on the front may swap." if spread and max(spread) >= 0.01
+            else "")
+    return ["Pareto-optimal (no other configuration is both faster, by median timing, and more accurate "
+            "in mean test force RMSE): "
+            + ", ".join(f"{g['series']} d{g['depth']} ({cost(g):.1f} µs/atom, "
+                        f"{g['test_force_rmse_mev_per_a']:.1f} meV/Å)" for g in front) + "." + note, ""]
+
+
+def _outlier_section(runs: list[dict]) -> list[str]:
+    """Section "Outlier structures": test structures whose errors are far above the rest."""
+    from .stats import OUTLIER_FACTOR, OUTLIER_Z
+
+    if not any(r.get("outliers") for r in runs):
+        return []
+    lines = ["## Outlier structures", "",
+             f"Test structures with a force RMSE (or energy error per atom) above {OUTLIER_FACTOR:g} × the "
+             f"median structure's and more than {OUTLIER_Z:g} robust standard deviations above it, in the "
+             "runs that evaluated them. A structure flagged by most runs is likely unusual data (or far "
+             "outside the training set) rather than one model's failure.", ""]
+    for split, name in (("external_test", "External test set (index in data.test)"),
+                        ("test", "Fold test sets (index in data.train)")):
+        evaluated = sum(1 for r in runs if (r.get("outliers") or {}).get(split) is not None)
+        if not evaluated:
+            continue
+        found = recurring_outliers(runs, split)
+        if not found:
+            lines += [f"{name}: none in {evaluated} runs.", ""]
+            continue
+        lines += [f"{name}:", "", "| structure | flagged by | force RMSE (meV/Å), median · max | "
+                  "median structure (meV/Å) | energy error (meV/atom) |", "|---|---|---|---|---|"]
+        for o in found[:10]:
+            lines.append(f"| {o['index']} | {o['runs']} of {o['of_runs']} runs | "
+                         f"{_num(o['force_rmse_mev_per_a'], 0)} · {_num(o['max_force_rmse_mev_per_a'], 0)} | "
+                         f"{_num(o['median_structure_force_rmse_mev_per_a'], 0)} | "
+                         f"{_num(o['energy_error_mev_per_atom'], 1)} |")
+        lines += [""] + ([f"({len(found) - 10} more in results.json.)", ""] if len(found) > 10 else [])
+    return lines
 
 
 def _md_section(runs: list[dict], groups: list[dict]) -> list[str]:
@@ -294,191 +374,3 @@ def _pm(g: dict, key: str, digits: int) -> str:
 def _ratio(layers: dict) -> str:
     a, b = layers.get("layer 1"), layers.get("readout")
     return f"{a / b:.3g}" if a is not None and b else "–"
-
-
-def _best(groups: list[dict], key: str) -> dict | None:
-    cand = [g for g in groups if g.get(key) is not None]
-    return min(cand, key=lambda g: g[key]) if cand else None
-
-
-# ---------------------------------------------------------------------------------- plots
-def _plots(out: Path, runs: list[dict], groups: list[dict]) -> list[tuple[str, str]]:
-    """Draw every plot the data allows into ``out``; returns (caption, file name) per figure."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the report stays useful as tables
-        return []
-    figures = _Figures(plt, out, runs, groups)
-    for draw in (_plot_error_vs_depth, _plot_gradient_norms, _plot_pareto, _plot_learning_curves,
-                 _plot_md_stability):
-        draw(figures)
-    return figures.saved
-
-
-class _Figures:
-    """What the plots share: the data, one colour per series, the depth axis, the saved figures."""
-
-    def __init__(self, plt, out: Path, runs: list[dict], groups: list[dict]):
-        self.plt, self.out, self.runs, self.groups = plt, out, runs, groups
-        self.series = sorted({g["series"] for g in groups})
-        # Colours by series, fixed across figures so a series reads the same everywhere.
-        self.colours = {s: plt.cm.tab10(k % 10) for k, s in enumerate(self.series)}
-        self.depth_ticks = sorted({g["depth"] for g in groups})
-        self.saved: list[tuple[str, str]] = []
-
-    def by_series(self, s: str) -> list[dict]:
-        """The groups of series ``s``, by depth."""
-        return sorted((g for g in self.groups if g["series"] == s), key=lambda g: g["depth"])
-
-    def depth_axis(self, ax) -> None:
-        """Depth on a log2 x axis, ticks at the depths of the grid."""
-        ax.set_xlabel("hidden layers")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(self.depth_ticks, [str(d) for d in self.depth_ticks])
-        ax.minorticks_off()
-        ax.grid(alpha=0.3)
-
-    def save(self, fig, name: str, caption: str) -> None:
-        fig.tight_layout()
-        fig.savefig(self.out / name, dpi=120)
-        self.plt.close(fig)
-        self.saved.append((caption, name))
-
-
-def _plot_error_vs_depth(f: _Figures) -> None:
-    """Test energy RMSE, force RMSE and force MAE vs depth, one line per series."""
-    fig, axes = f.plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key, label in ((axes[0], "test_energy_rmse_mev_per_atom", "energy RMSE (meV/atom)"),
-                           (axes[1], "test_force_rmse_mev_per_a", "force RMSE (meV/Å)"),
-                           (axes[2], "test_force_mae_mev_per_a", "force MAE (meV/Å)")):
-        for s in f.series:
-            gs = [g for g in f.by_series(s) if g.get(key) is not None]
-            if gs:
-                ax.errorbar([g["depth"] for g in gs], [g[key] for g in gs],
-                            yerr=[g.get(f"{key}_std") or 0 for g in gs], marker="o", capsize=3,
-                            label=s, color=f.colours[s])
-        ax.set_ylabel(f"test {label}")
-        f.depth_axis(ax)
-    axes[0].legend(fontsize=8)
-    f.save(fig, "error_vs_depth.png", "Test error vs depth (mean ± std over folds and seeds)")
-
-
-def _plot_gradient_norms(f: _Figures) -> None:
-    """Heatmaps of log10 gradient norm per layer (columns) and depth (rows), at initialisation
-    and in the last epoch, one column of panels per series."""
-    kinds = [k for k in ("grad_init", "grad_last_epoch") if any(g.get(k) for g in f.groups)]
-    if not kinds:
-        return
-    fig, axes = f.plt.subplots(len(kinds), len(f.series), figsize=(4 * len(f.series), 3.2 * len(kinds)),
-                               squeeze=False)
-    for row, kind in enumerate(kinds):
-        for col, s in enumerate(f.series):
-            gs = f.by_series(s)
-            max_depth = max(g["depth"] for g in gs)
-            # Layer k in column k - 1 and the readout in the last column: deeper networks fill
-            # more of the row, so the gap shows where the shallow ones end.
-            grid = np.full((len(gs), max_depth + 1), np.nan)
-            for i, g in enumerate(gs):
-                for layer, v in (g.get(kind) or {}).items():
-                    j = max_depth if layer == "readout" else int(layer.split()[1]) - 1
-                    if v:
-                        grid[i, j] = math.log10(v)
-            ax = axes[row][col]
-            im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower")
-            ax.set_yticks(range(len(gs)), [str(g["depth"]) for g in gs])
-            ax.set_xticks([0, max_depth], ["layer 1", "readout"])
-            ax.set_ylabel("depth")
-            ax.set_title(f"{s}\n{'at initialisation' if kind == 'grad_init' else 'last epoch'}", fontsize=9)
-            fig.colorbar(im, ax=ax, label="log10 ‖∂L/∂θ‖")
-    f.save(fig, "gradient_norms.png", "Gradient norm per layer (log10) vs depth")
-
-
-def _plot_pareto(f: _Figures) -> None:
-    """Test force RMSE vs inference cost per configuration, with the Pareto front."""
-    cand = _costed(f.groups)
-    if not cand:
-        return
-    fig, ax = f.plt.subplots(figsize=(6, 4.5))
-    for s in f.series:
-        gs = [g for g in cand if g["series"] == s]
-        ax.scatter([g["inference_us_per_atom"] for g in gs], [g["test_force_rmse_mev_per_a"] for g in gs],
-                   color=f.colours[s], label=s)
-        for g in gs:
-            ax.annotate(f"d{g['depth']}", (g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = [cand[k] for k in pareto_front([(g["inference_us_per_atom"], g["test_force_rmse_mev_per_a"])
-                                            for g in cand])]
-    ax.plot([g["inference_us_per_atom"] for g in front], [g["test_force_rmse_mev_per_a"] for g in front],
-            "k--", lw=1, label="Pareto front")
-    ax.set_xlabel("energy + forces (µs/atom)")
-    ax.set_ylabel("test force RMSE (meV/Å)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    f.save(fig, "pareto.png", "Accuracy vs inference cost")
-
-
-def _learning_curves(out: Path, runs: list[dict]) -> dict[str, list[tuple[int, list[int], list[float]]]]:
-    """Validation curves of the first fold and seed of each configuration, from each run's
-    ``metrics.csv``: series → [(depth, epochs, force RMSE in meV/Å, or the energy RMSE in
-    meV/atom where the forces were not validated)]."""
-    curves = defaultdict(list)
-    for r in runs:
-        if r.get("fold") == min(x.get("fold", 0) for x in runs) and r.get("seed") == min(x.get("seed", 0) for x in runs):
-            path = out / "runs" / r["name"] / "metrics.csv"
-            if path.is_file():
-                with open(path, newline="") as fh:
-                    rows = list(csv.DictReader(fh))
-                ys = [float(x["val_force_rmse_mev_per_a"] or "nan") for x in rows]
-                if all(math.isnan(y) for y in ys):
-                    ys = [float(x["val_energy_rmse_mev_per_atom"] or "nan") for x in rows]
-                curves[_series(r, _varying(runs))].append((r["depth"], [int(x["epoch"]) for x in rows], ys))
-    return curves
-
-
-def _plot_learning_curves(f: _Figures) -> None:
-    """Validation error vs epoch, one panel per series, one line per depth."""
-    curves = _learning_curves(f.out, f.runs)
-    if not curves:
-        return
-    names = sorted(curves)
-    fig, axes = f.plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
-    for ax, s in zip(axes[0], names):
-        depths = sorted({d for d, _, _ in curves[s]})
-        cmap = f.plt.cm.plasma(np.linspace(0, 0.85, len(depths)))
-        for d, epochs, ys in sorted(curves[s]):
-            ax.plot(epochs, ys, color=cmap[depths.index(d)], label=f"d{d}")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation force RMSE (meV/Å)")
-        ax.set_title(s, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    f.save(fig, "learning_curves.png", "Learning curves (first fold and seed)")
-
-
-def _plot_md_stability(f: _Figures) -> None:
-    """Fraction of surviving MD replicas and the survivors' energy drift vs depth."""
-    if not any(g.get("md_survived_fraction") is not None for g in f.groups):
-        return
-    fig, axes = f.plt.subplots(1, 2, figsize=(10, 4))
-    for s in f.series:
-        gs = [g for g in f.by_series(s) if g.get("md_survived_fraction") is not None]
-        if not gs:
-            continue
-        d = [g["depth"] for g in gs]
-        axes[0].plot(d, [g["md_survived_fraction"] for g in gs], "o-", color=f.colours[s], label=s)
-        drift = [(g["depth"], g["md_mean_abs_drift_mev_per_atom_ps"]) for g in gs
-                 if g.get("md_mean_abs_drift_mev_per_atom_ps") is not None]
-        if drift:
-            axes[1].plot(*zip(*drift), "o-", color=f.colours[s], label=s)
-    axes[0].set_ylabel("fraction of MD replicas that survived")
-    axes[0].set_ylim(-0.05, 1.05)
-    axes[1].set_ylabel("|energy drift| of survivors (meV/atom/ps)")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        f.depth_axis(ax)
-    axes[0].legend(fontsize=8)
-    f.save(fig, "md_stability.png", "MD stability vs depth")

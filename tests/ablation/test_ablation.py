@@ -203,6 +203,14 @@ def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
         assert list(r["grad_init"]) == [f"layer {k}" for k in range(1, r["depth"] + 1)] + ["readout"]
         assert r["inference_us_per_atom"] > 0 and r["md"]["steps"] == 20
         assert r["n_parameters"] == r["n_parameters_model"]
+        # Memory of one training step of this run's own network (not the shared process's).
+        assert r["train_step_peak_mib"] > 0 and r["train_step_peak_checkpointed_mib"] > 0
+        batch = r["train_step_batch"]  # one batch (8) of the fold's training part (5 structures)
+        assert batch == {"structures": 5, "atoms": 20} and "profiler" in r["train_step_method"]
+        assert set(r["outliers"]) == {"test"} and r["outliers"]["test"]["median_force_rmse_mev_per_a"] > 0
+    # A deeper network needs more memory per step: the column now differs between runs.
+    by_depth = {d: {r["train_step_peak_mib"] for r in results if r["depth"] == d} for d in (1, 2)}
+    assert min(by_depth[2]) > max(by_depth[1])
     # The two folds hold out complementary halves.
     folds = [json.loads((out / "splits" / f"fold{k}.json").read_text())["test"] for k in (0, 1)]
     assert sorted(folds[0] + folds[1]) == list(range(16))
@@ -219,6 +227,7 @@ def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
     results = run_ablation(setup, out, resume=True, isolate=False, log=lines.append)
     assert len(results) == 4
     assert "2 finished, 2 to run" in lines[0]
+    assert any("ETA" in line and line.startswith("[2/2]") for line in lines)
     assert (finished / "result.json").read_text() == stamp  # not retrained
     assert "resuming from" in (interrupted / "train.log").read_text()
     assert "training this run again from the start" in (broken / "train.log").read_text()
@@ -248,7 +257,7 @@ def test_vectorized_grid_equals_one_by_one(emt_data, tmp_path):
         assert together["best_epoch"] == alone["best_epoch"]
 
 
-def test_cli_ablate_and_report_in_subprocesses(emt_data, tmp_path):
+def test_cli_ablate_and_report_in_subprocesses(emt_data, tmp_path, capsys):
     """Two runs at a time in worker processes, then the report from the CLI."""
     config = tmp_path / "ablation.yaml"
     import yaml
@@ -260,7 +269,9 @@ def test_cli_ablate_and_report_in_subprocesses(emt_data, tmp_path):
                  "pareto.png", "learning_curves.png", "md_stability.png"):
         assert (out / name).is_file(), name
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert len(runs) == 4 and all(r["peak_memory_mib"] > 10 for r in runs)
+    assert len(runs) == 4 and all(r["process_peak_rss_mib"] > 10 and r["train_step_peak_mib"] > 0 for r in runs)
+    printed = capsys.readouterr().out
+    assert "[4/4]" in printed and "ETA 0 s" in printed
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
     assert "| plain w8 | 3 |" in (out / "report.md").read_text()
@@ -285,25 +296,124 @@ def _synthetic_run(variant, depth, fold, f_rmse, us):
 
 
 def test_report_from_a_synthetic_results_table(tmp_path):
-    runs = [_synthetic_run(v, d, f, 100.0 - 10 * d + 4 * f + (5 if v == "plain" else 0), 10.0 + d)
-            for v in ("plain", "residual") for d in (1, 2, 4) for f in (0, 1)]
+    # Fold noise of ±4 meV/Å that every configuration shares (so pairs cancel it), plus a
+    # configuration-specific wobble that only the residual depth-2 runs have.
+    runs = [_synthetic_run(v, d, f, 100.0 - 10 * d + 4 * f + (5 if v == "plain" else 0)
+                           + (6 * f - 3 if (v, d) == ("residual", 2) else 0), 10.0 + d + 0.5 * f)
+            for v in ("plain", "residual") for d in (1, 2, 4) for f in (0, 1, 2)]
+    runs[0]["outliers"] = {"external_test": {"structures": [{"index": 180, "force_rmse_mev_per_a": 944.0,
+                                                             "energy_error_mev_per_atom": 3.0}],
+                                             "median_force_rmse_mev_per_a": 63.0,
+                                             "median_energy_error_mev_per_atom": 1.0}}
+    for r in runs[1:]:
+        r["outliers"] = {"external_test": {"structures": [], "median_force_rmse_mev_per_a": 60.0,
+                                           "median_energy_error_mev_per_atom": 1.0}}
     groups = write_results(tmp_path, runs)
     assert len(groups) == 6
-    g = next(g for g in groups if g["variant"] == "residual" and g["depth"] == 2)
-    assert g["test_force_rmse_mev_per_a"] == pytest.approx(82.0)  # mean of 80 and 84
-    assert g["test_force_rmse_mev_per_a_std"] == pytest.approx(np.std([80, 84], ddof=1))
-    assert g["n_runs"] == 2 and g["grad_init"]["layer 2"] == pytest.approx(0.01)
+    g = next(g for g in groups if g["variant"] == "plain" and g["depth"] == 2)
+    assert g["test_force_rmse_mev_per_a"] == pytest.approx(89.0)  # mean of 85, 89, 93
+    assert g["test_force_rmse_mev_per_a_std"] == pytest.approx(np.std([85, 89, 93], ddof=1))
+    assert g["n_runs"] == 3 and g["grad_init"]["layer 2"] == pytest.approx(0.01)
+    assert g["inference_us_per_atom_median"] == 12.5 and g["inference_us_per_atom_max"] == 13.0
+    assert g["process_peak_rss_mib"] == 300.0  # results written before the rename still read
     path = render_report(tmp_path, title="Synthetic")
     text = path.read_text()
     assert text.startswith("# Synthetic")
-    assert "| residual w16 | 2 | 2×16 | 200 | 2 | 0.82 ± 0.03 |" in text
-    assert "Lowest mean test error: **residual w16, depth 4**" in text
+    assert "| plain w16 | 2 | 2×16 | 200 | 3 | 0.89 ± 0.04 |" in text
+    # Ranking by a named metric with paired differences: the shared fold noise cancels (plain
+    # d4 is 5 meV/Å worse on every fold); residual d2's own wobble widens its interval.
+    assert "Ranked by the mean test force RMSE (meV/Å)" in text
+    assert "| 2 | plain w16 | 4 | 69.00 ± 4.00 | +5.00 ± 0.00 | [+5.00, +5.00] | 3 | worse |" in text
+    assert "| 3 | residual w16 | 2 | 87.00 ± 10.00 | +23.00 ± 3.46 | [+8.10, +37.90] | 3 | worse |" in text
+    assert "Lowest mean test force RMSE (meV/Å): **residual w16, depth 4**" in text
+    assert "| structure | flagged by |" in text and "| 180 | 1 of 18 runs | 944 · 944 | 60 | 3.0 |" in text
+    assert "step MiB" in text and "RSS MiB" in text
     assert "| plain w16 | 4 | 0.50 |" in text  # MD survival column
     for png in ("error_vs_depth.png", "gradient_norms.png", "pareto.png", "md_stability.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert not (tmp_path / "learning_curves.png").exists()  # no run folders: no curves
     csv_rows = (tmp_path / "results.csv").read_text().splitlines()
     assert len(csv_rows) == 1 + len(runs)
+
+
+def test_unresolved_differences_are_reported_as_such(tmp_path):
+    """Two configurations whose paired differences change sign across folds are not ranked
+    apart: the report says 'not resolved'."""
+    wobble = {"plain": [1.0, -1.0, 1.0, -0.5], "residual": [-1.0, 1.0, -1.0, 1.0]}
+    runs = [_synthetic_run(v, 2, f, 80.0 + f + wobble[v][f], 12.0) for v in ("plain", "residual") for f in range(4)]
+    write_results(tmp_path, runs)
+    text = render_report(tmp_path).read_text()
+    # residual has the lower mean (81.5 vs 81.625), but the paired differences change sign.
+    assert "| 2 | plain w16 | 2 | 81.62 ± 1.38 | +0.12 ± 1.09 | [-3.34, +3.59] | 4 | **not resolved** |" in text
+    assert "**residual w16, depth 2**; not resolved from plain w16 d2." in text
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_paired_difference_interval():
+    from scipy.stats import t
+
+    from mlpot.ablation.stats import paired_difference
+
+    def runs(values):
+        return [{"fold": k, "seed": 0, "test": {"force_rmse_mev_per_a": v}} for k, v in enumerate(values)]
+
+    a, b = [10.0, 12.0, 11.0, 15.0], [9.0, 9.5, 10.0, 12.0]
+    d = np.subtract(a, b)
+    out = paired_difference(runs(a), runs(b), "force_rmse_mev_per_a")
+    se = d.std(ddof=1) / 2
+    assert out["n"] == 4 and out["mean"] == pytest.approx(d.mean()) and out["se"] == pytest.approx(se)
+    assert out["low"] == pytest.approx(d.mean() - t.ppf(0.975, 3) * se) and out["resolved"]
+    # Only matching (fold, seed) pairs count; one pair has no spread: not resolved.
+    one = paired_difference(runs(a), runs(b)[:1], "force_rmse_mev_per_a")
+    assert one["n"] == 1 and one["se"] is None and not one["resolved"]
+
+
+def test_outlier_structures_flag_only_far_errors():
+    from mlpot.ablation.stats import outlier_structures, recurring_outliers, structure_errors
+    from mlpot.evaluation import Predictions
+
+    rng = np.random.default_rng(0)
+    n = 40
+    forces_ref = rng.normal(size=(3 * n, 3))
+    forces = forces_ref + rng.normal(scale=0.06, size=forces_ref.shape)
+    forces[3 * 7:3 * 8] += 1.0  # structure 7: ~1 eV/Å off, far above the rest
+    pred = Predictions(energy=np.zeros(n), energy_ref=np.zeros(n), n_atoms=np.full(n, 3),
+                       forces=forces, forces_ref=forces_ref, numbers=np.ones(3 * n, dtype=int),
+                       system_idx=np.repeat(np.arange(n), 3), stress=np.full((n, 3, 3), np.nan),
+                       stress_ref=np.full((n, 3, 3), np.nan))
+    errors = structure_errors(pred)
+    by_hand = np.sqrt(np.mean((forces[:3] - forces_ref[:3]) ** 2)) * 1e3
+    assert errors["force_rmse_mev_per_a"][0] == pytest.approx(by_hand)
+    found = outlier_structures(errors, list(range(100, 100 + n)))
+    assert [s["index"] for s in found["structures"]] == [107]
+    assert found["median_force_rmse_mev_per_a"] == pytest.approx(60, rel=0.2)
+    run = {"outliers": {"external_test": found}}
+    assert recurring_outliers([run, run, {"outliers": {}}], "external_test")[0]["runs"] == 2
+
+
+# ----------------------------------------------------------------------------- memory
+def test_training_step_memory_grows_with_depth(emt_data):
+    from mlpot.ablation.memory import peak_allocated_bytes, training_step_memory
+    from mlpot.data import collate
+    from mlpot.training import TrainConfig
+
+    held = []
+    assert peak_allocated_bytes(lambda: held.append(torch.empty(2**20, dtype=torch.uint8)), "cpu") >= 2**20
+    structures = ase.io.read(emt_data, ":")[:8]
+    config = load_ablation(base_config(str(emt_data))).base
+    peaks = {}
+    for depth in (1, 6):
+        torch.manual_seed(0)
+        model = Potential(SymmetryFunctionSpec.default(["Cu", "Au"], cutoff=4.0),
+                          NetworkConfig(depth=depth, width=32)).double()
+        model.fit_to_data([collate(structures, cutoff=4.0)])
+        cfg = TrainConfig.from_dict({**config.to_dict(), "training": {**config.to_dict()["training"],
+                                                                      "descriptor_cache": "memory"}})
+        model.eval()
+        peaks[depth] = training_step_memory(model, structures, cfg, torch.device("cpu"))
+        assert not model.training and all(p.grad is None for p in model.parameters())  # left as found
+    assert peaks[6]["train_step_peak_mib"] > peaks[1]["train_step_peak_mib"] > 0
+    assert peaks[6]["train_step_peak_checkpointed_mib"] > 0
 
 
 def test_pareto_front():
