@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import torch
 import vesin
-import vesin.torch as vesin_torch
 
 __all__ = ["neighbour_pairs", "structure_pairs", "check_cutoff", "device_pairs"]
 
@@ -153,7 +152,15 @@ def device_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor
 
     Returns:
         edge_index (2, P) long sorted by centre (stable), shifts (P, 3) as vesin gives them.
+
+    Raises:
+        RuntimeError: vesin-torch cannot be imported (e.g. built for another torch), or its
+            kernels fail on this device.
     """
+    try:  # imported here: a vesin-torch built for another torch costs the device path only
+        import vesin.torch as vesin_torch
+    except ImportError as exc:
+        raise RuntimeError(f"vesin-torch cannot be imported: {exc}") from exc
     # vesin computes in float64 (float32 positions would shift pairs at the cutoff).
     positions = positions.detach().to(torch.float64)
     cells = cells.detach().to(torch.float64)

@@ -70,6 +70,20 @@ def test_pair_lengths_are_computed_once():
     assert len(norms) == 1, norms
 
 
+def test_jacobian_blocks_default_to_the_device_size():
+    from mlpot.descriptors.symmetry_functions import TRIPLET_BLOCK
+
+    sf = _descriptor()
+    batch = collate([water_box(seed=0)], labels=False).with_neighbours(sf.cutoff)
+    args = (batch.positions, sf.species(batch.numbers), batch.cell, batch.system_idx, batch.edge_index,
+            batch.edge_shift)
+    g, jac = sf.jacobian(*args)  # triplet_block None: TRIPLET_BLOCK["cpu"]
+    g_small, jac_small = sf.jacobian(*args, triplet_block=64)
+    torch.testing.assert_close(jac.angular, jac_small.angular, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g, g_small, rtol=0, atol=0)
+    assert TRIPLET_BLOCK["cuda"] > TRIPLET_BLOCK["cpu"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("angular_method", ["triplets", "harmonics"])

@@ -6,6 +6,8 @@ to the host path are all checked here without a GPU. The ``gpu`` test runs the s
 comparison on CUDA where it exists.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,14 @@ def test_failing_device_kernels_fall_back_to_the_host_with_one_warning(monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second fall-back is silent
         _device_or_host_pairs(batch.positions, batch.cell, batch.pbc, _offsets(batch), CUTOFF)
+
+
+def test_an_unloadable_vesin_torch_fails_the_device_path_only(monkeypatch):
+    batch = _mixed_batch()
+    monkeypatch.setitem(sys.modules, "vesin.torch", None)  # import raises ImportError
+    with pytest.raises(RuntimeError, match="vesin-torch cannot be imported"):
+        device_pairs(batch.positions, batch.cell, batch.pbc, _offsets(batch), CUTOFF)
+    assert batch.with_neighbours(CUTOFF).edge_index.shape[1] > 0  # the CPU path never needs it
 
 
 @pytest.mark.gpu
