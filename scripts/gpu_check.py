@@ -29,7 +29,8 @@ overruns its cap is stopped where it is, keeping what it measured):
 
 Every figure goes to ``OUTDIR/gpu-results.json`` (rewritten after each section, so a run
 that is killed keeps what it finished) and the progress lines to ``OUTDIR/gpu-check.log``;
-pytest's output to ``OUTDIR/pytest.log``. ``--quick`` shrinks every size (192 and 384 atoms,
+pytest's output to ``OUTDIR/pytest.log`` (and, on a GPU, the background numba compile's to
+``OUTDIR/numba-warmup.log``). ``--quick`` shrinks every size (192 and 384 atoms,
 1 and 2 replicas, a synthetic Si set) so that a CPU runs it end to end in 1-3 minutes;
 ``--sections`` runs a subset (a rerun of the sections that failed).
 
@@ -187,8 +188,9 @@ def install_carried_wheels(carried: Path, log: Callable[[str], None]) -> dict:
         importlib.invalidate_caches()
     elif missing:
         info["note"] = f"{missing} missing and no wheels in {carried / 'wheels'}"
-    paths = [str(SITE)] if SITE.is_dir() else []
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths + [str(ROOT)] + os.environ.get("PYTHONPATH", "").split(os.pathsep))
+    paths = ([str(SITE)] if SITE.is_dir() else []) + [str(ROOT)]
+    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # for the pytest and numba subprocesses
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     info["missing_after"] = [name for name in NEEDED if not _importable(name)]
@@ -405,9 +407,10 @@ def evaluate(model, structures: list, device, dtype) -> dict:
     return {k: out[k].detach().to("cpu").double().numpy() for k in ("energy", "forces")}
 
 
-def warm_numba() -> subprocess.Popen:
+def warm_numba(log: Path) -> subprocess.Popen:
     """Compile the CPU triplet kernel (numba, cached on disk) in a background process while
-    the GPU sections run: a cold compile takes 20-40 s, which the CPU references then skip."""
+    the GPU sections run: a cold compile takes 20-40 s, which the CPU references then skip.
+    Its output goes to ``log`` (a file, so that a chatty compile can never block on a pipe)."""
     code = ("import torch; from ase.build import bulk; from mlpot.data import collate;"
             "from mlpot.descriptors import SymmetryFunctionSpec, SymmetryFunctions\n"
             "for fc in ('tanhu', 'poly2'):\n"
@@ -421,8 +424,8 @@ def warm_numba() -> subprocess.Popen:
             "        g.sum().backward()\n"
             "        s.jacobian(b.positions.to(dt), s.species(b.numbers), b.cell.to(dt), b.system_idx, b.edge_index,"
             " b.edge_shift.to(dt))\n")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    with open(log, "w") as out:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
 class Context:
@@ -438,7 +441,8 @@ class Context:
         self.root = data_root(args.carried)
         self.model, self.model_source = water_model(self.root)
         self.structures = water_structures(self.root, self.model)
-        self.numba = warm_numba() if self.device.type == "cuda" else None
+        self.numba_log = report.out / "numba-warmup.log"
+        self.numba = warm_numba(self.numba_log) if self.device.type == "cuda" else None
         self.numba_note: str | None = None
 
     def cpu_kernel(self, wait_s: float = 0.0) -> str:
@@ -452,7 +456,7 @@ class Context:
             self.numba_note = "numba still compiling: CPU references used the torch kernel"
             return "torch"
         if code != 0:
-            self.numba_note = f"numba warm-up failed: {self.numba.stderr.read()[-500:]}"
+            self.numba_note = f"numba warm-up failed: {self.numba_log.read_text()[-500:]}"
             return "torch"
         return "auto"
 
