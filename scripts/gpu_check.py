@@ -87,7 +87,7 @@ SECTIONS = ("tests", "correctness", "throughput", "md", "training")
 SIZES = {
     False: dict(repeat=(5, 5, 4), calls=3, call_seconds=1.5, replicas=(1, 16, 128), drift_replicas=16,
                 drift_steps=200, cpu_drift_replicas=2, md_seconds=2.0, epochs=3, cpu_epochs=1, members=8, many_epochs=2,
-                caps=dict(tests=70, correctness=35, throughput=70, md=75, training=90)),
+                caps=dict(tests=90, correctness=35, throughput=70, md=75, training=90)),
     True: dict(repeat=(2, 1, 1), calls=1, call_seconds=0.0, replicas=(1, 2), drift_replicas=2, drift_steps=10,
                cpu_drift_replicas=1, md_seconds=0.5, epochs=2, cpu_epochs=0, members=2, many_epochs=1,
                caps=dict(tests=60, correctness=40, throughput=40, md=60, training=90)),
