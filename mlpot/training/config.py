@@ -17,7 +17,7 @@ unknown key anywhere is an error that names it::
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
                  early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
                  checkpoint_every: 1, descriptor_cache: memory,   # memory | hdf5 | none
-                 descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0}
+                 descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0, check_labels: true}
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
 (``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
@@ -164,8 +164,9 @@ class ScheduleConfig:
 
 # Options that change how a run is executed but not what it computes: a resumed run and
 # an ablation grid's finished runs may differ in them (TrainingOptions field names).
+# ``check_labels`` decides whether a run starts, never what it computes.
 RESULT_NEUTRAL_TRAINING_OPTIONS = frozenset({"device", "checkpoint_every", "descriptor_cache",
-                                             "descriptor_cache_dir", "descriptor_cache_max_gib"})
+                                             "descriptor_cache_dir", "descriptor_cache_max_gib", "check_labels"})
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ class TrainingOptions:
         descriptor_cache_max_gib: largest cache kept in memory; with ``memory``, a dataset
             whose cache would be larger trains with ``none`` (and says so) instead of
             running out of memory. ``hdf5`` has no such limit (it checks the free disk space).
+        check_labels: before training, refuse a training set with a non-finite label, one
+            beyond physical bounds, or one far outside the rest of the set
+            (:func:`mlpot.data.checks.check_labels`); ``false`` trains on such labels.
     """
 
     epochs: int = 100
@@ -214,6 +218,7 @@ class TrainingOptions:
     descriptor_cache: Literal["memory", "hdf5", "none"] = "memory"
     descriptor_cache_dir: str | None = None
     descriptor_cache_max_gib: float = 4.0
+    check_labels: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -160,10 +160,13 @@ def _prefixed(log: Callable[[str], None], k: int) -> Callable[[str], None]:
 def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) -> BatchStore:
     """Read the data once, split it per member, build each member's model and data fit, and
     the shared store of neighbour pairs."""
+    from ..data.checks import check_labels
     from .trainer import _read_and_split
 
     base = members[0].config
     structures = read(base.data.train, format=base.data.format, **base.data.read_options)
+    if base.training.check_labels:  # before any member's files are written
+        check_labels(structures, str(base.data.train))
     splits = []
     for m in members:
         m.config.save(m.run.out / "config.yaml")

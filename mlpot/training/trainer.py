@@ -40,12 +40,13 @@ import torch
 from ase.data import chemical_symbols
 
 from ..data import Split, load_split, random_split, read
+from ..data.checks import check_labels
 from ..device import resolve_device, resolve_dtype
 from ..io.files import atomic_write_text
 from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RUN_FILES, CheckpointError, load_checkpoint, save_checkpoint, saved_files_note
 from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig
 from .data import BatchStore
 from .distributed import Distributed, from_environment
@@ -82,14 +83,18 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
 
     Raises:
         TrainingError: on a non-finite loss (the files of the last good epoch are kept).
-        ValueError / FileNotFoundError / CheckpointError: for bad input or a bad resume.
+        ValueError / FileNotFoundError / CheckpointError: for bad input or a bad resume,
+            raised before anything is written to ``out_dir``. A bad label (non-finite,
+            beyond physical bounds, or far outside the set) is a ``DataError`` unless
+            ``training.check_labels`` is off.
     """
     dist, device_name = from_environment(config.training.device)
     if not dist.is_main:  # rank 0 alone reports
         progress, log = False, _silent
     try:
         out = Path(out_dir)
-        checkpoint = _open_run_folder(out, config, resume, overwrite)
+        # Nothing is written (not even the folder) until the data and config have passed every check.
+        checkpoint = _open_run_folder(out, config, resume, overwrite, create=False)
         run = _Run(config, out, dist, resolve_device(device_name, "training.device"),
                    resolve_dtype(config.training.dtype, "training.dtype"), progress, log)
         # The descriptor cache (an HDF5 file, possibly) is closed also on errors.
@@ -128,6 +133,7 @@ class _Data:
     store: BatchStore
     train_idx: torch.Tensor
     val_idx: torch.Tensor
+    test_set: Sequence | None = None  # data.test, read (and so checked) before the run starts
 
     @property
     def has_stress(self) -> bool:
@@ -139,38 +145,60 @@ def _silent(_: str) -> None:
     pass
 
 
-def _open_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Create ``out``; the checkpoint to resume from (checked against ``config``), or ``None``.
+def _open_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool,
+                     create: bool = True) -> dict[str, Any] | None:
+    """The checkpoint to resume from (checked against ``config``), or ``None``; creates
+    ``out`` when ``create`` (a lone run creates it later, once its input has passed).
 
     Raises:
         ValueError: ``out`` holds a run that is neither resumed nor to be overwritten, or
             ``config`` changes settings a resume must keep.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     if resume:
         checkpoint = load_checkpoint(out / "last.pt")
         _check_resumable(checkpoint["config"], config.to_dict(), out / "last.pt")
         return checkpoint
     if (out / "last.pt").exists() and not overwrite:
-        raise ValueError(f"{out} already holds a training run (last.pt); resume it or choose another output folder")
+        raise ValueError(_occupied(out))
     return None
+
+
+def _occupied(out: Path) -> str:
+    """Why a fresh run may not start in ``out``: what the run there is, and the ways on."""
+    elsewhere = "start afresh over it with --overwrite, or choose another --out folder"
+    try:
+        saved = load_checkpoint(out / "last.pt")
+    except (CheckpointError, OSError):
+        return f"{out} already holds a training run whose last.pt cannot be read; {elsewhere}"
+    opts = saved["config"].get("training", {}) if isinstance(saved["config"], dict) else {}
+    epoch, epochs, patience = saved["epoch"], opts.get("epochs", 0), opts.get("early_stopping_patience", 0)
+    if epoch >= epochs or (patience and saved["bad_epochs"] >= patience):
+        model = out / "model.pt"
+        found = f"its model is {model}" if model.is_file() else "it saved no model"
+        return (f"{out} already holds a training run, finished after {epoch} epochs ({found}); "
+                f"--resume with a larger training.epochs extends it; or {elsewhere}")
+    return (f"{out} already holds a training run, stopped after epoch {epoch} of {epochs} (last.pt): "
+            f"continue it with --resume, {elsewhere}")
 
 
 def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None, resume: bool) -> dict:
     """The run after the folder checks: set-up, epochs, test evaluation."""
     config, opts, dist = run.config, run.config.training, run.dist
-    dist.barrier()  # every rank has passed the checks above before rank 0 writes
-    if dist.is_main:
-        config.save(run.out / "config.yaml")
-    structures, split = _read_and_split(run, resume)
+    structures, split, test = _read_and_check(run, resume)
     counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
     model = build_model(config, elements)
+    _check_elements(model, structures, test, config)
+    dist.barrier()  # every rank has passed the checks above before rank 0 writes
+    if dist.is_main:
+        _start_files(run.out, config, split, fresh=checkpoint is None)
     run.log(f"data: {len(split.train)} train / {len(split.val)} val structures of {elements}; "
             f"model: {model.n_parameters()} parameters")
     store = BatchStore(structures, cutoff=model.cutoff, progress=run.progress)
     data = _Data(structures, split, store, torch.tensor(split.train, dtype=torch.long),
-                 torch.tensor(split.val, dtype=torch.long))
+                 torch.tensor(split.val, dtype=torch.long), test)
     fit_summary = _set_up_scaling(run, model, data, checkpoint)
     cache.prepare(store, model.descriptor, run.dtype, run.device, dist)
     model.to(device=run.device, dtype=run.dtype)
@@ -204,9 +232,46 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     return result
 
 
-def _read_and_split(run: _Run, resume: bool, structures: Sequence | None = None) -> tuple[Sequence, Split]:
+def _read_and_check(run: _Run, resume: bool) -> tuple[Sequence, Split, Sequence | None]:
+    """The training structures, their split and the test set (``data.test``, else ``None``),
+    with the training labels checked (``training.check_labels``); nothing is written."""
+    data = run.config.data
+    structures, split = _read_and_split(run, resume, save=False)
+    if run.config.training.check_labels:
+        check_labels(structures, str(data.train))
+    test = read(data.test, format=data.format, **data.read_options) if data.test else None
+    return structures, split, test
+
+
+def _check_elements(model: Potential, structures: Sequence, test: Sequence | None, config: TrainConfig) -> None:
+    """Raise ``ValueError`` if a training, validation or test structure holds an element the
+    model (its descriptor's ``elements``) does not know."""
+    known = set(model.elements)
+    for name, dataset in ((config.data.train, structures), (config.data.test, test or ())):
+        for k, atoms in enumerate(dataset):
+            unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+            if unknown:
+                raise ValueError(f"{name}, structure {k}: element(s) {unknown} are not among the model's "
+                                 f"{sorted(known)} (descriptor.elements)")
+
+
+def _start_files(out: Path, config: TrainConfig, split: Split, fresh: bool) -> None:
+    """Create ``out`` with ``config.yaml`` and ``split.json``; a fresh run (over an old one,
+    with ``overwrite``) first removes the old run's checkpoints, model and test metrics, so
+    every file in ``out`` belongs to this run."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for name in (*RUN_FILES, "test_metrics.json"):
+            (out / name).unlink(missing_ok=True)
+    config.save(out / "config.yaml")
+    split.save(out / "split.json")
+
+
+def _read_and_split(run: _Run, resume: bool, structures: Sequence | None = None,
+                    save: bool = True) -> tuple[Sequence, Split]:
     """The training structures (read unless given) and their split: the run's own when
-    resuming, else ``data.split_file`` or a random one (saved as ``split.json`` by rank 0)."""
+    resuming, else ``data.split_file`` or a random one (saved as ``split.json`` by rank 0
+    when ``save``)."""
     data = run.config.data
     if structures is None:
         structures = read(data.train, format=data.format, **data.read_options)
@@ -219,7 +284,7 @@ def _read_and_split(run: _Run, resume: bool, structures: Sequence | None = None)
     if split.n_total != len(structures):
         raise ValueError(f"split has n_total={split.n_total} but {data.train} holds "
                          f"{len(structures)} structures")
-    if run.dist.is_main:
+    if save and run.dist.is_main:
         split.save(run.out / "split.json")
     return structures, split
 
@@ -279,8 +344,8 @@ def _run_epoch(run: _Run, learner: Learner, data: _Data, step: StepSettings, epo
     # Without a validation set the model is selected on the training loss.
     val_loss = loss_from_metrics(val_metrics if has_val else trained.metrics, run.config.loss)
     if not math.isfinite(val_loss):
-        raise TrainingError(f"validation loss is {val_loss} after epoch {epoch + 1}; training stopped. "
-                            f"Files of the last good epoch are kept in {run.out}.")
+        raise TrainingError(f"validation loss is {val_loss} after epoch {epoch + 1}; training stopped: "
+                            f"{saved_files_note(run.out)}.")
     learner.schedule.epoch_end(val_loss)
     row = metrics.row(epoch + 1, time.perf_counter() - start, trained, val_loss if has_val else None, val_metrics)
     improved = learner.state.end_epoch(row, val_loss)
@@ -329,7 +394,9 @@ def _evaluate_test(run: _Run, data: _Data) -> dict | None:
 
     config = run.config
     if config.data.test:
-        test = read(config.data.test, format=config.data.format, **config.data.read_options)
+        test = data.test_set
+        if test is None:  # many.train_many reads it here
+            test = read(config.data.test, format=config.data.format, **config.data.read_options)
         indices = torch.arange(len(test))
     elif data.split.test:
         test, indices = data.structures, torch.tensor(data.split.test, dtype=torch.long)

@@ -117,3 +117,15 @@ def test_descriptor_without_elements_takes_data_elements():
     assert spec.elements == ("Cu", "Au") and spec.cutoff == 4.0
     default = TrainConfig.from_dict(minimal(descriptor_cutoff=4.5)).descriptor_spec(["Ni"])
     assert default.cutoff == 4.5 and default.elements == ("Ni",)
+
+
+def test_check_labels_switch():
+    assert TrainConfig.from_dict(minimal()).training.check_labels is True
+    assert TrainConfig.from_dict(minimal(training={"check_labels": False})).training.check_labels is False
+    with pytest.raises(ConfigError, match=r"training\.check_labels"):
+        TrainConfig.from_dict(minimal(training={"check_labels": "maybe"}))
+    # It decides whether a run starts, never what it computes: a resume and a finished
+    # ablation run may differ in it.
+    from mlpot.training.config import RESULT_NEUTRAL_TRAINING_OPTIONS
+
+    assert "check_labels" in RESULT_NEUTRAL_TRAINING_OPTIONS

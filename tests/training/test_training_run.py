@@ -222,3 +222,109 @@ def test_descriptor_cache_too_large_falls_back(dataset, tmp_path):
     train(cfg, tmp_path, progress=False, log=lines.append)
     assert any("recomputed every step" in line for line in lines)
     assert not any(line.startswith("descriptor cache:") for line in lines)
+
+
+# ---------------------------------------------------------------------- input checked before anything is written
+def write_with_label(dataset, tmp_path, energy):
+    """train.extxyz of ``dataset`` with structure 5's energy replaced."""
+    structures = ase.io.read(dataset / "train.extxyz", index=":")
+    structures[5].calc.results["energy"] = energy
+    path = tmp_path / "labels.extxyz"
+    ase.io.write(path, structures)
+    return path
+
+
+def with_data(cfg: TrainConfig, **data) -> TrainConfig:
+    d = cfg.to_dict()
+    return TrainConfig.from_dict({**d, "data": {**d["data"], **data}})
+
+
+def test_absurd_label_is_refused_before_anything_is_written(dataset, tmp_path):
+    from mlpot.data import DataError
+
+    cfg = with_data(config(dataset, epochs=1), train=str(write_with_label(dataset, tmp_path, 1e30)))
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=r"labels\.extxyz, structure 5: energy per atom \(total 1e\+30 eV\)"):
+        train(cfg, out, progress=False, log=lambda s: None)
+    assert not out.exists()
+    off = TrainConfig.from_dict({**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "check_labels": False}})
+    train(off, out, progress=False, log=lambda s: None)  # the user who means it
+    assert (out / "model.pt").is_file()
+
+
+def test_config_errors_found_late_leave_no_files(dataset, tmp_path):
+    out = tmp_path / "run"
+    named = config(dataset, epochs=1).to_dict()
+    named["descriptor"]["elements"] = ["Cu"]  # the data hold Au too
+    with pytest.raises(ValueError, match=r"train\.extxyz, structure 0: element\(s\) \['Au'\] are not among"):
+        train(TrainConfig.from_dict(named), out, progress=False, log=lambda s: None)
+    mlpot.data.Split(train=(0, 1), val=(2,)).save(tmp_path / "split.json")
+    with pytest.raises(ValueError, match="split has n_total=3"):
+        train(with_data(config(dataset, epochs=1), split_file=str(tmp_path / "split.json")), out,
+              progress=False, log=lambda s: None)
+    bad_test = tmp_path / "test.xyz"
+    bad_test.write_text("3000000000\n\nCu 0 0 0\n")
+    with pytest.raises(mlpot.data.DataError, match=r"test\.xyz, line 1"):
+        train(with_data(config(dataset, epochs=1), test=str(bad_test)), out, progress=False, log=lambda s: None)
+    assert not out.exists()
+
+
+def test_occupied_folder_names_the_flags_and_the_model(dataset, tmp_path):
+    cfg = config(dataset, epochs=1)
+    train(cfg, tmp_path, progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match=r"already holds a training run, finished after 1 epochs \(its model is "
+                                         r".*model\.pt\); --resume with a larger training\.epochs extends it; "
+                                         r"or start afresh over it with --overwrite, or choose another --out"):
+        train(cfg, tmp_path, progress=False, log=lambda s: None)
+    # A run cut short (its checkpoint's own config asks for 3 epochs) is one to resume.
+    longer = TrainConfig.from_dict({**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "epochs": 3}})
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    ckpt["config"]["training"]["epochs"] = 3
+    mlpot.training.checkpoint.save_checkpoint(tmp_path / "last.pt", ckpt)
+    with pytest.raises(ValueError, match=r"stopped after epoch 1 of 3 \(last\.pt\): continue it with --resume, "
+                                         r"start afresh over it with --overwrite"):
+        train(longer, tmp_path, progress=False, log=lambda s: None)
+
+
+def test_cli_occupied_folder_message(dataset, tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config(dataset, epochs=1).to_dict()))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--overwrite" in err and str(out / "model.pt") in err
+    assert main(["train", str(path), "--out", str(out), "--no-progress", "--overwrite"]) == 0
+
+
+def test_overwrite_removes_the_old_runs_files_first(dataset, tmp_path, monkeypatch):
+    """After --overwrite every .pt in the folder belongs to the new run, so a stop in its
+    first epoch names none."""
+    import mlpot.training.trainer as trainer
+
+    cfg = config(dataset, epochs=1)
+    train(cfg, tmp_path, progress=False, log=lambda s: None)
+    assert (tmp_path / "model.pt").is_file()
+    calls = {"n": 0}
+    real = trainer.loss_terms
+
+    def poisoned(pred, batch, weights):
+        calls["n"] += 1
+        terms = real(pred, batch, weights)
+        if calls["n"] == 2:  # the first training step (call 1 measures grad_init.json)
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    with pytest.raises(TrainingError, match=r"no checkpoint or model was saved in .* \(no epoch had completed\)"):
+        train(cfg, tmp_path, overwrite=True, progress=False, log=lambda s: None)
+    assert not any((tmp_path / name).exists() for name in ("last.pt", "best.pt", "model.pt"))
+
+
+def test_resume_may_switch_the_label_check(dataset, tmp_path):
+    cfg = config(dataset, epochs=1)
+    train(cfg, tmp_path, progress=False, log=lambda s: None)
+    d = cfg.to_dict()
+    more = TrainConfig.from_dict({**d, "training": {**d["training"], "epochs": 2, "check_labels": False}})
+    assert train(more, tmp_path, resume=True, progress=False, log=lambda s: None)["epochs"] == 2
