@@ -158,11 +158,18 @@ def progress(iterable: Iterable | None = None, *, total: float | None = None, de
 
 
 def _write_warning_above_bar(message, category, filename, lineno, file=None, line=None) -> None:
-    """``warnings.showwarning`` while a bar is open: the warning goes above the bar."""
+    """``warnings.showwarning`` while a bar is open: the warning, as the ``showwarning`` in
+    place before the bar would write it, goes above the bar."""
+    import io
+
     from tqdm import tqdm
 
-    text = warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n")
-    tqdm.write(text, file=file or sys.stderr)
+    buffer = io.StringIO()
+    shown = getattr(_LazyBar.cls, "saved_showwarning", None) or warnings._showwarning_orig
+    shown(message, category, filename, lineno, buffer, line)
+    text = buffer.getvalue().rstrip("\n")
+    if text:
+        tqdm.write(text, file=file or sys.stderr)
 
 
 def _bar_class():

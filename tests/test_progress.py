@@ -2,6 +2,7 @@
 elsewhere, warnings above an open bar, and the training/evaluation/MD call sites."""
 
 import io
+import sys
 import warnings
 
 import pytest
@@ -48,17 +49,28 @@ def test_plain_lines_wait_for_the_interval(monkeypatch):
 
 
 def test_bar_on_a_terminal_writes_warnings_above_it(monkeypatch, capsys):
+    """While a bar is open, a warning is written above it (tqdm.write), formatted by whatever
+    showed warnings before (here a command line's own format); recording still works."""
     from mlpot import progress as module
 
     monkeypatch.delenv("MLPOT_PROGRESS", raising=False)
-    before = warnings.showwarning
-    bar = progress(total=3, desc="MD nve", unit="step", file=_Terminal())
-    assert any(c.__name__ == "tqdm" for c in type(bar).__mro__)
-    assert warnings.showwarning is module._write_warning_above_bar
-    warnings.warn_explicit("descriptors beyond the training range", UserWarning, "user.py", 7)
-    bar.close()
-    assert warnings.showwarning is before  # restored when the last bar closes
-    assert "user.py:7: UserWarning: descriptors beyond the training range" in capsys.readouterr().err
+
+    def custom(message, category, filename, lineno, file=None, line=None):
+        (file or sys.stderr).write(f"mlpot md: warning: {message}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = custom
+        bar = progress(total=3, desc="MD nve", unit="step", file=_Terminal())
+        assert any(c.__name__ == "tqdm" for c in type(bar).__mro__)
+        assert warnings.showwarning is module._write_warning_above_bar
+        warnings.warn_explicit("descriptors beyond the training range", UserWarning, "user.py", 7)
+        bar.close()
+        assert warnings.showwarning is custom  # restored when the last bar closes
+    assert "mlpot md: warning: descriptors beyond the training range" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="recorded"):
+        with progress(total=1, file=_Terminal()):
+            warnings.warn("recorded", UserWarning)
 
 
 def test_environment_chooses_the_mode(monkeypatch):

@@ -9,6 +9,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 HELP = "molecular dynamics (NVE, NVT Langevin, NPT Berendsen) with a model via ASE"
 
@@ -58,8 +60,14 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise ValueError(f"cannot read structure {args.structure}: {exc}") from None
     calc = MLPotCalculator(args.model, device=args.device, dtype=args.dtype)
-    final = run_md(atoms, calc, settings, trajectory=args.traj, log=args.log, restart=args.restart)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # a command line has no caller's line to point at
+        final = run_md(atoms, calc, settings, trajectory=args.traj, log=args.log, restart=args.restart)
     e = final.get_potential_energy() + final.get_kinetic_energy()
     print(f"done: {settings.steps} steps, T = {final.get_temperature():.1f} K, E_total = {e:.6f} eV")
     print(calc.extrapolation_summary())
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"mlpot md: warning: {message}", file=file or sys.stderr)

@@ -56,3 +56,18 @@ def test_bad_input_is_reported(files, capsys):
     assert main(["md", str(files / "model.pt"), str(files / "missing.xyz")]) == 2
     assert main(["md", str(files / "model.pt"), str(files / "start.xyz"), "--restart"]) == 2
     assert "--restart needs --traj" in capsys.readouterr().err
+
+
+def test_extrapolation_is_one_plain_warning_and_a_summary(files, capsys):
+    """A start far outside the training range: one warning line in the command's own format
+    (no source line of ASE or runpy) and a count at the end, however many steps extrapolate."""
+    squeezed = water_box(seed=0)[:12]
+    squeezed.positions *= 0.8
+    write(files / "squeezed.xyz", squeezed)
+    assert main(["md", str(files / "model.pt"), str(files / "squeezed.xyz"), "--steps", "6",
+                 "--timestep", "0.1", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if "warning" in line.lower()]
+    assert len(warned) == 1 and warned[0].startswith("mlpot md: warning: ")
+    assert "beyond the training range" in warned[0]
+    assert "extrapolation: 7 of 7 structures" in captured.out
