@@ -34,8 +34,9 @@ def check_xyz_frames(lines: Iterable[str | bytes], size: int, where: str) -> Non
     """Raise :class:`DataError` if a frame's count line claims more atoms than the text holds.
 
     Walks the frames as ASE's extxyz reader does (a count line, a comment line, that many
-    atom lines; a blank line ends the file) without parsing the atom lines: linear in the
-    file's length, and a count that cannot fit into what is left of the file fails at once.
+    atom lines; a blank line ends the file) without parsing the atom lines' values: linear
+    in the file's length, and a count that cannot fit into what is left of the file fails at
+    once. The atom lines of one frame must have equal numbers of columns.
 
     Args:
         lines: the text's lines with their line ends (a file opened in binary or text mode).
@@ -43,7 +44,8 @@ def check_xyz_frames(lines: Iterable[str | bytes], size: int, where: str) -> Non
         where: the file, for the message.
 
     Raises:
-        DataError: naming ``where`` and the count line's number.
+        DataError: naming ``where`` and the line: the count line's, or the atom line whose
+        column count differs from its frame's first.
     """
     it = iter(lines)
     lineno = consumed = 0
@@ -63,7 +65,7 @@ def check_xyz_frames(lines: Iterable[str | bytes], size: int, where: str) -> Non
             raise DataError(f"{where}, line {lineno}: the XYZ frame header claims {n_atoms} atoms, but the "
                             f"{left} characters after it hold at most {left // _MIN_ATOM_LINE} atom lines "
                             "(corrupt or truncated file)")
-        start = lineno
+        start, columns = lineno, None
         for k in range(n_atoms + 1):  # the comment line, then the atom lines
             line = next(it, None)
             if line is None:
@@ -71,6 +73,18 @@ def check_xyz_frames(lines: Iterable[str | bytes], size: int, where: str) -> Non
                                 f"file ends after {max(k - 1, 0)} of them (truncated file)")
             lineno += 1
             consumed += len(line)
+            if k:
+                columns = _same_columns(line, columns, start, lineno, where)
+
+
+def _same_columns(line: str | bytes, columns: int | None, start: int, lineno: int, where: str) -> int:
+    """The column count of an atom line, which must equal that of the frame's first
+    (``columns``; ASE splits every atom line on whitespace into the declared columns)."""
+    count = len(line.split())
+    if columns is not None and count != columns:
+        raise DataError(f"{where}, line {lineno}: {count} columns, but the frame's first atom line "
+                        f"(line {start + 2}) has {columns} (a cut-off line or a wrong column count)")
+    return count
 
 
 @dataclass(frozen=True)

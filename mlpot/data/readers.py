@@ -179,6 +179,8 @@ def read(path: str | os.PathLike, format: str | None = None,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
     fmt = detect_format(path) if format is None else format
     if fmt not in _READERS:
         raise ValueError(f"unknown format {fmt!r}; valid formats are {', '.join(_READERS)}")
@@ -237,10 +239,23 @@ def write(path: str | os.PathLike, structures, format: str | None = None, *,
 
 # --------------------------------------------------------------------------- helpers
 def _describe(exc: BaseException) -> str:
-    if "allow_pickle" in str(exc):
-        # numpy's text suggests allow_pickle=True, i.e. running the file's code: never pass it on.
-        return ("it holds pickled Python objects (object arrays), not numeric arrays; mlpot does not "
-                "load those (nothing in the file was run)")
+    """A foreign parser's exception in words (one line, never advice to unpickle)."""
+    import zipfile
+
+    text = str(exc)
+    # numpy's texts suggest allow_pickle=True, i.e. running the file's code: never pass them on.
+    if "Object arrays cannot be loaded" in text:
+        return ("it holds object arrays (pickled Python objects), not numbers; mlpot does not unpickle "
+                "them (nothing in the file was run)")
+    if "allow_pickle" in text:
+        return ("not a NumPy array file (no .npy/.npz header); as a pickle it could run code, so mlpot "
+                "does not load it (nothing in the file was run)")
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not a text file (byte {exc.start} is not UTF-8): binary or corrupt"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"truncated or corrupt zip archive ({exc})"
+    if "could not assign tuple of length" in text:  # numpy, under ASE's extxyz parser
+        return f"an atom line has a different number of columns than its frame declares ({exc})"
     if isinstance(exc, KeyError):
         key = exc.args[0] if exc.args else "?"
         # ase raises KeyError(symbol) for an unknown chemical symbol.
@@ -380,7 +395,10 @@ def _read_deepmd(path: Path) -> list[Atoms]:
 
 
 def _read_deepmd_system(system: Path) -> list[Atoms]:
-    types = np.loadtxt(system / "type.raw", dtype=np.int64, ndmin=1)
+    try:
+        types = np.loadtxt(system / "type.raw", dtype=np.int64, ndmin=1)
+    except ValueError as exc:
+        raise DataError(f"{system / 'type.raw'}: {_describe(exc)} (format 'deepmd')") from exc
     type_map_file = system / "type_map.raw"
     if not type_map_file.is_file():
         raise DataError(f"{system}: DeePMD system has no type_map.raw, so the elements "
@@ -427,7 +445,10 @@ def _npy(set_dir: Path, name: str, row_shape: tuple, n_frames: int | None = None
         if required:
             raise DataError(f"{file}: missing (format 'deepmd')")
         return None
-    array = np.load(file, allow_pickle=False).astype(np.float64)
+    try:
+        array = np.load(file, allow_pickle=False).astype(np.float64)
+    except (ValueError, OSError, EOFError) as exc:  # name the file, not just its folder
+        raise DataError(f"{file}: {_describe(exc)} (format 'deepmd')") from exc
     size = int(np.prod(row_shape, dtype=np.int64))
     frames = len(array) if n_frames is None else n_frames
     if array.ndim == 0 or array.size != frames * size:
