@@ -35,12 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (DataError, ValueError, FileNotFoundError) as exc:
-        print(f"mlpot {args.command}: error: {exc}", file=sys.stderr)
+    except (DataError, ValueError, OSError) as exc:  # OSError: missing, unreadable, a folder, ...
+        print(f"mlpot {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlpot {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line.
+
+    A YAML syntax error (the context of the config error that reports it) becomes its
+    position and problem; PyYAML's own text draws the bad line with a caret under it."""
+    text = str(exc)
+    if "\n" not in text:
+        return text
+    cause = exc.__context__
+    mark = getattr(cause, "problem_mark", None)
+    if mark is not None:
+        head = text.split(" (", 1)[0]  # "PATH: not valid YAML"
+        problem = getattr(cause, "problem", None) or getattr(cause, "context", None) or "syntax error"
+        return f"{head}: line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Reads any format mlpot knows, builds neighbour lists, computes the descriptors i
 (with a progress bar), and prints structure, label, neighbour and feature statistics;
 optionally writes the raw features to HDF5. The descriptor comes from a YAML file (a bare
 descriptor mapping, or a training config with a ``descriptor:`` section) or, without one,
-from :meth:`SymmetryFunctionSpec.default` for the elements found in the data.
+from :meth:`SymmetryFunctionSpec.default` for the elements found in the data. A descriptor
+that names no ``elements`` takes the data's, as training does.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from ..io.files import atomic_path
+
+if TYPE_CHECKING:
+    from ..descriptors import SymmetryFunctionSpec
 
 HELP = "compute and summarise symmetry functions of a dataset"
 
@@ -32,9 +37,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
+def descriptor_from_file(path: str | Path, cutoff: float) -> Callable[[list[str]], SymmetryFunctionSpec]:
+    """The symmetry functions a YAML file describes, as a function of the data's elements.
+
+    The file is a bare descriptor mapping or a training config (its ``descriptor:``
+    section; ``null`` or absent there: the default set at its ``descriptor_cutoff``, as
+    training does, else at ``cutoff`` Å). A section that names ``elements`` keeps them.
+
+    Raises:
+        ConfigError: invalid YAML, unknown keys or bad values, or another descriptor kind.
+    """
+    from ..config import ConfigError, read_yaml_mapping
+    from ..descriptors import DescriptorConfig, SymmetryFunctionSpec
+    from ..descriptors.sf_config import SymmetryFunctionsConfig
+
+    config = read_yaml_mapping(path)
+    training = any(key in config for key in ("data", "descriptor", "descriptor_cutoff"))
+    section = config.get("descriptor") if training else config
+    if section is None:
+        default_cutoff = config.get("descriptor_cutoff", cutoff)
+        if isinstance(default_cutoff, bool) or not isinstance(default_cutoff, (int, float)):
+            raise ConfigError(f"{path}: descriptor_cutoff must be a distance in Å, got {default_cutoff!r}")
+        return lambda elements: SymmetryFunctionSpec.default(elements, cutoff=float(default_cutoff))
+    parsed = DescriptorConfig.from_config_value(section, "descriptor")
+    if not isinstance(parsed, SymmetryFunctionsConfig):
+        raise ConfigError(f"{path}: descriptor kind {parsed.kind!r}; mlpot describe computes symmetry "
+                          "functions only")
+    return parsed.spec
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
-    import yaml
     from ase.data import chemical_symbols
     from tqdm import tqdm
 
@@ -43,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # A bad config fails before the (possibly long) read of the data.
+    make_spec = descriptor_from_file(args.config, args.cutoff) if args.config else None
     structures = read(args.data, format=args.format)
     counts = Counter(int(z) for atoms in structures for z in atoms.numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
-    if args.config:
-        with open(args.config) as fh:
-            config = yaml.safe_load(fh) or {}
-        spec = SymmetryFunctionSpec.from_dict(config.get("descriptor", config))
+    if make_spec is not None:
+        spec = make_spec(elements)
+        _check_elements(structures, elements, spec.elements, args)
     else:
         spec = SymmetryFunctionSpec.default(elements, cutoff=args.cutoff)
     dtype = getattr(torch, args.dtype)
@@ -106,6 +140,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary)
     return 0
+
+
+def _check_elements(structures, elements: list[str], known, args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the first structure with an element the config's
+    descriptor (its ``elements``) does not know, before any descriptor is computed."""
+    unknown = sorted(set(elements) - set(known))
+    if unknown:
+        k = next(k for k, atoms in enumerate(structures) if set(atoms.get_chemical_symbols()) & set(unknown))
+        raise ValueError(f"{args.data}, structure {k}: element(s) {unknown} are not among the descriptor's "
+                         f"{list(known)} ('elements' in {args.config})")
 
 
 def _write_features(path, features, species, structures, sf, spec) -> None:
