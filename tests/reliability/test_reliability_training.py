@@ -130,7 +130,7 @@ def test_sigkill_mid_training_and_mid_checkpoint_write_then_resume_is_bit_exact(
 
 
 def test_bad_labels_are_refused_before_training(data, tmp_path, capsys):
-    folder, path, _ = data
+    _, path, _ = data
     structures = ase.io.read(path, index=":")
     for label, value, message in (("energy", float("nan"), "structure 3: energy is nan"),
                                   ("energy", 1e30, r"structure 3: energy per atom (total 1e+30 eV)")):
@@ -160,7 +160,7 @@ def test_nan_loss_stops_with_one_line_and_loadable_files(data, tmp_path, capsys,
 
     monkeypatch.setattr(trainer, "loss_terms", poisoned)
     out = tmp_path / "run"
-    rc, printed, err = cli(["train", config, "--out", out, "--no-progress"], capsys)
+    rc, _, err = cli(["train", config, "--out", out, "--no-progress"], capsys)
     assert rc == 1 and err.count("\n") == 1
     assert err.startswith("mlpot train: training stopped: non-finite training loss (nan) at epoch 2, step 2")
     assert f"last.pt, best.pt and model.pt in {out} hold the last epochs that completed" in err

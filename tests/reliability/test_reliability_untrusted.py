@@ -9,7 +9,6 @@ file go through every command and API call that opens a model, checkpoint or dat
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import mlpot
 from mlpot.io.model_file import ModelFileError
 
 from malformed_corpus import Marker, pickled_files
-from reliability_setup import ROOT, cli, tiny_config, write_dataset
+from reliability_setup import ROOT, cli, tiny_config, write_dataset, write_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,6 +95,9 @@ def test_crafted_pickles_through_every_command(hostile, capsys):
     tmp_path, marker, files = hostile
     good = tmp_path / "files" / "good.extxyz"
     model = files["model.pt"]
+    files["old.traj"] = tmp_path / "files" / "old.traj"
+    files["old.traj"].write_bytes(files["legacy.pt"].read_bytes())
+    files["good.pt"] = write_model(tmp_path / "files" / "good.pt")
     commands = [
         ["info", model], ["info", files["legacy.pt"]],
         ["evaluate", model, good], ["evaluate", files["legacy.pt"], good],
@@ -103,11 +105,14 @@ def test_crafted_pickles_through_every_command(hostile, capsys):
         ["export", model, tmp_path / "deploy.pt"],
         ["export-n2p2", model, tmp_path / "n2p2"],
         ["describe", files["data.npz"]], ["convert", files["data.npz"], tmp_path / "out.h5"],
+        # An old ASE PickleTrajectory: ASE reads .traj files as ULM only, never unpickles them.
+        ["describe", files["old.traj"]], ["md", files["good.pt"], files["old.traj"], "--steps", "1"],
     ]
     for args in commands:
         rc, out, err = cli(args, capsys)
         assert rc == 2 and "\n" not in err.strip(), (args, err)
-        assert "not a readable mlpot model file" in err or "nothing in the file was run" in err, (args, err)
+        assert any(why in err for why in ("not a readable mlpot model file", "nothing in the file was run",
+                                          "not an ULM formatted file")), (args, err)
         assert "weights_only=False" not in err and "allow_pickle=True" not in err
     assert not (tmp_path / "deploy.pt").exists() and not (tmp_path / "out.h5").exists()
 
