@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from . import ablate, convert, describe, evaluate, export_n2p2, import_n2p2, info, md, report, search, train
-from . import export
+from . import export, lammps_plugin
 
 COMMANDS = {"train": train, "evaluate": evaluate, "md": md, "info": info, "convert": convert,
             "describe": describe, "ablate": ablate, "search": search, "report": report,
             "import-n2p2": import_n2p2, "export-n2p2": export_n2p2}
 COMMANDS["export"] = export
+COMMANDS["lammps-plugin"] = lammps_plugin
 
 
 def build_parser() -> argparse.ArgumentParser:
