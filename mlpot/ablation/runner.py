@@ -117,8 +117,15 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
                     for run, outcome in zip(group, _worker(setup.to_dict(), group, str(out), split_files, None)))
     else:  # a fresh process per group (max_tasks_per_child=1): each group's process peak is its own
         outcomes = _in_processes(setup, groups, out, split_files, threads, jobs)
+    group_size = {run.name: len(group) for group in groups for run in group}
+    seen_groups: set[str] = set()
+    done = 0  # runs of the groups that have finished (the runs of a group finish together)
     for k, (run, (ok, message)) in enumerate(outcomes, 1):
-        _report(log, k, len(todo), run, ok, message, out, start)
+        key = run.group if setup.ablation.vectorize else run.name
+        if key not in seen_groups:
+            seen_groups.add(key)
+            done += group_size[run.name]
+        _report(log, (k, done, len(todo)), run, ok, message, out, start)
         if not ok:
             failed.append(run.name)
     if failed:
@@ -151,13 +158,17 @@ def _in_processes(setup, groups, out, split_files, threads, jobs):
             yield from zip(group, outcomes)
 
 
-def _report(log, k, total, run, ok, message, out, start) -> None:
-    """One line per finished run: its test errors, the time so far and the ETA (from the mean
-    time per finished run, which counts the runs that trained at the same time)."""
+def _report(log, count: tuple[int, int, int], run, ok, message, out, start) -> None:
+    """One line per finished run: its test errors, the time so far and the ETA.
+
+    ``count`` is (this run's number, runs of finished groups, runs to do): the ETA comes
+    from the mean time per run of the finished groups (whose runs trained together, or side
+    by side with ``--jobs``), so it does not jump as a group's runs are reported one by one."""
     from ..progress import eta_text, format_duration
 
+    k, done, total = count
     elapsed = time.perf_counter() - start
-    timing = f"(elapsed {format_duration(elapsed)}, {eta_text(k, total, elapsed)})"
+    timing = f"(elapsed {format_duration(elapsed)}, {eta_text(done, total, elapsed)})"
     if ok:
         r = load_result(out / "runs" / run.name)
         t = r["test"] or {}
