@@ -386,6 +386,15 @@ def _process_peak_rss_mib(device) -> float:
     in it)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    # Linux: VmHWM, the high-water mark of this process's own memory since it started. Not
+    # ru_maxrss: a worker started by fork + exec reports at least its parent's peak there.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     # ru_maxrss: KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

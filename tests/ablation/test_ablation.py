@@ -423,3 +423,22 @@ def test_pareto_front():
     points = [(1.0, 10.0), (2.0, 8.0), (2.5, 9.0), (3.0, 5.0), (0.5, 20.0), (4.0, 5.0)]
     assert pareto_front(points) == [4, 0, 1, 3]
     assert aggregate([]) == []
+
+
+def test_process_peak_is_the_workers_own():
+    """A worker started by the ablation (spawn: fork + exec) reports its own peak resident
+    set, not its parent's (ru_maxrss carries the parent's peak over exec on Linux)."""
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from mlpot.ablation.runner import _process_peak_rss_mib
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB touched in the parent
+    parent = _process_peak_rss_mib("cpu")
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        child = pool.submit(_process_peak_rss_mib, "cpu").result()
+    del ballast
+    assert parent > 400 and child < parent - 300, (parent, child)
