@@ -177,7 +177,7 @@ def _occupied(out: Path) -> str:
     if epoch >= epochs or (patience and saved["bad_epochs"] >= patience):
         model = out / "model.pt"
         found = f"its model is {model}" if model.is_file() else "it saved no model"
-        return (f"{out} already holds a training run, finished after {epoch} epochs ({found}); "
+        return (f"{out} already holds a training run, finished after {epoch} epoch{'s' * (epoch != 1)} ({found}); "
                 f"--resume with a larger training.epochs extends it; or {elsewhere}")
     return (f"{out} already holds a training run, stopped after epoch {epoch} of {epochs} (last.pt): "
             f"continue it with --resume, {elsewhere}")

@@ -272,7 +272,7 @@ def test_config_errors_found_late_leave_no_files(dataset, tmp_path):
 def test_occupied_folder_names_the_flags_and_the_model(dataset, tmp_path):
     cfg = config(dataset, epochs=1)
     train(cfg, tmp_path, progress=False, log=lambda s: None)
-    with pytest.raises(ValueError, match=r"already holds a training run, finished after 1 epochs \(its model is "
+    with pytest.raises(ValueError, match=r"already holds a training run, finished after 1 epoch \(its model is "
                                          r".*model\.pt\); --resume with a larger training\.epochs extends it; "
                                          r"or start afresh over it with --overwrite, or choose another --out"):
         train(cfg, tmp_path, progress=False, log=lambda s: None)
