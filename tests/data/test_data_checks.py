@@ -152,3 +152,27 @@ def test_extxyz_label_round_trip_keeps_the_check(tmp_path):
     ase.io.write(tmp_path / "bad.extxyz", structures)
     with pytest.raises(DataError, match=r"bad\.extxyz, structure 3"):
         check_labels(read(tmp_path / "bad.extxyz"), str(tmp_path / "bad.extxyz"))
+
+
+def test_distance_check_agrees_with_brute_force_minimum_image():
+    """Random triclinic, partly periodic and open cells: the check fires exactly when ASE's
+    minimum-image distance matrix has a pair below the threshold."""
+    rng = np.random.default_rng(7)
+    fired = 0
+    for trial in range(60):
+        cell = np.diag(rng.uniform(3, 6, 3)) + np.triu(rng.uniform(-2, 2, (3, 3)), 1)
+        pbc = rng.random(3) < 0.7
+        atoms = Atoms("H12", positions=rng.random((12, 3)) @ cell, cell=cell, pbc=pbc)
+        distances = atoms.get_all_distances(mic=True)[np.triu_indices(12, 1)]
+        threshold = float(distances.min()) * rng.choice([0.999, 1.001])  # just below or above
+        heights = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)
+        if threshold >= 0.5 * heights[pbc].min(initial=np.inf):
+            continue  # then the cell is too thin for the threshold (its own error)
+        expected = bool((distances < threshold).any())
+        try:
+            validate_structure(atoms, min_distance=threshold)
+            assert not expected, (trial, threshold, distances.min())
+        except DataError as exc:
+            assert expected, (trial, str(exc))
+            fired += 1
+    assert 10 < fired < 50
