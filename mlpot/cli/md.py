@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 HELP = "molecular dynamics (NVE, NVT Langevin, NPT Berendsen) with a model via ASE"
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from ..calculator import MLPotCalculator
+    from ..data import DataError
     from ..md.ase_driver import MDSettings, run_md
 
     if args.restart and not args.traj:
@@ -54,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
                           timestep_fs=args.timestep, steps=args.steps, friction_per_fs=args.friction,
                           pressure_bar=args.pressure, interval=args.interval, seed=args.seed)
     try:
+        _check_xyz_header(Path(args.structure))  # an absurd atom count must not make ASE hang
         atoms = read(args.structure)
-    except FileNotFoundError:
+    except (FileNotFoundError, DataError):
         raise
     except Exception as exc:
         raise ValueError(f"cannot read structure {args.structure}: {exc}") from None
@@ -71,3 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"mlpot md: warning: {message}", file=file or sys.stderr)
+
+
+def _check_xyz_header(path: Path) -> None:
+    """The frame headers of an (extended) XYZ start structure against the file's size."""
+    from ..data.checks import check_xyz_frames
+    from ..data.readers import _is_xyz
+
+    if path.is_file() and path.suffix not in (".gz", ".bz2", ".xz") and _is_xyz(path, None):
+        with path.open("rb") as fh:
+            check_xyz_frames(fh, path.stat().st_size, str(path))

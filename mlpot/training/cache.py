@@ -120,7 +120,7 @@ class DescriptorCache:
             where = f"in {store.descriptor_file.path}, {'reused' if loaded else 'computed'}"
         elif self.memory_dir:
             nbytes, loaded = store.load_or_cache_descriptors(descriptor, self.memory_dir, dtype=dtype,
-                                                             device=device, progress=self.progress)
+                                                             device=device, progress=self.progress, log=self.log)
             where = f"in memory, {'loaded from ' + self.memory_dir if loaded else 'computed'}"
         else:
             nbytes = store.cache_descriptors(descriptor, dtype=dtype, device=device, progress=self.progress,
