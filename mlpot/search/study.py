@@ -25,7 +25,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,14 +35,11 @@ from typing import Callable
 import torch
 
 from ..data import kfold_splits, read
-from ..io.files import atomic_write_text
 from .config import SearchSetup, load_search
 
 __all__ = ["run_search", "open_study", "STUDY_NAME"]
 
 STUDY_NAME = "mlpot-search"
-#: A trial's user attributes: what the report and trials.csv show beside its value.
-ATTRS = ("n_params", "epochs_run", "inference_us_per_atom", "train_wall_s", "fold_values", "folder", "reason")
 
 
 def open_study(out: Path, setup: SearchSetup | None = None, create: bool = False):
@@ -275,11 +271,3 @@ class _Objective:
         structures = read(data.train, format=data.format, **data.read_options)
         split = load_split(self.out / "splits" / "fold0.json")
         return inference_time(model, [structures[i] for i in split.test], self.setup.search.inference_repeats)
-
-
-def write_state(out: Path) -> None:
-    """The study's trials as JSON beside it (what the report reads)."""
-    study = open_study(out)
-    rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
-             **{k: t.user_attrs.get(k) for k in ATTRS}} for t in study.get_trials(deepcopy=False)]
-    atomic_write_text(out / "trials.json", json.dumps(rows, indent=1) + "\n")
