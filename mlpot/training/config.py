@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Any, Collection, Literal, get_type_hints
 
 import yaml
 
@@ -39,7 +39,7 @@ from ..models import NetworkConfig
 
 __all__ = [
     "DataConfig", "ScalingConfig", "LossConfig", "OptimizerConfig", "ScheduleConfig",
-    "TrainingOptions", "TrainConfig", "apply_overrides", "resolve_data_paths",
+    "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
 ]
 
 
@@ -318,6 +318,29 @@ class TrainConfig:
     def save(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], allowed: Collection[str] = ()) -> list[str]:
+    """The dotted keys (``training.epochs``) in which two config dicts (``TrainConfig.to_dict``)
+    differ, except those in ``allowed`` (a key, or a whole section by its name).
+
+    The free-form ``descriptor`` and ``data.read_options`` sections compare as one value each.
+    """
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and k not in ("descriptor", "read_options"):
+                out.update(flat(v, key + "."))
+            else:
+                out[key] = v
+        return out
+
+    def is_allowed(key: str) -> bool:
+        return key in allowed or key.split(".", 1)[0] in allowed
+
+    fa, fb = flat(a), flat(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not is_allowed(k))
 
 
 def resolve_data_paths(data: dict[str, Any], folder: Path) -> None:

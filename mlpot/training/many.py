@@ -38,7 +38,7 @@ from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, config_differences
 from .data import BatchStore
 from .distributed import SingleProcess
 from .loop import StepSettings, epoch_order
@@ -65,23 +65,9 @@ def check_stackable(configs: Sequence[TrainConfig]) -> None:
     if not configs:
         raise ValueError("train_many needs at least one config")
 
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if key == "schedule":
-                continue
-            if isinstance(v, dict) and k not in ("descriptor", "read_options"):
-                out.update(flat(v, key + "."))
-            else:
-                out[key] = v
-        return out
-
-    first = flat(configs[0].to_dict())
+    first = configs[0].to_dict()
     for k, config in enumerate(configs[1:], start=1):
-        other = flat(config.to_dict())
-        differ = sorted(key for key in set(first) | set(other)
-                        if first.get(key) != other.get(key) and key not in MEMBER_KEYS)
+        differ = config_differences(first, config.to_dict(), MEMBER_KEYS)
         if differ:
             raise ValueError(f"config {k} differs from config 0 in {differ}: only {sorted(MEMBER_KEYS)} may differ "
                              "between models trained together")

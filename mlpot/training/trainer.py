@@ -47,7 +47,7 @@ from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
 from .checkpoint import RUN_FILES, CheckpointError, load_checkpoint, save_checkpoint, saved_files_note
-from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig
+from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig, config_differences
 from .data import BatchStore
 from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
@@ -418,18 +418,7 @@ def _evaluate_test(run: _Run, data: _Data) -> dict | None:
 
 
 def _check_resumable(saved: dict, current: dict, path: Path) -> None:
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and k not in ("descriptor", "read_options"):
-                out.update(flat(v, key + "."))
-            else:
-                out[key] = v
-        return out
-
-    a, b = flat(saved), flat(current)
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in _RESUME_MAY_CHANGE)
+    changed = config_differences(saved, current, _RESUME_MAY_CHANGE)
     if changed:
         raise ValueError(f"cannot resume {path}: the config differs in {changed}; only "
                          f"{sorted(_RESUME_MAY_CHANGE)} may change on resume")
