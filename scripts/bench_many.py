@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SI = ROOT.parent / "shared" / "datasets" / "mlearn" / "Si" / "training.json"
 
 
-def _data(folder: Path) -> tuple[str, str, str]:
-    """(path, format, source) of the training data."""
-    if SI.exists():
-        return str(SI), "mlearn", "mlearn Si (../shared)"
+def synthetic_si(folder: Path, count: int = 200, repeat: tuple[int, int, int] = (2, 2, 2)) -> Path:
+    """``count`` rattled diamond Si cells (``repeat`` of the cubic cell) with random energies
+    and forces, written to ``folder/si.extxyz``: timings do not depend on the labels."""
     import ase.io
     import numpy as np
     from ase.build import bulk
@@ -45,15 +44,22 @@ def _data(folder: Path) -> tuple[str, str, str]:
 
     rng = np.random.default_rng(0)
     out = []
-    for k in range(200):
-        atoms = bulk("Si", "diamond", a=5.43).repeat((2, 2, 2))
+    for _ in range(count):
+        atoms = bulk("Si", "diamond", a=5.43).repeat(repeat)
         atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
         atoms.calc = SinglePointCalculator(atoms, energy=-5.4 * len(atoms) + rng.normal(),
                                            forces=rng.normal(0, 0.5, (len(atoms), 3)))
         out.append(atoms)
     path = folder / "si.extxyz"
     ase.io.write(path, out)
-    return str(path), "ase", "rattled diamond Si with random labels (no ../shared)"
+    return path
+
+
+def _data(folder: Path) -> tuple[str, str, str]:
+    """(path, format, source) of the training data."""
+    if SI.exists():
+        return str(SI), "mlearn", "mlearn Si (../shared)"
+    return str(synthetic_si(folder)), "ase", "rattled diamond Si with random labels (no ../shared)"
 
 
 def _configs(n: int, epochs: int, folder: Path):

@@ -766,22 +766,11 @@ def _si_data(ctx: Context, folder: Path) -> tuple[str, str, str]:
     random labels (--quick, or without the data)."""
     if ctx.root is not None and (ctx.root / SI).is_file() and not ctx.quick:
         return str(ctx.root / SI), "mlearn", "mlearn Si"
-    import ase.io
-    import numpy as np
-    from ase.build import bulk
-    from ase.calculators.singlepoint import SinglePointCalculator
+    from bench_many import synthetic_si  # scripts/: this script's folder
 
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(24 if ctx.quick else 200):
-        atoms = bulk("Si", "diamond", a=5.43).repeat((1, 1, 2) if ctx.quick else (2, 2, 2))
-        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
-        atoms.calc = SinglePointCalculator(atoms, energy=-5.4 * len(atoms) + rng.normal(),
-                                           forces=rng.normal(0, 0.5, (len(atoms), 3)))
-        out.append(atoms)
-    path = folder / "si.extxyz"
-    ase.io.write(path, out)
-    return str(path), "ase", f"rattled diamond Si, {len(out)} structures, random labels"
+    count = 24 if ctx.quick else 200
+    path = synthetic_si(folder, count, (1, 1, 2) if ctx.quick else (2, 2, 2))
+    return str(path), "ase", f"rattled diamond Si, {count} structures, random labels"
 
 
 def _train_config(data: tuple[str, str, str], folder: Path, device: str, epochs: int, seed: int = 0):
