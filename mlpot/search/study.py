@@ -174,6 +174,7 @@ class _Objective:
         self.setup, self.out, self.log = setup, out, log
         self.parameters = setup.search.parameters()
         self.n_features = None
+        self._data: list | None = None
 
     def __call__(self, trial) -> float:
         import optuna
@@ -217,6 +218,14 @@ class _Objective:
         self.log(f"trial {trial.number}: {values} → {value:.4e} ({n_params} parameters)")
         return value
 
+    def _structures(self) -> list:
+        """The training data, read once per worker (every trial's parameter count and timing
+        need it)."""
+        if self._data is None:
+            data = self.setup.base.data
+            self._data = read(data.train, format=data.format, **data.read_options)
+        return self._data
+
     def _n_params(self, config) -> int:
         from ase.data import chemical_symbols
 
@@ -224,8 +233,7 @@ class _Objective:
         from ..data import load_split
 
         if self.n_features is None:
-            data = self.setup.base.data
-            structures = read(data.train, format=data.format, **data.read_options)
+            structures = self._structures()
             split = load_split(self.out / "splits" / "fold0.json")
             numbers = sorted({int(z) for k in split.train for z in structures[k].numbers})
             self.n_features = config.build_descriptor([chemical_symbols[z] for z in numbers]).n_features_per_element
@@ -238,11 +246,9 @@ class _Objective:
         from ..training.many import train_many
 
         dirs = [folder / f"fold{k}" for k in range(len(configs))]
-        epochs_run = [0]
 
         def on_epoch(epoch: int, rows: list[dict | None]) -> None:
             losses = [r["val_loss"] for r in rows if r is not None and r.get("val_loss") is not None]
-            epochs_run[0] = epoch
             trial.set_user_attr("epochs_run", epoch)
             if losses:
                 trial.report(sum(losses) / len(losses), epoch)
@@ -267,7 +273,6 @@ class _Objective:
         from ..io import load_model
 
         model = load_model(run_dir / "model.pt")
-        data = self.setup.base.data
-        structures = read(data.train, format=data.format, **data.read_options)
+        structures = self._structures()
         split = load_split(self.out / "splits" / "fold0.json")
         return inference_time(model, [structures[i] for i in split.test], self.setup.search.inference_repeats)
