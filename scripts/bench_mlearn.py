@@ -25,10 +25,12 @@ Each model is also checked on physical properties: the cubic elastic constants C
 C44 and B from central differences at ±2 % on the "Elastic" group of the training data
 (model stresses against the DFT stresses of the same cells, :mod:`mlpot.elastic`), and the
 bulk modulus from the pressure of the ideal cell scaled by ±0.25 % and ±2 % (a curved energy
-surface shows as a difference between the two).
+surface shows as a difference between the two). ``--committee`` adds the committee of the
+seeds (the mean of their predictions, :class:`mlpot.models.Ensemble`; K seeds cost K times
+one model's inference) as one more row.
 
 Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--epochs N] [--force]
-           [--seeds 0 1 2] [--tag NAME] [--runs runs] [--set training.device=cuda ...]
+           [--seeds 0 1 2] [--committee] [--tag NAME] [--runs runs] [--set training.device=cuda ...]
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="override training.epochs of the config")
     parser.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together)")
+    parser.add_argument("--committee", action="store_true",
+                        help="also evaluate the committee (mean) of the seeds' models")
     parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders")
     parser.add_argument("--config", type=Path, default=CONFIG, help="training config")
@@ -84,11 +88,18 @@ def main() -> int:
             overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")
         dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force)
         for seed, run in zip(args.seeds, dirs):
-            metrics = _evaluate(el, run / "model.pt", test_file)
+            metrics = _evaluate(el, [run / "model.pt"], test_file)
             if metrics is None:
                 return 1
             rows.append({"element": el, "seed": seed, **metrics, **_history(run / "metrics.csv"),
-                         **_physical(el, run / "model.pt", train_file)})
+                         **_physical(el, [run / "model.pt"], train_file)})
+        if args.committee and len(dirs) > 1:
+            paths = [run / "model.pt" for run in dirs]
+            metrics = _evaluate(el, paths, test_file)
+            if metrics is None:
+                return 1
+            rows.append({"element": el, "seed": "committee", "members": len(paths), **metrics,
+                         **_physical(el, paths, train_file)})
 
     if not rows:
         print("no mlearn data found; nothing to report")
@@ -134,9 +145,9 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
     return dirs
 
 
-def _physical(el: str, model_path: Path, train_file: Path) -> dict:
+def _physical(el: str, model_paths: list[Path], train_file: Path) -> dict:
     """Elastic constants (model and DFT, on the Elastic group's cells) and the bulk modulus of
-    the ideal cell from ±0.25 % and ±2 % isotropic strain, GPa."""
+    the ideal cell from ±0.25 % and ±2 % isotropic strain, GPa; several models: their committee."""
     import numpy as np
     import torch
     from ase.stress import full_3x3_to_voigt_6_stress
@@ -149,7 +160,10 @@ def _physical(el: str, model_path: Path, train_file: Path) -> dict:
                   if a.info.get("group") == "Elastic"]
     if not structures:
         return {}
-    model = mlpot.load(model_path, dtype=torch.float64)
+    from mlpot.models import Ensemble
+
+    models = [mlpot.load(path, dtype=torch.float64) for path in model_paths]
+    model = models[0] if len(models) == 1 else Ensemble(models)
 
     def stresses(atoms_list) -> np.ndarray:
         batch = collate(atoms_list, cutoff=model.cutoff, dtype=torch.float64, labels=False)
@@ -184,8 +198,8 @@ def _mlpot(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlpot", *args]
 
 
-def _evaluate(el: str, model: Path, test_file: Path) -> dict | None:
-    command = _mlpot("evaluate", str(model), str(test_file), "--json")
+def _evaluate(el: str, models: list[Path], test_file: Path) -> dict | None:
+    command = _mlpot("evaluate", *map(str, models), str(test_file), "--json")
     for key, value in READ_OPTIONS.get(el, {}).items():
         command += ["--read-option", f"{key}={value}"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -220,38 +234,49 @@ def _pm(values: list, scale: float = 1.0, spec: str = ".2f") -> str:
     return "–" if mean is None else f"{mean:{spec}}±{std:{spec}}"
 
 
+def _groups(rows: list[dict], el: str) -> list[tuple[str, list[dict]]]:
+    """The element's rows as (label, rows): the seeds (mean ± std), then the committee."""
+    seeds = [r for r in rows if r["element"] == el and r["seed"] != "committee"]
+    committee = [r for r in rows if r["element"] == el and r["seed"] == "committee"]
+    return [("mlpot", seeds)] + [(f"mean of {r['members']}", [r]) for r in committee]
+
+
 def _print_table(rows: list[dict]) -> None:
     print("\nmlearn test set (Zuo et al. 2020 splits), mean ± std over seeds. Energy meV/atom, force eV/Å,")
     print("stress GPa; published rows give MAE only (GAP, MTP: ACEpotentials.jl benchmark; NNP: PyXtal_FF).\n")
-    head = (f"{'element':<8}{'model':<8}{'seeds':>6}{'E MAE':>13}{'E RMSE':>13}{'F MAE':>15}{'F RMSE':>15}"
+    head = (f"{'element':<8}{'model':<10}{'seeds':>6}{'E MAE':>13}{'E RMSE':>13}{'F MAE':>15}{'F RMSE':>15}"
             f"{'σ RMSE':>15}{'wall/seed':>10}")
     print(head)
     print("-" * len(head))
     for el in dict.fromkeys(r["element"] for r in rows):
-        rs = [r for r in rows if r["element"] == el]
-        print(f"{el:<8}{'mlpot':<8}{len(rs):>6}{_pm([r['energy_mae_mev_per_atom'] for r in rs]):>13}"
-              f"{_pm([r['energy_rmse_mev_per_atom'] for r in rs]):>13}"
-              f"{_pm([r['force_mae_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
-              f"{_pm([r['force_rmse_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
-              f"{_pm([r['stress_rmse_gpa'] for r in rs], 1.0, '.3f'):>15}"
-              f"{_duration(sum(r['train_wall_s'] for r in rs) / len(rs)):>10}")
+        for label, rs in _groups(rows, el):
+            wall = [r["train_wall_s"] for r in rs if "train_wall_s" in r]
+            print(f"{el:<8}{label:<10}{len(rs):>6}{_pm([r['energy_mae_mev_per_atom'] for r in rs]):>13}"
+                  f"{_pm([r['energy_rmse_mev_per_atom'] for r in rs]):>13}"
+                  f"{_pm([r['force_mae_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
+                  f"{_pm([r['force_rmse_mev_per_a'] for r in rs], 1e-3, '.3f'):>15}"
+                  f"{_pm([r['stress_rmse_gpa'] for r in rs], 1.0, '.3f'):>15}"
+                  f"{_duration(sum(wall) / len(wall)) if wall else '':>10}")
         for name, (e_mae, f_mae) in PUBLISHED.get(el, {}).items():
-            print(f"{'':<8}{name:<8}{'':>6}{e_mae:>13.2f}{'':>13}{f_mae:>15.2f}")
+            print(f"{'':<8}{name:<10}{'':>6}{e_mae:>13.2f}{'':>13}{f_mae:>15.2f}")
     print("\nElastic constants on the training 'Elastic' cells (central differences at ±2 %), GPa:")
-    print(f"{'element':<8}{'':<6}" + "".join(f"{k:>20}" for k in ("C11", "C12", "C44", "B"))
+    print(f"{'element':<8}{'':<10}" + "".join(f"{k:>20}" for k in ("C11", "C12", "C44", "B"))
           + f"{'B ideal ±0.25%':>16}{'B ideal ±2%':>14}")
     for el in dict.fromkeys(r["element"] for r in rows):
-        rs = [r for r in rows if r["element"] == el and r.get("elastic_model")]
-        if not rs:
+        groups = [(label, [r for r in rs if r.get("elastic_model")]) for label, rs in _groups(rows, el)]
+        groups = [(label, rs) for label, rs in groups if rs]
+        if not groups:
             continue
-        dft = rs[0]["elastic_dft"]
-        print(f"{el:<8}{'DFT':<6}" + "".join(f"{dft[k]:>20.1f}" for k in ("C11", "C12", "C44", "B")))
-        cells = []
-        for k in ("C11", "C12", "C44", "B"):
-            mean, std = _stats([r["elastic_model"][k] for r in rs])
-            cells.append(f"{mean:.1f}±{std:.1f} ({100 * (mean / dft[k] - 1):+.0f}%)")
-        print(f"{'':<8}{'mlpot':<6}" + "".join(f"{c:>20}" for c in cells)
-              + f"{_pm([r['B_ideal_0.0025'] for r in rs], 1.0, '.1f'):>16}{_pm([r['B_ideal_0.02'] for r in rs], 1.0, '.1f'):>14}")
+        dft = groups[0][1][0]["elastic_dft"]
+        print(f"{el:<8}{'DFT':<10}" + "".join(f"{dft[k]:>20.1f}" for k in ("C11", "C12", "C44", "B")))
+        for label, rs in groups:
+            cells = []
+            for k in ("C11", "C12", "C44", "B"):
+                mean, std = _stats([r["elastic_model"][k] for r in rs])
+                cells.append(f"{mean:.1f}±{std:.1f} ({100 * (mean / dft[k] - 1):+.0f}%)")
+            print(f"{'':<8}{label:<10}" + "".join(f"{c:>20}" for c in cells)
+                  + f"{_pm([r['B_ideal_0.0025'] for r in rs], 1.0, '.1f'):>16}"
+                  f"{_pm([r['B_ideal_0.02'] for r in rs], 1.0, '.1f'):>14}")
 
 
 def _duration(seconds: float) -> str:

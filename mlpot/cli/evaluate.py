@@ -4,11 +4,13 @@ Prints energy RMSE/MAE per atom (meV/atom), force-component RMSE/MAE (meV/Å) an
 RMSE (GPa). With ``--json`` stdout holds exactly one JSON object with the keys
 energy_rmse_mev_per_atom, energy_mae_mev_per_atom, force_rmse_mev_per_a,
 force_mae_mev_per_a, stress_rmse_gpa, n_structures, n_atoms (null for a label the data
-lack), so scripts can parse it; the progress bar then stays off.
+lack), so scripts can parse it; the progress bar then stays off. Several model files are
+evaluated as one committee: the mean of their predictions (mlpot.models.Ensemble).
 
 example:
   mlpot evaluate runs/cuau/model.pt datasets/cuau/cuau.extxyz.gz --plot parity.png
   mlpot evaluate model.pt Mo/test.json --read-option stress_order="xx yy zz xy zx yz" --json
+  mlpot evaluate runs/si/seed0/model.pt runs/si/seed1/model.pt runs/si/seed2/model.pt Si/test.json
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ HELP = "errors of a trained model on a labelled dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model file written by mlpot train (model.pt)")
+    parser.add_argument("model", nargs="+",
+                        help="model file written by mlpot train (model.pt); several: their mean (a committee)")
     parser.add_argument("data", help="labelled dataset (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
     parser.add_argument("--format", help="the data format (default: detected from the name)")
     parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
@@ -48,9 +51,12 @@ def parse_options(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import load
     from ..data import read
     from ..evaluation import evaluate, parity_plot, require_matplotlib
+    from ..models import Ensemble
     from ..training.metrics import METRIC_KEYS
 
     if args.batch_size < 1:
@@ -61,16 +67,21 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"mlpot evaluate: error: {exc}", file=sys.stderr)
             return 2
-    model = load(args.model, device=args.device)
+    models = [load(path, device=args.device) for path in args.model]
+    if len({m.dtype for m in models}) > 1:  # a committee computes in one precision: the finest
+        dtype = max((m.dtype for m in models), key=lambda d: torch.finfo(d).bits)
+        models = [m.to(dtype) for m in models]
+    model = models[0] if len(models) == 1 else Ensemble(models)
+    name = args.model[0] if len(models) == 1 else f"committee of {len(models)} ({', '.join(args.model)})"
     structures = read(args.data, format=args.format, **parse_options(args.read_option))
     metrics, predictions = evaluate(model, structures, batch_size=args.batch_size,
                                     progress=not args.json)
     if args.plot:
-        parity_plot(predictions, args.plot, title=f"{args.model} on {args.data}")
+        parity_plot(predictions, args.plot, title=f"{name} on {args.data}")
     if args.json:
         print(json.dumps({k: metrics[k] for k in METRIC_KEYS}))
         return 0
-    print(f"model   {args.model} ({', '.join(model.elements)})")
+    print(f"model   {name} ({', '.join(model.elements)})")
     print(f"data    {args.data}: {metrics['n_structures']} structures, {metrics['n_atoms']} atoms")
     print(f"{'':<8}{'RMSE':>10}{'MAE':>10}")
     rows = (("energy", "energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "meV/atom"),

@@ -3,6 +3,7 @@
 from .blocks import ACTIVATIONS, BLOCKS, register_block
 from .depth import DropPath, survival_probabilities
 from .elementwise import ElementNetworks
+from .ensemble import Ensemble
 from .init import INITS
 from .mlp import AtomicMLP, NetworkConfig
 from .potential import Potential
@@ -13,6 +14,7 @@ __all__ = [
     "BLOCKS",
     "DropPath",
     "ElementNetworks",
+    "Ensemble",
     "INITS",
     "NetworkConfig",
     "Potential",

@@ -1,0 +1,83 @@
+"""The mean of several potentials (a committee), usable wherever one :class:`Potential` is.
+
+A committee of K independently trained members (other seeds, other folds) usually predicts
+better than any one of them, at K times the inference cost, and the spread of its members
+estimates the error of the mean (Behler, Int. J. Quantum Chem. 115, 1032 (2015)).
+:class:`Ensemble` averages energies, atomic energies, forces and stress, and returns the
+members' standard deviations beside them, so :func:`mlpot.evaluation.evaluate`,
+:mod:`mlpot.elastic` and ``mlpot evaluate model1.pt model2.pt ...`` take a committee as they
+take one model. (:class:`~mlpot.calculator.MLPotCalculator` serves committees on its own,
+with a per-member extrapolation check.)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Ensemble"]
+
+_AVERAGED = ("energy", "atomic_energies", "forces", "stress")
+
+
+class Ensemble(nn.Module):
+    """The mean prediction of ``members``.
+
+    Args:
+        members: two or more potentials of the same elements, in the same dtype. Their
+            cutoffs may differ: the neighbour list is built once, for the largest.
+
+    Raises:
+        ValueError: fewer than two members, or members of other elements or dtypes.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        elements = {tuple(m.elements) for m in members}
+        if len(elements) > 1:
+            raise ValueError(f"ensemble members disagree on elements: {sorted(elements)}")
+        dtypes = {m.dtype for m in members}
+        if len(dtypes) > 1:
+            raise ValueError(f"ensemble members have different dtypes {sorted(map(str, dtypes))}; "
+                             "load them with one dtype")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.members[0].elements)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0].dtype
+
+    @property
+    def cutoff(self) -> float:
+        return max(m.cutoff for m in self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def forward(self, batch, forces: bool = True, stress: bool = False, create_graph: bool | None = None,
+                **options) -> dict[str, torch.Tensor]:
+        """The members' mean of each output of :meth:`Potential.forward` (same arguments and
+        shapes), plus ``energy_std`` (B,) eV and, with forces, ``forces_std`` (N, 3) eV/Å: the
+        standard deviation over members (population, ``ddof=0``, as the calculator reports).
+        Raw descriptors (``descriptors=True``) are not returned: each member has its own."""
+        if batch.edge_index is None or batch.cutoff is None or batch.cutoff < self.cutoff:
+            batch = batch.with_neighbours(self.cutoff)  # once, not once per member
+        outputs = [m(batch, forces=forces, stress=stress, create_graph=create_graph, **options)
+                   for m in self.members]
+        result = {}
+        for key in _AVERAGED:  # raw descriptors are left out: members may differ in them
+            if key not in outputs[0]:
+                continue
+            stacked = torch.stack([o[key] for o in outputs])
+            result[key] = stacked.mean(dim=0)
+            if key in ("energy", "forces"):
+                result[f"{key}_std"] = stacked.std(dim=0, correction=0)
+        return result
