@@ -62,10 +62,16 @@ class DescriptorConfig:
 
     kind: str
 
-    def build(self, elements: Sequence[str]) -> "Descriptor":
+    def build(self, elements: Sequence[str], structures: Sequence | None = None) -> "Descriptor":
         """The descriptor for ``elements`` (the config's own elements, if it names them,
-        take precedence: see each kind)."""
+        take precedence: see each kind). ``structures``: the training structures, passed
+        only to a config whose :attr:`fits_to_data` is true (e.g. one that selects its terms)."""
         raise NotImplementedError
+
+    @property
+    def fits_to_data(self) -> bool:
+        """Whether :meth:`build` needs the training structures (the trainer then passes them)."""
+        return False
 
     @classmethod
     def from_config_value(cls, value: Any, where: str = "descriptor") -> "DescriptorConfig":

@@ -23,14 +23,14 @@ restricted to its centre element (and its neighbour elements), ready to train.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 
 from .parameters import RadialTerm, SymmetryFunctionSpec
 
-__all__ = ["select_columns", "select_symmetry_functions"]
+__all__ = ["select_columns", "select_on_structures", "select_symmetry_functions"]
 
 Method = Literal["cur", "fps"]
 
@@ -78,10 +78,23 @@ def select_columns(x: np.ndarray, count: int, method: Method = "cur", rank: int 
 
 
 @torch.no_grad()
+def select_on_structures(spec: SymmetryFunctionSpec, structures: Sequence, count: int | dict[str, int],
+                         method: Method = "cur", max_atoms: int | None = None,
+                         batch_size: int = 16) -> SymmetryFunctionSpec:
+    """:func:`select_symmetry_functions` on ``structures`` (``ase.Atoms``), computed in float64
+    on the CPU, ``batch_size`` structures at a time."""
+    from ..data import collate
+
+    batches = (collate(structures[lo:lo + batch_size], cutoff=spec.max_cutoff, dtype=torch.float64,
+                       labels=False) for lo in range(0, len(structures), batch_size))
+    return select_symmetry_functions(spec, batches, count, method, max_atoms=max_atoms)
+
+
 def select_symmetry_functions(spec: SymmetryFunctionSpec, batches: Iterable, count: int | dict[str, int],
-                              method: Method = "cur") -> SymmetryFunctionSpec:
+                              method: Method = "cur", max_atoms: int | None = None) -> SymmetryFunctionSpec:
     """The spec of ``count`` selected features per element (a number, or one per element)
-    out of ``spec``'s candidates, computed on ``batches`` (training structures with pairs)."""
+    out of ``spec``'s candidates, computed on ``batches`` (training structures with pairs).
+    ``max_atoms``: use at most this many atoms per element, evenly strided over the data."""
     from .symmetry_functions import SymmetryFunctions
 
     descriptor = SymmetryFunctions(spec)
@@ -96,6 +109,8 @@ def select_symmetry_functions(spec: SymmetryFunctionSpec, batches: Iterable, cou
         values = np.concatenate(per_element[e])[:, : descriptor.n_features[el]]
         if len(values) == 0:
             raise ValueError(f"no atoms of {el} in the data used to select symmetry functions")
+        if max_atoms is not None and len(values) > max_atoms:
+            values = values[np.linspace(0, len(values) - 1, max_atoms).round().astype(int)]
         k = count[el] if isinstance(count, dict) else count
         for j in sorted(select_columns(values, min(k, values.shape[1]), method)):
             feature = descriptor.features[el][j]

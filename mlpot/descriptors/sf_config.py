@@ -16,6 +16,12 @@ into a :class:`~mlpot.descriptors.SymmetryFunctionSpec` of explicit terms::
     angular:
       - {kind: G5, eta: 0.01, zeta: 1, lambda: 1}
       - {kind: G4, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 2, mode: center, r_lower: 1.5}}
+    select: {count: 40, method: cur}   # optional: keep the 40 most informative terms per element
+
+``select`` turns the terms above into a candidate pool: before training, the pool is computed
+on the training structures and the ``count`` most informative terms of each element are kept
+(:mod:`mlpot.descriptors.selection`, Imbalzano et al., JCP 148, 241730 (2018)); the model file
+holds only the kept terms.
 
 Lengths in Å, η in Å⁻². Grids follow n2p2's rules (:func:`~mlpot.descriptors.radial_grid`).
 """
@@ -31,7 +37,7 @@ from ase.data import chemical_symbols
 from .base import DescriptorConfig
 from .parameters import AngularTerm, RadialTerm, SymmetryFunctionSpec, radial_grid
 
-__all__ = ["GridConfig", "RadialEntry", "AngularEntry", "SymmetryFunctionsConfig"]
+__all__ = ["GridConfig", "RadialEntry", "AngularEntry", "SelectionConfig", "SymmetryFunctionsConfig"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,28 @@ class AngularEntry:
                 for eta, r_s in pairs for z in zetas for lam in lambdas]
 
 
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Keep ``count`` terms per element out of the candidate pool, chosen on the training data.
+
+    Attributes:
+        count: terms kept per element (all of them where the pool has fewer).
+        method: ``cur`` or ``fps`` (see :func:`~mlpot.descriptors.selection.select_columns`).
+        max_atoms: atoms per element in the selection matrix, evenly strided over the
+            training structures (bounds the cost on large data sets).
+    """
+
+    count: int
+    method: Literal["cur", "fps"] = "cur"
+    max_atoms: int = 20000
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"select.count must be >= 1, got {self.count}")
+        if self.max_atoms < 1:
+            raise ValueError(f"select.max_atoms must be >= 1, got {self.max_atoms}")
+
+
 def as_symbol(element: str | int) -> str:
     """A chemical symbol from a symbol or an atomic number."""
     if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
@@ -130,6 +158,8 @@ class SymmetryFunctionsConfig(DescriptorConfig):
         cutoff: default r_c of terms without their own, Å.
         cutoff_function, cutoff_alpha: see :mod:`mlpot.descriptors.cutoffs`.
         radial, angular: the term entries.
+        select: keep only the most informative terms, chosen on the training structures
+            (``None``: keep every term).
     """
 
     kind: str = "symmetry_functions"
@@ -139,6 +169,7 @@ class SymmetryFunctionsConfig(DescriptorConfig):
     cutoff_alpha: float = 0.0
     radial: tuple[RadialEntry, ...] = ()
     angular: tuple[AngularEntry, ...] = ()
+    select: SelectionConfig | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,7 +191,21 @@ class SymmetryFunctionsConfig(DescriptorConfig):
             radial=tuple(t for entry in self.radial for t in entry.terms(self.cutoff)),
             angular=tuple(t for entry in self.angular for t in entry.terms(self.cutoff)))
 
-    def build(self, elements: Sequence[str]):
+    @property
+    def fits_to_data(self) -> bool:
+        return self.select is not None
+
+    def build(self, elements: Sequence[str], structures: Sequence | None = None):
+        """The descriptor; with ``select``, its terms chosen on ``structures`` (the training
+        structures, required then)."""
         from .symmetry_functions import SymmetryFunctions
 
-        return SymmetryFunctions(self.spec(elements))
+        spec = self.spec(elements)
+        if self.select is not None:
+            from .selection import select_on_structures
+
+            if not structures:
+                raise ValueError("select: the terms are chosen on the training structures, and none were given")
+            spec = select_on_structures(spec, structures, self.select.count, self.select.method,
+                                        max_atoms=self.select.max_atoms)
+        return SymmetryFunctions(spec)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Collection, Literal, get_type_hints
+from typing import Any, Collection, Literal, Sequence, get_type_hints
 
 import yaml
 
@@ -266,14 +266,21 @@ class TrainConfig:
         # A descriptor naming its elements is checked whole now; one without them gets the
         # elements of the training data, so only its keys were checked (by the parse).
         if getattr(self.descriptor, "elements", None):
-            self.build_descriptor(self.descriptor.elements)
+            if self.descriptor.fits_to_data:  # the candidates now, the choice when the data are read
+                self.descriptor_spec(self.descriptor.elements)
+            else:
+                self.build_descriptor(self.descriptor.elements)
 
-    def build_descriptor(self, elements) -> Descriptor:
+    def build_descriptor(self, elements, structures: Sequence | None = None) -> Descriptor:
         """The descriptor for ``elements`` (the section's own elements take precedence):
-        ``descriptor`` of its kind, or the default symmetry functions at ``descriptor_cutoff``."""
+        ``descriptor`` of its kind, or the default symmetry functions at ``descriptor_cutoff``.
+        ``structures``: the training structures, for a descriptor fitted to them
+        (``descriptor.select``; required then)."""
         if self.descriptor is None:
             return SymmetryFunctions(self.descriptor_spec(elements))
         try:
+            if self.descriptor.fits_to_data:
+                return self.descriptor.build(list(elements), structures)
             return self.descriptor.build(list(elements))
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"descriptor: {exc}") from None

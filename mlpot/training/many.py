@@ -162,8 +162,15 @@ def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) 
         raise ValueError(f"the members' training sets hold different elements {element_sets}: they cannot share "
                          "one architecture")
     elements = [chemical_symbols[z] for z in element_sets[0]]
+    descriptor, train = None, [structures[k] for k in splits[0].train]
+    if getattr(base.descriptor, "fits_to_data", False):
+        if any(s.train != splits[0].train for s in splits):
+            raise ValueError("descriptor.select chooses the terms on the training split, and the members' splits "
+                             "differ (data.split_seed, data.val_fraction or data.split_file): their descriptors "
+                             "could differ, so they cannot be trained as one; train them apart")
+        descriptor = base.build_descriptor(elements, train)  # chosen once for all members
     for m in members:
-        m.model = build_model(m.config, elements)
+        m.model = build_model(m.config, elements, train, descriptor=descriptor)
     store = BatchStore(structures, cutoff=members[0].model.cutoff, progress=progress)
     fitted: dict[tuple, _Member] = {}  # the data fit depends only on the training set
     for m, split in zip(members, splits):

@@ -28,6 +28,7 @@ epoch loop (:mod:`mlpot.training.loop`), ``metrics.csv`` and the log lines
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -41,6 +42,7 @@ from ase.data import chemical_symbols
 
 from ..data import Split, load_split, random_split, read
 from ..data.checks import check_labels
+from ..descriptors import Descriptor
 from ..device import resolve_device, resolve_dtype
 from ..io.files import atomic_write_text
 from ..io.model_file import save_model
@@ -91,6 +93,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     dist, device_name = from_environment(config.training.device)
     if not dist.is_main:  # rank 0 alone reports
         progress, log = False, _silent
+    finished = False
     try:
         out = Path(out_dir)
         # Nothing is written (not even the folder) until the data and config have passed every check.
@@ -99,16 +102,28 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
                    resolve_dtype(config.training.dtype, "training.dtype"), progress, log)
         # The descriptor cache (an HDF5 file, possibly) is closed also on errors.
         with DescriptorCache.from_options(config.training, out, log, progress) as cache:
-            return _train(run, cache, checkpoint, resume)
+            result = _train(run, cache, checkpoint, resume)
+        finished = True
+        return result
     finally:
-        dist.close()
+        dist.close(synchronize=finished)  # after an error the other ranks may never arrive
 
 
-def build_model(config: TrainConfig, elements: list[str]) -> Potential:
+def build_model(config: TrainConfig, elements: list[str], train_structures: Sequence | None = None,
+                descriptor: Descriptor | None = None) -> Potential:
     """The untrained potential of ``config`` for ``elements``, its weights drawn from
-    ``training.seed`` (the same on every rank and in every run with that seed)."""
+    ``training.seed`` (the same on every rank and in every run with that seed).
+
+    Args:
+        train_structures: the training split, on which ``descriptor.select`` chooses its
+            terms (deterministically: every rank and every resume chooses the same).
+        descriptor: ``config``'s descriptor, built already (e.g. its terms chosen once for
+            several models); the model gets its own copy.
+    """
+    descriptor = (config.build_descriptor(elements, train_structures) if descriptor is None
+                  else copy.deepcopy(descriptor))
     torch.manual_seed(config.training.seed)  # weight initialisation
-    return Potential(config.build_descriptor(elements), config.model)
+    return Potential(descriptor, config.model)
 
 
 @dataclass(frozen=True)
@@ -189,7 +204,7 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     structures, split, test = _read_and_check(run, resume)
     counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
-    model = build_model(config, elements)
+    model = build_model(config, elements, [structures[k] for k in split.train])
     _check_elements(model, structures, test, config)
     dist.barrier()  # every rank has passed the checks above before rank 0 writes
     if dist.is_main:
