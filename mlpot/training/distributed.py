@@ -240,8 +240,18 @@ class Distributed:
         if self.is_main:
             self.barrier()
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = True) -> None:
+        """Destroy the process group this object created (a group it was given is left alone).
+
+        Args:
+            synchronize: wait for every rank first. gloo tears its connections down with the
+                group; a rank that does so while a peer still has traffic in flight on them
+                can abort its peer ("terminate called without an active exception"). Pass
+                ``False`` on an error path, where the other ranks may never arrive.
+        """
         if self.owns_group and tdist.is_initialized():
+            if synchronize:
+                tdist.barrier()
             tdist.destroy_process_group()
 
 
@@ -290,7 +300,7 @@ class SingleProcess(Distributed):
     def main_first(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = True) -> None:
         pass
 
 
