@@ -22,6 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: A larger candidate pool of symmetry functions than the recipe's 38: 20 + 8 radial, 50 G4, 12 G5.
+POOL = [
+    "descriptor.radial=[{grid: {count: 20, mode: shift, r_lower: 1.6}}, "
+    "{grid: {count: 8, mode: center, r_lower: 1.5}}]",
+    "descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], "
+    "grid: {count: 5, mode: center, r_lower: 1.5, r_upper: 5.5}}, "
+    "{kind: G5, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}]",
+]
+
 #: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped).
 #: The first two undo the levers the recipe took up, to show what each bought.
 LEVERS: dict[str, list[str]] = {
@@ -34,6 +43,11 @@ LEVERS: dict[str, list[str]] = {
     "plain2x64": ["model.depth=2", "model.block=plain"],
     "lr3e-3": ["optimizer.lr=3e-3"],
     "batch16": ["training.batch_size=16"],
+    # Descriptors (Imbalzano et al. 2018): a pool of 90 candidates (finer radial grids, five
+    # angular widths, G5 beside G4), used whole or cut to 48 by CUR on the training split.
+    "pool90": POOL,
+    "pool90-cur48": [*POOL, "descriptor.select={count: 48, method: cur}"],
+    "energy30": ["loss.energy_weight=30"],
 }
 
 
@@ -79,9 +93,9 @@ def _done(runs: Path, lever: str, args) -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    elements = {r["element"] for r in data["results"]}
-    return (sorted(data.get("seeds", [])) == sorted(args.seeds) and elements >= set(args.elements)
-            and all(r.get("epochs", 0) >= args.epochs for r in data["results"]))
+    seeds = [r for r in data["results"] if r["seed"] != "committee"]
+    return (sorted(data.get("seeds", [])) == sorted(args.seeds) and {r["element"] for r in seeds} >= set(args.elements)
+            and all(r.get("epochs", 0) >= args.epochs for r in seeds))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -98,7 +112,8 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
             path = _result_file(runs, lever)
             if not path.is_file():
                 continue
-            rows = [r for r in json.loads(path.read_text())["results"] if r["element"] == el]
+            rows = [r for r in json.loads(path.read_text())["results"]
+                    if r["element"] == el and r["seed"] != "committee"]
             if not rows:
                 continue
             e = _mean_std([r["energy_mae_mev_per_atom"] for r in rows])
