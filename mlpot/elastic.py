@@ -23,7 +23,8 @@ from ase import Atoms
 
 from .units import GPA
 
-__all__ = ["voigt_strain", "reference_cell", "elastic_constants", "bulk_modulus_from_pressure"]
+__all__ = ["voigt_strain", "reference_cell", "elastic_constants", "bulk_modulus_from_pressure", "model_stresses",
+           "cubic_properties"]
 
 
 def reference_cell(cells: Sequence[np.ndarray]) -> np.ndarray:
@@ -83,3 +84,54 @@ def bulk_modulus_from_pressure(pressure_plus: float, pressure_minus: float, stra
     isotropically by 1 ± ``strain`` (volume 1 ± 3 strain to first order)."""
     volume_plus, volume_minus = (1 + strain) ** 3, (1 - strain) ** 3
     return float(-(pressure_plus - pressure_minus) / (volume_plus - volume_minus) / GPA)
+
+
+def model_stresses(model, structures: Sequence[Atoms], batch_size: int = 16) -> np.ndarray:
+    """(S, 6) Voigt stresses (eV/Å³, ASE sign) of a potential on periodic ``structures``,
+    computed in the model's precision, ``batch_size`` structures at a time."""
+    import torch
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    from .data import collate
+
+    rows = []
+    for lo in range(0, len(structures), batch_size):
+        batch = collate(structures[lo:lo + batch_size], cutoff=model.cutoff, dtype=torch.float64, labels=False)
+        out = model(batch, forces=False, stress=True)["stress"].detach().cpu().double().numpy()
+        rows.extend(full_3x3_to_voigt_6_stress(s) for s in out)
+    return np.stack(rows)
+
+
+def cubic_properties(model, elastic_structures: Sequence[Atoms], strains: Sequence[float] = (0.0025, 0.02),
+                     amplitude: float = 0.02) -> dict:
+    """A potential's cubic elastic constants beside the reference's, and the bulk modulus of
+    the ideal cell, GPa.
+
+    Args:
+        model: a :class:`~mlpot.models.Potential` (or a committee, :class:`~mlpot.models.Ensemble`).
+        elastic_structures: the strained cells of one crystal (an mlearn "Elastic" group),
+            labelled with reference stresses.
+        strains: isotropic strains ±s of the ideal (reference) cell for the bulk modulus from
+            the pressure; a bulk modulus that changes with s shows a curved energy surface.
+        amplitude: the strain of the central differences of :func:`elastic_constants`.
+
+    Returns:
+        ``{"elastic_model": {C11, C12, C44, B}, "elastic_reference": {...},
+        "B_ideal_<s>": B at ±s, ...}``.
+    """
+    structures = list(elastic_structures)
+    reference = np.stack([a.get_stress() for a in structures])
+    result = {"elastic_model": elastic_constants(structures, model_stresses(model, structures), amplitude),
+              "elastic_reference": elastic_constants(structures, reference, amplitude)}
+    ideal_cell = reference_cell([a.cell.array for a in structures])
+    nearest = min(structures, key=lambda a: np.abs(a.cell.array - ideal_cell).max())
+    for strain in strains:
+        scaled = []
+        for sign in (1, -1):
+            atoms = nearest.copy()
+            atoms.calc = None
+            atoms.set_cell(ideal_cell * (1 + sign * strain), scale_atoms=True)
+            scaled.append(atoms)
+        p_plus, p_minus = (-s[:3].mean() for s in model_stresses(model, scaled))
+        result[f"B_ideal_{strain:g}"] = bulk_modulus_from_pressure(p_plus, p_minus, strain)
+    return result

@@ -147,45 +147,22 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
 
 def _physical(el: str, model_paths: list[Path], train_file: Path) -> dict:
     """Elastic constants (model and DFT, on the Elastic group's cells) and the bulk modulus of
-    the ideal cell from ±0.25 % and ±2 % isotropic strain, GPa; several models: their committee."""
-    import numpy as np
+    the ideal cell from ±0.25 % and ±2 % isotropic strain, GPa (:func:`mlpot.elastic.cubic_properties`);
+    several models: their committee."""
     import torch
-    from ase.stress import full_3x3_to_voigt_6_stress
 
     import mlpot
-    from mlpot.data import collate, read
-    from mlpot.elastic import bulk_modulus_from_pressure, elastic_constants, reference_cell
+    from mlpot.data import read
+    from mlpot.elastic import cubic_properties
+    from mlpot.models import Ensemble
 
     structures = [a for a in read(train_file, format="mlearn", **READ_OPTIONS.get(el, {}))
                   if a.info.get("group") == "Elastic"]
     if not structures:
         return {}
-    from mlpot.models import Ensemble
-
     models = [mlpot.load(path, dtype=torch.float64) for path in model_paths]
-    model = models[0] if len(models) == 1 else Ensemble(models)
-
-    def stresses(atoms_list) -> np.ndarray:
-        batch = collate(atoms_list, cutoff=model.cutoff, dtype=torch.float64, labels=False)
-        out = model(batch, forces=False, stress=True)["stress"].detach().numpy()
-        return np.stack([full_3x3_to_voigt_6_stress(s) for s in out])
-
-    dft = elastic_constants(structures, np.stack([a.get_stress() for a in structures]))
-    ours = elastic_constants(structures, stresses(structures))
-    reference = reference_cell([a.cell.array for a in structures])
-    nearest = min(structures, key=lambda a: np.abs(a.cell.array - reference).max())
-    ideal = nearest.copy()
-    ideal.set_cell(reference, scale_atoms=True)
-    bulk = {}
-    for strain in (0.0025, 0.02):
-        scaled = []
-        for sign in (1, -1):
-            atoms = ideal.copy()
-            atoms.set_cell(reference * (1 + sign * strain), scale_atoms=True)
-            scaled.append(atoms)
-        p_plus, p_minus = (-s[:3].mean() for s in stresses(scaled))
-        bulk[f"B_ideal_{strain:g}"] = bulk_modulus_from_pressure(p_plus, p_minus, strain)
-    return {"elastic_model": ours, "elastic_dft": dft, **bulk}
+    result = cubic_properties(models[0] if len(models) == 1 else Ensemble(models), structures)
+    return {"elastic_dft": result.pop("elastic_reference"), **result}
 
 
 def _config_epochs(config: Path) -> int:

@@ -69,3 +69,73 @@ def test_dft_elastic_constants_of_mlearn_si(shared_datasets):
     # PBE silicon: C11 ≈ 153 GPa, C12 ≈ 57 GPa (e.g. Materials Project mp-149), B ≈ 89 GPa.
     assert c["C11"] == pytest.approx(153, rel=0.03) and c["C12"] == pytest.approx(57, rel=0.05)
     assert c["B"] == pytest.approx(89, rel=0.03)
+
+
+class EMTAsModel:
+    """ASE's EMT behind the model interface cubic_properties uses (a batch in, stress out):
+    an independent potential whose elastic constants ASE computes by itself."""
+
+    cutoff = 6.0
+
+    def __call__(self, batch, forces=False, stress=True):
+        import torch
+        from ase.calculators.emt import EMT
+
+        out = []
+        for k in range(batch.n_systems):
+            rows = batch.system_idx == k
+            atoms = Atoms(numbers=batch.numbers[rows].numpy(), positions=batch.positions[rows].numpy(),
+                          cell=batch.cell[k].numpy(), pbc=True)
+            atoms.calc = EMT()
+            out.append(atoms.get_stress(voigt=False))
+        return {"stress": torch.as_tensor(np.array(out))}
+
+
+def emt_elastic_set(a=3.59):
+    """Cu fcc strained by ±2 % and ±4 % along each Voigt mode, EMT stresses as the reference."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    reference = bulk("Cu", "fcc", a=a, cubic=True)
+    out = []
+    for k in range(6):
+        for s in (-0.04, -0.02, 0.02, 0.04):
+            eps = np.zeros((3, 3))
+            if k < 3:
+                eps[k, k] = s
+            else:
+                i, j = [(1, 2), (0, 2), (0, 1)][k - 3]
+                eps[i, j] = eps[j, i] = s / 2  # engineering shear strain s
+            atoms = reference.copy()
+            atoms.set_cell(reference.cell.array @ (np.eye(3) + eps).T, scale_atoms=True)
+            atoms.calc = EMT()
+            atoms.calc = SinglePointCalculator(atoms, stress=atoms.get_stress())
+            out.append(atoms)
+    return out
+
+
+def test_cubic_properties_of_a_potential_against_ase():
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.eos import EquationOfState
+
+    from mlpot.elastic import cubic_properties
+
+    structures = emt_elastic_set()
+    got = cubic_properties(EMTAsModel(), structures)
+    for key in ("C11", "C12", "C44", "B"):  # the same potential on the same cells
+        assert got["elastic_model"][key] == pytest.approx(got["elastic_reference"][key], rel=1e-9)
+    assert got["elastic_model"]["C11"] > got["elastic_model"]["C12"] > 0
+    # The bulk modulus from the ideal cell's pressure against ASE's equation-of-state fit of
+    # EMT energies around the same cell (EMT Cu at a = 3.59 Å is close to its minimum).
+    volumes, energies = [], []
+    for x in np.linspace(0.97, 1.03, 9):
+        atoms = bulk("Cu", "fcc", a=3.59 * x, cubic=True)
+        atoms.calc = EMT()
+        volumes.append(atoms.get_volume())
+        energies.append(atoms.get_potential_energy())
+    eos = EquationOfState(volumes, energies, eos="birchmurnaghan")
+    _, _, b_eos = eos.fit()
+    assert got["B_ideal_0.0025"] == pytest.approx(b_eos / GPA, rel=0.05)
+    assert got["B_ideal_0.02"] == pytest.approx(got["B_ideal_0.0025"], rel=0.1)
