@@ -8,7 +8,7 @@ with one more section::
       widths: [32, matched]          # a number, or "matched": width chosen per depth so the
                                      # potential has as many weights as match_reference
       match_reference: {depth: 2, width: 32}
-      variants: [plain, residual, residual_sd]   # see VARIANTS
+      variants: [plain, residual, residual_sd]   # see VARIANTS (also residual_stem, residual_sd_stem)
       inits: null                    # null: the base model's init only
       activations: null              # null: the base model's activation only
       survival: 0.8                  # residual_sd: survival probability of the last block
@@ -52,13 +52,15 @@ def variant(name: str):
 
 @variant("plain")
 def _plain(model: dict, ablation: "AblationConfig") -> dict:
-    """Plain feed-forward blocks, x → act(Wx + b): the Behler–Parrinello network."""
-    return {"block": "plain", "survival": 1.0}
+    """Plain feed-forward blocks, x → act(Wx + b): the Behler–Parrinello network (a base
+    model's ``stem`` does not apply)."""
+    return {"block": "plain", "survival": 1.0, "stem": False}
 
 
 @variant("residual")
 def _residual(model: dict, ablation: "AblationConfig") -> dict:
-    """Residual blocks, x → x + act(Wx + b) (projection where widths change)."""
+    """Residual blocks, x → x + act(Wx + b) (projection where widths change, unless the base
+    model has ``stem: true``: a plain first layer, then identity skips only)."""
     return {"block": "residual", "survival": 1.0}
 
 
@@ -67,6 +69,19 @@ def _residual_stochastic_depth(model: dict, ablation: "AblationConfig") -> dict:
     """Residual blocks with stochastic depth: branch k survives with probability decaying
     linearly from 1 to ``ablation.survival`` (identity at evaluation)."""
     return {"block": "residual", "survival": ablation.survival}
+
+
+@variant("residual_stem")
+def _residual_stem(model: dict, ablation: "AblationConfig") -> dict:
+    """A plain first layer (descriptors → width), then residual blocks with identity skips:
+    no projection weights, so depth and parameter count compare fairly with ``plain``."""
+    return {"block": "residual", "survival": 1.0, "stem": True}
+
+
+@variant("residual_sd_stem")
+def _residual_sd_stem(model: dict, ablation: "AblationConfig") -> dict:
+    """``residual_stem`` with stochastic depth on its residual blocks (the stem always runs)."""
+    return {"block": "residual", "survival": ablation.survival, "stem": True}
 
 
 @dataclass(frozen=True)

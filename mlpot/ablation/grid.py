@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..config import ConfigError
 from ..models import NetworkConfig
-from ..models.blocks import BLOCKS
+from ..models.mlp import network_parameters
 from ..training.config import TrainConfig
 from .config import VARIANTS, AblationConfig, AblationSetup
 
@@ -80,20 +80,18 @@ class RunSpec:
 
 def count_parameters(n_features: Sequence[int], config: NetworkConfig) -> int:
     """Trainable parameters of the per-element networks (from the block sizes: nothing is
-    built, so parameter matching can try thousands of shapes)."""
-    block = BLOCKS[config.block]
-    total = 0
-    for d_in in n_features:
-        sizes = (int(d_in), *config.hidden_sizes)
-        total += sum(block.n_parameters(a, b) for a, b in zip(sizes[:-1], sizes[1:])) + sizes[-1] + 1
-    return total
+    built, so parameter matching can try thousands of shapes; a plain stem counts as a plain
+    layer, :func:`~mlpot.models.mlp.network_parameters`)."""
+    return sum(network_parameters(int(d_in), config) for d_in in n_features)
 
 
 def matched_hidden(n_features: Sequence[int], depth: int, target: int, base: NetworkConfig,
                    tolerance: float = MATCH_TOLERANCE) -> tuple[tuple[int, ...], int]:
     """Hidden widths of a ``depth``-layer network with as close to ``target`` parameters as
     possible: the largest uniform width w not above the budget, then the last hidden layer's
-    width tuned (a fine knob: one unit there costs only ~w + 2 weights per element).
+    width tuned (a fine knob: one unit there costs only ~w + 2 weights per element). A
+    network with a stem (``base.stem``) keeps equal widths (no projections): w or w + 1,
+    whichever is closer, a coarser knob (one unit costs ~2(depth − 1) w weights per element).
 
     Returns:
         ``(hidden, n_parameters)``.
@@ -113,8 +111,8 @@ def matched_hidden(n_features: Sequence[int], depth: int, target: int, base: Net
         lo, hi = (mid, hi) if count([mid] * depth) <= target else (lo, mid)
     w = lo
     best = None
-    if depth == 1:
-        candidates = [[lo], [hi]]
+    if depth == 1 or base.stem:
+        candidates = [[lo] * depth, [hi] * depth]
     else:
         candidates = [[w] * (depth - 1) + [last] for last in range(1, 4 * w + 2)]
     for hidden in candidates:
@@ -142,7 +140,7 @@ def expand_grid(setup: AblationSetup, n_features: Sequence[int]) -> list[RunSpec
     target = None
     if "matched" in ab.widths:
         ref_net = replace(base, hidden=(int(ref.get("width", 32)),) * int(ref.get("depth", 2)),
-                          block="plain", survival=1.0)
+                          block="plain", survival=1.0, stem=False)
         target = count_parameters(n_features, ref_net)
     runs = []
     for variant, width, init, act, seed, fold, depth in itertools.product(

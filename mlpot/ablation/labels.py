@@ -7,7 +7,9 @@ from typing import Iterable
 __all__ = ["series_name", "varying", "series_words", "layers_words", "VARIANT_WORDS"]
 
 #: Variant name → what a legend says.
-VARIANT_WORDS = {"plain": "plain", "residual": "residual", "residual_sd": "residual + stochastic depth"}
+VARIANT_WORDS = {"plain": "plain", "residual": "residual", "residual_sd": "residual + stochastic depth",
+                 "residual_stem": "plain stem + residual",
+                 "residual_sd_stem": "plain stem + residual + stochastic depth"}
 
 
 def _width_label(run: dict) -> str:

@@ -5,7 +5,9 @@ in :func:`register_block`):
 
 * ``plain``:    h' = σ(W h + b)
 * ``residual``: h' = P h + DropPath(σ(W h + b)), with P the identity when d_in = d_out and
-  a bias-free linear projection otherwise (He et al. 2016). With ``zero_init`` the branch's
+  a bias-free linear projection otherwise (He et al. 2016). ``NetworkConfig(stem=True)``
+  puts a plain layer first instead (d_in → width), so that equal widths leave no block a
+  projection (see :class:`~mlpot.models.NetworkConfig`). With ``zero_init`` the branch's
   W starts at zero so every block starts as (projected) identity when σ(0) = 0 (tanh,
   shifted softplus, SiLU, CELU, GELU, identity; not softplus, sigmoid, Gaussian or cos,
   which exist for n2p2 potentials).
@@ -94,7 +96,12 @@ def register_block(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
       start as the identity) and ``survival`` (stochastic-depth survival probability of this
       block) may be ignored by blocks without a skip connection.
     * ``forward(x)``: (n, d_in) → (n, d_out), row by row (atoms are independent), smooth in
-      ``x`` so that forces (and their double backward in training) exist.
+      ``x`` so that forces (and their double backward in training) exist. A block with
+      stochastic depth sets the class attribute ``takes_keep = True`` and takes
+      ``forward(x, keep)``, ``keep`` (n, 1) of 0/1 or ``None``: the per-structure draw for
+      this block of each row's structure (:class:`~mlpot.models.depth.DropPath`); it must
+      not draw random numbers itself when ``keep`` is given (stacked models evaluate
+      blocks under ``torch.func.vmap``).
     * ``n_parameters(d_in, d_out) -> int``, a static method: trainable parameters of one
       block without building it (:mod:`mlpot.ablation` sizes its grids with it).
 
@@ -121,6 +128,8 @@ def register_block(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 class PlainBlock(nn.Module):
     """h' = σ(W h + b); ``zero_init`` and ``survival`` do not apply (no skip connection)."""
 
+    takes_keep = False
+
     def __init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
                  survival: float = 1.0):
         super().__init__()
@@ -141,6 +150,8 @@ class PlainBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """h' = P h + DropPath(σ(W h + b)), P the identity or a bias-free projection."""
 
+    takes_keep = True
+
     def __init__(self, d_in: int, d_out: int, act: str, init: str, zero_init: bool = False,
                  survival: float = 1.0):
         super().__init__()
@@ -160,7 +171,9 @@ class ResidualBlock(nn.Module):
         """Trainable parameters of a block (with its projection), without building it."""
         return d_in * d_out + d_out + (d_in * d_out if d_in != d_out else 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x (n, d_in) → (n, d_out); ``keep`` (n, 1): each row's stochastic-depth draw
+        (:class:`~mlpot.models.depth.DropPath`; ignored in eval mode)."""
         skip = x if self.project is None else self.project(x)
-        return skip + self.drop(self.act(self.linear(x)))
+        return skip + self.drop(self.act(self.linear(x)), keep)
 

@@ -40,8 +40,13 @@ class ElementNetworks(nn.Module):
         except ValueError:
             raise KeyError(f"no network for element {element!r}; elements are {list(self.elements)}") from None
 
-    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, species: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
         """Atomic outputs (N,) for features (N, F) of atoms with element indices species (N,).
+
+        ``keep`` (N, n_blocks) 0/1: each atom's stochastic-depth row (its structure's draws,
+        :meth:`~mlpot.models.Potential.draw_depth_mask`), routed with the atom to its
+        network (``None``: none; see :meth:`AtomicMLP.forward`).
 
         Atoms are sorted by element once and each network takes its contiguous slice: one
         host synchronisation per call (the element counts), not one per element, and none
@@ -53,8 +58,9 @@ class ElementNetworks(nn.Module):
             return self._forward_traced(features, species)
         order, counts = self._routing(species)
         chunks = features.index_select(0, order).split(counts)
-        parts = [net(chunk[:, :n]) for net, n, chunk, count in zip(self.networks, self.n_features, chunks, counts)
-                 if count]
+        rows = keep.index_select(0, order).split(counts) if keep is not None else [None] * len(counts)
+        parts = [net(chunk[:, :n], mask) for net, n, chunk, mask, count
+                 in zip(self.networks, self.n_features, chunks, rows, counts) if count]
         if not parts:
             return features.new_zeros(features.shape[0])
         values = torch.cat(parts)

@@ -13,7 +13,7 @@ from .blocks import ACTIVATIONS, BLOCKS, PlainBlock, activation
 from .depth import survival_probabilities
 from .init import INITS, initialise_linear
 
-__all__ = ["NetworkConfig", "AtomicMLP"]
+__all__ = ["NetworkConfig", "AtomicMLP", "block_classes", "block_survival", "network_parameters"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,13 @@ class NetworkConfig:
             or ``residual`` built in (see :data:`~mlpot.models.blocks.BLOCKS`).
         init: weight initialisation scheme (see :data:`~mlpot.models.init.INITS`).
         zero_init_residual: start each residual branch at zero (block = identity).
+        stem: (YAML ``model.stem``; ``block: residual`` only) make the first hidden layer a
+            plain layer σ(W x + b), d_in → the first hidden width, and every later layer a
+            residual block. With equal hidden widths no block then needs a projection (the
+            skip is the identity everywhere); without a stem (the default, as in model files
+            written before this option) the first residual block carries a bias-free
+            projection d_in → width, a quarter to half of a narrow network's weights.
+            Stochastic depth applies to the residual blocks only (the stem always runs).
         survival: stochastic depth, survival probability of the last residual block,
             decaying linearly from 1 (1 = off; residual blocks only).
         checkpointing: recompute block activations in backward to save memory.
@@ -47,6 +54,7 @@ class NetworkConfig:
     block: str = "plain"
     init: str = "xavier_uniform"
     zero_init_residual: bool = False
+    stem: bool = False
     survival: float = 1.0
     checkpointing: bool = False
 
@@ -78,6 +86,12 @@ class NetworkConfig:
             raise ValueError(f"model.survival must be in (0, 1], got {self.survival}")
         if self.survival < 1.0 and self.block != "residual":
             raise ValueError("model.survival < 1 (stochastic depth) needs block: residual")
+        if self.stem and self.block != "residual":
+            raise ValueError(f"model.stem (a plain first layer before residual blocks) needs block: residual, "
+                             f"got block: {self.block}")
+        if self.stem and len(set(self.hidden_sizes)) > 1:
+            raise ValueError(f"model.stem needs equal hidden widths (identity skips, no projections), "
+                             f"got hidden: {list(self.hidden_sizes)}")
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -91,6 +105,31 @@ class NetworkConfig:
         return (self.activation,) * len(self.hidden_sizes)
 
 
+def block_classes(config: NetworkConfig) -> list[type[nn.Module]]:
+    """The block class of each hidden layer: ``config.block``'s, except a plain first layer
+    with ``config.stem``."""
+    n_blocks = len(config.hidden_sizes)
+    block = BLOCKS[config.block]
+    return [PlainBlock if config.stem and k == 0 else block for k in range(n_blocks)]
+
+
+def block_survival(config: NetworkConfig) -> tuple[float, ...]:
+    """Stochastic-depth survival probability of each hidden layer: linear decay over the
+    residual blocks (:func:`~mlpot.models.depth.survival_probabilities`), 1 for a stem."""
+    n_blocks = len(config.hidden_sizes)
+    if config.stem:
+        return (1.0, *survival_probabilities(n_blocks - 1, config.survival))
+    return tuple(survival_probabilities(n_blocks, config.survival))
+
+
+def network_parameters(d_in: int, config: NetworkConfig) -> int:
+    """Trainable parameters of one element's network with ``d_in`` descriptors, without
+    building it (blocks' ``n_parameters`` plus the readout)."""
+    sizes = (int(d_in), *config.hidden_sizes)
+    blocks = sum(cls.n_parameters(a, b) for cls, a, b in zip(block_classes(config), sizes[:-1], sizes[1:]))
+    return blocks + sizes[-1] + 1
+
+
 class AtomicMLP(nn.Module):
     """Descriptor (n, d_in) → atomic energy contribution (n,).
 
@@ -102,16 +141,15 @@ class AtomicMLP(nn.Module):
     def __init__(self, d_in: int, config: NetworkConfig):
         super().__init__()
         sizes: Sequence[int] = (d_in, *config.hidden_sizes)
-        n_blocks = len(sizes) - 1
-        survival = survival_probabilities(n_blocks, config.survival)
+        #: Stochastic-depth survival probability of each block (1: never dropped).
+        self.survival = block_survival(config)
         acts = config.hidden_activations
         # Through the registry only, with the constructor arguments every block class takes
         # (the contract in register_block's docstring).
-        block = BLOCKS[config.block]
         self.blocks = nn.ModuleList(
-            block(sizes[k], sizes[k + 1], act=acts[k], init=config.init,
-                  zero_init=config.zero_init_residual, survival=survival[k])
-            for k in range(n_blocks)
+            cls(sizes[k], sizes[k + 1], act=acts[k], init=config.init,
+                zero_init=config.zero_init_residual, survival=self.survival[k])
+            for k, cls in enumerate(block_classes(config))
         )
         self.readout = nn.Linear(sizes[-1], 1)
         out_act = config.output_activation
@@ -141,14 +179,26 @@ class AtomicMLP(nn.Module):
                                  "the network is not a chain of affine layers")
         return [block.linear for block in self.blocks] + [self.readout]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Descriptors x (n, d_in) → outputs (n,), in units of the energy scale.
+
+        Args:
+            x: scaled descriptors, one row per atom.
+            keep: (n, n_blocks) 0/1, stochastic depth in training mode: column k is the
+                draw for block k of each row's structure (rows of one structure equal;
+                :meth:`~mlpot.models.Potential.draw_depth_mask`); ``None``: blocks draw
+                for themselves (all rows as one sample). Ignored in eval mode.
+        """
+        for k, block in enumerate(self.blocks):
+            args = (x,)
+            if keep is not None and getattr(block, "takes_keep", False):
+                args = (x, keep[:, k:k + 1])
             if self.checkpointing and self.training and torch.is_grad_enabled():
                 # Non-reentrant checkpointing: the reentrant form breaks the double backward
                 # of force training.
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, *args, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(*args)
         x = self.readout(x)
         if self.output_act is not None:
             x = self.output_act(x)

@@ -18,7 +18,7 @@ from torch import nn
 from ..descriptors import Descriptor, PairJacobian, SymmetryFunctions, SymmetryFunctionSpec
 from ..neighbours import edge_vectors
 from .elementwise import ElementNetworks
-from .mlp import NetworkConfig
+from .mlp import NetworkConfig, block_survival
 
 __all__ = ["Potential", "auto_chunk_size"]
 
@@ -272,6 +272,7 @@ class Potential(nn.Module):
         species = self.descriptor.species(batch.numbers)
         # Pairs are sorted by centre: each group's pairs are one contiguous slice.
         starts, first_pair = groups
+        keep = self._depth_rows(batch, vec.dtype)  # one draw per structure for all its groups
         de_dvec = torch.zeros_like(vec)
         atomic_parts, raw_parts = [], []
         for k, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
@@ -279,7 +280,7 @@ class Potential(nn.Module):
             with torch.enable_grad():
                 part = vec[a:b].detach().requires_grad_(True)
                 raw = self.descriptor.compute_from_vectors(part, species, batch.edge_index[:, a:b], n_atoms)[lo:hi]
-                atomic = self.atomic_energies(raw, species[lo:hi])
+                atomic = self.atomic_energies(raw, species[lo:hi], None if keep is None else keep[lo:hi])
                 (grad,) = torch.autograd.grad(atomic.sum(), part, allow_unused=True)
             if grad is not None:  # None: a group without pairs
                 de_dvec[a:b] = grad
@@ -341,17 +342,44 @@ class Potential(nn.Module):
 
     def _energies(self, raw: torch.Tensor, species: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,) atomic and (B,) total energies, eV, from (N, F) raw descriptors."""
-        atomic = self.atomic_energies(raw, species)
+        atomic = self.atomic_energies(raw, species, self._depth_rows(batch, raw.dtype))
         energy = atomic.new_zeros(batch.n_systems).index_add(0, batch.system_idx, atomic)
         return atomic, energy
 
-    def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    def draw_depth_mask(self, n_systems: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """Stochastic depth: (B, n_blocks) 0/1, one draw per (structure, hidden block), block
+        k kept with its survival probability (:func:`~mlpot.models.mlp.block_survival`);
+        shared by the element networks (block k of every element's network is dropped
+        for the whole structure together).
+
+        ``None``, drawing nothing, in eval mode and when every survival probability is 1.
+        The mask does not depend on positions: forces stay the exact gradient of the
+        training energy of this draw.
+        """
+        if not self.training:
+            return None
+        survival = block_survival(self.config)
+        if all(p >= 1.0 for p in survival):
+            return None
+        p = torch.tensor(survival, dtype=dtype, device=device)
+        return torch.bernoulli(p.expand(n_systems, len(survival)))
+
+    def _depth_rows(self, batch, dtype: torch.dtype) -> torch.Tensor | None:
+        """(N, n_blocks): each atom's row of :meth:`draw_depth_mask` (its structure's draws)."""
+        mask = self.draw_depth_mask(batch.n_systems, batch.system_idx.device, dtype)
+        return None if mask is None else mask.index_select(0, batch.system_idx)
+
+    def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor,
+                        keep: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) atomic energies e_ref(Z_i) + s · NN_{Z_i}(G̃_i), eV, from (n, F) raw
-        descriptors of atoms of ``species`` (n,): the energy formula, here only."""
+        descriptors of atoms of ``species`` (n,): the energy formula, here only.
+
+        ``keep`` (n, n_blocks): each atom's stochastic-depth row (:meth:`draw_depth_mask`,
+        training only; ``None`` in eval mode)."""
         features = self.descriptor.scale(raw, species)
         dtype = features.dtype
         return (self.reference_energies.to(dtype)[species]
-                + self.energy_scale.to(dtype) * self.networks(features, species))
+                + self.energy_scale.to(dtype) * self.networks(features, species, keep))
 
 
 def _add_derivatives(out: dict, outputs: torch.Tensor, grad_outputs: torch.Tensor | None,

@@ -107,9 +107,12 @@ class ModelStack(Potential):
         finally:
             self._member = None
 
-    def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor,
+                        keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) e_ref + s · NN(G̃) of each atom with its member's scaler, reference energies,
-        energy scale and weights (see :meth:`assign`); raw (N, F), species (N,)."""
+        energy scale and weights (see :meth:`assign`); raw (N, F), species (N,), ``keep``
+        (N, n_blocks) each atom's stochastic-depth row (its structure's draws,
+        :meth:`~mlpot.models.Potential.draw_depth_mask`; ``None`` in eval mode)."""
         member = self._member
         if member is None or member.shape[0] != raw.shape[0]:
             raise RuntimeError("ModelStack: assign() every atom to a member before evaluating")
@@ -117,20 +120,24 @@ class ModelStack(Potential):
         scaled = torch.addcmul(self.scale_bias.to(dtype)[member, species], raw,
                                self.scale_weight.to(dtype)[member, species])
         if len(self._templates) == 1:  # one element: every atom is its
-            out = self._element_outputs(0, scaled, member)
+            out = self._element_outputs(0, scaled, member, keep)
         else:
             out = raw.new_zeros(raw.shape[0])
             for e in range(len(self._templates)):
                 idx = torch.nonzero(species == e).squeeze(1)
                 if idx.numel():
+                    rows = None if keep is None else keep.index_select(0, idx)
                     out = out.index_copy(0, idx, self._element_outputs(e, scaled.index_select(0, idx),
-                                                                       member.index_select(0, idx)))
+                                                                       member.index_select(0, idx), rows))
         return (self.reference_energies.to(dtype)[member, species]
                 + self.energy_scale.to(dtype)[member] * out)
 
-    def _element_outputs(self, e: int, features: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    def _element_outputs(self, e: int, features: torch.Tensor, member: torch.Tensor,
+                         keep: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) network outputs of element ``e``'s atoms (features (n, F), member (n,),
-        non-decreasing): padded to (M, n_max, F_e) and evaluated by one vmap over members."""
+        non-decreasing, ``keep`` (n, n_blocks) or ``None``): padded to (M, n_max, F_e) and
+        evaluated by one vmap over members. The stochastic-depth rows travel as an input
+        (padding rows keep every block): no random numbers are drawn inside the vmap."""
         n_members = self.n_members
         counts = torch.bincount(member, minlength=n_members)
         n_max, width = int(counts.max()), self.n_features[e]
@@ -139,11 +146,20 @@ class ModelStack(Potential):
         padded = features.new_zeros(n_members * n_max, width).index_copy(0, slot, features[:, :width])
         prefix, template = self._prefix[e], self._templates[e]
         params = {n[len(prefix):]: self.stacked[_key(n)] for n in self.parameter_names if n.startswith(prefix)}
+        if keep is None:
+            def network(p: dict, x: torch.Tensor) -> torch.Tensor:
+                return functional_call(template, p, (x,))
 
-        def network(p: dict, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(template, p, (x,))
+            outputs = vmap(network, randomness="different")(params, padded.view(n_members, n_max, width))
+        else:
+            n_blocks = keep.shape[1]
+            rows = keep.new_ones(n_members * n_max, n_blocks).index_copy(0, slot, keep)
 
-        outputs = vmap(network, randomness="different")(params, padded.view(n_members, n_max, width))
+            def network(p: dict, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                return functional_call(template, p, (x, k))
+
+            outputs = vmap(network, randomness="error")(params, padded.view(n_members, n_max, width),
+                                                          rows.view(n_members, n_max, n_blocks))
         return outputs.reshape(-1).index_select(0, slot)
 
     # ------------------------------------------------------------------ members
