@@ -2,7 +2,7 @@
 
 Legends name configurations in words (:func:`~mlpot.ablation.labels.series_words`); every
 mean carries its spread over folds and seeds; the gradient heatmaps share one colour scale,
-so a colour means the same gradient norm in every panel; timings, the noisiest numbers, are
+so a colour means the same RMS gradient per weight in every panel; timings, the noisiest numbers, are
 drawn as the median over a configuration's runs with bars from the fastest to the slowest.
 """
 
@@ -88,9 +88,9 @@ def _plot_error_vs_depth(f: _Figures) -> None:
 
 
 def _gradient_grid(gs: list[dict], kind: str) -> np.ndarray:
-    """log10 gradient norms: one row per depth, layer k in column k − 1 and the readout in
-    the last column (deeper networks fill more of the row, so the gap shows where the
-    shallow ones end)."""
+    """log10 RMS gradient per weight (``kind``: a ``grad_*_rms`` key): one row per depth,
+    layer k in column k − 1 and the readout in the last column (deeper networks fill more of
+    the row, so the gap shows where the shallow ones end)."""
     max_depth = max(g["depth"] for g in gs)
     grid = np.full((len(gs), max_depth + 1), np.nan)
     for i, g in enumerate(gs):
@@ -102,9 +102,11 @@ def _gradient_grid(gs: list[dict], kind: str) -> np.ndarray:
 
 
 def _plot_gradient_norms(f: _Figures) -> None:
-    """Heatmaps of log10 gradient norm per layer (columns) and depth (rows), at initialisation
-    and in the last epoch, one column of panels per series, on one shared colour scale."""
-    kinds = [k for k in ("grad_init", "grad_last_epoch") if any(g.get(k) for g in f.groups)]
+    """Heatmaps of log10 RMS gradient per weight, ‖∂L/∂θ‖ / √(weights), per layer (columns)
+    and depth (rows), at initialisation and in the last epoch, one column of panels per
+    series, on one shared colour scale. Per weight: raw norms grow with a layer's size and
+    would rank a wide first layer above a small readout for that alone."""
+    kinds = [k for k in ("grad_init_rms", "grad_last_epoch_rms") if any(g.get(k) for g in f.groups)]
     if not kinds:
         return
     grids = {(kind, s): _gradient_grid(f.by_series(s), kind) for kind in kinds for s in f.series}
@@ -120,10 +122,11 @@ def _plot_gradient_norms(f: _Figures) -> None:
             ax.set_yticks(range(len(gs)), [str(g["depth"]) for g in gs])
             ax.set_xticks([0, grid.shape[1] - 1], ["layer 1", "readout"])
             ax.set_ylabel("hidden layers")
-            ax.set_title(f"{series_words(s)}\n{'at initialisation' if kind == 'grad_init' else 'last epoch'}",
+            ax.set_title(f"{series_words(s)}\n{'at initialisation' if kind == 'grad_init_rms' else 'last epoch'}",
                          fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="log10 ‖∂L/∂θ‖ (one scale for all panels)")
-    f.save(fig, "gradient_norms.png", "Gradient norm per layer (log10, one colour scale) vs depth")
+    fig.colorbar(image, ax=axes.ravel().tolist(),
+                 label="log10 RMS gradient per weight, ‖∂L/∂θ‖/√n (one scale for all panels)")
+    f.save(fig, "gradient_norms.png", "RMS gradient per weight per layer (log10, one colour scale) vs depth")
 
 
 def _plot_pareto(f: _Figures) -> None:

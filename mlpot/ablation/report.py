@@ -25,9 +25,10 @@ import numpy as np
 from ..io.files import atomic_write_text
 from .labels import series_name, varying
 from .plots import draw_plots
-from .stats import METRIC_WORDS, costed, paired_difference, pareto_front, ranking_metric, recurring_outliers
+from .stats import (METRIC_WORDS, costed, layer_sizes, paired_difference, pareto_front, ranking_metric,
+                    recurring_outliers, rms_per_weight)
 
-__all__ = ["collect_results", "aggregate", "write_results", "render_report", "pareto_front"]
+__all__ = ["collect_results", "aggregate", "gradient_rms", "write_results", "render_report", "pareto_front"]
 
 _METRICS = ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom", "force_rmse_mev_per_a",
             "force_mae_mev_per_a", "stress_rmse_gpa")
@@ -38,8 +39,32 @@ def collect_results(out: str | Path) -> list[dict]:
     from .runner import load_result
 
     runs_dir = Path(out) / "runs"
-    found = (load_result(d) for d in sorted(runs_dir.iterdir()) if d.is_dir()) if runs_dir.is_dir() else ()
-    return [r for r in found if r is not None]
+    dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir()) if runs_dir.is_dir() else []
+    return [_with_layer_sizes(r, d) for r, d in ((load_result(d), d) for d in dirs) if r is not None]
+
+
+def _with_layer_sizes(result: dict, run_dir: Path) -> dict:
+    """``result`` with its weights per layer (``layer_parameters``, for the RMS gradient per
+    weight): results measured before they were kept get them from the run's ``model.pt``
+    (shapes only); without a readable file they stay without."""
+    if result.get("layer_parameters") is not None:
+        return result
+    from ..io.model_file import ModelFileError, read_torch_file
+
+    try:
+        state = read_torch_file(run_dir / "model.pt", "mlpot model file")["state_dict"]
+        sizes = layer_sizes({k: v.numel() for k, v in state.items()})
+    except (OSError, ModelFileError, KeyError, TypeError, AttributeError):
+        return result
+    return {**result, "layer_parameters": sizes}
+
+
+def gradient_rms(run: dict, key: str) -> dict[str, float] | None:
+    """A run's RMS gradient per weight per layer for ``key`` (``grad_init``,
+    ``grad_first_epoch``, ``grad_last_epoch``): as measured (``<key>_rms``), else derived
+    from its layer norms and ``layer_parameters``; ``None`` without sizes."""
+    found = run.get(f"{key}_rms")
+    return found if found is not None else rms_per_weight(run.get(key), run.get("layer_parameters"))
 
 
 def _mean_std(values: Iterable) -> tuple[float | None, float | None]:
@@ -82,6 +107,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
         for key in ("grad_init", "grad_last_epoch"):
             layers = sorted({k for r in members for k in (r.get(key) or {})}, key=_layer_order)
             g[key] = {k: _mean_std((r.get(key) or {}).get(k) for r in members)[0] for k in layers}
+            rms = [gradient_rms(r, key) or {} for r in members]  # per weight: layers of any size compare
+            means = {k: _mean_std(x.get(k) for x in rms)[0] for k in layers}
+            g[f"{key}_rms"] = {k: v for k, v in means.items() if v is not None}
         out.append(g)
     out.sort(key=lambda g: (g["series"], g["depth"]))
     return out
@@ -305,15 +333,21 @@ def _md_section(runs: list[dict], groups: list[dict]) -> list[str]:
 
 
 def _gradient_section(groups: list[dict]) -> list[str]:
-    """Section "Gradient flow": first-layer and readout gradient norms per configuration."""
+    """Section "Gradient flow": first-layer and readout RMS gradient per weight per
+    configuration (norms would grow with a layer's size: a first layer has far more
+    weights than the readout)."""
     lines = ["## Gradient flow", "",
-             "Gradient norm of the training loss per layer (pooled over the element networks), at "
-             "initialisation on the first mini-batch. The ratio first-layer / readout shows "
-             "vanishing (≪ 1) or exploding (≫ 1) gradients through the depth.", "",
-             "| series | depth | layer 1 | readout | layer 1 / readout | last epoch: layer 1 / readout |",
+             "RMS gradient per weight, ‖∂L/∂θ‖ / √(weights), of the training loss per layer "
+             "(pooled over the element networks), at initialisation on the first mini-batch. "
+             "Per weight, so that layers of different sizes compare: the raw norm of a 38 → 64 "
+             "first layer sums ~40× more weights than a readout's. The ratio first layer / "
+             "readout shows vanishing (≪ 1) or exploding (≫ 1) gradients through the depth; "
+             "– where a run's layer sizes are unknown.", "",
+             "| series | depth | layer 1 (RMS per weight) | readout (RMS per weight) | layer 1 / readout | "
+             "last epoch: layer 1 / readout |",
              "|---|---|---|---|---|---|"]
     for g in groups:
-        gi, gl = g.get("grad_init") or {}, g.get("grad_last_epoch") or {}
+        gi, gl = g.get("grad_init_rms") or {}, g.get("grad_last_epoch_rms") or {}
         lines.append(f"| {g['series']} | {g['depth']} | {_num(gi.get('layer 1'), 3, 'g')} | "
                      f"{_num(gi.get('readout'), 3, 'g')} | {_ratio(gi)} | {_ratio(gl)} |")
     return lines + [""]

@@ -280,7 +280,6 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
     ``process_peak_rss_mib`` is the peak resident set of the process, shared by the runs
     trained together in it."""
     from ..io import load_model
-    from ..training.gradients import layer_norms
 
     config = run.train_config(setup, split_file)
     device = resolve_device(config.training.device, "training.device")
@@ -300,9 +299,7 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
         "train_wall_s": sum(float(r["wall_s"]) for r in history),
         "test": summary["test"], "val": summary["val"],
         "external_test": None,
-        "grad_init": _grad_init(run_dir),
-        "grad_first_epoch": layer_norms(_grad_columns(history[0])) if history else None,
-        "grad_last_epoch": layer_norms(_grad_columns(history[-1])) if history else None,
+        **gradient_flow(model, run_dir, history),
         "threads": torch.get_num_threads(), "device": str(device),
         # Runs of one grid point trained together share a process: its peak resident set and
         # each run's share of the epochs' wall time (metrics.csv) are what they report.
@@ -403,6 +400,26 @@ def _process_peak_rss_mib(device) -> float:
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def gradient_flow(model, run_dir: Path, history: list[dict]) -> dict:
+    """The gradient-flow entries of a run's result: per-layer gradient norms at
+    initialisation (``grad_init.json``), in the first and last epochs (``metrics.csv``), the
+    weights per layer (``layer_parameters``) and, from both, the RMS gradient per weight of
+    each (``grad_init_rms`` …): the norm grows with a layer's size, the RMS does not, so
+    only the RMS compares layers of different sizes. ``metrics.csv`` keeps its columns (old
+    runs resume against them); the RMS is derived here."""
+    from ..training.gradients import layer_norms
+    from .stats import layer_sizes, rms_per_weight
+
+    sizes = layer_sizes({n: p.numel() for n, p in model.named_parameters() if p.requires_grad})
+    out = {"grad_init": _grad_init(run_dir),
+           "grad_first_epoch": layer_norms(_grad_columns(history[0])) if history else None,
+           "grad_last_epoch": layer_norms(_grad_columns(history[-1])) if history else None,
+           "layer_parameters": sizes}
+    for key in ("grad_init", "grad_first_epoch", "grad_last_epoch"):
+        out[f"{key}_rms"] = rms_per_weight(out[key], sizes)
+    return out
 
 
 def _grad_columns(row: dict) -> dict[str, float]:

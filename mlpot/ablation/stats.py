@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..training.gradients import layer_of
+
 __all__ = ["ranking_metric", "paired_difference", "pareto_front", "costed", "structure_errors",
-           "outlier_structures", "recurring_outliers", "OUTLIER_FACTOR", "OUTLIER_Z", "METRIC_WORDS"]
+           "outlier_structures", "recurring_outliers", "layer_sizes", "rms_per_weight", "OUTLIER_FACTOR",
+           "OUTLIER_Z", "METRIC_WORDS"]
 
 #: A structure's error must exceed this multiple of the median structure's error ...
 OUTLIER_FACTOR = 5.0
@@ -179,3 +182,30 @@ def recurring_outliers(runs: Sequence[dict], split: str) -> list[dict]:
         o["median_structure_force_rmse_mev_per_a"] = float(np.median(typical)) if typical else None
     out.sort(key=lambda o: (-o["runs"], -(o["force_rmse_mev_per_a"] or 0.0)))
     return out
+
+
+def layer_sizes(parameter_numels: Mapping[str, int]) -> dict[str, int]:
+    """Weights per layer, pooled over the element networks as the gradient norms are
+    (:func:`~mlpot.training.gradients.layer_norms`): parameter name (``named_parameters``,
+    state-dict or ``metrics.csv`` column spelling) → element count, to layer → count."""
+    sizes: dict[str, int] = {}
+    for name, numel in parameter_numels.items():
+        layer = layer_of(name)
+        if layer is not None:
+            sizes[layer] = sizes.get(layer, 0) + int(numel)
+    return sizes
+
+
+def rms_per_weight(layer_norms: Mapping[str, float] | None, sizes: Mapping[str, int] | None) -> dict[str, float] | None:
+    """RMS gradient per weight of each layer, ‖∂L/∂θ‖ / √(number of weights), from the
+    pooled layer norms and :func:`layer_sizes`.
+
+    A layer's gradient norm grows with its size (a 38 → 64 first layer has ~2,500 weights,
+    a readout 65): norms of layers of different sizes are not comparable, the RMS per weight
+    is. ``None`` when either input is missing (results measured before sizes were kept);
+    layers without a size are left out.
+    """
+    if not layer_norms or not sizes:
+        return None
+    return {k: float(v) / math.sqrt(sizes[k]) for k, v in layer_norms.items()
+            if v is not None and sizes.get(k)}

@@ -293,6 +293,7 @@ def _synthetic_run(variant, depth, fold, f_rmse, us):
             "external_test": None, "inference_us_per_atom": us, "peak_memory_mib": 300.0,
             "grad_init": {**{f"layer {k}": 10.0 ** -k for k in range(1, depth + 1)}, "readout": 1.0},
             "grad_last_epoch": {"layer 1": 0.5, "readout": 1.0},
+            "layer_parameters": {**{f"layer {k}": 16 * 16 + 16 for k in range(1, depth + 1)}, "readout": 17},
             "md": {"steps": 100, "timestep_fs": 0.5, "ensemble": "nve", "temperature_K": 300,
                    "survived_fraction": 1.0 if depth < 4 else 0.5, "mean_time_to_failure_ps": 0.05,
                    "mean_abs_drift_mev_per_atom_ps": 0.1 * depth}}
