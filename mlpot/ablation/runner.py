@@ -491,10 +491,13 @@ def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log
 
 def _grid_identity(config: dict) -> dict:
     """The parts of a config that finished runs depend on."""
+    from ..training.config import RESULT_NEUTRAL_TRAINING_OPTIONS, with_current_defaults
+
     config = json.loads(json.dumps(config))
     ablation = config.pop("ablation", {}) or {}
+    # Keys added to mlpot since the grid started take their defaults (what it ran with).
+    config = json.loads(json.dumps(with_current_defaults(config)))
     # Settings that do not change a run's result may differ (the same ones a resume allows).
-    from ..training.config import RESULT_NEUTRAL_TRAINING_OPTIONS
 
     for key in RESULT_NEUTRAL_TRAINING_OPTIONS:
         config.get("training", {}).pop(key, None)

@@ -40,6 +40,7 @@ from ..models import NetworkConfig
 __all__ = [
     "DataConfig", "ScalingConfig", "LossConfig", "OptimizerConfig", "ScheduleConfig",
     "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
+    "with_current_defaults",
 ]
 
 
@@ -348,6 +349,17 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], allowed: Collection
 
     fa, fb = flat(a), flat(b)
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not is_allowed(k))
+
+
+def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config dict written by an earlier mlpot (a checkpoint's, a run folder's), parsed by
+    this one: keys added since then take their defaults, which is what that run trained with
+    (e.g. ``model.stem``). Returned unchanged when it no longer parses (the comparison that
+    follows then names the keys that differ)."""
+    try:
+        return TrainConfig.from_dict(saved).to_dict()
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return saved
 
 
 def resolve_data_paths(data: dict[str, Any], folder: Path) -> None:

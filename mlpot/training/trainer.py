@@ -49,7 +49,7 @@ from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
 from .checkpoint import RUN_FILES, CheckpointError, load_checkpoint, save_checkpoint, saved_files_note
-from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig, config_differences
+from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig, config_differences, with_current_defaults
 from .data import BatchStore
 from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
@@ -433,6 +433,7 @@ def _evaluate_test(run: _Run, data: _Data) -> dict | None:
 
 
 def _check_resumable(saved: dict, current: dict, path: Path) -> None:
+    saved = with_current_defaults(saved)
     changed = config_differences(saved, current, _RESUME_MAY_CHANGE)
     if changed:
         raise ValueError(f"cannot resume {path}: the config differs in {changed}; only "

@@ -117,6 +117,20 @@ def test_resume_is_bit_identical(dataset, tmp_path):
         assert x == y
 
 
+def test_checkpoint_of_an_older_mlpot_resumes(dataset, tmp_path):
+    """A checkpoint whose config lacks a key added to mlpot later (here ``model.stem``) resumes:
+    the missing key means its default, which that run trained with. A real change is refused."""
+    train(config(dataset, epochs=2), tmp_path, progress=False, log=lambda s: None)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    del checkpoint["config"]["model"]["stem"]
+    torch.save(checkpoint, tmp_path / "last.pt")
+    result = train(config(dataset, epochs=3), tmp_path, resume=True, progress=False, log=lambda s: None)
+    assert result["epochs"] == 3
+    changed = TrainConfig.from_dict({**config(dataset, epochs=4).to_dict(), "model": {"depth": 2, "width": 9}})
+    with pytest.raises(ValueError, match=r"model\.width"):
+        train(changed, tmp_path, resume=True, progress=False, log=lambda s: None)
+
+
 def test_nan_loss_stops_and_keeps_last_good_epoch(dataset, tmp_path, monkeypatch):
     import mlpot.training.trainer as trainer
 
