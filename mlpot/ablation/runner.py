@@ -93,7 +93,7 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     setup.save(saved)
 
     structures = read(setup.base.data.train, format=setup.base.data.format, **setup.base.data.read_options)
-    split_files = _write_splits(setup, len(structures), out / "splits")
+    split_files = _write_splits(setup, structures, out / "splits")
     elements, n_features = _descriptor_shape(setup, structures, split_files[0])
     runs = expand_grid(setup, n_features)
     if only:
@@ -434,15 +434,17 @@ def _grad_init(run_dir: Path) -> dict | None:
         return None
 
 
-def _write_splits(setup: AblationSetup, n: int, folder: Path) -> list[str]:
-    """The folds' splits (written once; reused on resume so every run sees the same data)."""
+def _write_splits(setup: AblationSetup, structures, folder: Path) -> list[str]:
+    """The folds' splits (written once; reused on resume so every run sees the same data);
+    whole groups with ``data.group_by``."""
     ab, data = setup.ablation, setup.base.data
+    n, groups = len(structures), data.groups(structures)
     folder.mkdir(parents=True, exist_ok=True)
     if ab.folds >= 2:
-        splits = kfold_splits(n, ab.folds, seed=data.split_seed, val_fraction=data.val_fraction)
+        splits = kfold_splits(n, ab.folds, seed=data.split_seed, val_fraction=data.val_fraction, groups=groups)
     else:
         test_fraction = 0.0 if data.test else ab.test_fraction
-        splits = [random_split(n, data.val_fraction, test_fraction, seed=data.split_seed)]
+        splits = [random_split(n, data.val_fraction, test_fraction, seed=data.split_seed, groups=groups)]
     paths = []
     for k, split in enumerate(splits):
         path = folder / f"fold{k}.json"

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def load_split(path: str | os.PathLike) -> Split:
 
 
 def random_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                 seed: int = 0) -> Split:
+                 seed: int = 0, groups: Sequence | None = None) -> Split:
     """Shuffle ``range(n)`` and cut it into train, val and test.
 
     Set sizes are ``round(fraction * n)``, at least 1 for a non-zero fraction.
@@ -125,15 +126,29 @@ def random_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.0,
         n: number of structures.
         val_fraction, test_fraction: fractions of ``n`` in [0, 1), summing to below 1.
         seed: seed of the ``numpy.random.Generator``.
+        groups: (n,) a label per structure (e.g. its MD trajectory): whole groups, shuffled,
+            go to test, then val, until each holds at least its share of structures, so no
+            group is split between the sets (neighbouring frames of a trajectory are
+            near-copies: split frame by frame, the validation and test errors would be
+            those of the training frames).
 
     Raises:
         ValueError: naming the parameter, for bad fractions or an ``n`` too small to leave
-            any training structure.
+            any training structure (with ``groups``: too few groups).
     """
     n = _check_count(n, "n", 1)
     _check_fraction(val_fraction, "val_fraction")
     _check_fraction(test_fraction, "test_fraction")
     n_val, n_test = _size(val_fraction, n), _size(test_fraction, n)
+    if groups is not None:
+        order = _grouped_order(groups, n, np.random.default_rng(seed))
+        test, rest = _take_groups(order, n_test)
+        val, train = _take_groups(rest, n_val)
+        if not train:
+            raise ValueError(f"{len(order)} group(s) are too few for val_fraction={val_fraction} and "
+                             f"test_fraction={test_fraction} with whole groups: the training set would be empty")
+        return Split(train=np.concatenate(train), val=_joined(val), test=_joined(test), method="random by group",
+                     seed=seed, n_total=n)
     if n - n_val - n_test < 1:
         raise ValueError(f"n={n} is too small for val_fraction={val_fraction} and "
                          f"test_fraction={test_fraction}: the training set would be empty")
@@ -142,7 +157,8 @@ def random_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.0,
                  test=perm[:n_test], method="random", seed=seed, n_total=n)
 
 
-def kfold_splits(n: int, k: int, seed: int = 0, val_fraction: float = 0.1) -> list[Split]:
+def kfold_splits(n: int, k: int, seed: int = 0, val_fraction: float = 0.1,
+                 groups: Sequence | None = None) -> list[Split]:
     """K-fold cross-validation: fold ``f`` tests on part ``f`` of a shuffled ``range(n)``.
 
     Each index is in exactly one test set. The remaining structures of a fold are shuffled
@@ -154,6 +170,9 @@ def kfold_splits(n: int, k: int, seed: int = 0, val_fraction: float = 0.1) -> li
         k: number of folds, 2 <= k <= n.
         seed: random seed.
         val_fraction: validation fraction of ``n`` in [0, 1).
+        groups: (n,) a label per structure (e.g. its MD trajectory): the shuffled groups
+            are dealt into the k parts whole, and each fold's val set is whole groups too
+            (see :func:`random_split`).
 
     Raises:
         ValueError: naming ``k``, ``n`` or ``val_fraction`` when they do not fit.
@@ -164,6 +183,8 @@ def kfold_splits(n: int, k: int, seed: int = 0, val_fraction: float = 0.1) -> li
         raise ValueError(f"k={k} folds need at least k structures, but n={n}")
     _check_fraction(val_fraction, "val_fraction")
     n_val = _size(val_fraction, n)
+    if groups is not None:
+        return _grouped_kfold(groups, n, k, seed, n_val)
     parts = np.array_split(np.random.default_rng(seed).permutation(n), k)
     splits = []
     for f in range(k):
@@ -174,6 +195,47 @@ def kfold_splits(n: int, k: int, seed: int = 0, val_fraction: float = 0.1) -> li
         rest = np.random.default_rng([seed, f]).permutation(rest)
         splits.append(Split(train=rest[n_val:], val=rest[:n_val], test=parts[f],
                             method=f"kfold(k={k}, fold={f})", seed=seed, n_total=n))
+    return splits
+
+
+def _grouped_order(groups: Sequence, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The structure indices of each group, groups in shuffled order."""
+    labels = np.asarray(list(groups), dtype=object)
+    if len(labels) != n:
+        raise ValueError(f"groups has {len(labels)} labels for n={n} structures")
+    names = list(dict.fromkeys(labels.tolist()))  # first-seen order: independent of label types
+    members = [np.flatnonzero(labels == g) for g in names]
+    return [members[i] for i in rng.permutation(len(members))]
+
+
+def _take_groups(order: list[np.ndarray], count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Whole groups from the front of ``order`` until they hold at least ``count`` structures."""
+    taken, total = 0, 0
+    while total < count and taken < len(order):
+        total += len(order[taken])
+        taken += 1
+    return order[:taken], order[taken:]
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+
+def _grouped_kfold(groups: Sequence, n: int, k: int, seed: int, n_val: int) -> list[Split]:
+    order = _grouped_order(groups, n, np.random.default_rng(seed))
+    if len(order) < k:
+        raise ValueError(f"k={k} folds of whole groups need at least k groups, but there are {len(order)}")
+    parts = [order[f::k] for f in range(k)]  # groups dealt round-robin into the k parts
+    splits = []
+    for f in range(k):
+        rest = [g for h, part in enumerate(parts) if h != f for g in part]
+        rest = [rest[i] for i in np.random.default_rng([seed, f]).permutation(len(rest))]
+        val, train = _take_groups(rest, n_val)
+        if not train:
+            raise ValueError(f"too few groups for k={k} and a validation share of {n_val} structures: "
+                             f"the training set of fold {f} would be empty")
+        splits.append(Split(train=np.concatenate(train), val=_joined(val), test=_joined(parts[f]),
+                            method=f"kfold by group(k={k}, fold={f})", seed=seed, n_total=n))
     return splits
 
 

@@ -121,9 +121,10 @@ def _write_splits(setup: SearchSetup, out: Path) -> None:
     if folder.is_dir() and len(list(folder.glob("fold*.json"))) == setup.search.folds:
         return  # a resumed search keeps its folds
     data = setup.base.data
-    n = len(read(data.train, format=data.format, **data.read_options))
+    structures = read(data.train, format=data.format, **data.read_options)
     folder.mkdir(parents=True, exist_ok=True)
-    for k, split in enumerate(kfold_splits(n, setup.search.folds, seed=data.split_seed, val_fraction=data.val_fraction)):
+    for k, split in enumerate(kfold_splits(len(structures), setup.search.folds, seed=data.split_seed,
+                                           val_fraction=data.val_fraction, groups=data.groups(structures))):
         split.save(folder / f"fold{k}.json")
 
 

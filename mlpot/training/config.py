@@ -62,6 +62,11 @@ class DataConfig:
         split_file: a split written by :meth:`mlpot.data.Split.save`; replaces the
             random split (its test indices, if any, are evaluated at the end).
         read_options: extra options for the reader (e.g. ``{stress_order: ...}``).
+        group_by: split whole groups, not single structures: the key in each structure's
+            ``info`` naming its group (e.g. ``trajectory``). Frames of one MD trajectory are
+            near-copies, and a frame-by-frame split would validate (and cross-validate) on
+            the training data. Applies to the random split, the folds of ``mlpot ablate``
+            and ``mlpot search``.
     """
 
     train: str
@@ -71,6 +76,23 @@ class DataConfig:
     split_seed: int = 0
     split_file: str | None = None
     read_options: dict[str, Any] = field(default_factory=dict)
+    group_by: str | None = None
+
+    def groups(self, structures: Sequence) -> list | None:
+        """Each structure's group label (``info[group_by]``), or ``None`` without ``group_by``.
+
+        Raises:
+            ValueError: a structure lacks the key (the message names the first).
+        """
+        if self.group_by is None:
+            return None
+        labels = []
+        for k, atoms in enumerate(structures):
+            if self.group_by not in atoms.info:
+                raise ValueError(f"data.group_by: structure {k} of {self.train} has no info[{self.group_by!r}] "
+                                 f"(it has {sorted(atoms.info)})")
+            labels.append(atoms.info[self.group_by])
+        return labels
 
     def __post_init__(self) -> None:
         if not self.train:

@@ -295,7 +295,8 @@ def _read_and_split(run: _Run, resume: bool, structures: Sequence | None = None,
     elif data.split_file:
         split = load_split(data.split_file)
     else:
-        split = random_split(len(structures), data.val_fraction, seed=data.split_seed)
+        split = random_split(len(structures), data.val_fraction, seed=data.split_seed,
+                             groups=data.groups(structures))
     if split.n_total != len(structures):
         raise ValueError(f"split has n_total={split.n_total} but {data.train} holds "
                          f"{len(structures)} structures")

@@ -130,3 +130,49 @@ def test_split_validation_and_default_n_total():
     assert Split(train=[3, 1], val=np.array([0])).n_total == 4
     with pytest.raises(ValueError, match="train index -1 out of range"):
         Split(train=[-1, 2])
+
+
+def trajectories(sizes=(7, 5, 9, 4, 6, 8, 3, 5), seed=0):
+    """Group labels of frames from trajectories of these lengths, interleaved."""
+    labels = [f"traj{t}" for t, size in enumerate(sizes) for _ in range(size)]
+    return [labels[i] for i in np.random.default_rng(seed).permutation(len(labels))]
+
+
+def group_sets(split, labels):
+    return [{labels[i] for i in getattr(split, part)} for part in ("train", "val", "test")]
+
+
+def test_random_split_by_group_keeps_every_group_whole():
+    labels = trajectories()
+    split = random_split(len(labels), val_fraction=0.15, test_fraction=0.2, seed=3, groups=labels)
+    train, val, test = group_sets(split, labels)
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == set(labels)
+    assert len(split.val) >= round(0.15 * len(labels)) and len(split.test) >= round(0.2 * len(labels))
+    assert split == random_split(len(labels), 0.15, 0.2, seed=3, groups=labels)  # deterministic
+    # Group labels of any type; the same partition whatever the labels are called.
+    renamed = [int(g.removeprefix("traj")) * 11 for g in labels]
+    assert random_split(len(labels), 0.15, 0.2, seed=3, groups=renamed).train == split.train
+
+
+def test_kfold_by_group_tests_every_structure_once_and_splits_no_group():
+    labels = trajectories()
+    folds = kfold_splits(len(labels), 3, seed=1, val_fraction=0.1, groups=labels)
+    tested = sorted(i for f in folds for i in f.test)
+    assert tested == list(range(len(labels)))
+    for f in folds:
+        train, val, test = group_sets(f, labels)
+        assert not (train & val) and not (train & test) and not (val & test), f.method
+        assert train and val
+    # A frame-by-frame split of the same data does put one trajectory on both sides.
+    plain = kfold_splits(len(labels), 3, seed=1, val_fraction=0.1)
+    assert any(group_sets(f, labels)[0] & group_sets(f, labels)[2] for f in plain)
+
+
+def test_too_few_groups_are_named():
+    with pytest.raises(ValueError, match="at least k groups"):
+        kfold_splits(6, 3, groups=["a", "a", "a", "b", "b", "b"])
+    with pytest.raises(ValueError, match="training set would be empty"):
+        random_split(4, val_fraction=0.7, groups=["a", "a", "b", "b"])
+    with pytest.raises(ValueError, match="3 labels for n=4"):
+        random_split(4, groups=["a", "b", "c"])

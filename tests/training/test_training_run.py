@@ -342,3 +342,20 @@ def test_resume_may_switch_the_label_check(dataset, tmp_path):
     d = cfg.to_dict()
     more = TrainConfig.from_dict({**d, "training": {**d["training"], "epochs": 2, "check_labels": False}})
     assert train(more, tmp_path, resume=True, progress=False, log=lambda s: None)["epochs"] == 2
+
+
+def test_group_by_splits_whole_trajectories(tmp_path):
+    structures = emt_structures(24, seed=4)
+    for k, atoms in enumerate(structures):
+        atoms.info["trajectory"] = k % 6  # six interleaved "trajectories" of four frames
+    ase.io.write(tmp_path / "grouped.extxyz", structures)
+    base = config(tmp_path, epochs=1).to_dict()
+    grouped = TrainConfig.from_dict({**base, "data": {"train": str(tmp_path / "grouped.extxyz"), "val_fraction": 0.2,
+                                                      "group_by": "trajectory"}})
+    train(grouped, tmp_path / "run", progress=False, log=lambda s: None)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    val_groups = {k % 6 for k in split["val"]}
+    assert val_groups and not val_groups & {k % 6 for k in split["train"]}
+    missing = TrainConfig.from_dict({**grouped.to_dict(), "data": {**grouped.to_dict()["data"], "group_by": "run_id"}})
+    with pytest.raises(ValueError, match=r"structure 0 .* has no info\['run_id'\]"):
+        train(missing, tmp_path / "other", progress=False, log=lambda s: None)
