@@ -8,6 +8,8 @@ with one more section::
       widths: [32, matched]          # a number, or "matched": width chosen per depth so the
                                      # potential has as many weights as match_reference
       match_reference: {depth: 2, width: 32}
+      match_tolerance: 0.02          # relative distance allowed from the matched count (networks
+                                     # with a stem step coarsely at small widths and large depths)
       variants: [plain, residual, residual_sd]   # see VARIANTS (also residual_stem, residual_sd_stem)
       inits: null                    # null: the base model's init only
       activations: null              # null: the base model's activation only
@@ -130,6 +132,7 @@ class AblationConfig:
     depths: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     widths: tuple[int | str, ...] = (32,)
     match_reference: dict[str, int] = field(default_factory=lambda: {"depth": 2, "width": 32})
+    match_tolerance: float = 0.02
     variants: tuple[str, ...] = ("plain", "residual")
     inits: tuple[str, ...] | None = None
     activations: tuple[str, ...] | None = None
@@ -156,6 +159,7 @@ class AblationConfig:
         check(set(self.match_reference) <= {"depth", "width"}
               and all(int(v) >= 1 for v in self.match_reference.values()), "match_reference",
               f"expected {{depth: D, width: W}} with positive integers, got {self.match_reference}")
+        check(0 < self.match_tolerance < 1, "match_tolerance", f"must be in (0, 1), got {self.match_tolerance}")
         check(len(self.variants) > 0, "variants", "need at least one variant")
         for v in self.variants:
             check(v in VARIANTS, "variants", f"unknown variant {v!r}; choose from {sorted(VARIANTS)}")

@@ -147,7 +147,7 @@ def expand_grid(setup: AblationSetup, n_features: Sequence[int]) -> list[RunSpec
             ab.variants, ab.widths, inits, activations, ab.seeds, range(ab.folds), ab.depths):
         net = replace(base, init=init, activation=act, **VARIANTS[variant]({}, ab), hidden=None)
         if width == "matched":
-            hidden, n = matched_hidden(n_features, depth, target, net)
+            hidden, n = matched_hidden(n_features, depth, target, net, ab.match_tolerance)
         else:
             hidden = (int(width),) * depth
             n = count_parameters(n_features, replace(net, hidden=hidden, depth=depth))

@@ -504,4 +504,4 @@ def _grid_identity(config: dict) -> dict:
     for key in RESULT_NEUTRAL_TRAINING_OPTIONS:
         config.get("training", {}).pop(key, None)
     return {"base": config, "folds": ablation.get("folds"), "match_reference": ablation.get("match_reference"),
-            "survival": ablation.get("survival")}
+            "match_tolerance": ablation.get("match_tolerance", 0.02), "survival": ablation.get("survival")}

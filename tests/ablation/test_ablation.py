@@ -95,6 +95,19 @@ def test_grid_matched_runs_share_the_reference_count():
         assert abs(run.n_parameters - target) <= MATCH_TOLERANCE * target
 
 
+def test_match_tolerance_widens_the_budget_of_stem_networks():
+    """Stem networks keep equal widths, so deep ones miss a small budget by more than 2 %;
+    ablation.match_tolerance lets the grid accept them, and each run reports its own count."""
+    grid = dict(widths=["matched"], depths=[12], variants=["residual_stem"], match_reference={"depth": 2, "width": 32})
+    with pytest.raises(ConfigError, match="no 12-layer network"):
+        expand_grid(load_ablation(base_config(**grid)), [38])
+    target = count_parameters([38], NetworkConfig(hidden=(32, 32)))
+    runs = expand_grid(load_ablation(base_config(**grid, match_tolerance=0.1)), [38])
+    assert runs and all(0.02 * target < abs(r.n_parameters - target) <= 0.1 * target for r in runs)
+    with pytest.raises(ConfigError, match="ablation.match_tolerance"):
+        load_ablation(base_config(match_tolerance=0))
+
+
 def test_ablation_config_errors():
     with pytest.raises(ConfigError, match="ablation: missing"):
         load_ablation({k: v for k, v in base_config().items() if k != "ablation"})
