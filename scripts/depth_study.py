@@ -1,63 +1,443 @@
 #!/usr/bin/env python
-"""Run (or resume) the depth studies of docs/depth-study.md and copy their figures there.
+"""The depth study, v2: how deep should a Behler–Parrinello atomic network be? (docs/depth-study.md)
 
-For each study this calls ``mlpot ablate CONFIG --out RUNS/study-<name> --resume`` (finished
-runs are skipped, so a rerun only redraws), then copies report.md, results.csv and the PNG
-plots into ``docs/depth-study/<name>/``. Studies whose data are missing (mlearn lives in
-../shared) are skipped with a message.
+The design (issue "The depth study, v2"), planned for a 2-core machine and run resumably:
 
-Usage: python scripts/depth_study.py [--studies si ethanol] [--jobs 2] [--runs runs]
-           [--report-only]
+* **Studies**: a data set × a parameter budget per element network. Data: mlearn Si and Mo
+  (../shared, with the published test sets as external checks) and, when
+  ``scripts/make_teacher_water.py`` has written them, water labelled by the published n2p2
+  potential as a known truth, at several training-set sizes. Budgets: the weights of a plain
+  2-layer network of width 32, 139 and 296 on the recipe's descriptor (≈ 2.5k, 25k, 100k).
+* **Cells**: variant (plain; residual; residual with stochastic depth) × depth
+  (1, 2, 3, 4, 6, 8, 12, 16), the width chosen per depth to meet the budget
+  (:func:`mlpot.ablation.grid.matched_hidden`).
+* **Stage ``lr``**: every cell trains fold 0, seed 0 at each learning rate of :data:`LRS` for
+  :data:`SCREEN_EPOCHS` epochs; the rate of lowest validation loss becomes the cell's. The
+  learning rate is thus chosen per depth and variant, not fixed.
+* **Stage ``full``**: every cell at its rate, :data:`SEEDS` × :data:`FOLDS` (3-fold
+  cross-validation over the training set, seeds crossed with folds, so comparisons pair
+  by (fold, seed)), a plateau schedule and early stopping (patience :data:`PATIENCE`) up to
+  :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
+  converged.
+* **Stage ``collect``**: ``docs/depth-study/results.json``: one object per trained model
+  under ``"runs"``, the elastic constants of every Si/Mo model under ``"observables"``, and the
+  ``"recommendation"`` per budget.
+
+Each stage of a study is an ordinary ``mlpot ablate`` grid (:func:`mlpot.ablation.run_ablation`)
+in ``RUNS/<study>/<stage>``: finished runs are skipped and interrupted ones resume from their
+checkpoints, so the same command continues the study after any stop. The recipe is
+``examples/mlearn.yaml`` as it was when the study started (a copy is kept in
+``RUNS/recipe.yaml``; the study keeps using it even if the example changes later).
+
+Usage:
+    python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
+    python scripts/depth_study.py run     [--studies ...] [--stages lr full] [--jobs 1]
+    python scripts/depth_study.py collect [--runs runs/depth-v2]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
 import shutil
-import subprocess
 import sys
+import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = {
-    "si": (ROOT / "examples" / "ablation-mlearn.yaml", ROOT.parent / "shared" / "datasets" / "mlearn" / "Si"),
-    "ethanol": (ROOT / "examples" / "ablation-ethanol-full.yaml", ROOT / "datasets" / "ethanol"),
-}
+MLEARN = ROOT.parent / "shared" / "datasets" / "mlearn"
+TEACHER = ROOT / "runs" / "teacher-water"  # scripts/make_teacher_water.py
+RECIPE = ROOT / "examples" / "mlearn.yaml"
+RESULTS = ROOT / "docs" / "depth-study" / "results.json"
+
+#: Budget name → width of the plain 2-layer reference network whose weights every cell matches.
+BUDGETS = {"2.5k": 32, "25k": 139, "100k": 296}
+DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)
+#: plain; residual done fairly (a plain stem to the block width, then equal-width identity
+#: blocks, the branch zero-initialised as in the recipe); and the same with stochastic depth.
+VARIANTS = ("plain", "residual_stem", "residual_sd_stem")
+SEEDS = (0, 1, 2, 3, 4)
+FOLDS = 3
+LRS = (3e-4, 1e-3, 3e-3)
+SCREEN_EPOCHS = 150
+MAX_EPOCHS = 1500
+PATIENCE = 100
+#: Networks with a stem have equal widths, so their weights step coarsely (one unit of width
+#: is ~2(depth − 1)·w weights): each run's own count is reported beside its budget.
+MATCH_TOLERANCE = 0.1
+#: Studies in the order they run: the cheap, most informative ones first.
+ORDER = ("si-2.5k", "si-25k", "mo-2.5k", "mo-25k", "si-100k", "mo-100k")
+
+
+#: Teacher-labelled water training sets used (trajectories of train-<n>traj.extxyz): at least
+#: three trajectories, so that the three folds and the validation set are whole trajectories.
+WATER_SIZES = (4, 8, 12)
+
+
+def datasets() -> dict[str, dict]:
+    """Data set name → the ``data`` section of its studies (only those whose files exist)."""
+    found = {}
+    for name, element, options in (("si", "Si", {}), ("mo", "Mo", {"stress_order": "xx yy zz xy zx yz"})):
+        train, test = MLEARN / element / "training.json", MLEARN / element / "test.json"
+        if train.is_file() and test.is_file():
+            found[name] = {"train": str(train), "test": str(test), "format": "mlearn", "read_options": options,
+                           "val_fraction": 0.1, "split_seed": 0}
+    test = TEACHER / "test.extxyz"
+    for size in WATER_SIZES:
+        path = TEACHER / f"train-{size}traj.extxyz"
+        if path.is_file() and test.is_file() and (TEACHER / "teacher.pt").is_file():
+            # Split by trajectory (frames 20 fs apart are near-copies); the held-out
+            # trajectories of test.extxyz are the external test.
+            found[f"water-{size}traj"] = {"train": str(path), "test": str(test), "format": "ase",
+                                          "read_options": {}, "val_fraction": 0.1, "split_seed": 0,
+                                          "group_by": "trajectory"}
+    return found
+
+
+def studies(selected: list[str] | None) -> list[tuple[str, dict, str]]:
+    """(study name, data section, budget) in run order; water studies after the mlearn ones."""
+    data = datasets()
+    names = [s for s in ORDER if s.split("-")[0] in data]
+    names += [f"{d}-{b}" for b in ("2.5k", "25k") for d in data if d.startswith("water")]
+    if selected:
+        unknown = sorted(set(selected) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown or unavailable studies {unknown}; available: {names}")
+        names = [n for n in names if n in selected]
+    return [(n, data[n.rsplit("-", 1)[0]], n.rsplit("-", 1)[1]) for n in names]
+
+
+def recipe(study_dir: Path) -> dict:
+    """The recipe a study trains with: a copy of examples/mlearn.yaml taken when it started."""
+    saved = study_dir / "recipe.yaml"
+    if not saved.is_file():
+        study_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(RECIPE, saved)
+    return yaml.safe_load(saved.read_text())
+
+
+def teacher_descriptor() -> dict:
+    import mlpot
+
+    return mlpot.load(TEACHER / "teacher.pt").spec.to_dict()
+
+
+def fixed_descriptor(study_dir: Path, config: dict) -> dict:
+    """The recipe's descriptor with its ``select`` resolved once per study, on the study's whole
+    training set, into explicit terms (kept in ``study_dir/descriptor.json``): every cell,
+    fold and seed then sees the same descriptor. (The selection reads descriptor values
+    only, no labels; per-fold selection would give every fold its own descriptor.)"""
+    if "select" not in (config.get("descriptor") or {}):
+        return config["descriptor"]
+    saved = study_dir / "descriptor.json"
+    if not saved.is_file():
+        from ase.data import chemical_symbols
+
+        from mlpot.data import read
+        from mlpot.io.files import atomic_write_text
+        from mlpot.training import TrainConfig
+
+        cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "ablation"})
+        structures = read(cfg.data.train, format=cfg.data.format, **cfg.data.read_options)
+        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
+        spec = cfg.build_descriptor(elements, structures).spec
+        study_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, json.dumps(spec.to_dict(), indent=1) + "\n")
+    return json.loads(saved.read_text())
+
+
+def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr: float) -> dict:
+    """The ablation config of one stage of one study at learning rate ``lr``."""
+    config = recipe(runs / study)
+    config["data"] = {**config.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
+    if data.get("test") is None:
+        config["data"].pop("test", None)
+    if data.get("group_by") == "trajectory":
+        # The teacher's own symmetry functions: the truth is then a function of the student's
+        # descriptor, and the study isolates the network (the recipe's grid is made for Si/Mo).
+        config["descriptor"] = teacher_descriptor()
+    else:
+        config["descriptor"] = fixed_descriptor(runs / study, config)
+    config["optimizer"] = {**config.get("optimizer", {}), "lr": lr}
+    # Early stopping needs a schedule that does not depend on the epoch budget.
+    config["schedule"] = {"name": "plateau", "warmup_epochs": 5, "factor": 0.5, "patience": 30, "min_lr": 1e-5}
+    screening = stage == "lr"
+    config["training"] = {**config.get("training", {}), "epochs": SCREEN_EPOCHS if screening else MAX_EPOCHS,
+                          "early_stopping_patience": 0 if screening else PATIENCE}
+    config["ablation"] = {
+        "depths": list(DEPTHS), "widths": ["matched"], "match_reference": {"depth": 2, "width": BUDGETS[budget]},
+        "match_tolerance": MATCH_TOLERANCE,
+        "variants": list(VARIANTS), "survival": 0.8, "folds": FOLDS,
+        "seeds": [0] if screening else list(SEEDS),
+        "md": {"steps": 0}, "inference_repeats": 3, "vectorize": True,
+    }
+    return config
+
+
+_SHAPES: dict[str, list[int]] = {}
+
+
+def grid(config: dict) -> list:
+    """The runs of an ablation config (:func:`mlpot.ablation.grid.expand_grid`)."""
+    from ase.data import chemical_symbols
+
+    from mlpot.ablation.config import load_ablation
+    from mlpot.ablation.grid import expand_grid
+    from mlpot.data import read
+
+    setup = load_ablation(config)
+    key = json.dumps([config["data"], config["descriptor"]], sort_keys=True, default=str)
+    if key not in _SHAPES:  # the descriptor length per element, from the data (read once)
+        data = setup.base.data
+        structures = read(data.train, format=data.format, **data.read_options)
+        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
+        _SHAPES[key] = list(setup.base.build_descriptor(elements, structures).n_features_per_element)
+    return expand_grid(setup, _SHAPES[key])
+
+
+def cell(run) -> tuple[str, int]:
+    return run.variant, run.depth
+
+
+def best_val_loss(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        values = [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")]
+    values = [v for v in values if math.isfinite(v)]
+    return min(values) if values else None
+
+
+def chosen_rates(study_dir: Path, runs: list) -> dict[tuple[str, int], float]:
+    """The learning rate of each cell whose screening runs have all finished."""
+    from mlpot.ablation.runner import load_result
+
+    chosen = {}
+    for key in dict.fromkeys(cell(r) for r in runs):
+        scores = {}
+        for lr in LRS:
+            run = next(r for r in runs if cell(r) == key)
+            folder = study_dir / f"lr-{lr:g}" / "runs" / run.name
+            if load_result(folder) is None:
+                break
+            scores[lr] = best_val_loss(folder)
+        if len(scores) == len(LRS) and all(v is not None for v in scores.values()):
+            chosen[key] = min(scores, key=scores.get)
+    return chosen
+
+
+def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
+    """Run (or continue) one stage of one study; ``False`` if it cannot start yet."""
+    from mlpot.ablation.config import load_ablation
+    from mlpot.ablation.runner import run_ablation
+
+    study_dir = args.runs / name
+    if stage == "lr":
+        for lr in LRS:
+            config = stage_config(args.runs, name, data, budget, "lr", lr)
+            only = [r.name for r in grid(config) if r.fold == 0 and r.seed == 0]
+            print(f"[{name}] lr screen at {lr:g}: {len(only)} runs", flush=True)
+            run_ablation(load_ablation(config), study_dir / f"lr-{lr:g}", jobs=args.jobs, resume=True, only=only,
+                         log=lambda line: print(f"[{name} lr {lr:g}] {line}", flush=True))
+        return True
+    screen = [r for r in grid(stage_config(args.runs, name, data, budget, "lr", LRS[0])) if r.fold == 0 and r.seed == 0]
+    rates = chosen_rates(study_dir, screen)
+    if len(rates) < len({cell(r) for r in screen}):
+        print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len({cell(r) for r in screen})} "
+              "cells have their rate)")
+        return False
+    for lr in sorted(set(rates.values())):
+        config = stage_config(args.runs, name, data, budget, "full", lr)
+        only = [r.name for r in grid(config) if rates[cell(r)] == lr]
+        print(f"[{name}] full at lr {lr:g}: {len(only)} runs", flush=True)
+        run_ablation(load_ablation(config), study_dir / f"full-lr{lr:g}", jobs=args.jobs, resume=True, only=only,
+                     log=lambda line: print(f"[{name} full {lr:g}] {line}", flush=True))
+    return True
+
+
+def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int) -> dict:
+    """One trained model as results.json lists it."""
+    val, test = result.get("val") or {}, result.get("test") or {}
+    external = result.get("external_test") or {}
+    epochs, best = result["epochs"], result["best_epoch"]
+    return {
+        "dataset": dataset, "budget": budget, "depth": result["depth"], "width": result["width"],
+        "hidden": result["hidden"], "variant": result["variant"], "activation": result["activation"],
+        "seed": result["seed"], "fold": result["fold"], "n_params": result["n_parameters_model"],
+        "epochs_run": epochs, "best_epoch": best,
+        # Stopped early (patience exhausted) or best epoch outside the last 10 %: a plateau.
+        "converged": bool(epochs < MAX_EPOCHS or best <= 0.9 * epochs), "lr": lr,
+        **{f"val_{k}": val.get(k) for k in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_a")},
+        **{f"test_{k}": test.get(k) for k in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom",
+                                              "force_rmse_mev_per_a", "force_mae_mev_per_a", "stress_rmse_gpa")},
+        **{f"external_test_{k}": external.get(k) for k in ("energy_mae_mev_per_atom", "force_mae_mev_per_a")},
+        "train_us_per_atom": 1e6 * result["train_wall_s"] / max(epochs * train_atoms, 1),
+        "infer_us_per_atom": result.get("inference_us_per_atom"),
+        "peak_activation_mib": result.get("train_step_peak_mib"),
+        "peak_activation_checkpointed_mib": result.get("train_step_peak_checkpointed_mib"),
+        # Gradient flow per layer as the RMS gradient per weight (comparable across widths).
+        "grad_init_rms": result.get("grad_init_rms"),
+        "grad_last_epoch_rms": result.get("grad_last_epoch_rms"),
+    }
+
+
+def observables(run_dir: Path, data: dict) -> dict | None:
+    """Elastic constants and ideal-cell bulk modulus of a Si/Mo model against DFT
+    (:func:`mlpot.elastic.cubic_properties`), cached beside the run."""
+    cached = run_dir / "observables.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    if data.get("format") != "mlearn":
+        return None
+    import torch
+
+    import mlpot
+    from mlpot.data import read
+    from mlpot.elastic import cubic_properties
+    from mlpot.io.files import atomic_write_text
+
+    elastic = [a for a in read(data["train"], format="mlearn", **data["read_options"])
+               if a.info.get("group") == "Elastic"]
+    result = cubic_properties(mlpot.load(run_dir / "model.pt", dtype=torch.float64), elastic)
+    atomic_write_text(cached, json.dumps(result) + "\n")
+    return result
+
+
+def recommend(rows: list[dict]) -> dict:
+    """Per data set and budget: the cell (variant, depth) of lowest mean test force RMSE over
+    its converged runs, beside the runner-up and the paired difference between them."""
+    from mlpot.ablation.stats import paired_difference
+
+    out = {}
+    for key in sorted({(r["dataset"], r["budget"]) for r in rows}):
+        cells: dict[tuple, list[dict]] = {}
+        for r in rows:
+            if (r["dataset"], r["budget"]) == key and r["converged"] and r["test_force_rmse_mev_per_a"] is not None:
+                cells.setdefault((r["variant"], r["depth"], r["width"], r["activation"]), []).append(r)
+        ranked = sorted(cells, key=lambda c: sum(r["test_force_rmse_mev_per_a"] for r in cells[c]) / len(cells[c]))
+        if not ranked:
+            continue
+        best = ranked[0]
+        entry = {"variant": best[0], "depth": best[1], "width": best[2], "activation": best[3],
+                 "runs": len(cells[best])}
+        if len(ranked) > 1:
+            runner_up = ranked[1]
+            entry["runner_up"] = {"variant": runner_up[0], "depth": runner_up[1]}
+            entry["paired_difference_vs_runner_up"] = paired_difference(
+                [_as_ablation_run(r) for r in cells[best]], [_as_ablation_run(r) for r in cells[runner_up]],
+                "force_rmse_mev_per_a")
+        out[f"{key[0]}/{key[1]}"] = entry
+    return out
+
+
+def _as_ablation_run(row: dict) -> dict:
+    """The fields :func:`mlpot.ablation.stats.paired_difference` pairs on and reads."""
+    return {"fold": row["fold"], "seed": row["seed"], "test": {"force_rmse_mev_per_a": row["test_force_rmse_mev_per_a"]}}
+
+
+def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) -> None:
+    """Write results.json from every finished full-stage run of ``selected`` studies."""
+    from mlpot.data import load_split, read
+    from mlpot.io.files import atomic_write_text
+
+    rows, physical = [], []
+    for name, data, budget in selected:
+        dataset = name.rsplit("-", 1)[0]
+        structures = None
+        for folder in sorted((runs_dir / name).glob("full-lr*")):
+            lr = float(folder.name.removeprefix("full-lr"))
+            results = finished(folder)
+            if results and structures is None:
+                structures = read(data["train"], format=data["format"], **data["read_options"])
+            for result in results:
+                split = load_split(folder / "splits" / f"fold{result['fold']}.json")
+                atoms = sum(len(structures[k]) for k in split.train)
+                rows.append(run_row(result, dataset, budget, lr, atoms))
+                values = observables(folder / "runs" / result["name"], data)
+                if values is not None:
+                    physical.append({"dataset": dataset, "budget": budget, "variant": result["variant"],
+                                     "depth": result["depth"], "seed": result["seed"], "fold": result["fold"],
+                                     **values})
+    document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
+                           "folds": FOLDS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS, "patience": PATIENCE},
+                "runs": rows, "observables": physical,
+                "md_stability": [],  # stage not yet run: see docs/depth-study.md
+                "recommendation": recommend(rows)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(document, indent=1, default=list) + "\n")
+    print(f"{len(rows)} runs, {len(physical)} observable sets written to {out}")
+
+
+def finished(folder: Path) -> list[dict]:
+    from mlpot.ablation.runner import load_result
+
+    return [r for r in (load_result(p) for p in sorted((folder / "runs").glob("*"))) if r is not None] \
+        if (folder / "runs").is_dir() else []
+
+
+def plan(args) -> None:
+    """Print every study's stages: runs, finished runs and the measured cost so far."""
+    print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
+          f"lr screen {len(LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(SEEDS)} seeds × "
+          f"{FOLDS} folds, early stopping (patience {PATIENCE}, at most {MAX_EPOCHS} epochs)")
+    cells = len(DEPTHS) * len(VARIANTS)
+    total_hours, unknown = 0.0, []
+    for name, _, budget in studies(args.studies):
+        study_dir = args.runs / name
+        screen_done = sum(len(finished(study_dir / f"lr-{lr:g}")) for lr in LRS)
+        full = [r for p in study_dir.glob("full-lr*") for r in finished(p)]
+        done = [r for p in study_dir.glob("*") for r in finished(p)]
+        screen_left, full_left = cells * len(LRS) - screen_done, cells * len(SEEDS) * FOLDS - len(full)
+        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(LRS)}, "
+                f"full {len(full)}/{cells * len(SEEDS) * FOLDS}")
+        if done:
+            # Measured so far: wall time per epoch and model (trained together, as they run),
+            # and epochs to early stopping (until full runs exist: a third of the cap, a guess).
+            per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
+            epochs = sum(r["epochs"] for r in full) / len(full) if full else MAX_EPOCHS / 3
+            hours = (screen_left * SCREEN_EPOCHS + full_left * epochs) * per_epoch / 3600
+            total_hours += hours
+            line += f"; {per_epoch:.2f} s/epoch per model, ~{hours:.0f} h left"
+        elif screen_left or full_left:
+            unknown.append(name)
+            line += "; cost not yet measured"
+        print(line)
+    print(f"estimated time left for the measured studies: ~{total_hours:.0f} h on this machine"
+          + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, help="torch threads per run")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only re-render the reports of finished runs and copy them")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("command", choices=["plan", "run", "collect"])
+    parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
+    parser.add_argument("--stages", nargs="+", default=["lr", "full"], choices=["lr", "full"])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
+    parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect")
     args = parser.parse_args()
-    status = 0
-    for name in args.studies:
-        config, data = STUDIES[name]
-        if not data.exists():
-            print(f"[{name}] skipped: {data} not found")
-            continue
-        out = args.runs / f"study-{name}"
-        if args.report_only:
-            command = [sys.executable, "-m", "mlpot", "report", str(out)]
-        else:
-            command = [sys.executable, "-m", "mlpot", "ablate", str(config), "--out", str(out),
-                       "--jobs", str(args.jobs), "--resume"]
-            if args.threads:
-                command += ["--threads", str(args.threads)]
-        print(f"[{name}] {' '.join(command[1:])}", flush=True)
-        if subprocess.call(command, cwd=ROOT) != 0:
-            status = 1
-        target = ROOT / "docs" / "depth-study" / name
-        target.mkdir(parents=True, exist_ok=True)
-        for item in ["report.md", "results.csv", *sorted(p.name for p in out.glob("*.png"))]:
-            if (out / item).is_file():
-                shutil.copy2(out / item, target / item)
-        print(f"[{name}] report and figures copied to {target}")
-    return status
+    if not studies(None):
+        print(f"no data: mlearn is looked for in {MLEARN}, teacher water in {TEACHER}")
+        return 2
+    if args.command == "plan":
+        plan(args)
+        return 0
+    if args.command == "collect":
+        collect(args.runs, studies(args.studies), args.out)
+        return 0
+    plan(args)
+    start = time.perf_counter()
+    for name, data, budget in studies(args.studies):
+        for stage in args.stages:
+            if not run_stage(args, name, data, budget, stage):
+                break
+        print(f"[{name}] stages {args.stages} done or waiting; {time.perf_counter() - start:.0f} s so far", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
