@@ -243,6 +243,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
             only = [r.name for r in grid(config) if r.fold == 0 and r.seed == 0]
             print(f"[{name}] lr screen at {lr:g}: {len(only)} runs", flush=True)
             run_ablation(load_ablation(config), study_dir / f"lr-{lr:g}", jobs=args.jobs, resume=True, only=only,
+                         threads=args.threads,
                          log=lambda line: print(f"[{name} lr {lr:g}] {line}", flush=True))
         return True
     screen = [r for r in grid(stage_config(args.runs, name, data, budget, "lr", LRS[0])) if r.fold == 0 and r.seed == 0]
@@ -256,6 +257,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
         only = [r.name for r in grid(config) if rates[cell(r)] == lr]
         print(f"[{name}] full at lr {lr:g}: {len(only)} runs", flush=True)
         run_ablation(load_ablation(config), study_dir / f"full-lr{lr:g}", jobs=args.jobs, resume=True, only=only,
+                     threads=args.threads,
                      log=lambda line: print(f"[{name} full {lr:g}] {line}", flush=True))
     return True
 
@@ -419,6 +421,7 @@ def main() -> int:
     parser.add_argument("--stages", nargs="+", default=["lr", "full"], choices=["lr", "full"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
+    parser.add_argument("--threads", type=int, help="torch threads per grid point (default: cores / jobs)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect")
     args = parser.parse_args()
     if not studies(None):
