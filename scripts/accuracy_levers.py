@@ -31,6 +31,10 @@ POOL = [
     "{kind: G5, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}]",
 ]
 
+#: The pool and 36 shifted G4 terms (r_s on the neighbour shells, ζ ∈ {1, 4, 16}): 126 candidates.
+POOL126 = [POOL[0], POOL[1].removesuffix("]") + ", {kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], "
+           "grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.0}}]"]
+
 #: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped).
 #: The first two undo the levers the recipe took up, to show what each bought.
 LEVERS: dict[str, list[str]] = {
@@ -48,6 +52,8 @@ LEVERS: dict[str, list[str]] = {
     "pool90": POOL,
     "pool90-cur48": [*POOL, "descriptor.select={count: 48, method: cur}"],
     "energy30": ["loss.energy_weight=30"],
+    "pool126-cur64": [*POOL126, "descriptor.select={count: 64, method: cur}"],
+    "cur48-w128": [*POOL, "descriptor.select={count: 48, method: cur}", "model.width=128"],
 }
 
 
