@@ -54,6 +54,7 @@ LEVERS: dict[str, list[str]] = {
     "energy30": ["loss.energy_weight=30"],
     "pool126-cur64": [*POOL126, "descriptor.select={count: 64, method: cur}"],
     "cur48-w128": [*POOL, "descriptor.select={count: 48, method: cur}", "model.width=128"],
+    "cur48-e30": [*POOL, "descriptor.select={count: 48, method: cur}", "loss.energy_weight=30"],
 }
 
 
