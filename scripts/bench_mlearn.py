@@ -207,8 +207,12 @@ def _stats(values: list) -> tuple[float | None, float | None]:
 
 
 def _pm(values: list, scale: float = 1.0, spec: str = ".2f") -> str:
-    mean, std = _stats([None if v is None else v * scale for v in values])
-    return "–" if mean is None else f"{mean:{spec}}±{std:{spec}}"
+    """Mean ± standard deviation; one value alone (a committee) without the ±."""
+    present = [v * scale for v in values if v is not None]
+    mean, std = _stats(present)
+    if mean is None:
+        return "–"
+    return f"{mean:{spec}}" if len(present) == 1 else f"{mean:{spec}}±{std:{spec}}"
 
 
 def _groups(rows: list[dict], el: str) -> list[tuple[str, list[dict]]]:
@@ -249,8 +253,8 @@ def _print_table(rows: list[dict]) -> None:
         for label, rs in groups:
             cells = []
             for k in ("C11", "C12", "C44", "B"):
-                mean, std = _stats([r["elastic_model"][k] for r in rs])
-                cells.append(f"{mean:.1f}±{std:.1f} ({100 * (mean / dft[k] - 1):+.0f}%)")
+                mean, _ = _stats([r["elastic_model"][k] for r in rs])
+                cells.append(f"{_pm([r['elastic_model'][k] for r in rs], 1.0, '.1f')} ({100 * (mean / dft[k] - 1):+.0f}%)")
             print(f"{'':<8}{label:<10}" + "".join(f"{c:>20}" for c in cells)
                   + f"{_pm([r['B_ideal_0.0025'] for r in rs], 1.0, '.1f'):>16}"
                   f"{_pm([r['B_ideal_0.02'] for r in rs], 1.0, '.1f'):>14}")
