@@ -22,39 +22,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: A larger candidate pool of symmetry functions than the recipe's 38: 20 + 8 radial, 50 G4, 12 G5.
-POOL = [
-    "descriptor.radial=[{grid: {count: 20, mode: shift, r_lower: 1.6}}, "
-    "{grid: {count: 8, mode: center, r_lower: 1.5}}]",
+#: The descriptor of the recipe before selection: 38 hand-picked terms (14 radial, 24 G4).
+HAND38 = [
+    "descriptor.radial=[{grid: {count: 10, mode: shift, r_lower: 1.6}}, {grid: {count: 4, mode: center, r_lower: 1.5}}]",
+    "descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 16], lambdas: [-1, 1], "
+    "grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}]",
+    "descriptor.select=null",
+]
+#: The recipe's pool of 90 candidates with 36 shifted G4 terms more (r_s on the neighbour
+#: shells, ζ ∈ {1, 4, 16}): 126 candidates.
+POOL126 = [
     "descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], "
     "grid: {count: 5, mode: center, r_lower: 1.5, r_upper: 5.5}}, "
-    "{kind: G5, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}]",
+    "{kind: G5, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}, "
+    "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.0}}]",
 ]
 
-#: The pool and 36 shifted G4 terms (r_s on the neighbour shells, ζ ∈ {1, 4, 16}): 126 candidates.
-POOL126 = [POOL[0], POOL[1].removesuffix("]") + ", {kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], "
-           "grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.0}}]"]
-
-#: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped).
-#: The first two undo the levers the recipe took up, to show what each bought.
+#: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped: a
+#: pool of 90 terms, 48 chosen by CUR, SiLU, stress in the loss). The first levers undo, one
+#: after the other, what the recipe took up, to show what each bought.
 LEVERS: dict[str, list[str]] = {
-    "tanh-nostress": ["model.activation=tanh", "loss.stress_weight=0"],
-    "tanh": ["model.activation=tanh"],
+    "tanh-nostress": [*HAND38, "model.activation=tanh", "loss.stress_weight=0"],
+    "tanh": [*HAND38, "model.activation=tanh"],
+    "hand38": HAND38,
+    "pool90": ["descriptor.select=null"],
     "recipe": [],
+    "pool126-cur64": [*POOL126, "descriptor.select={count: 64, method: cur}"],
+    "energy30": [*HAND38, "loss.energy_weight=30"],
+    "cur48-w128": ["model.width=128"],
     "stress100": ["loss.stress_weight=100"],
     "celu": ["model.activation=celu"],
     "energy1000": ["loss.energy_weight=1000"],
     "plain2x64": ["model.depth=2", "model.block=plain"],
     "lr3e-3": ["optimizer.lr=3e-3"],
     "batch16": ["training.batch_size=16"],
-    # Descriptors (Imbalzano et al. 2018): a pool of 90 candidates (finer radial grids, five
-    # angular widths, G5 beside G4), used whole or cut to 48 by CUR on the training split.
-    "pool90": POOL,
-    "pool90-cur48": [*POOL, "descriptor.select={count: 48, method: cur}"],
-    "energy30": ["loss.energy_weight=30"],
-    "pool126-cur64": [*POOL126, "descriptor.select={count: 64, method: cur}"],
-    "cur48-w128": [*POOL, "descriptor.select={count: 48, method: cur}", "model.width=128"],
-    "cur48-e30": [*POOL, "descriptor.select={count: 48, method: cur}", "loss.energy_weight=30"],
 }
 
 
