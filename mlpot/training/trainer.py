@@ -42,7 +42,7 @@ from ase.data import chemical_symbols
 
 from ..data import Split, load_split, random_split, read
 from ..data.checks import check_labels
-from ..descriptors import Descriptor
+from ..descriptors import Descriptor, SymmetryFunctions
 from ..device import resolve_device, resolve_dtype
 from ..io.files import atomic_write_text
 from ..io.model_file import save_model
@@ -211,6 +211,10 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
         _start_files(run.out, config, split, fresh=checkpoint is None)
     run.log(f"data: {len(split.train)} train / {len(split.val)} val structures of {elements}; "
             f"model: {model.n_parameters()} parameters")
+    select = getattr(config.descriptor, "select", None)
+    if select is not None:
+        run.log(f"descriptor: {model.descriptor.n_features} features per element, chosen by {select.method} "
+                f"from {SymmetryFunctions(config.descriptor_spec(elements)).n_features} candidates on the training split")
     store = BatchStore(structures, cutoff=model.cutoff, progress=run.progress)
     data = _Data(structures, split, store, torch.tensor(split.train, dtype=torch.long),
                  torch.tensor(split.val, dtype=torch.long), test)
