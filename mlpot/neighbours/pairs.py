@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import vesin
 
+from .guard import check_for_vesin, open_half_pairs
+
 __all__ = ["neighbour_pairs", "structure_pairs", "check_cutoff", "device_pairs"]
 
 
@@ -39,6 +41,12 @@ def structure_pairs(
         i (P,), j (P,) int64 and shifts (P, 3) int64 with
         r_ij = positions[j] - positions[i] + shifts @ cell; sorted by centre i (the order
         of neighbours of one centre is deterministic but unspecified).
+
+    Raises:
+        ValueError: NaN/inf positions or cell, a degenerate periodic cell, or a periodic
+            structure too large for vesin's cell list (see :mod:`mlpot.neighbours.guard`; an
+            open structure of any extent is handled, by a sparse cell list where vesin would
+            crash).
     """
     edge_index, shifts = _full_pairs(positions, cell, pbc, cutoff)
     return edge_index[0].numpy(), edge_index[1].numpy(), shifts.numpy()
@@ -53,11 +61,14 @@ def _full_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
     box = np.ascontiguousarray(cell, dtype=np.float64)
     if not pbc.any():
         box = np.zeros((3, 3))
-    # A half list mirrored and grouped by centre is ~3x faster than vesin's own fully
-    # sorted full list (measured on 5184-atom water, r_c 5.2 Å).
-    nl = vesin.NeighborList(cutoff=cutoff, full_list=False, sorted=False)
-    i, j, shifts = (torch.from_numpy(a.astype(np.int64))
-                    for a in nl.compute(positions, box, pbc.tolist(), quantities="ijS"))
+    if check_for_vesin(positions, box, pbc, cutoff):  # else an open structure vesin would crash on
+        # A half list mirrored and grouped by centre is ~3x faster than vesin's own fully
+        # sorted full list (measured on 5184-atom water, r_c 5.2 Å).
+        nl = vesin.NeighborList(cutoff=cutoff, full_list=False, sorted=False)
+        half = nl.compute(positions, box, pbc.tolist(), quantities="ijS")
+    else:
+        half = open_half_pairs(positions, cutoff)
+    i, j, shifts = (torch.from_numpy(a.astype(np.int64)) for a in half)
     centre = torch.cat([i, j])
     order = torch.from_numpy(_centre_order(centre.numpy(), len(positions)))
     # torch's index_select: numpy's fancy indexing of (P, 3) rows is ~15x slower.
@@ -156,6 +167,7 @@ def device_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor
     Raises:
         RuntimeError: vesin-torch cannot be imported (e.g. built for another torch), or its
             kernels fail on this device.
+        ValueError: on CPU tensors, as for :func:`structure_pairs`.
     """
     try:  # imported here: a vesin-torch built for another torch costs the device path only
         import vesin.torch as vesin_torch
@@ -167,11 +179,16 @@ def device_pairs(positions: torch.Tensor, cells: torch.Tensor, pbc: torch.Tensor
     # Which structures are periodic at all, read once for the batch: a bool() of a device
     # tensor per structure would be one host synchronisation each.
     periodic = pbc.any(dim=1).tolist()
+    # On the CPU vesin-torch runs the same cell list as the host path: guarded as there.
+    on_cpu = positions.device.type == "cpu"
     nl = vesin_torch.NeighborList(cutoff=cutoff, full_list=False)
     all_i, all_j, all_s = [], [], []
     for b, (lo, hi) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
         box = cells[b] if periodic[b] else torch.zeros_like(cells[b])
-        i, j, s = nl.compute(positions[lo:hi], box, pbc[b], quantities="ijS")
+        if on_cpu and not check_for_vesin(positions[lo:hi].numpy(), box.numpy(), pbc[b].numpy(), cutoff):
+            i, j, s = (torch.from_numpy(a) for a in open_half_pairs(positions[lo:hi].numpy(), cutoff))
+        else:  # (vesin's CPU cell list would crash on that open structure)
+            i, j, s = nl.compute(positions[lo:hi], box, pbc[b], quantities="ijS")
         # Mirror the half list: both (i, j, S) and (j, i, −S) are needed as centres.
         all_i += [i + lo, j + lo]
         all_j += [j + lo, i + lo]
