@@ -29,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="dataset path (extxyz, mlearn JSON, DeePMD dir, input.data, npz, h5)")
     parser.add_argument("--format", help="override the detected format")
     parser.add_argument("--config", help="descriptor YAML (bare, or with a 'descriptor:' section)")
-    parser.add_argument("--cutoff", type=float, default=5.0, help="cutoff of the default descriptor, Å")
-    parser.add_argument("--batch-size", type=int, default=32, help="structures per batch")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--cutoff", type=float, default=5.0, help="cutoff of the default descriptor, Å (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="structures per batch (default: %(default)s)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                        help="precision of the features (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)")
     parser.add_argument("--out", help="write raw features to this HDF5 file")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model file (model.pt)")
     parser.add_argument("out", help="TorchScript file to write, e.g. model-deploy.pt")
     parser.add_argument("--device", default="cpu",
-                        help="device the exported module runs on: cpu (default) or cuda[:N]")
+                        help="device the exported module runs on: cpu or cuda[:N] (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "float64"),
                         help="cast the model to this precision first (default: as saved)")
 

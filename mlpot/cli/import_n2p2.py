@@ -8,8 +8,8 @@ that change the model but that mlpot cannot represent (other symmetry-function t
 electrostatics, unsupported activations, ...) are errors naming the keyword and its line.
 
 example:
-  mlpot import-n2p2 ../shared/potentials/n2p2-H2O_RPBE-D3 water-rpbe.pt
-  mlpot import-n2p2 my-n2p2-potential model.pt --units angstrom_ev
+  mlpot import-n2p2 path/to/n2p2-potential/ model.pt
+  mlpot import-n2p2 path/to/n2p2-potential/ model.pt --units angstrom_ev
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="model file to write (e.g. model.pt)")
     parser.add_argument("--units", default="auto",
                         help="units of the n2p2 files: auto (read input.nn's comments), "
-                             "bohr_hartree or angstrom_ev")
+                             "bohr_hartree or angstrom_ev (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                               "wheel's, else the compiler's paths)")
     parser.add_argument("--plugin-header", help="folder with lammpsplugin.h (optional; also "
                                                 "$LAMMPS_PLUGIN_HEADER_DIR)")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="show cmake's output")
 
 

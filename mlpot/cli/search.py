@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config with a 'search:' section (YAML)")
     parser.add_argument("--out", help="output folder (default: runs/<config stem>)")
     parser.add_argument("--trials", type=int, help="finished trials to reach (default: search.trials)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: cores / jobs)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
