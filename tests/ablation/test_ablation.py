@@ -456,3 +456,10 @@ def test_process_peak_is_the_workers_own():
         child = pool.submit(_process_peak_rss_mib, "cpu").result()
     del ballast
     assert parent > 400 and child < parent - 300, (parent, child)
+
+
+def test_a_grid_refuses_a_descriptor_chosen_per_run():
+    config = base_config()
+    config["descriptor"]["select"] = {"count": 3}
+    with pytest.raises(ConfigError, match="ablation: descriptor.select"):
+        load_ablation(config)

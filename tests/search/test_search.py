@@ -104,3 +104,13 @@ def _distribution(parameter):
     if parameter.kind == "float":
         return FloatDistribution(parameter.low, parameter.high, log=parameter.log)
     return CategoricalDistribution(list(parameter.choices))
+
+
+def test_search_refuses_a_descriptor_chosen_per_run(tmp_path):
+    from mlpot.config import ConfigError
+    from mlpot.search.config import load_search
+
+    config = search_config(tmp_path / "train.extxyz")
+    config["descriptor"]["select"] = {"count": 3}
+    with pytest.raises(ConfigError, match="search: descriptor.select"):
+        load_search(config)
