@@ -1,7 +1,6 @@
 """scripts/gpu_check.py: its bookkeeping (time caps, skipped and failed sections, the results
 file), its helpers, and (slow) an end-to-end run on the CPU with --quick."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts_for_tests import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 def test_a_section_past_its_cap_stops_and_keeps_its_figures(gpu_check, tmp_path):

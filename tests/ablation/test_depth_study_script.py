@@ -4,22 +4,16 @@ its paired difference); training itself is mlpot.ablation's and tested there."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from scripts_for_tests import load_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("depth_study", ROOT / "scripts" / "depth_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("depth_study")
 
 
 def result(depth=2, variant="plain", fold=0, seed=0, epochs=300, best=200, force=150.0):
