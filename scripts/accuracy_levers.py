@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_mlearn import _stats  # mean ± std over seeds, as the benchmark prints them
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The descriptor of the recipe before selection: 38 hand-picked terms (14 radial, 24 G4).
@@ -106,12 +108,6 @@ def _done(runs: Path, lever: str, args) -> bool:
             and all(r.get("epochs", 0) >= args.epochs for r in seeds))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return mean, std
-
-
 def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
     print(f"\n{'el':<4}{'lever':<12}{'E MAE meV/at':>16}{'F MAE eV/Å':>16}{'σ RMSE GPa':>14}"
           + "".join(f"{k + ' %':>10}" for k in ("C11", "C12", "C44", "B")) + f"{'B±0.25%':>9}{'B±2%':>8}")
@@ -124,14 +120,14 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
                     if r["element"] == el and r["seed"] != "committee"]
             if not rows:
                 continue
-            e = _mean_std([r["energy_mae_mev_per_atom"] for r in rows])
-            f = _mean_std([r["force_mae_mev_per_a"] / 1000 for r in rows])
-            s = _mean_std([r["stress_rmse_gpa"] for r in rows])
+            e = _stats([r["energy_mae_mev_per_atom"] for r in rows])
+            f = _stats([r["force_mae_mev_per_a"] / 1000 for r in rows])
+            s = _stats([r["stress_rmse_gpa"] for r in rows])
             dft = rows[0]["elastic_dft"]
-            errors = "".join(f"{100 * (_mean_std([r['elastic_model'][k] for r in rows])[0] / dft[k] - 1):>+10.1f}"
+            errors = "".join(f"{100 * (_stats([r['elastic_model'][k] for r in rows])[0] / dft[k] - 1):>+10.1f}"
                              for k in ("C11", "C12", "C44", "B"))
-            b1 = _mean_std([r["B_ideal_0.0025"] for r in rows])[0]
-            b2 = _mean_std([r["B_ideal_0.02"] for r in rows])[0]
+            b1 = _stats([r["B_ideal_0.0025"] for r in rows])[0]
+            b2 = _stats([r["B_ideal_0.02"] for r in rows])[0]
             print(f"{el:<4}{lever:<12}{e[0]:>9.2f}±{e[1]:<6.2f}{f[0]:>9.3f}±{f[1]:<6.3f}{s[0]:>8.3f}±{s[1]:<5.3f}"
                   + errors + f"{b1:>9.1f}{b2:>8.1f}")
 

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import yaml
 
+from mlpot.ablation.report import collect_results
+
 ROOT = Path(__file__).resolve().parents[1]
 MLEARN = ROOT.parent / "shared" / "datasets" / "mlearn"
 TEACHER = ROOT / "runs" / "teacher-water"  # scripts/make_teacher_water.py
@@ -353,7 +355,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
         structures = None
         for folder in sorted((runs_dir / name).glob("full-lr*")):
             lr = float(folder.name.removeprefix("full-lr"))
-            results = finished(folder)
+            results = collect_results(folder)
             if results and structures is None:
                 structures = read(data["train"], format=data["format"], **data["read_options"])
             for result in results:
@@ -375,13 +377,6 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     print(f"{len(rows)} runs, {len(physical)} observable sets written to {out}")
 
 
-def finished(folder: Path) -> list[dict]:
-    from mlpot.ablation.runner import load_result
-
-    return [r for r in (load_result(p) for p in sorted((folder / "runs").glob("*"))) if r is not None] \
-        if (folder / "runs").is_dir() else []
-
-
 def plan(args) -> None:
     """Print every study's stages: runs, finished runs and the measured cost so far."""
     print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
@@ -391,9 +386,11 @@ def plan(args) -> None:
     total_hours, unknown = 0.0, []
     for name, _, budget in studies(args.studies):
         study_dir = args.runs / name
-        screen_done = sum(len(finished(study_dir / f"lr-{lr:g}")) for lr in LRS)
-        full = [r for p in study_dir.glob("full-lr*") for r in finished(p)]
-        done = [r for p in study_dir.glob("*") for r in finished(p)]
+        # Each stage folder's finished runs, read once.
+        stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
+        screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in LRS)
+        full = [r for stage, rs in stages.items() if stage.startswith("full-lr") for r in rs]
+        done = [r for rs in stages.values() for r in rs]
         screen_left, full_left = cells * len(LRS) - screen_done, cells * len(SEEDS) * FOLDS - len(full)
         line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(LRS)}, "
                 f"full {len(full)}/{cells * len(SEEDS) * FOLDS}")
