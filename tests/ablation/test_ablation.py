@@ -187,6 +187,38 @@ def test_md_stability_detects_a_blow_up():
         assert rep["reason"] and rep["drift_mev_per_atom_ps"] is None
 
 
+def test_md_stability_resumes_from_its_checkpoint(tmp_path):
+    """A run stopped after a checkpoint continues from it: free flight (no forces, NVE) is
+    deterministic, so the resumed run's records equal those of an uninterrupted one."""
+    class Stop(Exception):
+        pass
+
+    config = MDStabilityConfig(steps=100, check_every=10, temperature_K=300)
+    starts = [_rattled_copper(1), _rattled_copper(2)]
+    whole = md_stability(_model(0.0), starts, config)
+    checkpoint, lines = tmp_path / "md.json", []
+
+    def stop_after_three(line):
+        lines.append(line)
+        if len(lines) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        md_stability(_model(0.0), starts, config, checkpoint=checkpoint, checkpoint_every_s=0.0, log=stop_after_three)
+    assert json.loads(checkpoint.read_text())["done"] == 30 and "0.01 of 0.05 ps, 2/2 replicas" in lines[0]
+    resumed = md_stability(_model(0.0), starts, config, checkpoint=checkpoint, checkpoint_every_s=0.0,
+                           log=lines.append)
+    assert json.loads(checkpoint.read_text())["done"] == 100
+    assert resumed["atom_steps"] == whole["atom_steps"] == 100 * 64 and resumed["us_per_atom_step"] > 0
+    for a, b in zip(resumed["replicas"], whole["replicas"]):
+        assert a["survived"] and a["drift_mev_per_atom_ps"] == pytest.approx(b["drift_mev_per_atom_ps"], abs=1e-12)
+        assert a["max_energy_change_mev_per_atom"] == pytest.approx(b["max_energy_change_mev_per_atom"], abs=1e-12)
+    # A finished checkpoint returns its result without stepping; another run's is refused.
+    assert md_stability(_model(0.0), starts, config, checkpoint=checkpoint)["replicas"] == resumed["replicas"]
+    with pytest.raises(ValueError, match="another MD stability run"):
+        md_stability(_model(0.0), starts, MDStabilityConfig(steps=200, check_every=10), checkpoint=checkpoint)
+
+
 # ----------------------------------------------------------------------------- runs and resume
 @pytest.fixture(scope="module")
 def emt_data(tmp_path_factory):
