@@ -23,18 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.md.velocitydistribution import Stationary
-
-try:  # ASE >= 3.28 renamed MaxwellBoltzmannDistribution
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # pragma: no cover
-    from ase.md.velocitydistribution import (
-        MaxwellBoltzmannDistribution as thermalize_momenta,
-    )
 from ase.neighborlist import neighbor_list
 
 from ..io.files import atomic_write_text
-from ..md import BatchedMD, Thermostat
+from ..md import BatchedMD, Thermostat, thermalised
 from .config import MDStabilityConfig
 
 __all__ = ["md_stability", "min_distance"]
@@ -73,7 +65,7 @@ def md_stability(model, structures: Sequence[Atoms], config: MDStabilityConfig,
     path = Path(checkpoint) if checkpoint is not None else None
     progress = _Progress.load(path, config, len(structures)) if path is not None and path.is_file() else None
     if progress is None:
-        starts = _thermalised(structures, config)
+        starts = thermalised(structures, config.temperature_K, config.seed)
         progress = _Progress(log=_Replicas.of(starts), alive=list(range(len(starts))), current=starts)
     if config.steps:
         def save() -> None:
@@ -165,18 +157,6 @@ class _Progress:
                                                          for f in state["log"]["failure"]]})
         return cls(log=log, alive=state["alive"], current=current, done=state["done"],
                    wall_s=state["wall_s"], atom_steps=state["atom_steps"])
-
-
-def _thermalised(structures: Sequence[Atoms], config: MDStabilityConfig) -> list[Atoms]:
-    """Copies of ``structures`` (no calculator, no labels) with Maxwell–Boltzmann momenta at
-    ``config.temperature_K`` and no centre-of-mass motion; replica k draws from seed + k."""
-    starts = []
-    for k, atoms in enumerate(structures):
-        a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        thermalize_momenta(a, temperature_K=config.temperature_K, rng=np.random.default_rng(config.seed + k))
-        Stationary(a)
-        starts.append(a)
-    return starts
 
 
 def _run(model, config: MDStabilityConfig, progress: _Progress, save: Callable[[], None],

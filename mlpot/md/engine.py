@@ -11,8 +11,8 @@ Same units and observables as ASE: kinetic energy ½Σmv² (eV), temperature 2E_
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from ase import Atoms, units
 from ..data import collate
 from .integrators import INTEGRATORS
 
-__all__ = ["MDState", "BatchedMD", "Thermostat"]
+__all__ = ["BatchedMD", "MDState", "Thermostat", "thermalised"]
 
 
 @dataclass
@@ -106,7 +106,7 @@ class BatchedMD:
         self.kT = torch.as_tensor(temps * units.kB, dtype=dtype, device=device)[self.batch.system_idx].unsqueeze(1)
         masses = np.concatenate([a.get_masses() for a in structures])
         velocities = np.concatenate([a.get_velocities() for a in structures])
-        t = dict(dtype=dtype, device=device)
+        t = {"dtype": dtype, "device": device}
         self.steps_done = 0
         self.neighbour_builds = 0
         self._rebuild(self.batch.positions)
@@ -148,7 +148,7 @@ class BatchedMD:
                      generator=self.generator)
         self.steps_done += 1
 
-    def run(self, steps: int, callback: Callable[["BatchedMD"], None] | None = None,
+    def run(self, steps: int, callback: Callable[[BatchedMD], None] | None = None,
             every: int = 1, progress: bool = False) -> None:
         """Run ``steps`` steps, calling ``callback(self)`` every ``every`` steps."""
         from ..progress import progress as report
@@ -190,3 +190,25 @@ class BatchedMD:
             out.append(atoms)
             start += n
         return out
+
+
+def thermalised(structures: Sequence[Atoms], temperature_K: float, seed: int = 0) -> list[Atoms]:
+    """Copies of ``structures`` (no calculator, no labels) with Maxwell–Boltzmann momenta at
+    ``temperature_K`` (K) and no centre-of-mass motion; structure k draws from ``seed + k``, so
+    replicas of one start structure get distinct velocities."""
+    from ase.md.velocitydistribution import Stationary
+
+    try:  # ASE >= 3.28 renamed MaxwellBoltzmannDistribution
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover
+        from ase.md.velocitydistribution import (
+            MaxwellBoltzmannDistribution as thermalize_momenta,
+        )
+
+    starts = []
+    for k, atoms in enumerate(structures):
+        a = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        thermalize_momenta(a, temperature_K=temperature_K, rng=np.random.default_rng(seed + k))
+        Stationary(a)
+        starts.append(a)
+    return starts
