@@ -10,7 +10,9 @@ unknown key anywhere is an error that names it::
     descriptor_cutoff: 5.0      # Å, cutoff of the default set (ignored with a descriptor)
     model:      {depth: 2, width: 32, activation: tanh, ...}   # NetworkConfig
     scaling:    {mode: scale_center, range: [-1, 1]}
-    loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0}
+    loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0,
+                 weight_by: null, group_weights: {}}   # e.g. weight_by: group,
+                                                       # group_weights: {Surface: 5.0}
     optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
                  min_lr: 0.0}
@@ -26,7 +28,7 @@ Overrides are ``key.path=value`` strings whose value is parsed as YAML
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Collection, Literal, Sequence, get_type_hints
 
@@ -46,6 +48,27 @@ __all__ = [
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
+
+
+def info_labels(structures: Sequence, key: str, option: str, source: str) -> list:
+    """Each structure's ``info[key]``, in order.
+
+    Args:
+        structures: ``ase.Atoms``.
+        key: the ``info`` key.
+        option: the config key that names ``key`` (``data.group_by``), for the message.
+        source: where the structures come from (a file name), for the message.
+
+    Raises:
+        ValueError: a structure lacks the key (the message names the first, ``source`` and
+            ``key``).
+    """
+    labels = []
+    for k, atoms in enumerate(structures):
+        if key not in atoms.info:
+            raise ValueError(f"{option}: structure {k} of {source} has no info[{key!r}] (it has {sorted(atoms.info)})")
+        labels.append(atoms.info[key])
+    return labels
 
 
 @dataclass(frozen=True)
@@ -86,13 +109,7 @@ class DataConfig:
         """
         if self.group_by is None:
             return None
-        labels = []
-        for k, atoms in enumerate(structures):
-            if self.group_by not in atoms.info:
-                raise ValueError(f"data.group_by: structure {k} of {self.train} has no info[{self.group_by!r}] "
-                                 f"(it has {sorted(atoms.info)})")
-            labels.append(atoms.info[self.group_by])
-        return labels
+        return info_labels(structures, self.group_by, "data.group_by", self.train)
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -117,23 +134,91 @@ class ScalingConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the loss terms.
+    """Weights of the loss terms, and of the structures by group.
 
     L = w_E·⟨(ΔE/n_atoms)²⟩ [eV²] + w_F·⟨ΔF_α²⟩ [(eV/Å)², per component]
     + w_σ·⟨Δσ_αβ²⟩ [(eV/Å³)², per component]; each mean runs over labelled items only.
+
+    Attributes:
+        energy_weight, forces_weight, stress_weight: w_E, w_F, w_σ.
+        weight_by: weight the structures by group: the key in each structure's ``info``
+            naming its group (e.g. ``group`` of the mlearn data: ``AIMD-NVT``, ``Vacancy``,
+            ``Elastic``, ``Surface``). Each mean above then becomes a weighted mean
+            Σ w_s·err² / Σ w_s over the labelled rows, every row (an energy, an atom's force
+            components, a stress) weighted by its structure's w_s (see
+            :mod:`mlpot.training.loss`). The training loss only: metrics and the validation
+            loss that selects the model stay unweighted.
+        group_weights: w_s of each group label (labels compare as strings); groups not
+            listed weigh 1.0. A weight of 0 takes a group out of the training loss. A label
+            that no structure of ``data.train`` carries is an error (a typo would otherwise
+            weigh nothing).
     """
 
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     stress_weight: float = 0.0
+    weight_by: str | None = None
+    group_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                _fail(f"loss.{f.name}", f"must be a finite number >= 0, got {value}")
+                _fail(f"loss.{name}", f"must be a finite number >= 0, got {value}")
         if self.energy_weight == self.forces_weight == self.stress_weight == 0:
             _fail("loss", "all weights are zero; nothing would be trained")
+        if self.weight_by is not None and not self.weight_by:
+            _fail("loss.weight_by", "must name a key of the structures' info, got an empty string")
+        if self.group_weights and self.weight_by is None:
+            _fail("loss.group_weights", "needs loss.weight_by, the info key that names each structure's group")
+        # Keys as strings (YAML reads a label 1 as an int) and values as floats, so that the
+        # lookup by str(label) and the saved config.yaml agree.
+        object.__setattr__(self, "group_weights", {str(k): _group_weight(k, v) for k, v in self.group_weights.items()})
+        # That not every structure weighs zero is checked where the groups are known (the
+        # training split, see structure_weights): {Surface: 0} alone is a valid way to
+        # leave a group out.
+
+    def structure_weights(self, structures: Sequence, source: str,
+                          train: Sequence[int] | None = None) -> tuple[list[float], list[str]] | None:
+        """Each structure's loss weight (``group_weights`` of its ``info[weight_by]``, 1.0 if
+        unlisted) and group label (as a string), or ``None`` without ``weight_by``.
+
+        Args:
+            structures: all structures of ``source`` (labels are checked against them all).
+            source: the dataset's name (``data.train``), for the messages.
+            train: indices of the training split, if known: refused when all of them weigh 0.
+
+        Raises:
+            ValueError: a structure lacks ``info[weight_by]`` (naming its index, ``source``
+                and the key), a label of ``group_weights`` occurs in no structure (listing
+                those that do), or every training structure weighs zero.
+        """
+        if self.weight_by is None:
+            return None
+        labels = [str(label) for label in info_labels(structures, self.weight_by, "loss.weight_by", source)]
+        unknown = sorted(set(self.group_weights) - set(labels))
+        if unknown:
+            raise ValueError(f"loss.group_weights: no structure of {source} has info[{self.weight_by!r}] in "
+                             f"{unknown}; the groups there are {sorted(set(labels))}")
+        weights = [self.group_weights.get(label, 1.0) for label in labels]
+        if train is not None and len(train) and not any(weights[k] for k in train):
+            groups = sorted({labels[k] for k in train})
+            raise ValueError(f"loss.group_weights: every training structure weighs zero (its groups {groups} "
+                             f"of info[{self.weight_by!r}]); nothing would be trained")
+        return weights, labels
+
+
+def _group_weight(label, value) -> float:
+    """``value`` as a weight (a finite number >= 0) of group ``label``, else ConfigError."""
+    number = value
+    if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not (math.isfinite(number) and number >= 0):
+        _fail(f"loss.group_weights.{label}", f"must be a finite number >= 0, got {value!r}")
+    return float(number)
 
 
 @dataclass(frozen=True)

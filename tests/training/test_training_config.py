@@ -44,6 +44,15 @@ def test_unknown_key_is_named(data, key):
     (minimal(optimizer={"name": "sgd"}), "optimizer.name"),
     (minimal(optimizer={"lr": -1.0}), "optimizer.lr"),
     (minimal(loss={"forces_weight": -1.0}), "loss.forces_weight"),
+    (minimal(loss={"group_weights": {"Surface": 2.0}}), "loss.group_weights: needs loss.weight_by"),
+    (minimal(loss={"weight_by": "group", "group_weights": {"Surface": -1.0}}), "loss.group_weights.Surface"),
+    (minimal(loss={"weight_by": "group", "group_weights": {"Surface": float("inf")}}), "loss.group_weights.Surface"),
+    (minimal(loss={"weight_by": "group", "group_weights": {"Surface": float("nan")}}), "loss.group_weights.Surface"),
+    (minimal(loss={"weight_by": "group", "group_weights": {"Elastic": "heavy"}}), "loss.group_weights.Elastic"),
+    (minimal(loss={"weight_by": "group", "group_weights": {"Elastic": True}}), "loss.group_weights.Elastic"),
+    (minimal(loss={"weight_by": "group", "group_weights": [2.0]}), "loss.group_weights"),
+    (minimal(loss={"weight_by": ""}), "loss.weight_by"),
+    (minimal(loss={"weight_by": 3}), "loss.weight_by"),
     (minimal(schedule={"name": "step"}), "schedule.name"),
     (minimal(scaling={"mode": "minmax"}), "scaling.mode"),
     (minimal(scaling={"range": [1, -1]}), "scaling.range"),
@@ -129,3 +138,20 @@ def test_check_labels_switch():
     from mlpot.training.config import RESULT_NEUTRAL_TRAINING_OPTIONS
 
     assert "check_labels" in RESULT_NEUTRAL_TRAINING_OPTIONS
+
+
+def test_group_weights_parse_round_trip_and_override(tmp_path):
+    assert TrainConfig.from_dict(minimal()).loss.weight_by is None
+    path = tmp_path / "run.yaml"
+    # YAML reads 1e-1 (no dot) as a string and the label 3 as an int: both are normalised.
+    path.write_text("data: {train: train.extxyz}\nloss: {weight_by: group, group_weights: {Surface: 1e-1, 3: 2}}\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.loss.weight_by == "group" and cfg.loss.group_weights == {"Surface": 0.1, "3": 2.0}
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    cfg.save(tmp_path / "saved.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "saved.yaml") == cfg
+    over = TrainConfig.from_yaml(path, ["loss.group_weights.Elastic=0", "loss.weight_by=kind"])
+    assert over.loss.group_weights == {"Surface": 0.1, "3": 2.0, "Elastic": 0.0} and over.loss.weight_by == "kind"
+    # A zero weight alone is valid (it leaves that group out); an all-zero training split
+    # is refused at run time, where the groups are known.
+    TrainConfig.from_dict(minimal(loss={"weight_by": "group", "group_weights": {"Surface": 0}}))
