@@ -28,6 +28,9 @@ class Targets:
         forces: (N, 3); NaN rows for structures without forces.
         stress: (B, 3, 3), ASE sign convention; NaN where missing.
         has_energy, has_forces, has_stress: (B,) bool masks of present labels.
+        weight: (B,) per-structure weight in the training loss (dimensionless, >= 0), or
+            ``None`` for equal weights (see :mod:`mlpot.training.loss`); floating, so it
+            moves to the batch's dtype with the labels.
     """
 
     energy: torch.Tensor
@@ -36,6 +39,7 @@ class Targets:
     has_energy: torch.Tensor
     has_forces: torch.Tensor
     has_stress: torch.Tensor
+    weight: torch.Tensor | None = None
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "Targets":
         return _move(self, device, dtype)

@@ -74,7 +74,7 @@ def select(batch: AtomsBatch, indices: Sequence[int] | torch.Tensor, return_inde
         t = batch.targets
         targets = Targets(energy=t.energy[idx], forces=t.forces[atoms], stress=t.stress[idx],
                           has_energy=t.has_energy[idx], has_forces=t.has_forces[idx],
-                          has_stress=t.has_stress[idx])
+                          has_stress=t.has_stress[idx], weight=None if t.weight is None else t.weight[idx])
     out = replace(
         batch,
         positions=batch.positions[atoms],
@@ -95,7 +95,7 @@ def concatenate(batches: Sequence[AtomsBatch]) -> AtomsBatch:
     """One batch of all structures of ``batches`` in order; pair indices re-offset.
 
     All batches must have pairs at the same cutoff (or all none) and, if any has labels,
-    all must.
+    all must; so must they all have structure weights (``targets.weight``) or none.
     """
     if not batches:
         raise ValueError("nothing to concatenate")
@@ -110,8 +110,11 @@ def concatenate(batches: Sequence[AtomsBatch]) -> AtomsBatch:
 
     targets = None
     if batches[0].targets is not None:
-        targets = Targets(**{f: torch.cat([getattr(b.targets, f) for b in batches])
-                             for f in ("energy", "forces", "stress", "has_energy", "has_forces", "has_stress")})
+        weighted = {b.targets.weight is not None for b in batches}
+        if len(weighted) != 1:
+            raise ValueError("some batches have structure weights (targets.weight) and some not")
+        names = ("energy", "forces", "stress", "has_energy", "has_forces", "has_stress") + ("weight",) * weighted.pop()
+        targets = Targets(**{f: torch.cat([getattr(b.targets, f) for b in batches]) for f in names})
     edge_index = edge_shift = None
     if batches[0].edge_index is not None:
         edge_index = torch.cat([b.edge_index + o for b, o in zip(batches, atom_off)], dim=1)
@@ -133,10 +136,13 @@ class BatchStore:
         dtype: floating dtype of positions, cells and labels.
         chunk: structures collated per call (bounds the peak memory of collation).
         progress: show a progress bar while building pairs.
+        weights: one loss weight per structure (``targets.weight`` of every batch cut from
+            the store; see :meth:`~mlpot.training.config.LossConfig.structure_weights`), or
+            ``None`` for equal weights.
     """
 
     def __init__(self, structures, cutoff: float, dtype: torch.dtype = torch.float64,
-                 chunk: int = 512, progress: bool = False):
+                 chunk: int = 512, progress: bool = False, weights: Sequence[float] | None = None):
         from ..progress import progress as report
 
         n = len(structures)
@@ -147,6 +153,11 @@ class BatchStore:
             parts.append(collate([structures[k] for k in range(lo, min(n, lo + chunk))],
                                  cutoff=cutoff, dtype=dtype))
         self.data = parts[0] if len(parts) == 1 else concatenate(parts)
+        if weights is not None:
+            if len(weights) != n:
+                raise ValueError(f"{len(weights)} structure weights for {n} structures")
+            self.data = replace(self.data, targets=replace(self.data.targets,
+                                                           weight=torch.as_tensor(weights, dtype=dtype)))
         self.cutoff = cutoff
         # Pairs per structure, counted once: every batch cut from the store needs them.
         self.edge_counts = _edge_counts(self.data)
