@@ -4,7 +4,8 @@ Each of W processes (ranks) holds the whole model and dataset and takes a disjoi
 every global batch, so the global batch is the one a single process would use. The loss
 stays the single-process loss: its terms are means over labelled items (structures, force
 components, stress components) of the *global* batch, so each rank divides its sum of
-squared errors by the global count of each term (one all-reduce of three counts), and the
+squared errors by the global count of each term (one all-reduce of three counts; with
+structure weights, of the three sums of weights), and the
 ranks' gradients are summed (not averaged) in one all-reduce per step. Validation and
 training metrics are summed over ranks before RMSE/MAE are formed. Rank 0 alone writes
 files; the others wait at barriers.
@@ -29,7 +30,7 @@ import torch
 import torch.distributed as tdist
 
 from ..device import resolve_device
-from .loss import label_masks
+from .loss import label_masks, label_weights
 from .metrics import ErrorAccumulator
 
 __all__ = ["Distributed", "SingleProcess", "from_environment", "launch"]
@@ -90,7 +91,9 @@ class Distributed:
         total = terms["total"].new_zeros(())
         for k, key in enumerate(("energy", "forces", "stress")):
             if key in terms:
-                factor = float(local[k]) / max(float(counts[k]), 1.0)
+                # Not max(count, 1): a weighted count (sum of weights) may be below 1.
+                count = float(counts[k])
+                factor = float(local[k]) / count if count > 0 else 0.0
                 total = total + w[key] * terms[key] * factor
         return total
 
@@ -306,10 +309,16 @@ class SingleProcess(Distributed):
 
 def _label_counts(batch) -> torch.Tensor:
     """(3,) float64 counts that :func:`~mlpot.training.loss.loss_terms` divides by: labelled
-    energies, force components and stress components of the periodic structures."""
-    masks = label_masks(batch)
+    energies, force components and stress components of the periodic structures; with
+    structure weights (``targets.weight``), their weighted counts Σ w (the denominators of
+    the weighted means)."""
+    masks, rows = label_masks(batch), label_weights(batch)
     values_per_row = {"energy": 1, "forces": 3, "stress": 9}
-    return torch.stack([values_per_row[k] * masks[k].sum() for k in ("energy", "forces", "stress")]).to(torch.float64)
+    if rows is None:
+        return torch.stack([values_per_row[k] * masks[k].sum()
+                            for k in ("energy", "forces", "stress")]).to(torch.float64)
+    return torch.stack([values_per_row[k] * torch.where(masks[k] & (rows[k] > 0), rows[k].double(), 0.0).sum()
+                        for k in ("energy", "forces", "stress")])
 
 
 def from_environment(device_name: str) -> tuple[Distributed, str]:

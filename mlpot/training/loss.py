@@ -7,6 +7,19 @@ mean runs over the items that carry that label (``batch.targets.has_*``): a stru
 without forces adds nothing to the force term and does not dilute it. Masking uses
 ``torch.where`` and clamped counts, so there is no host sync and a batch without a label
 gives a zero term (not NaN).
+
+Structure weights (``loss.weight_by`` / ``loss.group_weights``, carried as
+``batch.targets.weight`` (B,)) turn each mean into a weighted one, Σ_rows w·err² / Σ_rows w
+over the labelled rows: energy per structure, all three components of an atom's force with
+its structure's weight, all nine stress components of a structure with its weight. A
+structure of weight 0 then counts as unlabelled (no value, no gradient); with every weight
+1 the loss is the unweighted one. Without weights (``None``) the unweighted code runs.
+
+The weights act on the training loss only. The reported metrics (RMSE, MAE) and the
+validation loss that selects the best epoch and drives early stopping and the plateau
+schedule (:func:`loss_from_metrics`) stay unweighted: runs with different group weights
+are then compared on the same measure of the same structures, and the weights say what to
+fit harder, not what counts as a better model.
 """
 
 from __future__ import annotations
@@ -16,7 +29,8 @@ import torch
 from ..units import GPA
 from .config import LossConfig
 
-__all__ = ["loss_terms", "loss_from_metrics"]
+__all__ = ["loss_terms", "loss_from_metrics", "label_masks", "label_weights", "weighted_row_sums",
+           "safe_ratio"]
 
 
 def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig) -> dict[str, torch.Tensor]:
@@ -26,7 +40,8 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
         predictions: output of :class:`~mlpot.models.Potential`: ``energy`` (B,) eV,
             ``forces`` (N, 3) eV/Å if forces are weighted, ``stress`` (B, 3, 3) eV/Å³ if
             stress is weighted.
-        batch: the :class:`~mlpot.data.AtomsBatch` with ``targets``.
+        batch: the :class:`~mlpot.data.AtomsBatch` with ``targets`` (and, for weighted
+            structures, ``targets.weight`` (B,)).
         weights: the loss weights.
 
     A weighted term whose prediction is absent (e.g. stress not computed for a batch with
@@ -34,21 +49,22 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
 
     Returns:
         ``total`` (scalar, differentiable), and the mean squared errors ``energy``
-        (eV²/atom²), ``forces`` ((eV/Å)²), ``stress`` ((eV/Å³)²) as scalar tensors; a term
-        whose weight is zero is left out.
+        (eV²/atom²), ``forces`` ((eV/Å)²), ``stress`` ((eV/Å³)²) as scalar tensors (means
+        weighted by the structure weights when the batch has them); a term whose weight is
+        zero is left out.
     """
     t = batch.targets
-    masks = label_masks(batch)
+    masks, rows = label_masks(batch), label_weights(batch)
     terms: dict[str, torch.Tensor] = {}
     if weights.energy_weight > 0:
         per_atom = (predictions["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
-        terms["energy"] = _masked_mse(per_atom, masks["energy"])
+        terms["energy"] = _term(per_atom, masks, rows, "energy")
     if weights.forces_weight > 0 and "forces" in predictions:
         diff = predictions["forces"] - torch.nan_to_num(t.forces)
-        terms["forces"] = _masked_mse(diff, masks["forces"])
+        terms["forces"] = _term(diff, masks, rows, "forces")
     if weights.stress_weight > 0 and "stress" in predictions:
         diff = predictions["stress"] - torch.nan_to_num(t.stress)
-        terms["stress"] = _masked_mse(diff, masks["stress"])
+        terms["stress"] = _term(diff, masks, rows, "stress")
     w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
     terms["total"] = sum((w[k] * v for k, v in terms.items()),
                          start=predictions["energy"].new_zeros(()))
@@ -63,6 +79,50 @@ def label_masks(batch) -> dict[str, torch.Tensor]:
             "stress": t.has_stress & batch.pbc.all(dim=1)}
 
 
+def label_weights(batch) -> dict[str, torch.Tensor] | None:
+    """The weight of each row of each loss term, as :func:`label_masks`: ``energy`` (B,),
+    ``forces`` (N,) (each atom its structure's) and ``stress`` (B,); ``None`` when the batch
+    has no structure weights."""
+    w = batch.targets.weight
+    if w is None:
+        return None
+    return {"energy": w, "forces": w[batch.system_idx], "stress": w}
+
+
+def weighted_row_sums(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: w·Σ diff² over the row's components and w·(number of components), each (R,).
+
+    Rows where ``mask`` is False or ``weight`` is 0 give exactly 0 in both, through
+    ``torch.where``, so NaN or inf in such a row (an unlabelled structure, a model's NaN
+    stress of an open one) reaches neither the value nor the gradient.
+
+    Args:
+        diff: (R, ...) prediction − label.
+        mask: (R,) bool, labelled rows.
+        weight: (R,) weight of each row, >= 0.
+    """
+    keep = mask & (weight > 0)
+    rows = diff.reshape(diff.shape[0], -1)
+    sq = torch.where(keep.unsqueeze(1), rows, torch.zeros_like(rows)).pow(2).sum(1)
+    w = torch.where(keep, weight.to(diff.dtype), torch.zeros_like(sq))
+    return w * sq, w * rows.shape[1]
+
+
+def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, 0 where ``den`` is 0 (there ``num`` is 0 too: no weighted labelled
+    row). The denominator is replaced before dividing, so no NaN appears, even in the
+    gradient; weights may be fractional, so clamping ``den`` to 1 would be wrong."""
+    return num / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def _term(diff: torch.Tensor, masks: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None,
+          key: str) -> torch.Tensor:
+    """The (weighted, when ``rows`` holds weights) mean squared error of term ``key``."""
+    if rows is None:
+        return _masked_mse(diff, masks[key])
+    return _weighted_mse(diff, masks[key], rows[key])
+
+
 def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``diff**2`` over the rows where ``mask`` (leading dim) is True; 0 if none.
 
@@ -74,11 +134,28 @@ def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return sq / m.sum().clamp(min=1).to(diff.dtype)
 
 
+def _weighted_mse(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ w·diff² / Σ w over the components of the rows where ``mask`` is True and the
+    weight ``weight`` (R,) is positive; 0 if none.
+
+    The same elements in the same order as :func:`_masked_mse`, each times its weight, so
+    with every weight 1 both give the same number, bit for bit.
+    """
+    keep = mask & (weight > 0)
+    m = keep.reshape(keep.shape + (1,) * (diff.dim() - 1)).expand_as(diff)
+    w = torch.where(m, weight.to(diff.dtype).reshape(m.shape[:1] + (1,) * (diff.dim() - 1)).expand_as(diff),
+                    torch.zeros_like(diff))
+    sq = torch.where(m, diff, torch.zeros_like(diff)).pow(2)
+    return safe_ratio((sq * w).sum(), w.sum())
+
+
 def loss_from_metrics(metrics: dict, weights: LossConfig) -> float:
     """The loss of a whole dataset from :class:`~mlpot.training.ErrorAccumulator` metrics.
 
     Combines the dataset-wide mean squared errors with the training weights, so model
-    selection uses the same trade-off as training. Terms without labels count zero.
+    selection uses the same trade-off between the terms as training. Structure weights
+    (``weights.group_weights``) do not enter: the metrics are unweighted, and so is this
+    loss (see the module docstring).
     """
     def mse(key: str, to_si: float) -> float:
         rmse = metrics.get(key)

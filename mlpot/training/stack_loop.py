@@ -20,7 +20,7 @@ from ..progress import progress
 from .config import LossConfig
 from .data import BatchStore
 from .loop import EpochResult, StepSettings, _on_device, predict
-from .loss import label_masks
+from .loss import label_masks, label_weights, safe_ratio, weighted_row_sums
 from .metrics import ErrorAccumulator
 from .optim import LRSchedule
 from .stack import ModelStack
@@ -76,25 +76,31 @@ class StackedTraining:
 def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig, member: torch.Tensor,
                 n_members: int) -> dict[str, torch.Tensor]:
     """Each member's :func:`~mlpot.training.loss.loss_terms` over its own structures: ``total``
-    and the unweighted terms, each (M,); ``member`` (B,) is the member of each structure."""
-    t, masks = batch.targets, label_masks(batch)
+    and the unweighted terms, each (M,); ``member`` (B,) is the member of each structure.
+    With structure weights (``batch.targets.weight``) each member's means are weighted as
+    :func:`~mlpot.training.loss.loss_terms` weights them."""
+    t, masks, rows = batch.targets, label_masks(batch), label_weights(batch)
     atom_member = member[batch.system_idx]
 
-    def mse(diff: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    def mse(diff: torch.Tensor, key: str, owner: torch.Tensor) -> torch.Tensor:
+        zeros = diff.new_zeros(n_members)
+        if rows is not None:
+            sq, count = weighted_row_sums(diff, masks[key], rows[key])
+            return safe_ratio(zeros.index_add(0, owner, sq), zeros.index_add(0, owner, count))
+        mask = masks[key]
         m = mask.reshape(mask.shape + (1,) * (diff.dim() - 1)).expand_as(diff)
         sq = torch.where(m, diff, torch.zeros_like(diff)).pow(2).flatten(1).sum(1)
         count = m.flatten(1).sum(1).to(diff.dtype)
-        zeros = diff.new_zeros(n_members)
         return zeros.index_add(0, owner, sq) / zeros.index_add(0, owner, count).clamp(min=1)
 
     terms: dict[str, torch.Tensor] = {}
     if weights.energy_weight > 0:
         per_atom = (pred["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
-        terms["energy"] = mse(per_atom.unsqueeze(1), masks["energy"], member)
+        terms["energy"] = mse(per_atom.unsqueeze(1), "energy", member)
     if weights.forces_weight > 0 and "forces" in pred:
-        terms["forces"] = mse(pred["forces"] - torch.nan_to_num(t.forces), masks["forces"], atom_member)
+        terms["forces"] = mse(pred["forces"] - torch.nan_to_num(t.forces), "forces", atom_member)
     if weights.stress_weight > 0 and "stress" in pred:
-        terms["stress"] = mse(pred["stress"] - torch.nan_to_num(t.stress), masks["stress"], member)
+        terms["stress"] = mse(pred["stress"] - torch.nan_to_num(t.stress), "stress", member)
     w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
     terms["total"] = sum((w[k] * v for k, v in terms.items()), start=pred["energy"].new_zeros(n_members))
     return terms
