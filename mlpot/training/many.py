@@ -49,7 +49,8 @@ from .stack import ModelStack, _key
 from .stack_loop import StackedTraining, evaluate_members, stacked_epoch
 from .stack_optim import StackedAdam, StackedEMA
 from .state import RunState
-from .trainer import _Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model
+from .trainer import (_Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model,
+                      structure_weights)
 
 __all__ = ["train_many", "MEMBER_KEYS", "check_stackable"]
 
@@ -157,6 +158,12 @@ def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) 
     for m in members:
         m.config.save(m.run.out / "config.yaml")
         splits.append(_read_and_split(m.run, m.checkpoint is not None, structures)[1])
+    # The loss section is the same for every member (not a MEMBER_KEY), so are the weights;
+    # each member's training split is checked and reported.
+    weights, lines = None, []
+    for m, split in zip(members, splits):
+        weights, line = structure_weights(m.config, structures, split.train)
+        lines.append(line)
     element_sets = [sorted({int(z) for k in s.train for z in structures[k].numbers}) for s in splits]
     if any(e != element_sets[0] for e in element_sets):
         raise ValueError(f"the members' training sets hold different elements {element_sets}: they cannot share "
@@ -171,7 +178,7 @@ def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) 
         descriptor = base.build_descriptor(elements, train)  # chosen once for all members
     for m in members:
         m.model = build_model(m.config, elements, train, descriptor=descriptor)
-    store = BatchStore(structures, cutoff=members[0].model.cutoff, progress=progress)
+    store = BatchStore(structures, cutoff=members[0].model.cutoff, progress=progress, weights=weights)
     fitted: dict[tuple, _Member] = {}  # the data fit depends only on the training set
     for m, split in zip(members, splits):
         m.data = _Data(structures, split, store, torch.tensor(split.train, dtype=torch.long),
@@ -185,6 +192,9 @@ def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) 
             fitted[key] = m
     log(f"{len(members)} models of {members[0].model.n_parameters()} parameters trained together on "
         f"{len(structures)} structures of {elements}")
+    for m, line in zip(members, lines):
+        if line:
+            m.run.log(line)
     return store
 
 

@@ -58,7 +58,7 @@ from .loss import loss_from_metrics, loss_terms
 from .report import METRIC_COLUMNS, MetricsLog, epoch_summary, error_summary, grad_column
 from .state import Learner
 
-__all__ = ["TrainingError", "train", "build_model", "evaluate_store", "METRIC_COLUMNS"]
+__all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "METRIC_COLUMNS"]
 
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
@@ -202,6 +202,7 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     """The run after the folder checks: set-up, epochs, test evaluation."""
     config, opts, dist = run.config, run.config.training, run.dist
     structures, split, test = _read_and_check(run, resume)
+    weights, weights_line = structure_weights(config, structures, split.train)  # before any file is written
     counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
     model = build_model(config, elements, [structures[k] for k in split.train])
@@ -215,7 +216,9 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     if select is not None:
         run.log(f"descriptor: {model.descriptor.n_features} features per element, chosen by {select.method} "
                 f"from {SymmetryFunctions(config.descriptor_spec(elements)).n_features} candidates on the training split")
-    store = BatchStore(structures, cutoff=model.cutoff, progress=run.progress)
+    if weights_line:
+        run.log(weights_line)
+    store = BatchStore(structures, cutoff=model.cutoff, progress=run.progress, weights=weights)
     data = _Data(structures, split, store, torch.tensor(split.train, dtype=torch.long),
                  torch.tensor(split.val, dtype=torch.long), test)
     fit_summary = _set_up_scaling(run, model, data, checkpoint)
@@ -260,6 +263,30 @@ def _read_and_check(run: _Run, resume: bool) -> tuple[Sequence, Split, Sequence 
         check_labels(structures, str(data.train))
     test = read(data.test, format=data.format, **data.read_options) if data.test else None
     return structures, split, test
+
+
+def structure_weights(config: TrainConfig, structures: Sequence,
+                      train: Sequence[int]) -> tuple[list[float] | None, str | None]:
+    """Each structure's loss weight (``loss.weight_by``, ``loss.group_weights``) and the line
+    that reports them: the weight and number of training structures of every group, so a
+    run's log shows how much each group counts. ``(None, None)`` without ``loss.weight_by``.
+
+    Args:
+        structures: all structures of ``data.train``.
+        train: indices of the training split.
+
+    Raises:
+        ValueError: see :meth:`~mlpot.training.config.LossConfig.structure_weights`.
+    """
+    loss = config.loss
+    found = loss.structure_weights(structures, str(config.data.train), train)
+    if found is None:
+        return None, None
+    weights, labels = found
+    counts = Counter(labels[k] for k in train)
+    parts = [f"{g} {loss.group_weights.get(g, 1.0):g} × {counts[g]}" for g in sorted(set(labels))]
+    return weights, (f"loss weights by info[{loss.weight_by!r}] (weight × training structures): "
+                     + ", ".join(parts))
 
 
 def _check_elements(model: Potential, structures: Sequence, test: Sequence | None, config: TrainConfig) -> None:
