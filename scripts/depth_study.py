@@ -19,8 +19,18 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   by (fold, seed)), a plateau schedule and early stopping (patience :data:`PATIENCE`) up to
   :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
   converged.
+* **Stage ``md``** (``scripts/depth_study_md.py``): per cell whose full stage has finished,
+  its median-validation run runs ``--replicas`` NVT replicas of ``--ps`` ps at a high
+  temperature of its data set from held-out frames, until each fails; one result file per
+  cell, checkpointed while it runs. After each cell it computes the cell's observables.
+* **Observables** (:func:`observables`, cached beside each run): Si/Mo: elastic constants
+  against DFT on the Elastic cells, the equation of state (lattice constant, bulk modulus)
+  against the DFT lattice and bulk modulus of those cells, and the relaxed vacancy formation
+  energy (no DFT value in the data: compared across models); water (the median run of each
+  cell): g(r) of a 300 K NVT run against the teacher's (:func:`water_rdf`).
 * **Stage ``collect``**: ``docs/depth-study/results.json``: one object per trained model
-  under ``"runs"``, the elastic constants of every Si/Mo model under ``"observables"``, and the
+  under ``"runs"``, the observables of every Si/Mo model and of each water cell's median run
+  under ``"observables"``, one object per cell under ``"md_stability"``, and the
   ``"recommendation"`` per budget.
 
 Each stage of a study is an ordinary ``mlpot ablate`` grid (:func:`mlpot.ablation.run_ablation`)
@@ -32,6 +42,7 @@ checkpoints, so the same command continues the study after any stop. The recipe 
 Usage:
     python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
     python scripts/depth_study.py run     [--studies ...] [--stages lr full] [--jobs 1]
+    python scripts/depth_study.py md      [--studies ...] [--replicas 10] [--ps 50] [--threads 1]
     python scripts/depth_study.py collect [--runs runs/depth-v2]
 """
 
@@ -246,7 +257,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
             print(f"[{name}] lr screen at {lr:g}: {len(only)} runs", flush=True)
             run_ablation(load_ablation(config), study_dir / f"lr-{lr:g}", jobs=args.jobs, resume=True, only=only,
                          threads=args.threads,
-                         log=lambda line: print(f"[{name} lr {lr:g}] {line}", flush=True))
+                         log=lambda line, lr=lr: print(f"[{name} lr {lr:g}] {line}", flush=True))
         return True
     screen = [r for r in grid(stage_config(args.runs, name, data, budget, "lr", LRS[0])) if r.fold == 0 and r.seed == 0]
     rates = chosen_rates(study_dir, screen)
@@ -260,7 +271,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
         print(f"[{name}] full at lr {lr:g}: {len(only)} runs", flush=True)
         run_ablation(load_ablation(config), study_dir / f"full-lr{lr:g}", jobs=args.jobs, resume=True, only=only,
                      threads=args.threads,
-                     log=lambda line: print(f"[{name} full {lr:g}] {line}", flush=True))
+                     log=lambda line, lr=lr: print(f"[{name} full {lr:g}] {line}", flush=True))
     return True
 
 
@@ -290,26 +301,118 @@ def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int
     }
 
 
-def observables(run_dir: Path, data: dict) -> dict | None:
-    """Elastic constants and ideal-cell bulk modulus of a Si/Mo model against DFT
-    (:func:`mlpot.elastic.cubic_properties`), cached beside the run."""
-    cached = run_dir / "observables.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    if data.get("format") != "mlearn":
-        return None
+#: Vacancy supercells of the cubic cell, as in the data's Vacancy group (63 Si, 53 Mo atoms).
+VACANCY_SUPERCELL = {"Si": (2, 2, 2), "Mo": (3, 3, 3)}
+#: The water g(r) runs (student and teacher alike): NVT at the teacher data's 300 K from two
+#: held-out frames, 0.25 ps to forget the start, then 1 ps sampled every 10 fs.
+RDF_PROTOCOL = {"temperature_K": 300.0, "timestep_fs": 0.5, "equilibrate": 500, "steps": 2000, "every": 20,
+                "replicas": 2, "r_max": 6.0, "bins": 120, "pairs": [["O", "O"], ["O", "H"], ["H", "H"]]}
+
+
+def observables(run_dir: Path, data: dict, runs_dir: Path, rdf: bool = False) -> dict | None:
+    """A model's physical observables, cached in ``run_dir/observables.json``: for Si/Mo
+    (:func:`crystal_observables`) always, for water the g(r) against the teacher's
+    (:func:`water_rdf`) only when ``rdf`` (one model per cell: a 1.25 ps MD each);
+    ``None`` when there is nothing to report."""
     import torch
 
     import mlpot
-    from mlpot.data import read
-    from mlpot.elastic import cubic_properties
     from mlpot.io.files import atomic_write_text
+
+    cached = run_dir / "observables.json"
+    values = json.loads(cached.read_text()) if cached.is_file() else {}
+    crystal = data.get("format") == "mlearn"
+    if (crystal and "eos" in values) or (not crystal and (values or not rdf)):
+        return values or None
+    model = mlpot.load(run_dir / "model.pt", dtype=torch.float64)
+    values = crystal_observables(model, data) if crystal else {"rdf": water_rdf(model, data, runs_dir)}
+    atomic_write_text(cached, json.dumps(values) + "\n")
+    return values
+
+
+def crystal_observables(model, data: dict) -> dict:
+    """Elastic constants against DFT (:func:`mlpot.elastic.cubic_properties`); the equation
+    of state of the cubic cell (lattice constant a0 in Å, bulk modulus in GPa) beside the
+    DFT lattice constant of the Elastic cells (their unstrained cell) and the DFT bulk
+    modulus (C11 + 2 C12)/3; the relaxed vacancy formation energy (eV) at the model's own a0."""
+    import numpy as np
+    from ase.build import bulk
+
+    from mlpot.data import read
+    from mlpot.elastic import cubic_properties, reference_cell
+    from mlpot.observables import equation_of_state, vacancy_formation_energy
 
     elastic = [a for a in read(data["train"], format="mlearn", **data["read_options"])
                if a.info.get("group") == "Elastic"]
-    result = cubic_properties(mlpot.load(run_dir / "model.pt", dtype=torch.float64), elastic)
-    atomic_write_text(cached, json.dumps(result) + "\n")
+    result = cubic_properties(model, elastic)
+    size = max({len(a) for a in elastic}, key=[len(a) for a in elastic].count)  # the supercell of most cells
+    supercells = [a for a in elastic if len(a) == size]
+    element = supercells[0].get_chemical_symbols()[0]
+    conventional = bulk(element, cubic=True)  # diamond Si, bcc Mo
+    volume = abs(np.linalg.det(reference_cell([a.cell.array for a in supercells]))) / size
+    a_dft = float((volume * len(conventional)) ** (1 / 3))
+    eos = equation_of_state(model, bulk(element, cubic=True, a=a_dft))
+    a0 = a_dft * eos["scale0"] if eos["scale0"] else None
+    n = len(conventional)
+    result["eos"] = {"a0_a": a0, "bulk_modulus_gpa": eos["bulk_modulus_gpa"], "fit_error": eos["fit_error"],
+                     "v0_a3_per_atom": eos["v0_a3"] / n if eos["v0_a3"] else None,
+                     "e0_ev_per_atom": eos["e0_ev"] / n if eos["e0_ev"] is not None else None}
+    result["eos_reference"] = {"a0_a": a_dft, "bulk_modulus_gpa": result["elastic_reference"]["B"],
+                               "source": "DFT (PBE) labels of the data set's Elastic group"}
+    # Relaxed at the model's own lattice constant; rattled so Si's Jahn–Teller distortion can form.
+    result["vacancy"] = (vacancy_formation_energy(model, bulk(element, cubic=True, a=a0),
+                                                  supercell=VACANCY_SUPERCELL.get(element, (2, 2, 2)), rattle=0.02)
+                         if a0 else None)
     return result
+
+
+def _rdf(model, data: dict) -> dict:
+    """g(r) per pair of :data:`RDF_PROTOCOL` from an NVT run of ``model`` (lists, for JSON)."""
+    import depth_study_md
+
+    from mlpot.observables import nvt_frames, radial_distribution
+
+    p = RDF_PROTOCOL
+    starts = depth_study_md.start_structures(data, p["temperature_K"], p["replicas"])
+    frames = nvt_frames(model, starts, p["temperature_K"], p["timestep_fs"], p["steps"], p["every"],
+                        p["equilibrate"])
+    r, g = radial_distribution(frames, p["r_max"], p["bins"], pairs=[tuple(x) for x in p["pairs"]])
+    return {"r_a": r.tolist(), "g": {k: v.tolist() for k, v in g.items()}}
+
+
+def water_rdf(model, data: dict, runs_dir: Path) -> dict:
+    """The model's g(r) (O–O, O–H, H–H) and its RMS difference from the teacher's, both by
+    :data:`RDF_PROTOCOL`; the teacher's is computed once and kept in
+    ``runs_dir/teacher-rdf.json`` (the teacher and the protocol are the same for every water
+    study)."""
+    import torch
+
+    import mlpot
+    from mlpot.io.files import atomic_write_text
+    from mlpot.observables import rdf_difference
+
+    cache = runs_dir / "teacher-rdf.json"
+    teacher = json.loads(cache.read_text()) if cache.is_file() else None
+    if teacher is None or teacher.get("protocol") != RDF_PROTOCOL:
+        teacher = {"protocol": RDF_PROTOCOL, **_rdf(mlpot.load(TEACHER / "teacher.pt", dtype=torch.float64), data)}
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, json.dumps(teacher) + "\n")
+    student = _rdf(model, data)
+    return {"protocol": RDF_PROTOCOL, **student,
+            "difference_vs_teacher": {k: rdf_difference(student["g"][k], teacher["g"][k]) for k in student["g"]}}
+
+
+def cell_observables(study: tuple[str, dict, str], runs: list[tuple[dict, Path]], runs_dir: Path) -> None:
+    """The observables of a finished cell (cached): every run's for Si/Mo, the median run's
+    g(r) for water (the model the md stage ran)."""
+    import depth_study_md
+
+    data = study[1]
+    if data.get("format") == "mlearn":
+        for _, run_dir in runs:
+            observables(run_dir, data, runs_dir)
+    else:
+        observables(depth_study_md.representative(runs)[1], data, runs_dir, rdf=True)
 
 
 def recommend(rows: list[dict]) -> dict:
@@ -346,6 +449,8 @@ def _as_ablation_run(row: dict) -> dict:
 
 def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) -> None:
     """Write results.json from every finished full-stage run of ``selected`` studies."""
+    import depth_study_md
+
     from mlpot.data import load_split, read
     from mlpot.io.files import atomic_write_text
 
@@ -353,6 +458,9 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     for name, data, budget in selected:
         dataset = name.rsplit("-", 1)[0]
         structures = None
+        # Water observables (an MD each) only for the median run of each finished cell.
+        medians = {depth_study_md.representative(runs)[1] for runs in depth_study_md.cell_runs(runs_dir / name).values()
+                   if len(runs) >= len(SEEDS) * FOLDS} if data.get("format") != "mlearn" else set()
         for folder in sorted((runs_dir / name).glob("full-lr*")):
             lr = float(folder.name.removeprefix("full-lr"))
             results = collect_results(folder)
@@ -362,19 +470,30 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                 split = load_split(folder / "splits" / f"fold{result['fold']}.json")
                 atoms = sum(len(structures[k]) for k in split.train)
                 rows.append(run_row(result, dataset, budget, lr, atoms))
-                values = observables(folder / "runs" / result["name"], data)
+                run_dir = folder / "runs" / result["name"]
+                values = observables(run_dir, data, runs_dir, rdf=run_dir in medians)
                 if values is not None:
                     physical.append({"dataset": dataset, "budget": budget, "variant": result["variant"],
                                      "depth": result["depth"], "seed": result["seed"], "fold": result["fold"],
-                                     **values})
+                                     **_lean(values)})
+    stability = depth_study_md.md_rows(selected, runs_dir)
     document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
-                           "folds": FOLDS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS, "patience": PATIENCE},
-                "runs": rows, "observables": physical,
-                "md_stability": [],  # stage not yet run: see docs/depth-study.md
+                           "folds": FOLDS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS, "patience": PATIENCE,
+                           "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
+                           "rdf": RDF_PROTOCOL},
+                "runs": rows, "observables": physical, "md_stability": stability,
                 "recommendation": recommend(rows)}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(document, indent=1, default=list) + "\n")
-    print(f"{len(rows)} runs, {len(physical)} observable sets written to {out}")
+    print(f"{len(rows)} runs, {len(physical)} observable sets, {len(stability)} MD cells written to {out}")
+
+
+def _lean(values: dict) -> dict:
+    """Observables as results.json lists them: g(r) curves stay in the run's observables.json
+    (only their differences from the teacher's go in), E(V) points likewise."""
+    if "rdf" in values:
+        return {"rdf_difference_vs_teacher": values["rdf"]["difference_vs_teacher"]}
+    return values
 
 
 def plan(args) -> None:
@@ -410,16 +529,31 @@ def plan(args) -> None:
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
 
 
+def md(args) -> int:
+    """The md stage over the selected studies (``scripts/depth_study_md.py``)."""
+    import depth_study_md
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    depth_study_md.run_md(studies(args.studies), args.runs, len(SEEDS) * FOLDS, len(DEPTHS) * len(VARIANTS),
+                          replicas=args.replicas, ps=args.ps,
+                          after_cell=lambda study, runs: cell_observables(study, runs, args.runs))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=["plan", "run", "collect"])
+    parser.add_argument("command", choices=["plan", "run", "md", "collect"])
     parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
     parser.add_argument("--stages", nargs="+", default=["lr", "full"], choices=["lr", "full"])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
     parser.add_argument("--threads", type=int, help="torch threads per grid point (default: cores / jobs)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect")
+    parser.add_argument("--replicas", type=int, default=10, help="md: replicas per cell")
+    parser.add_argument("--ps", type=float, default=50.0, help="md: simulated time per replica, ps")
     args = parser.parse_args()
     if not studies(None):
         print(f"no data: mlearn is looked for in {MLEARN}, teacher water in {TEACHER}")
@@ -430,6 +564,8 @@ def main() -> int:
     if args.command == "collect":
         collect(args.runs, studies(args.studies), args.out)
         return 0
+    if args.command == "md":
+        return md(args)
     plan(args)
     start = time.perf_counter()
     for name, data, budget in studies(args.studies):

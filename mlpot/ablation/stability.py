@@ -127,7 +127,7 @@ class _Progress:
     def line(self, config: MDStabilityConfig) -> str:
         """One progress line: simulated time, replicas alive, cost per atom-step."""
         us = 1e6 * self.wall_s / self.atom_steps if self.atom_steps else float("nan")
-        return (f"{self.done * config.timestep_fs * 1e-3:.2f} of {config.steps * config.timestep_fs * 1e-3:g} ps, "
+        return (f"{self.done * config.timestep_fs * 1e-3:.4g} of {config.steps * config.timestep_fs * 1e-3:.4g} ps, "
                 f"{len(self.alive)}/{len(self.log.n_atoms)} replicas running, {us:.0f} µs/atom-step")
 
     def save(self, path: Path, config: MDStabilityConfig) -> None:

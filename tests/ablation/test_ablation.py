@@ -12,8 +12,18 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mlpot.ablation import (MATCH_TOLERANCE, VARIANTS, MDStabilityConfig, count_parameters, expand_grid,
-                            load_ablation, load_result, matched_hidden, md_stability, run_ablation)
+from mlpot.ablation import (
+    MATCH_TOLERANCE,
+    VARIANTS,
+    MDStabilityConfig,
+    count_parameters,
+    expand_grid,
+    load_ablation,
+    load_result,
+    matched_hidden,
+    md_stability,
+    run_ablation,
+)
 from mlpot.ablation.report import aggregate, pareto_front, render_report, write_results
 from mlpot.cli import main
 from mlpot.config import ConfigError
@@ -21,7 +31,6 @@ from mlpot.descriptors import SymmetryFunctionSpec
 from mlpot.models import NetworkConfig, Potential
 from mlpot.models.elementwise import ElementNetworks
 from mlpot.training import LayerGradientMonitor, layer_norms
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,7 +107,7 @@ def test_grid_matched_runs_share_the_reference_count():
 def test_match_tolerance_widens_the_budget_of_stem_networks():
     """Stem networks keep equal widths, so deep ones miss a small budget by more than 2 %;
     ablation.match_tolerance lets the grid accept them, and each run reports its own count."""
-    grid = dict(widths=["matched"], depths=[12], variants=["residual_stem"], match_reference={"depth": 2, "width": 32})
+    grid = {"widths": ["matched"], "depths": [12], "variants": ["residual_stem"], "match_reference": {"depth": 2, "width": 32}}
     with pytest.raises(ConfigError, match="no 12-layer network"):
         expand_grid(load_ablation(base_config(**grid)), [38])
     target = count_parameters([38], NetworkConfig(hidden=(32, 32)))
@@ -205,7 +214,7 @@ def test_md_stability_resumes_from_its_checkpoint(tmp_path):
 
     with pytest.raises(Stop):
         md_stability(_model(0.0), starts, config, checkpoint=checkpoint, checkpoint_every_s=0.0, log=stop_after_three)
-    assert json.loads(checkpoint.read_text())["done"] == 30 and "0.01 of 0.05 ps, 2/2 replicas" in lines[0]
+    assert json.loads(checkpoint.read_text())["done"] == 30 and "0.005 of 0.05 ps, 2/2 replicas" in lines[0]
     resumed = md_stability(_model(0.0), starts, config, checkpoint=checkpoint, checkpoint_every_s=0.0,
                            log=lines.append)
     assert json.loads(checkpoint.read_text())["done"] == 100
@@ -418,7 +427,11 @@ def test_paired_difference_interval():
 
 
 def test_outlier_structures_flag_only_far_errors():
-    from mlpot.ablation.stats import outlier_structures, recurring_outliers, structure_errors
+    from mlpot.ablation.stats import (
+        outlier_structures,
+        recurring_outliers,
+        structure_errors,
+    )
     from mlpot.evaluation import Predictions
 
     rng = np.random.default_rng(0)

@@ -70,3 +70,163 @@ def test_recommendation_pairs_by_fold_and_seed(study):
     assert best["runner_up"]["depth"] == 8 and diff["n"] == 15
     assert diff["mean"] == pytest.approx(-4.0) and diff["resolved"]
     json.dumps(best)  # results.json must be able to hold it
+
+
+# ----------------------------------------------------------------------------- md stage, observables
+def _cu_model(path, energy_scale: float):
+    """A tiny Cu potential saved to ``path``: gentle (small scale) or wild (huge forces)."""
+    import torch
+
+    import mlpot
+    from mlpot.descriptors import SymmetryFunctionSpec
+    from mlpot.models import NetworkConfig, Potential
+
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Cu"], cutoff=3.5), NetworkConfig(depth=1, width=4)).double()
+    model.energy_scale.fill_(energy_scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mlpot.save(model, path)
+
+
+@pytest.fixture
+def fake_study(tmp_path):
+    """A study "si-2.5k" of two finished cells (2 runs each: a gentle and a wild potential)
+    and one unfinished cell, on a held-out set of 2 small Cu crystals (ase format)."""
+    import ase.io
+    from ase.build import bulk
+
+    from mlpot.ablation.runner import _RESULT_VERSION
+    from mlpot.data.splits import Split
+
+    frames = []
+    for seed in range(4):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.05, seed=seed)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "train.extxyz", frames)
+    ase.io.write(tmp_path / "test.extxyz", frames[:2])
+    data = {"train": str(tmp_path / "train.extxyz"), "test": str(tmp_path / "test.extxyz"), "format": "ase",
+            "read_options": {}}
+    folder = tmp_path / "runs" / "si-2.5k" / "full-lr0.001"
+    (folder / "splits").mkdir(parents=True)
+    for fold in (0, 1):
+        Split(train=(0, 1), val=(2,), test=(3,)).save(folder / "splits" / f"fold{fold}.json")
+    cells = {("plain", 1): 1e-3, ("plain", 2): 1e4, ("residual_stem", 1): 1e-3}
+    for (variant, depth), scale in cells.items():
+        for fold in (0, 1) if variant == "plain" else (0,):
+            r = {**result(depth=depth, variant=variant, fold=fold, force=100.0 + 10 * fold), "version": _RESULT_VERSION}
+            run_dir = folder / "runs" / r["name"]
+            _cu_model(run_dir / "model.pt", scale)
+            (run_dir / "result.json").write_text(json.dumps(r))
+    return tmp_path / "runs", ("si-2.5k", data, "2.5k")
+
+
+def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study, monkeypatch, capsys, tmp_path):
+    import depth_study_md
+
+    runs_dir, one = fake_study
+    monkeypatch.setattr(study, "studies", lambda selected: [one])
+    monkeypatch.setattr(study, "SEEDS", (0,))
+    monkeypatch.setattr(study, "FOLDS", 2)
+    monkeypatch.setattr(depth_study_md, "CHECK_EVERY", 5)
+    observed = []
+    monkeypatch.setattr(study, "cell_observables", lambda s, runs, d: observed.append(sorted(r["fold"] for r, _ in runs)))
+    args = SimpleNamespace(studies=None, runs=runs_dir, replicas=3, ps=0.02, threads=None)
+    assert study.md(args) == 0
+    out = capsys.readouterr().out
+    assert "0/24 cells done, 2 ready, 22 waiting" in out and "20 steps" in out
+    md_dir = runs_dir / "si-2.5k" / "md"
+    assert sorted(p.name for p in md_dir.iterdir()) == ["plain_d01.json", "plain_d02.json"]  # no checkpoint left
+    gentle, wild = (json.loads((md_dir / f"plain_d0{d}.json").read_text()) for d in (1, 2))
+    # The median of two runs is the lower: fold 0 (val force RMSE 100 against 110).
+    assert (gentle["fold"], gentle["seed"], gentle["temperature_k"], gentle["timestep_fs"]) == (0, 0, 1518.0, 1.0)
+    assert gentle["replicas"] == 3 and gentle["n_failed"] == 0 and gentle["time_to_failure_ps"] == [None] * 3
+    assert wild["n_failed"] == 3 and all(0 < t <= 0.02 for t in wild["time_to_failure_ps"])
+    assert len(wild["failure_reasons"]) == 3 and gentle["us_per_atom_step"] > 0
+    assert observed == [[0, 1], [0, 1]]  # each finished cell's observables, after its MD
+
+    # Resumed: the done cells are skipped, and the plan now prices the rest from them.
+    stamps = {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()}
+    assert depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.02) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()} == stamps
+    again = capsys.readouterr().out
+    assert "2/24 cells done, 0 ready" in again and "µs/atom-step measured" in again
+
+    monkeypatch.setattr(study, "observables", lambda *a, **k: None)
+    study.collect(runs_dir, [one], tmp_path / "results.json")
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert len(document["runs"]) == 5 and len(document["md_stability"]) == 2
+    row = next(r for r in document["md_stability"] if r["depth"] == 2)
+    for key in ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "temperature_k", "timestep_fs",
+                "replicas", "ps_per_replica", "time_to_failure_ps", "n_failed", "failure_reasons"):
+        assert key in row, key
+    assert (row["dataset"], row["budget"], row["n_failed"], row["ps_per_replica"]) == ("si", "2.5k", 3, 0.02)
+
+
+def test_start_structures_prefer_the_nearest_aimd_temperature(study, monkeypatch):
+    import depth_study_md
+    from ase import Atoms
+
+    temperatures = (300, 300, 1518, 3374, 1518, 843)
+    frames = [Atoms("Si", cell=[3, 3, 3], pbc=True, info={"group": "AIMD-NVT", "description": f"frame {k} at {t} K"})
+              for k, t in enumerate(temperatures)]
+    monkeypatch.setattr("mlpot.data.read", lambda *a, **k: frames)
+    data = {"test": "held-out", "format": "mlearn", "read_options": {}}
+    picked = depth_study_md.start_structures(data, 1500.0, 3)
+    assert [a.info["description"] for a in picked] == ["frame 2 at 1518 K", "frame 4 at 1518 K", "frame 5 at 843 K"]
+    cycled = depth_study_md.start_structures(data, 1500.0, 8)
+    assert len(cycled) == 8 and cycled[6] is cycled[0]  # fewer frames than replicas: reused, new velocities
+
+
+def test_representative_is_the_median_validation_run(study):
+    import depth_study_md
+
+    runs = [({"val": {"force_rmse_mev_per_a": f}, "fold": k % 3, "seed": k // 3}, k) for k, f in
+            enumerate((5.0, 1.0, 3.0, 4.0, 2.0))]
+    assert depth_study_md.representative(runs)[1] == 2  # 1, 2, 3, 4, 5 → 3.0
+    assert depth_study_md.representative(runs[:4])[1] == 2  # 1, 3, 4, 5 → lower middle 3.0
+
+
+def test_crystal_observables_of_mlearn_si(study, shared_datasets):
+    """On the Si data: the DFT lattice constant of the Elastic cells; an untrained network has
+    no E(V) minimum, and the vacancy is then skipped rather than computed at a wrong a0."""
+    import torch
+
+    from mlpot.descriptors import SymmetryFunctionSpec
+    from mlpot.models import NetworkConfig, Potential
+
+    data = study.datasets()["si"]
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Si"], cutoff=4.0), NetworkConfig(depth=1, width=4)).double()
+    values = study.crystal_observables(model, data)
+    assert values["eos_reference"]["a0_a"] == pytest.approx(5.4687, abs=1e-3)
+    assert values["eos_reference"]["bulk_modulus_gpa"] == pytest.approx(values["elastic_reference"]["B"])
+    assert values["eos"]["a0_a"] is None and values["eos"]["fit_error"] and values["vacancy"] is None
+
+
+def test_water_rdf_against_a_cached_teacher(study, tmp_path, monkeypatch):
+    """A student identical to the teacher, run by the same protocol, has the teacher's g(r)."""
+    import ase.io
+    import torch
+    from structures_for_tests import water_box
+
+    import mlpot
+    from mlpot.descriptors import SymmetryFunctionSpec
+    from mlpot.models import NetworkConfig, Potential
+
+    torch.manual_seed(0)
+    teacher = Potential(SymmetryFunctionSpec.default(["H", "O"], cutoff=3.0), NetworkConfig(depth=1, width=4)).double()
+    teacher.energy_scale.fill_(1e-3)
+    mlpot.save(teacher, tmp_path / "teacher.pt")
+    ase.io.write(tmp_path / "test.extxyz", [water_box(0), water_box(1)])
+    monkeypatch.setattr(study, "TEACHER", tmp_path)
+    monkeypatch.setattr(study, "RDF_PROTOCOL", {**study.RDF_PROTOCOL, "equilibrate": 2, "steps": 4, "every": 2,
+                                                 "r_max": 3.0, "bins": 30})
+    data = {"test": str(tmp_path / "test.extxyz"), "format": "ase", "read_options": {}}
+    result = study.water_rdf(mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64), data, tmp_path / "runs")
+    assert set(result["difference_vs_teacher"]) == {"O-O", "O-H", "H-H"}
+    assert all(d == pytest.approx(0.0, abs=1e-12) for d in result["difference_vs_teacher"].values())
+    cache = tmp_path / "runs" / "teacher-rdf.json"
+    stamp = cache.stat().st_mtime_ns
+    study.water_rdf(mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64), data, tmp_path / "runs")
+    assert cache.stat().st_mtime_ns == stamp  # the teacher's g(r) is computed once

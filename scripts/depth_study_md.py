@@ -1,0 +1,241 @@
+"""The MD-stability stage of the depth study: ``python scripts/depth_study.py md``.
+
+For every cell (study, variant, depth) whose full stage has finished, one model, the run of
+median validation force RMSE among the cell's seeds × folds, runs ``replicas`` Langevin
+(NVT) replicas for ``ps`` ps each at a high temperature of its data set, from held-out
+structures, until each fails or the time is up (:func:`mlpot.ablation.md_stability`).
+
+* **Why the median run**: the cell's typical model, neither a lucky nor an unlucky seed;
+  chosen on the validation split, so the test set plays no part; and one model per cell,
+  because 10 replicas × 50 ps cost ~10⁸ atom-steps per model.
+* **Temperatures** (:data:`CONDITIONS`): within what the training data sample, near their
+  hot end, where a potential is most often driven out of its data: Si at 1518 K (the
+  mlearn AIMD temperature just below Si's melting point, 1687 K; the data go to 3374 K);
+  Mo at 3000 K (the mlearn AIMD temperature nearest Mo's melting point, 2896 K; the data
+  go to 6000 K); water at 400 K, 100 K above the teacher's 300 K trajectories (liquid at
+  this density, and a mild extrapolation that tells a robust student from a fragile one).
+* **Start structures**: the held-out test set's bulk MD frames (mlearn ``AIMD-NVT``, the
+  teacher's test trajectories), those whose AIMD temperature is nearest the MD temperature
+  first and spread evenly over the ties; each replica draws its own velocities (seed + k),
+  so a frame used twice starts two different replicas.
+* **Failure** (:mod:`mlpot.ablation.stability`): non-finite energy or positions, two atoms
+  closer than half the shortest distance of the start frame, or a temperature above 5 × the
+  bath's (the Langevin bath holds a sound potential near it).
+* **Resumable**: each cell writes ``RUNS/<study>/md/<variant>_d<depth>.json`` atomically
+  when done, and is skipped afterwards; while it runs, its state is checkpointed every
+  :data:`CHECKPOINT_S` seconds beside it (``….checkpoint.json``), so a stop loses minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlpot.ablation.report import collect_results
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The MD of one data set: bath temperature (K), timestep (fs) and why."""
+
+    temperature_K: float
+    timestep_fs: float
+    why: str
+
+
+CONDITIONS = {
+    "si": Condition(1518.0, 1.0, "AIMD temperature of the training data just below the melting point (1687 K)"),
+    "mo": Condition(3000.0, 1.0, "AIMD temperature of the training data nearest the melting point (2896 K)"),
+    # 0.5 fs as the teacher's own trajectories: the O–H stretch (~9 fs period) needs it.
+    "water": Condition(400.0, 0.5, "100 K above the teacher's 300 K trajectories"),
+}
+CHECK_EVERY = 20  # steps between failure checks and energy samples
+CHECKPOINT_S = 120.0  # seconds of MD between checkpoints
+MD_DIR = "md"
+
+
+def condition(dataset: str) -> Condition:
+    """The MD condition of a data set (``water-4traj`` → water's)."""
+    return CONDITIONS[dataset.split("-")[0]]
+
+
+def cell_runs(study_dir: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
+    """The finished full-stage runs of a study by cell (variant, depth): (result, run folder)."""
+    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
+    for folder in sorted(study_dir.glob("full-lr*")):
+        for result in collect_results(folder):
+            cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
+    return cells
+
+
+def representative(runs: list[tuple[dict, Path]]) -> tuple[dict, Path]:
+    """The run of median validation force RMSE (the lower middle of an even count; ties by
+    fold, then seed): the cell's typical model, picked without the test set."""
+    scored = [(r, d) for r, d in runs if (r.get("val") or {}).get("force_rmse_mev_per_a") is not None]
+    if not scored:
+        raise ValueError("no run of this cell has a validation force error")
+    ranked = sorted(scored, key=lambda rd: (rd[0]["val"]["force_rmse_mev_per_a"], rd[0]["fold"], rd[0]["seed"]))
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _aimd_temperature(atoms) -> float | None:
+    """The temperature (K) of a frame's AIMD run, from the mlearn description, or ``None``."""
+    found = re.search(r"at (\d+(?:\.\d+)?) K", str(atoms.info.get("description", "")))
+    return float(found.group(1)) if found else None
+
+
+def start_structures(data: dict, temperature_K: float, n: int) -> list:
+    """``n`` held-out start frames (see the module docstring), cycled if the test set has fewer."""
+    import numpy as np
+
+    from mlpot.data import read
+
+    if not data.get("test"):
+        raise ValueError("the MD stage starts from the held-out test set; this data set has none")
+    frames = read(data["test"], format=data["format"], **data["read_options"])
+    if data["format"] == "mlearn":  # bulk MD frames: the crystal and the melt, not surfaces
+        frames = [a for a in frames if a.info.get("group") == "AIMD-NVT"]
+    gap = [abs(t - temperature_K) if (t := _aimd_temperature(a)) is not None else 0.0 for a in frames]
+    order = sorted(range(len(frames)), key=lambda k: gap[k])
+    if len(order) > n:
+        tied = [k for k in order if gap[k] <= gap[order[n - 1]]]  # as near as the n-th nearest
+        order = [tied[int(k)] for k in np.linspace(0, len(tied) - 1, n).round()]
+    return [frames[order[k % len(order)]] for k in range(n)]
+
+
+def _label(atoms) -> str:
+    """Which held-out frame a replica started from (mlearn description, or teacher trajectory and step)."""
+    info = atoms.info
+    return str(info.get("description") or f"trajectory {info.get('trajectory')} step {info.get('step')}")
+
+
+def md_config(cond: Condition, replicas: int, ps: float):
+    """The :class:`~mlpot.ablation.MDStabilityConfig` of one cell's run."""
+    from mlpot.ablation import MDStabilityConfig
+
+    return MDStabilityConfig(structures=replicas, steps=round(ps * 1000 / cond.timestep_fs),
+                             timestep_fs=cond.timestep_fs, temperature_K=cond.temperature_K, ensemble="nvt",
+                             check_every=CHECK_EVERY, seed=0)
+
+
+def cell_file(study_dir: Path, key: tuple[str, int]) -> Path:
+    return study_dir / MD_DIR / f"{key[0]}_d{key[1]:02d}.json"
+
+
+def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tuple[dict, Path]],
+             out: Path, replicas: int, ps: float, log: Callable[[str], None]) -> dict:
+    """Run (or continue) one cell's MD and write its result to ``out`` (atomically)."""
+    import torch
+
+    import mlpot
+    from mlpot.ablation import md_stability
+    from mlpot.io.files import atomic_write_text
+
+    name, data, budget = study
+    dataset = name.rsplit("-", 1)[0]
+    cond = condition(dataset)
+    result, run_dir = representative(runs)
+    config = md_config(cond, replicas, ps)
+    starts = start_structures(data, cond.temperature_K, replicas)
+    model = mlpot.load(run_dir / "model.pt", dtype=torch.float64)  # failures are the potential's, not rounding
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = out.with_suffix(".checkpoint.json")
+    stability = md_stability(model, starts, config, checkpoint=checkpoint, checkpoint_every_s=CHECKPOINT_S,
+                             log=lambda line: log(f"[{name} {key[0]} d{key[1]}] {line}"))
+    ttf = [rep["time_to_failure_ps"] for rep in stability["replicas"]]
+    row = {"dataset": dataset, "budget": budget, "variant": key[0], "depth": key[1], "width": result["width"],
+           "seed": result["seed"], "fold": result["fold"], "run": result["name"],
+           "val_force_rmse_mev_per_a": result["val"]["force_rmse_mev_per_a"],
+           "temperature_k": cond.temperature_K, "timestep_fs": cond.timestep_fs, "ensemble": config.ensemble,
+           "replicas": replicas, "ps_per_replica": ps, "time_to_failure_ps": ttf,
+           "n_failed": sum(t is not None for t in ttf),
+           "failure_reasons": [rep["reason"] for rep in stability["replicas"] if rep["reason"]],
+           "start_structures": [_label(a) for a in starts],
+           "us_per_atom_step": stability["us_per_atom_step"], "wall_s": stability["wall_s"],
+           "stability": stability}
+    atomic_write_text(out, json.dumps(row, indent=1) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    return row
+
+
+def _measured(studies: list[tuple[str, dict, str]], runs_dir: Path) -> dict[str, float]:
+    """Mean µs per atom-step of the finished cells, per data set kind (si, mo, water)."""
+    cost: dict[str, list[float]] = {}
+    for name, _, _ in studies:
+        for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
+            row = json.loads(path.read_text())
+            if row.get("us_per_atom_step"):
+                cost.setdefault(name.split("-")[0], []).append(row["us_per_atom_step"])
+    return {kind: statistics.fmean(values) for kind, values in cost.items()}
+
+
+def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: int, n_cells: int,
+            replicas: int, ps: float) -> dict[str, list[tuple[str, int]]]:
+    """Print the stage's plan (cells, replicas, steps, cost of the cells not yet done, from the
+    µs per atom-step measured on finished cells) and return each study's cells ready to run."""
+    measured = _measured(studies, runs_dir)
+    todo, hours, unmeasured = {}, 0.0, []
+    for name, data, _ in studies:
+        cond = condition(name.rsplit("-", 1)[0])
+        steps = md_config(cond, replicas, ps).steps
+        cells = cell_runs(runs_dir / name)
+        ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
+        done = [k for k in ready if cell_file(runs_dir / name, k).is_file()]
+        todo[name] = [k for k in ready if k not in done]
+        left = n_cells - len(done)
+        atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
+        line = (f"  {name:<18} {cond.temperature_K:g} K, {cond.timestep_fs:g} fs × {steps} steps: "
+                f"{len(done)}/{n_cells} cells done, {len(todo[name])} ready, {n_cells - len(ready)} waiting "
+                f"for the full stage; {atom_steps:.2g} atom-steps per cell")
+        kind = name.split("-")[0]
+        if left and kind in measured:
+            cell_h = atom_steps * measured[kind] * 1e-6 / 3600
+            hours += cell_h * left
+            line += f", {measured[kind]:.0f} µs/atom-step measured: ~{cell_h:.1f} h per cell, ~{cell_h * left:.0f} h left"
+        elif left:
+            unmeasured.append(name)
+        print(line)
+    print(f"md stage: {replicas} replicas × {ps:g} ps per cell (NVT); ~{hours:.0f} h left for the measured studies"
+          + (f"; cost measured after the first cell of: {', '.join(unmeasured)}" if unmeasured else ""), flush=True)
+    return todo
+
+
+def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: int, n_cells: int,
+           replicas: int = 10, ps: float = 50.0, after_cell: Callable | None = None) -> int:
+    """Run every ready cell not yet done; returns the number of cells run. ``after_cell(study,
+    runs)`` is called after each (the depth study computes the cell's observables there)."""
+    todo = plan_md(studies, runs_dir, runs_per_cell, n_cells, replicas, ps)
+    ran, start = 0, time.perf_counter()
+    for study in studies:
+        name = study[0]
+        cells = cell_runs(runs_dir / name) if todo[name] else {}
+        for key in todo[name]:
+            row = run_cell(study, key, cells[key], cell_file(runs_dir / name, key), replicas, ps,
+                           log=lambda line: print(line, flush=True))
+            ran += 1
+            print(f"[{name} {key[0]} d{key[1]}] done: {row['n_failed']} of {replicas} replicas failed; "
+                  f"{row['us_per_atom_step']:.0f} µs/atom-step; {time.perf_counter() - start:.0f} s so far", flush=True)
+            if after_cell is not None:
+                after_cell(study, cells[key])
+    return ran
+
+
+#: The fields of a cell's result that results.json lists under "md_stability".
+ROW_FIELDS = ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "temperature_k", "timestep_fs",
+              "replicas", "ps_per_replica", "time_to_failure_ps", "n_failed", "failure_reasons",
+              "ensemble", "us_per_atom_step")
+
+
+def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:
+    """One object per finished cell for results.json's ``"md_stability"``."""
+    rows = []
+    for name, _, _ in studies:
+        for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
+            row = json.loads(path.read_text())
+            rows.append({k: row.get(k) for k in ROW_FIELDS})
+    return rows
