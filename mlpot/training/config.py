@@ -13,13 +13,15 @@ unknown key anywhere is an error that names it::
     loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0,
                  weight_by: null, group_weights: {}}   # e.g. weight_by: group,
                                                        # group_weights: {Surface: 5.0}
-    optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0}
+    optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman
+                 kalman: {p0: 1.0, lambda0: 0.98, nu: 0.9987, process_noise: 0.0, block_size: 4096}}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
                  min_lr: 0.0}
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
                  early_stopping_patience: 0, ema_decay: 0.0, grad_clip: 0.0,
                  checkpoint_every: 1, descriptor_cache: memory,   # memory | hdf5 | none
-                 descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0, check_labels: true}
+                 descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0, check_labels: true,
+                 init_weights: null}          # a model file to start from (warm start)
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
 (``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
@@ -40,7 +42,7 @@ from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
 
 __all__ = [
-    "DataConfig", "ScalingConfig", "LossConfig", "OptimizerConfig", "ScheduleConfig",
+    "DataConfig", "ScalingConfig", "LossConfig", "KalmanConfig", "OptimizerConfig", "ScheduleConfig",
     "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
     "with_current_defaults", "refuse_data_fitted_descriptor",
 ]
@@ -222,18 +224,55 @@ def _group_weight(label, value) -> float:
 
 
 @dataclass(frozen=True)
-class OptimizerConfig:
-    """Adam or AdamW; ``lr`` is the peak learning rate (after warm-up)."""
+class KalmanConfig:
+    """The Kalman filter (:class:`~mlpot.training.kalman.KalmanFilter`) of ``optimizer.name: kalman``.
 
-    name: Literal["adam", "adamw"] = "adam"
+    Attributes:
+        p0: initial error covariance P = p0·I (prior variance of each weight).
+        lambda0: initial fading-memory factor λ ≤ 1 (early updates are forgotten faster).
+        nu: λ relaxes to 1 as λ ← ν λ + 1 − ν per update.
+        process_noise: q added to P's diagonal per update.
+        block_size: largest block of the block-diagonal P (memory grows as its square).
+    """
+
+    p0: float = 1.0
+    lambda0: float = 0.98
+    nu: float = 0.9987
+    process_noise: float = 0.0
+    block_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.p0) and self.p0 > 0):
+            _fail("optimizer.kalman.p0", f"must be > 0, got {self.p0}")
+        if not 0 < self.lambda0 <= 1:
+            _fail("optimizer.kalman.lambda0", f"must be in (0, 1], got {self.lambda0}")
+        if not 0 <= self.nu <= 1:
+            _fail("optimizer.kalman.nu", f"must be in [0, 1], got {self.nu}")
+        if not (math.isfinite(self.process_noise) and self.process_noise >= 0):
+            _fail("optimizer.kalman.process_noise", f"must be >= 0, got {self.process_noise}")
+        if self.block_size < 1:
+            _fail("optimizer.kalman.block_size", f"must be >= 1, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam or AdamW, ``lr`` being the peak learning rate (after warm-up); or ``kalman``, an
+    extended Kalman filter (``kalman`` section) that sets its own step size, so ``lr``, the
+    schedule, weight decay and gradient clipping do not apply to it. The filter is a finish:
+    start it from an Adam-trained model (``training.init_weights``) with small batches."""
+
+    name: Literal["adam", "adamw", "kalman"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    kalman: KalmanConfig = field(default_factory=KalmanConfig)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
             _fail("optimizer.lr", f"must be > 0, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             _fail("optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.name == "kalman" and self.weight_decay > 0:
+            _fail("optimizer.weight_decay", "does not apply to optimizer.name kalman: set it to 0")
 
 
 @dataclass(frozen=True)
@@ -312,6 +351,10 @@ class TrainingOptions:
         check_labels: before training, refuse a training set with a non-finite label, one
             beyond physical bounds, or one far outside the rest of the set
             (:func:`mlpot.data.checks.check_labels`); ``false`` trains on such labels.
+        init_weights: a model file (``model.pt``) to start from instead of fresh weights:
+            its descriptor, network, scaling and reference energies are kept (nothing is
+            refitted); the ``model`` section must match its network
+            (:mod:`mlpot.training.warm_start`).
     """
 
     epochs: int = 100
@@ -327,6 +370,7 @@ class TrainingOptions:
     descriptor_cache_dir: str | None = None
     descriptor_cache_max_gib: float = 4.0
     check_labels: bool = True
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -345,6 +389,8 @@ class TrainingOptions:
             _fail("training.descriptor_cache_max_gib", f"must be > 0, got {self.descriptor_cache_max_gib}")
         if self.checkpoint_every < 1:
             _fail("training.checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        if self.init_weights is not None and not str(self.init_weights).strip():
+            _fail("training.init_weights", "must be a model file or null, got an empty string")
 
 
 @dataclass(frozen=True)
@@ -369,6 +415,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.descriptor_cutoff) and self.descriptor_cutoff > 0):
             _fail("descriptor_cutoff", f"must be a positive distance in Å, got {self.descriptor_cutoff}")
+        if self.optimizer.name == "kalman":
+            # The filter sets its own step size from P and its measurement from the
+            # unclipped gradient: a schedule or clipping would be silently without effect.
+            if self.schedule.name != "none" or self.schedule.warmup_epochs:
+                _fail("schedule", "does not apply to optimizer.name kalman (it sets its own step size): "
+                      "use name none and warmup_epochs 0")
+            if self.training.grad_clip > 0:
+                _fail("training.grad_clip", "does not apply to optimizer.name kalman: set it to 0")
         if isinstance(self.descriptor, dict):  # built in code rather than parsed
             object.__setattr__(self, "descriptor", DescriptorConfig.from_config_value(self.descriptor))
         # A descriptor naming its elements is checked whole now; one without them gets the

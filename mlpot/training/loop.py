@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -157,7 +158,9 @@ def train_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, epoch:
             if step.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, step.grad_clip)
             lr = learner.optimizer.param_groups[0]["lr"]
-            learner.optimizer.step()
+            # The loss value goes along for optimisers whose update needs it (the Kalman
+            # filter's measurement); Adam just returns it.
+            learner.optimizer.step(partial(float, value))
             learner.schedule.step()
             if learner.ema is not None:
                 learner.ema.update(learner.model)

@@ -14,16 +14,22 @@ import torch
 from torch import nn
 
 from .config import OptimizerConfig, ScheduleConfig
+from .kalman import KalmanFilter
 
 __all__ = ["build_optimizer", "LRSchedule", "EMA"]
 
 
 def build_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``parameters`` at the peak learning rate.
+    """Adam or AdamW over ``parameters`` at the peak learning rate, or the Kalman filter
+    (:class:`~mlpot.training.kalman.KalmanFilter`, which sets its own step size).
 
-    The fused implementation (one kernel for all tensors) where every parameter allows it:
+    Adam's fused implementation (one kernel for all tensors) where every parameter allows it:
     on the CPU it updated the 256-192-160 water networks in 0.28 ms against 1.05 ms.
     """
+    if config.name == "kalman":
+        k = config.kalman
+        return KalmanFilter(parameters, p0=k.p0, lambda0=k.lambda0, nu=k.nu, process_noise=k.process_noise,
+                            block_size=k.block_size)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.name]
     parameters = list(parameters)
     fused = bool(parameters) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")

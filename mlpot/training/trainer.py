@@ -57,6 +57,7 @@ from .loop import StepSettings, TrainingError, epoch_order, evaluate_store, trai
 from .loss import loss_from_metrics, loss_terms
 from .report import METRIC_COLUMNS, MetricsLog, epoch_summary, error_summary, grad_column
 from .state import Learner
+from .warm_start import warm_start_model
 
 __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "METRIC_COLUMNS"]
 
@@ -205,7 +206,11 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     weights, weights_line = structure_weights(config, structures, split.train)  # before any file is written
     counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
     elements = [chemical_symbols[z] for z in sorted(counts)]
-    model = build_model(config, elements, [structures[k] for k in split.train])
+    if opts.init_weights is not None:
+        model = warm_start_model(config, elements)
+        run.log(f"weights, descriptor and scaling from {opts.init_weights} (training.init_weights)")
+    else:
+        model = build_model(config, elements, [structures[k] for k in split.train])
     _check_elements(model, structures, test, config)
     dist.barrier()  # every rank has passed the checks above before rank 0 writes
     if dist.is_main:
@@ -342,6 +347,11 @@ def _set_up_scaling(run: _Run, model: Potential, data: _Data, checkpoint: dict[s
     an unfitted one of the same shape elsewhere, or the checkpoint's settings on resume
     (the values then come with the checkpoint's weights)."""
     scaling, descriptor = run.config.scaling, model.descriptor
+    if run.config.training.init_weights is not None:
+        # The warm-start model brings its fitted scaler, reference energies and energy
+        # scale: the weights mean nothing with another fit. A resume's checkpoint holds them too.
+        return None if checkpoint is not None or not run.dist.is_main else {
+            "init_weights": str(run.config.training.init_weights)}
     if checkpoint is not None:
         sc = checkpoint["scaling"]
         descriptor.empty_scaler(sc["mode"], sc["s_min"], sc["s_max"])
