@@ -214,12 +214,16 @@ def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: 
     for study in studies:
         name = study[0]
         cells = cell_runs(runs_dir / name) if todo[name] else {}
-        for key in todo[name]:
+        for k, key in enumerate(todo[name]):
             row = run_cell(study, key, cells[key], cell_file(runs_dir / name, key), replicas, ps,
                            log=lambda line: print(line, flush=True))
             ran += 1
+            # The study's other ready cells cost about as much as this one (same data, same steps).
+            left = len(todo[name]) - k - 1
             print(f"[{name} {key[0]} d{key[1]}] done: {row['n_failed']} of {replicas} replicas failed; "
-                  f"{row['us_per_atom_step']:.0f} µs/atom-step; {time.perf_counter() - start:.0f} s so far", flush=True)
+                  f"{row['us_per_atom_step']:.0f} µs/atom-step, {row['wall_s'] / 3600:.2f} h; {left} ready cells "
+                  f"left here, ~{left * row['wall_s'] / 3600:.1f} h; {time.perf_counter() - start:.0f} s so far",
+                  flush=True)
             if after_cell is not None:
                 after_cell(study, cells[key])
     return ran
