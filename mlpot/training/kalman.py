@@ -35,6 +35,10 @@ import torch
 
 __all__ = ["KalmanFilter"]
 
+#: Updates between two symmetrisations of P (a full extra pass over P: rare enough to cost
+#: little, often enough that round-off asymmetry stays at the level of one update's).
+_SYMMETRIZE_EVERY = 64
+
 
 class KalmanFilter(torch.optim.Optimizer):
     """Decoupled EKF over ``params`` with the loss as its measurement (see the module docstring).
@@ -111,16 +115,18 @@ class KalmanFilter(torch.optim.Optimizer):
         first = self.param_groups[0]
         lam = first["lambda"]
         a = 1.0 / (lam + h_p_h)
+        symmetrize = (first["updates"] + 1) % _SYMMETRIZE_EVERY == 0
         for p, group, blocks, ph in observed:
             flat = p.view(-1) if p.is_contiguous() else None
             steps = []
             for P, phb in zip(blocks, ph):
-                k = phb * a
-                steps.append(k * z)
-                P.sub_(torch.outer(k, phb)).div_(lam)
+                steps.append(phb * (a * z))  # K_b z
+                # P ← (P − a·(P H)(P H)ᵀ) / λ in one in-place pass (K_b (P_b H_b)ᵀ = a (P_b H_b)(P_b H_b)ᵀ)
+                P.addr_(phb, phb, beta=1.0 / lam, alpha=-a / lam)
                 if group["process_noise"] > 0:
                     P.diagonal().add_(group["process_noise"])
-                P.add_(P.T.clone()).mul_(0.5)  # keep P symmetric against round-off
+                if symmetrize:  # round-off breaks P's symmetry slowly: restore it now and then
+                    P.copy_((P + P.T) * 0.5)
             delta = torch.cat(steps)
             if flat is not None:
                 flat.sub_(delta)
