@@ -58,6 +58,10 @@ LEVERS: dict[str, list[str]] = {
     "plain2x64": ["model.depth=2", "model.block=plain"],
     "lr3e-3": ["optimizer.lr=3e-3"],
     "batch16": ["training.batch_size=16"],
+    # Per-group loss weights: the recipe's Elastic cells sit 1-2 meV/atom off (a constant shift
+    # of the crystal's energy against the AIMD frames), which the Elastic weight targets.
+    "elastic5": ["loss.weight_by=group", "loss.group_weights={Elastic: 5.0}"],
+    "elastic5-surface3": ["loss.weight_by=group", "loss.group_weights={Elastic: 5.0, Surface: 3.0}"],
 }
 
 
