@@ -46,7 +46,9 @@ class KalmanFilter(torch.optim.Optimizer):
     Args:
         params: the parameters (or param groups) to train.
         p0: initial covariance P = p0·I of every block (the prior variance of the weights).
-        lambda0: initial fading-memory factor λ (< 1 forgets early, poorly linearised updates).
+        lambda0: initial fading-memory factor λ (< 1 forgets early, poorly linearised updates;
+            but with one scalar measurement per update it inflates P in every unobserved
+            direction, see :class:`~mlpot.training.config.KalmanConfig`: 1 by default).
         nu: λ relaxes to 1 as λ ← ν λ + 1 − ν per update.
         process_noise: q added to P's diagonal after each update (0: none).
         block_size: largest block of P; a larger tensor is split into chunks of this size.
@@ -55,7 +57,7 @@ class KalmanFilter(torch.optim.Optimizer):
     loss value L ≥ 0 (a number or a scalar tensor; it is not re-evaluated).
     """
 
-    def __init__(self, params, p0: float = 1.0, lambda0: float = 0.98, nu: float = 0.9987,
+    def __init__(self, params, p0: float = 0.01, lambda0: float = 1.0, nu: float = 0.9987,
                  process_noise: float = 0.0, block_size: int = 4096):
         if not p0 > 0:
             raise ValueError(f"KalmanFilter: p0 must be > 0, got {p0}")
