@@ -53,6 +53,7 @@ from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig, config_differe
 from .data import BatchStore
 from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
+from .kalman import KalmanFilter
 from .loop import StepSettings, TrainingError, epoch_order, evaluate_store, train_epoch
 from .loss import loss_from_metrics, loss_terms
 from .report import METRIC_COLUMNS, MetricsLog, epoch_summary, error_summary, grad_column
@@ -234,6 +235,10 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     # the weights (a resume then loads the same checkpoint everywhere).
     dist.broadcast_module(model)
     learner = Learner.create(model, config, math.ceil(len(data.train_idx) / opts.batch_size), fit_summary)
+    if isinstance(learner.optimizer, KalmanFilter):  # its covariance dominates memory and checkpoints
+        entries = learner.optimizer.covariance_entries()
+        run.log(f"Kalman filter: covariance of {entries / 1e6:.1f} M entries ({entries * run.dtype.itemsize / 2**20:.0f} MiB), "
+                "saved in every checkpoint (optimizer.kalman.block_size sets it)")
     if checkpoint is not None:
         learner.restore(checkpoint, dist.rank, dist.world_size)
         run.log(f"resuming from {run.out / 'last.pt'} after epoch {learner.state.epoch}")

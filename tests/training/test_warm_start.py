@@ -33,7 +33,7 @@ def adam_model(dataset, tmp_path_factory):  # noqa: F811
 
 
 def kalman(dataset, model_path, **training) -> TrainConfig:  # noqa: F811
-    return changed(config(dataset), optimizer={"name": "kalman", "kalman": {"block_size": 64, "lambda0": 0.99}},
+    return changed(config(dataset), optimizer={"name": "kalman", "kalman": {"block_size": 64}},
                    training={"init_weights": str(model_path), "batch_size": 2, "epochs": 2, **training})
 
 
@@ -52,7 +52,9 @@ def test_warm_start_begins_from_the_file(dataset, adam_model, tmp_path):  # noqa
 
 
 def test_kalman_finish_lowers_the_loss_of_an_adam_model(dataset, adam_model, tmp_path):  # noqa: F811
-    result = train(kalman(dataset, adam_model, epochs=3), tmp_path, progress=False, log=lambda _: None)
+    lines = []
+    result = train(kalman(dataset, adam_model, epochs=3), tmp_path, progress=False, log=lines.append)
+    assert any(line.startswith("Kalman filter: covariance of") and "MiB" in line for line in lines)
     adam_best = min(float(r["val_loss"]) for r in rows(adam_model.parent / "metrics.csv"))
     assert result["best_val_loss"] < 0.8 * adam_best, (result["best_val_loss"], adam_best)
 
