@@ -41,8 +41,12 @@ checkpoints, so the same command continues the study after any stop. The recipe 
 
 Usage:
     python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
-    python scripts/depth_study.py run     [--studies ...] [--stages lr full] [--jobs 1]
+    python scripts/depth_study.py run     [--studies ...] [--stages lr full md] [--jobs 1]
     python scripts/depth_study.py md      [--studies ...] [--replicas 10] [--ps 50] [--threads 1]
+
+``run`` takes the studies one after the other, each through its stages (by default lr, full
+and md), so the first study's whole answer is there before the next one starts; ``md`` alone
+runs only that stage.
     python scripts/depth_study.py collect [--runs runs/depth-v2]
 """
 
@@ -529,15 +533,16 @@ def plan(args) -> None:
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
 
 
-def md(args) -> int:
-    """The md stage over the selected studies (``scripts/depth_study_md.py``)."""
+def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
+    """The md stage over the selected studies (``scripts/depth_study_md.py``): ``selected``
+    (study, data, budget) triples, else ``--studies``."""
     import depth_study_md
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    depth_study_md.run_md(studies(args.studies), args.runs, len(SEEDS) * FOLDS, len(DEPTHS) * len(VARIANTS),
-                          replicas=args.replicas, ps=args.ps,
+    depth_study_md.run_md(studies(args.studies) if selected is None else selected, args.runs,
+                          len(SEEDS) * FOLDS, len(DEPTHS) * len(VARIANTS), replicas=args.replicas, ps=args.ps,
                           after_cell=lambda study, runs: cell_observables(study, runs, args.runs))
     return 0
 
@@ -547,7 +552,8 @@ def main() -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("command", choices=["plan", "run", "md", "collect"])
     parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
-    parser.add_argument("--stages", nargs="+", default=["lr", "full"], choices=["lr", "full"])
+    parser.add_argument("--stages", nargs="+", default=["lr", "full", "md"], choices=["lr", "full", "md"],
+                        help="run: the stages, each study in turn (md: its cells whose full stage is done)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
     parser.add_argument("--threads", type=int, help="torch threads per grid point (default: cores / jobs)")
@@ -570,7 +576,9 @@ def main() -> int:
     start = time.perf_counter()
     for name, data, budget in studies(args.studies):
         for stage in args.stages:
-            if not run_stage(args, name, data, budget, stage):
+            if stage == "md":  # one study's finished cells: its answer is complete before the next study
+                md(args, [(name, data, budget)])
+            elif not run_stage(args, name, data, budget, stage):
                 break
         print(f"[{name}] stages {args.stages} done or waiting; {time.perf_counter() - start:.0f} s so far", flush=True)
     return 0

@@ -230,3 +230,18 @@ def test_water_rdf_against_a_cached_teacher(study, tmp_path, monkeypatch):
     stamp = cache.stat().st_mtime_ns
     study.water_rdf(mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64), data, tmp_path / "runs")
     assert cache.stat().st_mtime_ns == stamp  # the teacher's g(r) is computed once
+
+
+def test_run_takes_each_study_through_its_stages_before_the_next(study, monkeypatch):
+    """``run`` goes study by study: lr, full, then md on that study's finished cells; a
+    stage that waits (full before its screen is done) ends that study's turn."""
+    calls = []
+    triples = [("si-2.5k", {"x": 1}, "2.5k"), ("mo-2.5k", {"x": 2}, "2.5k")]
+    monkeypatch.setattr(study, "studies", lambda selected: triples)
+    monkeypatch.setattr(study, "plan", lambda args: None)
+    monkeypatch.setattr(study, "run_stage",
+                        lambda args, name, data, budget, stage: calls.append((name, stage)) or name == "si-2.5k")
+    monkeypatch.setattr(study, "md", lambda args, selected=None: calls.append((selected[0][0], "md")) or 0)
+    monkeypatch.setattr("sys.argv", ["depth_study.py", "run"])
+    assert study.main() == 0
+    assert calls == [("si-2.5k", "lr"), ("si-2.5k", "full"), ("si-2.5k", "md"), ("mo-2.5k", "lr")]
