@@ -39,6 +39,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data import collate
 from .device import resolve_device, resolve_dtype
+from .models.ensemble import committee
 
 __all__ = ["MLPotCalculator", "ExtrapolationWarning", "DEFAULT_EXTRAPOLATION_MARGIN"]
 
@@ -151,28 +152,23 @@ class MLPotCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         batch = self._batch(atoms)
         outputs, excess = [], []
-        for model in self.models:
+        for model in self.models:  # member by member: each checks its own descriptors' range
             with torch.enable_grad():
                 out = model(batch, forces=True, stress=want_stress, create_graph=False,
                             descriptors=True)
-            outputs.append({k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()})
+            outputs.append({k: v.detach() for k, v in out.items()})
             if self.extrapolation_mode != "ignore":
                 excess.append(_range_excess(model, out["descriptors"], batch))
         if excess:
             self._check_extrapolation(torch.stack(excess).amax(dim=0))
-        energy = np.array([o["energy"][0] for o in outputs])
-        forces = np.stack([o["forces"] for o in outputs])
-        self.results = {
-            "energy": float(energy.mean()),
-            "free_energy": float(energy.mean()),
-            "forces": forces.mean(axis=0),
-            "energies": np.mean([o["atomic_energies"] for o in outputs], axis=0),
-        }
+        mean = {k: v.to("cpu", torch.float64).numpy() for k, v in committee(outputs).items()}
+        self.results = {"energy": float(mean["energy"][0]), "free_energy": float(mean["energy"][0]),
+                        "forces": mean["forces"], "energies": mean["atomic_energies"]}
         if want_stress:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(np.mean([o["stress"][0] for o in outputs], axis=0))
+            self.results["stress"] = full_3x3_to_voigt_6_stress(mean["stress"][0])
         if len(self.models) > 1:
-            self.results["energy_std"] = float(energy.std())
-            self.results["forces_std"] = forces.std(axis=0)
+            self.results["energy_std"] = float(mean["energy_std"][0])
+            self.results["forces_std"] = mean["forces_std"]
 
     def _check_extrapolation(self, excess: torch.Tensor) -> None:
         """Count (and warn once about, or raise on) atoms whose ``excess`` (N,) is above the margin."""

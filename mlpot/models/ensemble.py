@@ -6,8 +6,9 @@ estimates the error of the mean (Behler, Int. J. Quantum Chem. 115, 1032 (2015))
 :class:`Ensemble` averages energies, atomic energies, forces and stress, and returns the
 members' standard deviations beside them, so :func:`mlpot.evaluation.evaluate`,
 :mod:`mlpot.elastic` and ``mlpot evaluate model1.pt model2.pt ...`` take a committee as they
-take one model. (:class:`~mlpot.calculator.MLPotCalculator` serves committees on its own,
-with a per-member extrapolation check.)
+take one model. :class:`~mlpot.calculator.MLPotCalculator` runs a committee's members one
+by one (each checks the range of its own descriptors) and reduces their outputs with the
+same :func:`committee`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "committee"]
 
 _AVERAGED = ("energy", "atomic_energies", "forces", "stress")
 
@@ -70,14 +71,22 @@ class Ensemble(nn.Module):
         Raw descriptors (``descriptors=True``) are not returned: each member has its own."""
         if batch.edge_index is None or batch.cutoff is None or batch.cutoff < self.cutoff:
             batch = batch.with_neighbours(self.cutoff)  # once, not once per member
-        outputs = [m(batch, forces=forces, stress=stress, create_graph=create_graph, **options)
-                   for m in self.members]
-        result = {}
-        for key in _AVERAGED:  # raw descriptors are left out: members may differ in them
-            if key not in outputs[0]:
-                continue
-            stacked = torch.stack([o[key] for o in outputs])
-            result[key] = stacked.mean(dim=0)
-            if key in ("energy", "forces"):
-                result[f"{key}_std"] = stacked.std(dim=0, correction=0)
-        return result
+        return committee([m(batch, forces=forces, stress=stress, create_graph=create_graph, **options)
+                          for m in self.members])
+
+
+def committee(outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of the members' ``energy``, ``atomic_energies``, ``forces`` and ``stress``
+    (those present), and with two or more members ``energy_std`` (B,) eV and ``forces_std``
+    (N, 3) eV/Å over them (population, ``ddof=0``). Other outputs, e.g. raw descriptors,
+    are left out: members may differ in them. Shared by :class:`Ensemble` and
+    :class:`~mlpot.calculator.MLPotCalculator`."""
+    result = {}
+    for key in _AVERAGED:
+        if key not in outputs[0]:
+            continue
+        stacked = torch.stack([o[key] for o in outputs])
+        result[key] = stacked.mean(dim=0)
+        if key in ("energy", "forces") and len(outputs) > 1:
+            result[f"{key}_std"] = stacked.std(dim=0, correction=0)
+    return result
