@@ -103,8 +103,8 @@ class KalmanFilter(torch.optim.Optimizer):
         if loss == 0.0:
             return loss
         z = math.sqrt(loss)
-        observed = []  # (parameter, its blocks, H chunks, P·H chunks)
-        h_p_h = 0.0
+        observed = []  # (parameter, its group, its P blocks, the P·H chunks)
+        h_p_h = []     # Hᵀ P H per block, summed once below (one host sync per update, not per block)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -112,11 +112,11 @@ class KalmanFilter(torch.optim.Optimizer):
                 blocks = self._blocks(p, group)
                 h = (p.grad.reshape(-1) / (2.0 * z)).split(group["block_size"])
                 ph = [P @ hb for P, hb in zip(blocks, h)]
-                h_p_h += sum(float(hb @ phb) for hb, phb in zip(h, ph))
+                h_p_h += [hb @ phb for hb, phb in zip(h, ph)]
                 observed.append((p, group, blocks, ph))
         first = self.param_groups[0]
         lam = first["lambda"]
-        a = 1.0 / (lam + h_p_h)
+        a = 1.0 / (lam + float(sum(x.double() for x in h_p_h)))
         symmetrize = (first["updates"] + 1) % _SYMMETRIZE_EVERY == 0
         for p, group, blocks, ph in observed:
             flat = p.view(-1) if p.is_contiguous() else None
