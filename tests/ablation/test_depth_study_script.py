@@ -42,6 +42,7 @@ def test_convergence_flag_and_per_atom_cost(study):
 
 
 def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "LRS", (3e-4, 1e-3, 3e-3))
     runs = [SimpleNamespace(name=f"d{d:02d}_plain_f0_s0", variant="plain", depth=d, fold=0, seed=0) for d in (1, 2)]
     losses = {(1, 3e-4): 0.5, (1, 1e-3): 0.2, (1, 3e-3): 0.4, (2, 3e-4): 0.3, (2, 1e-3): 0.6, (2, 3e-3): 0.9}
     for (depth, lr), loss in losses.items():
@@ -50,6 +51,7 @@ def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, mon
         (folder / "metrics.csv").write_text(f"epoch,val_loss\n1,{loss * 2}\n2,{loss}\n3,nan\n")
     monkeypatch.setattr("mlpot.ablation.runner.load_result", lambda folder: {} if (folder / "metrics.csv").exists() else None)
     assert study.chosen_rates(tmp_path, runs) == {("plain", 1): 1e-3, ("plain", 2): 3e-4}
+    assert study.edge_rates(study.chosen_rates(tmp_path, runs)) == [("plain", 2)]
     # A cell whose screen is unfinished has no rate yet.
     (tmp_path / "lr-0.003" / "runs" / "d02_plain_f0_s0" / "metrics.csv").unlink()
     assert study.chosen_rates(tmp_path, runs) == {("plain", 1): 1e-3}
