@@ -68,6 +68,12 @@ LEVERS: dict[str, list[str]] = {
     "survival0.8": ["model.survival=0.8"],
     "w128-adamw1e-2": ["model.width=128", "optimizer.name=adamw", "optimizer.weight_decay=1e-2"],
     "elastic5-surface3": ["loss.weight_by=group", "loss.group_weights={Elastic: 5.0, Surface: 3.0}"],
+    # On the recipe with weight decay (AdamW 1e-2 since the full-budget runs): the strength.
+    "wd3e-2": ["optimizer.weight_decay=3e-2"],
+    "wd1e-3": ["optimizer.weight_decay=1e-3"],
+    # A longer cutoff: the force error sits at ~0.092 eV/Å (Si) whatever the width, weight
+    # decay or optimiser, which points at what the descriptor sees rather than the fit.
+    "cutoff6.5": ["descriptor.cutoff=6.5"],
 }
 
 
