@@ -48,6 +48,9 @@ Usage:
 and md), so the first study's whole answer is there before the next one starts; ``md`` alone
 runs only that stage.
     python scripts/depth_study.py collect [--runs runs/depth-v2]
+    python scripts/depth_study.py report  [--out docs/depth-study/results.json] [--figures docs/depth-study/v2]
+
+``report`` draws the figures and writes tables.md from results.json (``scripts/depth_study_report.py``).
 """
 
 from __future__ import annotations
@@ -562,17 +565,25 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=["plan", "run", "md", "collect"])
+    parser.add_argument("command", choices=["plan", "run", "md", "collect", "report"])
     parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
     parser.add_argument("--stages", nargs="+", default=["lr", "full", "md"], choices=["lr", "full", "md"],
                         help="run: the stages, each study in turn (md: its cells whose full stage is done)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
     parser.add_argument("--threads", type=int, help="torch threads per grid point (default: cores / jobs)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect (read by report)")
+    parser.add_argument("--figures", type=Path, default=RESULTS.parent / "v2",
+                        help="report: folder of the figures and tables.md")
     parser.add_argument("--replicas", type=int, default=10, help="md: replicas per cell")
     parser.add_argument("--ps", type=float, default=50.0, help="md: simulated time per replica, ps")
     args = parser.parse_args()
+    if args.command == "report":  # from results.json alone: needs no data
+        import depth_study_report
+
+        expected = [name for name, _, _ in studies(args.studies)] if studies(None) else None
+        depth_study_report.report(args.out, args.figures, expected)
+        return 0
     if not studies(None):
         print(f"no data: mlearn is looked for in {MLEARN}, teacher water in {TEACHER}")
         return 2

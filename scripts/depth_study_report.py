@@ -1,0 +1,699 @@
+"""The figures and tables of the depth study v2: ``python scripts/depth_study.py report``.
+
+Drawn from ``docs/depth-study/results.json`` (``scripts/depth_study.py collect``) alone into one
+folder (``docs/depth-study/v2`` by default): ``error_vs_depth_<dataset>.png``,
+``paired_vs_plain2.png``, ``cost_vs_depth.png``, ``gradient_flow.png``, ``md_stability.png``,
+``water_size.png``, ``observables.png`` (each ``plot_*`` function says what its figure shows)
+and ``tables.md`` (one table per study, the recommendation, MD stability, observables, and
+what is missing).
+
+How to read them: a mean carries a 95 % Student-t interval over the (fold, seed) runs of its
+cell; panels that are compared share their y axis (the heat maps one colour scale); every run
+with a finite test error counts, converged or not (the tables say how many converged; the
+recommendation, from ``collect``, uses the converged ones only). The results may be partial:
+what is absent is left out of the figures and listed under "Missing" in ``tables.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+from mlpot.ablation.stats import _t_quantile, paired_difference  # one t quantile for every interval
+
+#: Variant → what a legend says.
+VARIANT_WORDS = {"plain": "plain MLP", "residual_stem": "residual (stem + identity blocks)",
+                 "residual_sd_stem": "residual + stochastic depth"}
+#: One colour and marker per variant, the same in every figure.
+VARIANT_STYLE = {"plain": ("tab:blue", "o"), "residual_stem": ("tab:orange", "s"),
+                 "residual_sd_stem": ("tab:green", "^")}
+FORCE, ENERGY = "test_force_rmse_mev_per_a", "test_energy_rmse_mev_per_atom"
+#: The reference cell of the paired differences: the plain network of 2 hidden layers.
+REFERENCE = ("plain", 2)
+#: Depths drawn as lines in water_size.png (those present): more would not be readable.
+WATER_DEPTHS = (1, 2, 4, 8, 16)
+#: Observables of observables.png: label → (model path, DFT path) in an observables row.
+ELASTIC = {"bulk modulus (EOS)": (("eos", "bulk_modulus_gpa"), ("eos_reference", "bulk_modulus_gpa")),
+           "C11": (("elastic_model", "C11"), ("elastic_reference", "C11")),
+           "C12": (("elastic_model", "C12"), ("elastic_reference", "C12")),
+           "C44": (("elastic_model", "C44"), ("elastic_reference", "C44"))}
+
+
+# ----------------------------------------------------------------------------- the data
+def by_cell(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """(variant, depth) → its rows."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["variant"], r["depth"]), []).append(r)
+    return out
+
+
+class Study:
+    """One data set × budget: its runs, MD rows and observables (possibly none of each). Not a
+    dataclass: tests load this script without registering it as a module, which those need."""
+
+    def __init__(self, dataset: str, budget: str):
+        self.dataset, self.budget, self.name = dataset, budget, f"{dataset}-{budget}"
+        self.runs, self.md, self.observables = [], [], []  # type: list[dict], list[dict], list[dict]
+
+    def cells(self) -> dict[tuple[str, int], list[dict]]:
+        """(variant, depth) → its runs."""
+        return by_cell(self.runs)
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def mean_ci(values) -> tuple[float | None, float | None, int]:
+    """Mean, half-width of its 95 % t interval (``None`` below 2 values) and count of the finite values."""
+    v = [float(x) for x in values if finite(x)]
+    if not v:
+        return None, None, 0
+    if len(v) < 2:
+        return v[0], None, 1
+    return statistics.fmean(v), _t_quantile(0.975, len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v)), len(v)
+
+
+def median(values) -> float | None:
+    v = [x for x in values if finite(x)]
+    return statistics.median(v) if v else None
+
+
+def _rank(study: Study) -> tuple:
+    """Study order: Si, Mo, water by training-set size; budgets by size ("2.5k" → 2500), not spelling."""
+    water = re.fullmatch(r"water-(\d+)traj", study.dataset)
+    budget = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", study.budget)
+    return ((2, int(water[1])) if water else ({"si": 0, "mo": 1}.get(study.dataset, 3), 0), study.dataset,
+            float(budget[1]) * (1000 if budget[2] else 1) if budget else math.inf, study.budget)
+
+
+def load_studies(document: dict, expected: list[str] | None = None) -> list[Study]:
+    """The studies of results.json (those with any row, and every ``expected`` one), in :func:`_rank` order."""
+    found: dict[tuple[str, str], Study] = {}
+    for name in expected or []:
+        dataset, budget = name.rsplit("-", 1)
+        found[dataset, budget] = Study(dataset, budget)
+    for key, attr in (("runs", "runs"), ("md_stability", "md"), ("observables", "observables")):
+        for row in document.get(key) or []:
+            study = found.setdefault((row["dataset"], row["budget"]), Study(row["dataset"], row["budget"]))
+            getattr(study, attr).append(row)
+    return sorted(found.values(), key=_rank)
+
+
+def cell_order(variants: list[str]):
+    """Sort key of (variant, depth): the variants in ``variants`` order, then by depth."""
+    return lambda c: (variants.index(c[0]) if c[0] in variants else len(variants), c[1])
+
+
+def as_run(row: dict, key: str = FORCE) -> dict:
+    """A results.json row as :func:`~mlpot.ablation.stats.paired_difference` reads it."""
+    return {"fold": row["fold"], "seed": row["seed"], "test": {"value": row.get(key)}}
+
+
+def paired_vs_reference(study: Study, key: str = FORCE) -> dict[tuple[str, int], dict]:
+    """Each cell's test ``key`` minus the plain depth-2 cell's, paired by (fold, seed); empty
+    without a reference cell."""
+    cells = study.cells()
+    if REFERENCE not in cells:
+        return {}
+    reference = [as_run(r, key) for r in cells[REFERENCE]]
+    return {c: paired_difference([as_run(r, key) for r in runs], reference, "value")
+            for c, runs in cells.items() if c != REFERENCE}
+
+
+def dataset_words(dataset: str) -> str:
+    water = re.fullmatch(r"water-(\d+)traj", dataset)
+    return f"water, {water.group(1)} trajectories" if water else {"si": "Si", "mo": "Mo"}.get(dataset, dataset)
+
+
+def study_words(study: Study) -> str:
+    return f"{dataset_words(study.dataset)}, budget ≈{study.budget} weights"
+
+
+# ----------------------------------------------------------------------------- figures
+class Figures:
+    """What the figures share: pyplot, the output folder, the variants and their styles."""
+
+    def __init__(self, out: Path, variants: list[str]):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt, self.out, self.variants, self.saved = plt, out, variants, []
+
+    def style(self, variant: str) -> dict:
+        colour, marker = VARIANT_STYLE.get(variant, (f"C{3 + self.variants.index(variant) % 7}", "D"))
+        return {"color": colour, "marker": marker, "label": VARIANT_WORDS.get(variant, variant.replace("_", " "))}
+
+    def dodge(self, variant: str) -> float:
+        """A factor on depth that sets the variants' points a little apart (bars would hide each other)."""
+        return 2 ** (0.06 * (self.variants.index(variant) - (len(self.variants) - 1) / 2))
+
+    @staticmethod
+    def depth_axis(ax, depths: list[int]) -> None:
+        """Depth on a log2 axis with ticks at the depths of the data."""
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
+        ax.set_xlabel("hidden layers (depth)")
+        ax.grid(alpha=0.3)
+
+    def errorbar(self, ax, points: list[tuple[float, tuple]], variant: str, **kw) -> None:
+        """(depth, (value, bar, n)) points at dodged depths: the bar a half-width (a 95 % t
+        interval; ``None``: no bar, as for a cell of one run) or a (below, above) pair."""
+        points = [(x, m, h if isinstance(h, tuple) else (h or 0.0, h or 0.0)) for x, (m, h, _) in points if m is not None]
+        if points:
+            ax.errorbar([x * self.dodge(variant) for x, _, _ in points], [m for _, m, _ in points],
+                        yerr=[[h[0] for *_, h in points], [h[1] for *_, h in points]], capsize=3, ms=4,
+                        **{**self.style(variant), **kw})
+
+    def legend(self, fig, axes) -> None:
+        handles = {}
+        for ax in axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, h)
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5),
+                       fontsize=8)
+
+    def save(self, fig, name: str) -> None:
+        fig.savefig(self.out / name, dpi=130)
+        self.plt.close(fig)
+        self.saved.append(self.out / name)
+
+
+def by_dataset(studies: list[Study]) -> dict[str, list[Study]]:
+    out: dict[str, list[Study]] = {}
+    for s in studies:
+        out.setdefault(s.dataset, []).append(s)
+    return out
+
+
+def _depths(studies: list[Study]) -> list[int]:
+    return sorted({r["depth"] for s in studies for r in s.runs} | {r["depth"] for s in studies for r in s.md})
+
+
+def plot_error_vs_depth(f: Figures, studies: list[Study]) -> None:
+    """``error_vs_depth_<dataset>.png``: test force RMSE (top row) and test energy RMSE (bottom
+    row) vs depth, one column per budget, one line per variant: mean with a 95 % t interval
+    over (fold, seed). Each row shares its y axis, so budgets compare at a glance."""
+    for dataset, group in by_dataset([s for s in studies if s.runs]).items():
+        fig, axes = f.plt.subplots(2, len(group), figsize=(max(4.2 * len(group) + 0.5, 6.5), 7), sharey="row",
+                                   squeeze=False, layout="constrained")
+        depths = _depths(group)
+        for col, study in enumerate(group):
+            cells = study.cells()
+            for row, (key, label) in enumerate(((FORCE, "test force RMSE (meV/Å)"),
+                                                (ENERGY, "test energy RMSE (meV/atom)"))):
+                ax = axes[row][col]
+                for v in f.variants:
+                    f.errorbar(ax, [(d, mean_ci(r.get(key) for r in runs))
+                                    for (cv, d), runs in sorted(cells.items()) if cv == v], v)
+                f.depth_axis(ax, depths)
+                if col == 0:
+                    ax.set_ylabel(label)
+            axes[0][col].set_title(study_words(study), fontsize=9)
+        fig.suptitle(f"{dataset_words(dataset)}: test error vs depth\n(mean, 95 % t interval over folds × seeds)",
+                     fontsize=10)
+        f.legend(fig, axes.ravel())
+        f.save(fig, f"error_vs_depth_{dataset}.png")
+
+
+def _grid(f: Figures, studies: list[Study], width: float = 4.2, height: float = 3.3):
+    """A figure of one row per data set and one column per budget (unused panels hidden), each
+    row's y axis shared; returns (figure, axes, {study name: axis})."""
+    rows = by_dataset(studies)
+    ncols = max(len(g) for g in rows.values())
+    fig, axes = f.plt.subplots(len(rows), ncols, figsize=(max(width * ncols + 0.5, 6.5), height * len(rows) + 1.0),
+                               sharey="row", squeeze=False, layout="constrained")
+    where = {}
+    for i, group in enumerate(rows.values()):
+        for j in range(ncols):
+            if j < len(group):
+                where[group[j].name] = axes[i][j]
+                axes[i][j].set_title(study_words(group[j]), fontsize=9)
+            else:
+                axes[i][j].set_visible(False)
+    return fig, axes, where
+
+
+def plot_paired_vs_plain2(f: Figures, studies: list[Study]) -> None:
+    """``paired_vs_plain2.png``: per study, each cell's test force RMSE minus that of the plain
+    2-layer network on the same (fold, seed), mean with its 95 % t interval: below the zero line
+    a cell beats the literature's default, and an interval that crosses zero does not
+    separate them."""
+    studies = [s for s in studies if s.runs]
+    if not studies:
+        return
+    fig, axes, where = _grid(f, studies)
+    depths = _depths(studies)
+    for study in studies:
+        ax, paired = where[study.name], paired_vs_reference(study)
+        ax.axhline(0.0, color="k", lw=0.8)
+        if not paired:
+            ax.text(0.5, 0.5, "no plain depth-2 runs:\nno reference", transform=ax.transAxes, ha="center")
+        for v in f.variants:
+            points = [(d, (p["mean"], None if p["high"] is None else p["high"] - p["mean"], p["n"]))
+                      for (cv, d), p in paired.items() if cv == v]
+            if paired and v == REFERENCE[0]:  # the reference itself: 0 by definition, drawn so its line is whole
+                points.append((REFERENCE[1], (0.0, None, 0)))
+            f.errorbar(ax, sorted(points), v)
+        f.depth_axis(ax, depths)
+        if ax in axes[:, 0]:
+            ax.set_ylabel("Δ test force RMSE vs plain, depth 2 (meV/Å)")
+    fig.suptitle("Test force RMSE minus the plain 2-layer network's, paired by (fold, seed):\n"
+                 "mean and 95 % t interval (plain depth 2 is 0 by definition)", fontsize=10)
+    f.legend(fig, axes.ravel())
+    f.save(fig, "paired_vs_plain2.png")
+
+
+def plot_cost_vs_depth(f: Figures, studies: list[Study]) -> None:
+    """``cost_vs_depth.png``: per study (rows), energy + forces inference time and training time
+    per atom, and the peak activation memory of a training step without (solid) and with
+    (dashed) activation checkpointing, vs depth: medians over the cell's runs with bars from the
+    fastest to the slowest run (timings are the noisiest numbers)."""
+    studies = [s for s in studies if s.runs]
+    if not studies:
+        return
+    panels = (("infer_us_per_atom", "inference, E + F (µs/atom)"), ("train_us_per_atom", "training (µs/atom/epoch)"),
+              ("peak_activation_mib", "peak activation memory (MiB)"))
+    # Linear axes from zero, each panel its own scale: a cost reads as a multiple of the shallow
+    # network's, and budgets (rows) differ by up to 40× in weights.
+    fig, axes = f.plt.subplots(len(studies), 3, figsize=(13, 2.9 * len(studies) + 0.8), squeeze=False,
+                               layout="constrained")
+    depths = _depths(studies)
+    for i, study in enumerate(studies):
+        cells = study.cells()
+        for j, (key, label) in enumerate(panels):
+            ax = axes[i][j]
+            for v in f.variants:
+                for k, ls in ((key, "-"), ("peak_activation_checkpointed_mib", "--")) if j == 2 else ((key, "-"),):
+                    spans = [(d, [r[k] for r in runs if finite(r.get(k))]) for (cv, d), runs in sorted(cells.items())
+                             if cv == v]
+                    spans = [(d, (median(x), (median(x) - min(x), max(x) - median(x)), len(x))) for d, x in spans if x]
+                    # The checkpointed line is named once, in the black legend entries below.
+                    f.errorbar(ax, spans, v, ls=ls, **({"label": None} if ls == "--" else {}))
+            ax.set_ylim(bottom=0)
+            f.depth_axis(ax, depths)
+            ax.set_ylabel(label)
+            ax.set_title(study_words(study) if j == 0 else "", fontsize=9, loc="left")
+    axes[0][2].plot([], [], "k-", label="peak memory without checkpointing")
+    axes[0][2].plot([], [], "k--", label="peak memory with checkpointing")
+    fig.suptitle("Cost vs depth (median over runs, bars fastest–slowest)", fontsize=10)
+    f.legend(fig, axes.ravel())
+    f.save(fig, "cost_vs_depth.png")
+
+
+def _layer_grid(cells: dict[int, list[dict]], max_depth: int):
+    """Median RMS gradient per weight at initialisation: one row per depth of ``cells``
+    (depth → runs), layer k in column k − 1 and the readout in the last column (so shallow
+    networks leave a gap before their readout)."""
+    import numpy as np
+
+    depths = sorted(cells)
+    grid = np.full((len(depths), max_depth + 1), np.nan)
+    for i, d in enumerate(depths):
+        layers = {layer for r in cells[d] for layer in (r.get("grad_init_rms") or {})}
+        for layer in layers:
+            value = median((r.get("grad_init_rms") or {}).get(layer) for r in cells[d])
+            if value and value > 0:
+                grid[i, max_depth if layer == "readout" else int(layer.split()[1]) - 1] = value
+    return depths, grid
+
+
+def plot_gradient_flow(f: Figures, studies: list[Study]) -> None:
+    """``gradient_flow.png``: RMS gradient per weight, ‖∂L/∂θ‖/√n, of each layer at
+    initialisation (median over the cell's runs): rows of a panel are depths, columns layers
+    from the input (1) to the readout; one row of panels per study, one column per variant,
+    ONE logarithmic colour scale for every panel. Vanishing gradients show as dark columns
+    towards the input of deep networks."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    studies = [s for s in studies if any(r.get("grad_init_rms") for r in s.runs)]
+    if not studies:
+        return
+    max_depth = max(r["depth"] for s in studies for r in s.runs)
+    grids = {}
+    for s in studies:
+        for v in f.variants:
+            cells = {d: runs for (cv, d), runs in s.cells().items() if cv == v and any(r.get("grad_init_rms") for r in runs)}
+            if cells:
+                grids[s.name, v] = _layer_grid(cells, max_depth)
+    values = np.concatenate([g[np.isfinite(g)] for _, g in grids.values()])
+    norm = LogNorm(vmin=float(values.min()), vmax=float(values.max()) * (1 + 1e-9))
+    fig, axes = f.plt.subplots(len(studies), len(f.variants), squeeze=False, layout="constrained",
+                               figsize=(3.9 * len(f.variants) + 1.2, 2.9 * len(studies) + 0.6))
+    image = None
+    for i, s in enumerate(studies):
+        for j, v in enumerate(f.variants):
+            ax = axes[i][j]
+            ax.set_title(f"{study_words(s)}\n{f.style(v)['label']}", fontsize=8)
+            if (s.name, v) not in grids:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
+                ax.set_xticks([]), ax.set_yticks([])
+                continue
+            depths, grid = grids[s.name, v]
+            image = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower", norm=norm)
+            ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+            ax.set_xticks(range(max_depth + 1), [str(k + 1) for k in range(max_depth)] + ["out"], fontsize=6)
+            ax.set_xlabel("layer (input → readout)")
+            ax.set_ylabel("hidden layers")
+    fig.colorbar(image, ax=axes.ravel().tolist(), location="top", shrink=0.6, aspect=40,
+                 label="RMS gradient per weight at initialisation, ‖∂L/∂θ‖/√n (one scale for every panel)")
+    f.save(fig, "gradient_flow.png")
+
+
+def md_summary(row: dict) -> dict:
+    """Survived fraction with its 95 % Wilson score interval (sound for 10 replicas, where the
+    normal approximation is not) and the mean time to failure of an MD row, survivors counted
+    at the run length (a restricted mean: a lower bound when some survive)."""
+    ttf, n, ps = row.get("time_to_failure_ps") or [], row.get("replicas") or 0, row.get("ps_per_replica")
+    n = n or len(ttf)
+    failed = sum(t is not None for t in ttf) if ttf else (row.get("n_failed") or 0)
+    times = [t if t is not None else ps for t in ttf]
+    z, k = 1.959964, n - failed
+    centre, half = ((k + z * z / 2) / (n + z * z), z * math.sqrt(k * failed / n + z * z / 4) / (n + z * z)) if n else (0, 0)
+    return {"survived": k / n if n else None, "interval": (centre - half, centre + half) if n else (None, None),
+            "failed": failed, "replicas": n,
+            "mean_ttf_ps": statistics.fmean(times) if times and all(finite(t) for t in times) else None}
+
+
+def plot_md_stability(f: Figures, studies: list[Study]) -> None:
+    """``md_stability.png``: per study (rows), the fraction of NVT replicas that ran their whole
+    time without failing (with its 95 % Wilson interval over replicas) and the mean time to
+    failure, survivors counted at the run length (dotted line), vs depth. One model per cell
+    (its median-validation run), so there is no spread over seeds here."""
+    studies = [s for s in studies if s.md]
+    if not studies:
+        return
+    fig, axes = f.plt.subplots(len(studies), 2, figsize=(10, 2.9 * len(studies) + 0.8), sharey="col",
+                               squeeze=False, layout="constrained")
+    depths = _depths(studies)
+    for i, s in enumerate(studies):
+        for v in f.variants:
+            rows = sorted((r for r in s.md if r["variant"] == v), key=lambda r: r["depth"])
+            sums = [(r["depth"], md_summary(r)) for r in rows]
+            f.errorbar(axes[i][0], [(d, (m["survived"], (m["survived"] - m["interval"][0],
+                                                         m["interval"][1] - m["survived"]), m["replicas"]))
+                                    for d, m in sums if m["survived"] is not None], v)
+            tt = [(d, m["mean_ttf_ps"]) for d, m in sums if m["mean_ttf_ps"] is not None]
+            if tt:
+                axes[i][1].plot([d * f.dodge(v) for d, _ in tt], [t for _, t in tt], ms=4, **f.style(v))
+        for ps in sorted({r["ps_per_replica"] for r in s.md if finite(r.get("ps_per_replica"))}):
+            axes[i][1].axhline(ps, color="grey", ls=":", lw=1)
+        temps = sorted({r.get("temperature_k") for r in s.md if finite(r.get("temperature_k"))})
+        axes[i][0].set_title(f"{study_words(s)}, NVT at {', '.join(f'{t:g}' for t in temps)} K", fontsize=9, loc="left")
+        axes[i][0].set_ylabel("fraction of replicas surviving")
+        axes[i][0].set_ylim(-0.05, 1.05)
+        axes[i][1].set_ylabel("mean time to failure (ps)")
+        axes[i][1].set_ylim(bottom=0)
+        for ax in axes[i]:
+            f.depth_axis(ax, depths)
+    fig.suptitle("MD stability vs depth (one model per cell; bars: 95 % Wilson interval over replicas)", fontsize=10)
+    f.legend(fig, axes.ravel())
+    f.save(fig, "md_stability.png")
+
+
+def plot_water_size(f: Figures, studies: list[Study]) -> None:
+    """``water_size.png``: test force RMSE against the teacher vs the number of teacher
+    trajectories trained on, one line per depth (of :data:`WATER_DEPTHS`), one panel per
+    variant (columns) and budget (rows), mean with 95 % t interval; one y axis for all."""
+    water = [(int(m.group(1)), s) for s in studies if s.runs and (m := re.fullmatch(r"water-(\d+)traj", s.dataset))]
+    if not water:
+        return
+    budgets = list(dict.fromkeys(s.budget for _, s in water))
+    depths = [d for d in WATER_DEPTHS if any(r["depth"] == d for _, s in water for r in s.runs)]
+    sizes = sorted({n for n, _ in water})
+    colours = f.plt.cm.viridis([k / max(len(depths) - 1, 1) * 0.9 for k in range(len(depths))])
+    fig, axes = f.plt.subplots(len(budgets), len(f.variants), figsize=(4 * len(f.variants) + 0.5, 3.3 * len(budgets) + 0.8),
+                               sharey=True, squeeze=False, layout="constrained")
+    for i, budget in enumerate(budgets):
+        for j, v in enumerate(f.variants):
+            ax = axes[i][j]
+            for colour, d in zip(colours, depths):
+                points = [(n, mean_ci(r.get(FORCE) for r in s.cells().get((v, d), [])))
+                          for n, s in sorted(water, key=lambda x: x[0]) if s.budget == budget]
+                points = [(n, m, h) for n, (m, h, _) in points if m is not None]
+                if points:
+                    ax.errorbar([n for n, _, _ in points], [m for _, m, _ in points], yerr=[h or 0 for *_, h in points],
+                                color=colour, marker="o", ms=4, capsize=3, label=f"{d} hidden layer{'s' * (d > 1)}")
+            ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.set_xlabel("training trajectories (teacher water)")
+            ax.set_title(f"{f.style(v)['label']}, budget ≈{budget} weights", fontsize=9)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("test force RMSE vs teacher (meV/Å)")
+    fig.suptitle("Water: test force error vs training-set size (mean, 95 % t interval over folds × seeds)", fontsize=10)
+    f.legend(fig, axes.ravel())
+    f.save(fig, "water_size.png")
+
+
+def relative_errors(rows: list[dict]) -> dict[str, list[float]]:
+    """Per quantity of :data:`ELASTIC`, the relative errors (%) of the model against DFT over ``rows``."""
+    out: dict[str, list[float]] = {}
+    for label, paths in ELASTIC.items():
+        pairs = [[(r.get(a) or {}).get(b) for a, b in paths] for r in rows]
+        out[label] = [100.0 * (m - d) / d for m, d in pairs if finite(m) and finite(d) and d != 0]
+    return out
+
+
+def plot_observables(f: Figures, studies: list[Study]) -> None:
+    """``observables.png`` (Si, Mo): relative error (%) against DFT of the bulk modulus (from the
+    equation of state) and of the cubic elastic constants C11, C12, C44, vs depth per variant:
+    mean with 95 % t interval over the cell's runs; one row per study, y shared by the row."""
+    studies = [s for s in studies if any("elastic_model" in r for r in s.observables)]
+    if not studies:
+        return
+    fig, axes = f.plt.subplots(len(studies), len(ELASTIC), figsize=(3.6 * len(ELASTIC) + 0.5, 2.9 * len(studies) + 0.8),
+                               sharey="row", squeeze=False, layout="constrained")
+    depths = sorted({r["depth"] for s in studies for r in s.observables})
+    for i, s in enumerate(studies):
+        cells = by_cell(s.observables)
+        errors = {c: relative_errors(rows) for c, rows in cells.items()}
+        for j, label in enumerate(ELASTIC):
+            ax = axes[i][j]
+            ax.axhline(0.0, color="k", lw=0.8)
+            for v in f.variants:
+                f.errorbar(ax, [(d, mean_ci(e[label])) for (cv, d), e in sorted(errors.items()) if cv == v], v)
+            f.depth_axis(ax, depths)
+            ax.set_title(f"{study_words(s)}: {label}" if j == 0 else label, fontsize=9)
+            if j == 0:
+                ax.set_ylabel("relative error vs DFT (%)")
+    fig.suptitle("Elastic properties against DFT (model − DFT) / DFT: mean, 95 % t interval over folds × seeds",
+                 fontsize=10)
+    f.legend(fig, axes.ravel())
+    f.save(fig, "observables.png")
+
+
+# ----------------------------------------------------------------------------- tables
+def decimals(centre, spread=None) -> int:
+    """Decimals to print ``centre`` with: two significant digits of its ``spread`` (a standard
+    deviation or an interval's half-width), else three of ``centre``; never fewer than two nor
+    more than five significant digits of ``centre``."""
+    if not finite(centre) or centre == 0:
+        return max(0, 1 - math.floor(math.log10(spread))) if finite(spread) and spread > 0 else 0
+    order = math.floor(math.log10(float(f"{abs(centre):.9g}")))  # 0.9999999999 counts as 1
+    d = 1 - math.floor(math.log10(spread)) if finite(spread) and spread > 0 else 2 - order
+    return max(0, min(max(d, 1 - order), 4 - order))
+
+
+def num(x, places: int | None = None, sign: bool = False) -> str:
+    """``x`` with ``places`` decimals (default: three significant digits); "—" when missing."""
+    if not finite(x):
+        return "—"
+    places = decimals(x) if places is None else places
+    return f"{x:{'+' if sign else ''}.{places}f}".replace("-", "−")
+
+
+def mean_std(values) -> str:
+    """Mean ± sample standard deviation, the mean to the digits the spread allows."""
+    v = [x for x in values if finite(x)]
+    if not v:
+        return "—"
+    if len(v) == 1:
+        return num(v[0])
+    m, s = statistics.fmean(v), statistics.stdev(v)
+    places = decimals(m, s)
+    return f"{num(m, places)} ± {num(s, places)}"
+
+
+def interval(p: dict | None) -> str:
+    """A paired difference: mean [95 % low, high], a star where the interval excludes 0."""
+    if not p or p.get("mean") is None:
+        return "—"
+    if p.get("low") is None:
+        return f"{num(p['mean'], sign=True)} (n = {p['n']})"
+    places = decimals(p["mean"], p["high"] - p["mean"])
+    body = ", ".join(num(p[k], places, sign=True) for k in ("low", "high"))
+    return f"{num(p['mean'], places, sign=True)} [{body}]{' *' if p.get('resolved') else ''}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _spread(values) -> str:
+    v = sorted({x for x in values if x is not None})
+    return "—" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
+
+
+def study_table(study: Study, variants: list[str], rates: list[float]) -> list[str]:
+    """One row per cell of ``study``: its network, learning rate († at the edge of the grid
+    ``rates``), runs, errors (mean ± std over runs), the paired ΔF against plain depth 2 and
+    the median costs."""
+    paired = paired_vs_reference(study)
+    rows = []
+    for (v, d), runs in sorted(study.cells().items(), key=lambda kv: cell_order(variants)(kv[0])):
+        lr = _spread(r.get("lr") for r in runs)
+        edge = rates and any(r.get("lr") in (min(rates), max(rates)) for r in runs)
+        rows.append([VARIANT_WORDS.get(v, v), str(d), _spread(r.get("width") for r in runs),
+                     _spread(r.get("n_params") for r in runs), lr + (" †" if edge else ""), str(len(runs)),
+                     str(sum(bool(r.get("converged")) for r in runs)), mean_std(r.get(ENERGY) for r in runs),
+                     mean_std(r.get(FORCE) for r in runs),
+                     "reference" if (v, d) == REFERENCE else interval(paired.get((v, d))),
+                     num(median(r.get("infer_us_per_atom") for r in runs)),
+                     num(median(r.get("train_us_per_atom") for r in runs))])
+    header = ["variant", "depth", "width", "parameters", "lr", "runs", "converged", "test E RMSE (meV/atom)",
+              "test F RMSE (meV/Å)", "ΔF vs plain-2 (meV/Å), 95 % CI", "inference (µs/atom)", "training (µs/atom)"]
+    return _table(header, rows)
+
+
+def recommendation_table(recommendation: dict) -> list[str]:
+    rows = []
+    for key, e in recommendation.items():
+        up = e.get("runner_up") or {}
+        rows.append([key, f"{VARIANT_WORDS.get(e['variant'], e['variant'])}, depth {e['depth']}", str(e.get("width")),
+                     str(e.get("activation")), str(e.get("runs")),
+                     f"{VARIANT_WORDS.get(up.get('variant'), up.get('variant'))}, depth {up['depth']}" if up else "—",
+                     interval(e.get("paired_difference_vs_runner_up"))])
+    return _table(["data set / budget", "best cell", "width", "activation", "converged runs", "runner-up",
+                   "ΔF best − runner-up (meV/Å), 95 % CI"], rows)
+
+
+def md_table(studies: list[Study], variants: list[str]) -> list[str]:
+    rows = []
+    for s in studies:
+        for r in sorted(s.md, key=lambda r: cell_order(variants)((r["variant"], r["depth"]))):
+            m = md_summary(r)
+            low, high = m["interval"]
+            rows.append([s.name, VARIANT_WORDS.get(r["variant"], r["variant"]), str(r["depth"]), str(r.get("width")),
+                         num(r.get("temperature_k")), f"{m['replicas']} × {num(r.get('ps_per_replica'))}",
+                         str(m["failed"]), f"{m['survived']:.2f} [{low:.2f}, {high:.2f}]"
+                         if m["survived"] is not None else "—", num(m["mean_ttf_ps"])])
+    return _table(["study", "variant", "depth", "width", "T (K)", "replicas × ps", "failed",
+                   "survived, 95 % Wilson", "mean time to failure (ps)¹"], rows)
+
+
+def observables_table(studies: list[Study], variants: list[str]) -> list[str]:
+    """Si/Mo: relative errors (%) against DFT per cell (mean ± std over runs); water: the RMS
+    g(r) difference from the teacher per pair (the cell's median run)."""
+    lines = []
+    for s in studies:
+        cells = by_cell(s.observables)
+        order = sorted(cells, key=cell_order(variants))
+        if any("elastic_model" in r for r in s.observables):
+            rows = [[VARIANT_WORDS.get(v, v), str(d), str(len(cells[v, d]))]
+                    + [mean_std(e) for e in relative_errors(cells[v, d]).values()] for v, d in order]
+            lines += [f"#### {s.name}: relative error against DFT (%)", ""] + _table(
+                ["variant", "depth", "models"] + list(ELASTIC), rows) + [""]
+        pairs = sorted({p for r in s.observables for p in (r.get("rdf_difference_vs_teacher") or {})})
+        if pairs:
+            rows = [[VARIANT_WORDS.get(v, v), str(d)] + [mean_std((r.get("rdf_difference_vs_teacher") or {}).get(p)
+                                                                  for r in cells[v, d]) for p in pairs] for v, d in order]
+            lines += [f"#### {s.name}: RMS g(r) difference from the teacher", ""] + _table(
+                ["variant", "depth"] + [f"g {p}" for p in pairs], rows) + [""]
+    return lines
+
+
+def missing(studies: list[Study], design: dict) -> list[str]:
+    """What the results lack: studies without runs, cells without runs or with fewer than
+    seeds × folds, cells without an MD row, Si/Mo runs and water cells without observables."""
+    per_cell = len(design.get("seeds") or ()) * (design.get("folds") or 0)
+    out = []
+    for s in studies:
+        if not s.runs:
+            out.append(f"{s.name}: no runs")
+            continue
+        cells = s.cells()
+        variants = list(design.get("variants") or sorted({v for v, _ in cells}))
+        depths = list(design.get("depths") or sorted({d for _, d in cells}))
+        expected = [(v, d) for v in variants for d in depths]
+        absent = [c for c in expected if c not in cells]
+        short = [c for c in expected if c in cells and per_cell and len(cells[c]) < per_cell]
+        no_md = [c for c in expected if c in cells and not any((r["variant"], r["depth"]) == c for r in s.md)]
+        words = (lambda cs: ", ".join(f"{v} d{d}" for v, d in cs))
+        if absent:
+            out.append(f"{s.name}: no runs for {len(absent)} of {len(expected)} cells: {words(absent)}")
+        if short:
+            out.append(f"{s.name}: fewer than {per_cell} runs: "
+                       + ", ".join(f"{v} d{d} ({len(cells[v, d])})" for v, d in short))
+        if no_md:
+            out.append(f"{s.name}: no MD stability for {len(no_md)} cells with runs: {words(no_md)}")
+        if s.dataset in ("si", "mo"):
+            observed = {(r["variant"], r["depth"], r["fold"], r["seed"]) for r in s.observables}
+            lacking = sum((r["variant"], r["depth"], r["fold"], r["seed"]) not in observed for r in s.runs)
+            if lacking:
+                out.append(f"{s.name}: no observables for {lacking} of {len(s.runs)} runs")
+        else:
+            lacking = [c for c in cells if not any((r["variant"], r["depth"]) == c for r in s.observables)]
+            if lacking:
+                out.append(f"{s.name}: no g(r) for {len(lacking)} cells: {words(sorted(lacking))}")
+    return out
+
+
+def write_tables(path: Path, studies: list[Study], document: dict, variants: list[str]) -> None:
+    """``tables.md``: what is missing, the recommendation per budget, one table per study, MD
+    stability and observables."""
+    design = document.get("design") or {}
+    gone = missing(studies, design)
+    lines = ["# Depth study v2: tables", "",
+             "From results.json (`python scripts/depth_study.py collect`) by `python scripts/depth_study.py report`. "
+             "Errors: mean ± standard deviation over a cell's (fold, seed) runs, converged or not. ΔF: test force "
+             "RMSE minus the plain 2-layer network's on the same (fold, seed), mean and 95 % t interval; * where "
+             "the interval excludes 0. lr † : the chosen rate lies at an edge of the screened grid. Costs: "
+             "medians over runs.", "", "## Missing", ""]
+    lines += [f"- {m}" for m in gone] or ["- nothing: every cell of every study has its runs, MD and observables"]
+    lines += ["", "## Recommendation per budget", "",
+              "The cell of lowest mean test force RMSE over its converged runs (from `collect`).", ""]
+    recommendation = document.get("recommendation") or {}
+    lines += recommendation_table(recommendation) if recommendation else ["No recommendation in results.json."]
+    for s in studies:
+        lines += ["", f"## {s.name} ({study_words(s)})", ""]
+        lines += study_table(s, variants, list(design.get("learning_rates") or [])) if s.runs else ["No runs yet."]
+    lines += ["", "## MD stability", ""]
+    if any(s.md for s in studies):
+        lines += md_table(studies, variants) + ["", "¹ survivors counted at the run length (a lower bound)."]
+    else:
+        lines += ["No MD stability rows in results.json."]
+    lines += ["", "## Observables", ""]
+    lines += observables_table(studies, variants) or ["No observables in results.json."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- entry point
+def report(results: Path, figures: Path, expected: list[str] | None = None) -> list[Path]:
+    """Draw every figure the results allow and write ``tables.md`` into ``figures``; returns
+    (and prints) the files written. ``expected``: study names that should be there (listed as
+    missing when they have no runs)."""
+    document = json.loads(Path(results).read_text())
+    studies = load_studies(document, expected)
+    variants = list((document.get("design") or {}).get("variants") or VARIANT_WORDS)
+    variants += sorted({r["variant"] for s in studies for r in s.runs} - set(variants))  # any beyond the design
+    figures = Path(figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    f = Figures(figures, variants)
+    for draw in (plot_error_vs_depth, plot_paired_vs_plain2, plot_cost_vs_depth, plot_gradient_flow,
+                 plot_md_stability, plot_water_size, plot_observables):
+        draw(f, studies)
+    write_tables(figures / "tables.md", studies, document, variants)
+    written = f.saved + [figures / "tables.md"]
+    for path in written:
+        print(path)
+    return written
+

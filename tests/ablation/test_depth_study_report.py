@@ -1,0 +1,167 @@
+"""scripts/depth_study_report.py (``python scripts/depth_study.py report``): figures and tables
+of the depth study v2 from a synthetic results.json whose numbers are known by construction."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from scripts_for_tests import load_script
+
+PNG = b"\x89PNG\r\n\x1a\n"
+DEPTHS, VARIANTS, SEEDS, FOLDS = (1, 2, 4), ("plain", "residual_stem"), (0, 1), 3
+#: Test force RMSE = 100 + noise(fold, seed) + offset(cell): the noise is shared by every cell of a
+#: (fold, seed), so the paired difference to plain depth 2 is exactly the offset, with no spread.
+#: Multiples of 1/4: the arithmetic is exact in binary floating point.
+OFFSET = {("plain", 1): 5.0, ("plain", 2): 0.0, ("plain", 4): 3.0,
+          ("residual_stem", 1): 6.0, ("residual_stem", 2): 2.5, ("residual_stem", 4): -1.5}
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_script("depth_study_report")
+
+
+def noise(fold: int, seed: int) -> float:
+    return 0.25 * (2 * fold + seed)
+
+
+def run(dataset: str, variant: str, depth: int, fold: int, seed: int) -> dict:
+    force = 100.0 + noise(fold, seed) + OFFSET[variant, depth]
+    return {"dataset": dataset, "budget": "2.5k", "depth": depth, "width": 40 - 4 * depth, "hidden": [40 - 4 * depth] * depth,
+            "variant": variant, "activation": "silu", "seed": seed, "fold": fold, "n_params": 2300 + depth,
+            "epochs_run": 400, "best_epoch": 300, "converged": not (variant == "plain" and depth == 4 and seed == 1),
+            "lr": 1e-2 if (variant, depth) == ("plain", 4) else 3e-3, "val_energy_rmse_mev_per_atom": 5.0, "val_force_rmse_mev_per_a": force,
+            "test_energy_rmse_mev_per_atom": 5.0 + fold, "test_energy_mae_mev_per_atom": 4.0,
+            "test_force_rmse_mev_per_a": force, "test_force_mae_mev_per_a": 0.6 * force, "test_stress_rmse_gpa": None,
+            "external_test_energy_mae_mev_per_atom": None, "external_test_force_mae_mev_per_a": None,
+            "train_us_per_atom": 10.0 * depth + seed, "infer_us_per_atom": 20.0 + depth,
+            "peak_activation_mib": 4.0 * depth, "peak_activation_checkpointed_mib": 2.0 * depth + 1,
+            "grad_init_rms": {**{f"layer {k}": 10.0 ** (-k) for k in range(1, depth + 1)}, "readout": 0.5},
+            "grad_last_epoch_rms": None}
+
+
+def observable(variant: str, depth: int, fold: int, seed: int) -> dict:
+    scale = 1.0 + 0.01 * depth  # +1 % per hidden layer against DFT
+    return {"dataset": "si", "budget": "2.5k", "variant": variant, "depth": depth, "seed": seed, "fold": fold,
+            "elastic_model": {"C11": 160.0 * scale, "C12": 64.0 * scale, "C44": 76.0 * scale, "B": 96.0 * scale},
+            "elastic_reference": {"C11": 160.0, "C12": 64.0, "C44": 76.0, "B": 96.0},
+            "eos": {"a0_a": 5.47, "bulk_modulus_gpa": 96.0 * scale}, "eos_reference": {"a0_a": 5.47, "bulk_modulus_gpa": 96.0},
+            "vacancy": None}
+
+
+def md_row(variant: str, depth: int) -> dict:
+    ttf = [None] * 8 + [12.0, 30.0] if depth == 4 else [None] * 10
+    return {"dataset": "si", "budget": "2.5k", "variant": variant, "depth": depth, "width": 40 - 4 * depth, "seed": 0,
+            "fold": 0, "temperature_k": 1518.0, "timestep_fs": 1.0, "replicas": 10, "ps_per_replica": 50.0,
+            "time_to_failure_ps": ttf, "n_failed": sum(t is not None for t in ttf), "failure_reasons": [],
+            "ensemble": "nvt", "us_per_atom_step": 30.0}
+
+
+def document(partial: bool = False) -> dict:
+    """Two studies: si-2.5k complete (observables, MD); water-4traj-2.5k without the cell
+    residual d4 and with only folds 0–1 of plain d1, no MD, no observables."""
+    runs = [run("si", v, d, f, s) for v in VARIANTS for d in DEPTHS for f in range(FOLDS) for s in SEEDS]
+    runs += [run("water-4traj", v, d, f, s) for v in VARIANTS for d in DEPTHS for f in range(FOLDS) for s in SEEDS
+             if (v, d) != ("residual_stem", 4) and not ((v, d) == ("plain", 1) and f == 2)]
+    doc = {"design": {"depths": list(DEPTHS), "variants": list(VARIANTS), "budgets": {"2.5k": 32},
+                      "seeds": list(SEEDS), "folds": FOLDS, "learning_rates": [3e-4, 1e-3, 3e-3, 1e-2]},
+           "runs": runs}
+    if not partial:
+        doc["observables"] = [observable(v, d, f, s) for v in VARIANTS for d in DEPTHS for f in range(FOLDS)
+                              for s in SEEDS]
+        doc["md_stability"] = [md_row(v, d) for v in VARIANTS for d in DEPTHS]
+        doc["recommendation"] = {"si/2.5k": {"variant": "residual_stem", "depth": 4, "width": 24, "activation": "silu",
+                                             "runs": 6, "runner_up": {"variant": "plain", "depth": 2},
+                                             "paired_difference_vs_runner_up": {"n": 6, "mean": -1.5, "se": 0.0,
+                                                                                "low": -1.5, "high": -1.5,
+                                                                                "resolved": True}}}
+    return doc
+
+
+def write(tmp_path, doc: dict):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def table_row(text: str, study: str, variant: str, depth: int) -> list[str]:
+    """The cells of ``study``'s table row for (variant, depth) in tables.md."""
+    section = text.split(f"## {study} ")[1].split("\n## ")[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[0] == variant and cells[1] == str(depth):
+            return cells
+    raise AssertionError(f"no row {variant} d{depth} in {study}")
+
+
+def test_figures_and_tables_from_complete_results(report, tmp_path):
+    out = tmp_path / "v2"
+    written = report.report(write(tmp_path, document()), out, expected=["si-2.5k", "water-4traj-2.5k", "mo-2.5k"])
+    names = {p.name for p in written}
+    expected = {"error_vs_depth_si.png", "error_vs_depth_water-4traj.png", "paired_vs_plain2.png", "cost_vs_depth.png",
+                "gradient_flow.png", "md_stability.png", "water_size.png", "observables.png", "tables.md"}
+    assert names == expected
+    for name in expected - {"tables.md"}:
+        assert (out / name).read_bytes().startswith(PNG), name
+
+    text = (out / "tables.md").read_text()
+    # Paired differences against plain depth 2, by hand: the offsets, with a zero-width interval.
+    residual_2 = table_row(text, "si-2.5k", "residual (stem + identity blocks)", 2)
+    assert residual_2[9] == "+2.50 [+2.50, +2.50] *"
+    assert table_row(text, "si-2.5k", "residual (stem + identity blocks)", 4)[9] == "−1.50 [−1.50, −1.50] *"
+    assert table_row(text, "si-2.5k", "plain MLP", 2)[9] == "reference"
+    # The other columns: network, runs, converged, mean ± std (noise 0.25·(0…5): mean 0.625,
+    # std 0.25·1.8708 = 0.468; 103.625 is exact in binary and rounds half to even), medians of the costs.
+    plain_4 = table_row(text, "si-2.5k", "plain MLP", 4)
+    assert plain_4[2:8] == ["24", "2304", "0.01 †", "6", "3", "6.00 ± 0.89"]
+    assert plain_4[8] == "103.62 ± 0.47"
+    assert plain_4[10:] == ["24.0", "40.5"]
+    # Water: plain d1 has 4 pairs with plain d2 (folds 0–1), the offset still exact.
+    assert table_row(text, "water-4traj-2.5k", "plain MLP", 1)[5:7] == ["4", "4"]
+    assert table_row(text, "water-4traj-2.5k", "plain MLP", 1)[9] == "+5.00 [+5.00, +5.00] *"
+
+    missing = text.split("## Missing")[1].split("\n## ")[0]
+    assert "mo-2.5k: no runs" in missing
+    assert "water-4traj-2.5k: no runs for 1 of 6 cells: residual_stem d4" in missing
+    assert "water-4traj-2.5k: fewer than 6 runs: plain d1 (4)" in missing
+    assert "water-4traj-2.5k: no MD stability for 5 cells" in missing
+    assert "si-2.5k" not in missing  # complete
+
+    # MD: 2 of 10 replicas failed at depth 4; survivors counted at 50 ps: (8·50 + 12 + 30)/10 = 44.2.
+    md = text.split("## MD stability")[1].split("\n## ")[0]
+    assert "| si-2.5k | plain MLP | 4 | 24 | 1518 | 10 × 50.0 | 2 | 0.80 [0.49, 0.94] | 44.2 |" in md
+    # Observables: +1 % per hidden layer, no spread.
+    assert "| plain MLP | 4 | 6 | 4.00 ± 0.00 | 4.00 ± 0.00 | 4.00 ± 0.00 | 4.00 ± 0.00 |" in text
+    assert "residual (stem + identity blocks), depth 4" in text.split("## Recommendation")[1]
+
+
+def test_partial_results_do_not_crash(report, tmp_path):
+    doc = document(partial=True)
+    doc["runs"] = [r for r in doc["runs"] if r["dataset"] == "si" and (r["variant"], r["depth"]) != ("plain", 2)]
+    for r in doc["runs"][:3]:
+        r["grad_init_rms"], r["infer_us_per_atom"], r["test_energy_rmse_mev_per_atom"] = None, None, float("nan")
+    out = tmp_path / "partial"
+    names = {p.name for p in report.report(write(tmp_path, doc), out)}
+    assert {"error_vs_depth_si.png", "paired_vs_plain2.png", "cost_vs_depth.png", "gradient_flow.png",
+            "tables.md"} == names
+    text = (out / "tables.md").read_text()
+    assert "No MD stability rows" in text and "No recommendation" in text and "No observables" in text
+    assert "si-2.5k: no runs for 1 of 6 cells: plain d2" in text
+    assert "si-2.5k: no observables for 30 of 30 runs" in text
+    assert table_row(text, "si-2.5k", "plain MLP", 4)[9] == "—"  # no reference cell: no paired difference
+
+
+def test_empty_results_write_only_the_tables(report, tmp_path):
+    names = [p.name for p in report.report(write(tmp_path, {"design": {}, "runs": []}), tmp_path / "e", ["si-25k"])]
+    assert names == ["tables.md"]
+    assert "si-25k: no runs" in (tmp_path / "e" / "tables.md").read_text()
+
+
+def test_report_subcommand(tmp_path, monkeypatch):
+    study = load_script("depth_study")
+    monkeypatch.setattr(sys, "argv", ["depth_study.py", "report", "--out", str(write(tmp_path, document())),
+                                      "--figures", str(tmp_path / "figs")])
+    assert study.main() == 0
+    assert (tmp_path / "figs" / "tables.md").is_file() and (tmp_path / "figs" / "paired_vs_plain2.png").is_file()
