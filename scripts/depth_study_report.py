@@ -22,7 +22,7 @@ import re
 import statistics
 from pathlib import Path
 
-from mlpot.ablation.stats import _t_quantile, paired_difference  # one t quantile for every interval
+from mlpot.ablation.stats import t_quantile, paired_difference  # one t quantile for every interval
 
 #: Variant → what a legend says.
 VARIANT_WORDS = {"plain": "plain MLP", "residual_stem": "residual (stem + identity blocks)",
@@ -75,7 +75,7 @@ def mean_ci(values) -> tuple[float | None, float | None, int]:
         return None, None, 0
     if len(v) < 2:
         return v[0], None, 1
-    return statistics.fmean(v), _t_quantile(0.975, len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v)), len(v)
+    return statistics.fmean(v), t_quantile(0.975, len(v) - 1) * statistics.stdev(v) / math.sqrt(len(v)), len(v)
 
 
 def median(values) -> float | None:

@@ -49,7 +49,7 @@ def ranking_metric(runs: Sequence[dict]) -> str | None:
     return None
 
 
-def _t_quantile(p: float, dof: int) -> float:
+def t_quantile(p: float, dof: int) -> float:
     try:
         from scipy.stats import t
 
@@ -77,7 +77,7 @@ def paired_difference(runs_a: Sequence[dict], runs_b: Sequence[dict], metric: st
            "high": None, "resolved": False}
     if len(d) >= 2:
         se = float(d.std(ddof=1) / math.sqrt(len(d)))
-        half = _t_quantile(0.975, len(d) - 1) * se
+        half = t_quantile(0.975, len(d) - 1) * se
         out.update(se=se, low=out["mean"] - half, high=out["mean"] + half,
                    resolved=bool(out["mean"] - half > 0 or out["mean"] + half < 0))
     return out
