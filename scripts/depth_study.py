@@ -14,9 +14,10 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
 * **Stage ``lr``**: every cell trains fold 0, seed 0 at each learning rate of :data:`LRS` for
   :data:`SCREEN_EPOCHS` epochs; the rate of lowest validation loss becomes the cell's. The
   learning rate is thus chosen per depth and variant, not fixed.
-* **Stage ``full``**: every cell at its rate, :data:`SEEDS` × :data:`FOLDS` (3-fold
-  cross-validation over the training set, seeds crossed with folds, so comparisons pair
-  by (fold, seed)), a plateau schedule and early stopping (patience :data:`PATIENCE`) up to
+* **Stage ``full``**: every cell at its rate, the (fold, seed) pairs of :data:`PAIRS`: five
+  seeds, each on one fold of a 3-fold cross-validation over the training set in turn, the
+  same pairs in every cell, so comparisons pair by (fold, seed); a plateau schedule and
+  early stopping (patience :data:`PATIENCE`) up to
   :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
   converged.
 * **Stage ``md``** (``scripts/depth_study_md.py``): per cell whose full stage has finished,
@@ -82,6 +83,10 @@ DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)
 VARIANTS = ("plain", "residual_stem", "residual_sd_stem")
 SEEDS = (0, 1, 2, 3, 4)
 FOLDS = 3
+#: The full stage's (fold, seed) per cell: every seed its own, the folds in turn. Five seeds
+#: crossed with three folds (15 runs a cell) cost ~12 h of this machine for the cheapest study
+#: alone; five pairs keep five independent initialisations and every fold, at a third.
+PAIRS = tuple((seed % FOLDS, seed) for seed in SEEDS)
 #: 1e-2 joined after the first screen (si-2.5k): 23 of its 24 cells chose 3e-3, the top of the
 #: grid then, and a rate chosen at the edge of its grid is not a choice (:func:`edge_rates`).
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)
@@ -286,7 +291,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
               + ", ".join(f"{v} d{d} ({rates[v, d]:g})" for v, d in edge), flush=True)
     for lr in sorted(set(rates.values())):
         config = stage_config(args.runs, name, data, budget, "full", lr)
-        only = [r.name for r in grid(config) if rates[cell(r)] == lr]
+        only = [r.name for r in grid(config) if rates[cell(r)] == lr and (r.fold, r.seed) in PAIRS]
         print(f"[{name}] full at lr {lr:g}: {len(only)} runs", flush=True)
         run_ablation(load_ablation(config), study_dir / f"full-lr{lr:g}", jobs=args.jobs, resume=True, only=only,
                      threads=args.threads,
@@ -479,13 +484,15 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
         structures = None
         # Water observables (an MD each) only for the median run of each finished cell.
         medians = {depth_study_md.representative(runs)[1] for runs in depth_study_md.cell_runs(runs_dir / name).values()
-                   if len(runs) >= len(SEEDS) * FOLDS} if data.get("format") != "mlearn" else set()
+                   if len(runs) >= len(PAIRS)} if data.get("format") != "mlearn" else set()
         for folder in sorted((runs_dir / name).glob("full-lr*")):
             lr = float(folder.name.removeprefix("full-lr"))
             results = collect_results(folder)
             if results and structures is None:
                 structures = read(data["train"], format=data["format"], **data["read_options"])
             for result in results:
+                if (result["fold"], result["seed"]) not in PAIRS:
+                    continue  # a run of another design (trained before PAIRS): not comparable
                 split = load_split(folder / "splits" / f"fold{result['fold']}.json")
                 atoms = sum(len(structures[k]) for k in split.train)
                 rows.append(run_row(result, dataset, budget, lr, atoms))
@@ -497,7 +504,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                                      **_lean(values)})
     stability = depth_study_md.md_rows(selected, runs_dir)
     document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
-                           "folds": FOLDS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS, "patience": PATIENCE,
+                           "folds": FOLDS, "pairs": PAIRS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS, "patience": PATIENCE,
                            "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
                 "runs": rows, "observables": physical, "md_stability": stability,
@@ -518,8 +525,8 @@ def _lean(values: dict) -> dict:
 def plan(args) -> None:
     """Print every study's stages: runs, finished runs and the measured cost so far."""
     print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
-          f"lr screen {len(LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(SEEDS)} seeds × "
-          f"{FOLDS} folds, early stopping (patience {PATIENCE}, at most {MAX_EPOCHS} epochs)")
+          f"lr screen {len(LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
+          f"pairs {PAIRS}, early stopping (patience {PATIENCE}, at most {MAX_EPOCHS} epochs)")
     cells = len(DEPTHS) * len(VARIANTS)
     total_hours, unknown = 0.0, []
     for name, _, budget in studies(args.studies):
@@ -527,11 +534,12 @@ def plan(args) -> None:
         # Each stage folder's finished runs, read once.
         stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
         screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in LRS)
-        full = [r for stage, rs in stages.items() if stage.startswith("full-lr") for r in rs]
+        full = [r for stage, rs in stages.items() if stage.startswith("full-lr") for r in rs
+                if (r["fold"], r["seed"]) in PAIRS]
         done = [r for rs in stages.values() for r in rs]
-        screen_left, full_left = cells * len(LRS) - screen_done, cells * len(SEEDS) * FOLDS - len(full)
+        screen_left, full_left = cells * len(LRS) - screen_done, cells * len(PAIRS) - len(full)
         line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(LRS)}, "
-                f"full {len(full)}/{cells * len(SEEDS) * FOLDS}")
+                f"full {len(full)}/{cells * len(PAIRS)}")
         if done:
             # Measured so far: wall time per epoch and model (trained together, as they run),
             # and epochs to early stopping (until full runs exist: a third of the cap, a guess).
@@ -557,7 +565,7 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     depth_study_md.run_md(studies(args.studies) if selected is None else selected, args.runs,
-                          len(SEEDS) * FOLDS, len(DEPTHS) * len(VARIANTS), replicas=args.replicas, ps=args.ps,
+                          len(PAIRS), len(DEPTHS) * len(VARIANTS), replicas=args.replicas, ps=args.ps,
                           after_cell=lambda study, runs: cell_observables(study, runs, args.runs))
     return 0
 

@@ -612,9 +612,10 @@ def observables_table(studies: list[Study], variants: list[str]) -> list[str]:
 
 
 def missing(studies: list[Study], design: dict) -> list[str]:
-    """What the results lack: studies without runs, cells without runs or with fewer than
-    seeds × folds, cells without an MD row, Si/Mo runs and water cells without observables."""
-    per_cell = len(design.get("seeds") or ()) * (design.get("folds") or 0)
+    """What the results lack: studies without runs, cells without runs or with fewer than the
+    design's (fold, seed) pairs (seeds × folds when it lists none), cells without an MD row,
+    Si/Mo runs and water cells without observables."""
+    per_cell = len(design.get("pairs") or ()) or len(design.get("seeds") or ()) * (design.get("folds") or 0)
     out = []
     for s in studies:
         if not s.runs:

@@ -130,6 +130,7 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     monkeypatch.setattr(study, "studies", lambda selected: [one])
     monkeypatch.setattr(study, "SEEDS", (0,))
     monkeypatch.setattr(study, "FOLDS", 2)
+    monkeypatch.setattr(study, "PAIRS", ((0, 0), (1, 0)))
     monkeypatch.setattr(depth_study_md, "CHECK_EVERY", 5)
     observed = []
     monkeypatch.setattr(study, "cell_observables", lambda s, runs, d: observed.append(sorted(r["fold"] for r, _ in runs)))
@@ -247,3 +248,9 @@ def test_run_takes_each_study_through_its_stages_before_the_next(study, monkeypa
     monkeypatch.setattr("sys.argv", ["depth_study.py", "run"])
     assert study.main() == 0
     assert calls == [("si-2.5k", "lr"), ("si-2.5k", "full"), ("si-2.5k", "md"), ("mo-2.5k", "lr")]
+
+
+def test_full_stage_pairs_give_every_seed_once_and_cover_every_fold(study):
+    seeds = [seed for _, seed in study.PAIRS]
+    assert sorted(seeds) == sorted(study.SEEDS) and len(seeds) >= 5
+    assert {fold for fold, _ in study.PAIRS} == set(range(study.FOLDS))
