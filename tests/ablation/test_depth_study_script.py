@@ -254,3 +254,17 @@ def test_full_stage_pairs_give_every_seed_once_and_cover_every_fold(study):
     seeds = [seed for _, seed in study.PAIRS]
     assert sorted(seeds) == sorted(study.SEEDS) and len(seeds) >= 5
     assert {fold for fold, _ in study.PAIRS} == set(range(study.FOLDS))
+
+
+def test_md_stage_skips_water_unless_named(study, monkeypatch, capsys):
+    import depth_study_md
+
+    water = ("water-4traj-2.5k", {"group_by": "trajectory"}, "2.5k")
+    si = ("si-2.5k", {"format": "mlearn"}, "2.5k")
+    monkeypatch.setattr(study, "studies", lambda selected: [si, water])
+    ran = []
+    monkeypatch.setattr(depth_study_md, "run_md", lambda chosen, *a, **k: ran.append([n for n, _, _ in chosen]) or 0)
+    study.md(SimpleNamespace(studies=None, runs=None, replicas=10, ps=50.0, threads=None), [si, water])
+    assert ran == [["si-2.5k"]] and "skips water-4traj-2.5k" in capsys.readouterr().out
+    study.md(SimpleNamespace(studies=["water-4traj-2.5k"], runs=None, replicas=10, ps=50.0, threads=None), [water])
+    assert ran[-1] == ["water-4traj-2.5k"]
