@@ -71,6 +71,7 @@ LEVERS: dict[str, list[str]] = {
     # On the recipe with weight decay (AdamW 1e-2 since the full-budget runs): the strength.
     "wd3e-2": ["optimizer.weight_decay=3e-2"],
     "wd1e-3": ["optimizer.weight_decay=1e-3"],
+    "wd1e-1": ["optimizer.weight_decay=1e-1"],
     # A longer cutoff: the force error sits at ~0.092 eV/Å (Si) whatever the width, weight
     # decay or optimiser, which points at what the descriptor sees rather than the fit.
     "cutoff6.5": ["descriptor.cutoff=6.5"],
