@@ -55,6 +55,22 @@ def load_result(run_dir: Path) -> dict | None:
     return result
 
 
+def _extendable(run_dir: Path, epochs: int) -> bool:
+    """Whether a finished run ran to its epoch budget (it did not stop early) and ``epochs``,
+    the grid's budget now, is larger: raising ``training.epochs`` and resuming extends such
+    runs from their ``last.pt``, as ``mlpot train --resume`` would."""
+    result = load_result(run_dir)
+    if result is None or result["epochs"] >= epochs or not (run_dir / "last.pt").is_file():
+        return False
+    import yaml
+
+    try:
+        budget = yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["epochs"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+    return result["epochs"] >= budget
+
+
 def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: bool = False,
                  log: Callable[[str], None] = print, only: list[str] | None = None,
                  isolate: bool = True, threads: int | None = None) -> list[dict]:
@@ -101,9 +117,12 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
         if unknown:
             raise ValueError(f"no run(s) {unknown} in this grid")
         runs = [r for r in runs if r.name in only]
-    todo = [r for r in runs if load_result(out / "runs" / r.name) is None]
-    log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run) "
-        f"of {elements}; {jobs} at a time")
+    epochs = setup.base.training.epochs
+    extend = [r for r in runs if _extendable(out / "runs" / r.name, epochs)]
+    todo = [r for r in runs if load_result(out / "runs" / r.name) is None] + extend
+    log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run"
+        + (f", of which {len(extend)} extended to {epochs} epochs" if extend else "")
+        + f") of {elements}; {jobs} at a time")
     if todo and setup.base.training.descriptor_cache in ("memory", "hdf5"):
         _prepare_cache(setup, structures, elements, out / "cache", log)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -499,9 +518,9 @@ def _grid_identity(config: dict) -> dict:
     ablation = config.pop("ablation", {}) or {}
     # Keys added to mlpot since the grid started take their defaults (what it ran with).
     config = json.loads(json.dumps(with_current_defaults(config)))
-    # Settings that do not change a run's result may differ (the same ones a resume allows).
-
-    for key in RESULT_NEUTRAL_TRAINING_OPTIONS:
+    # Settings that do not change a run's result may differ, and the budget and early
+    # stopping may change, as a resume allows: runs that ran to a smaller budget are extended.
+    for key in (*RESULT_NEUTRAL_TRAINING_OPTIONS, "epochs", "early_stopping_patience", "early_stopping_min_delta"):
         config.get("training", {}).pop(key, None)
     return {"base": config, "folds": ablation.get("folds"), "match_reference": ablation.get("match_reference"),
             "match_tolerance": ablation.get("match_tolerance", 0.02), "survival": ablation.get("survival")}

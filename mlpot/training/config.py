@@ -334,6 +334,11 @@ class TrainingOptions:
         dtype: ``float32`` or ``float64`` for weights and computation.
         early_stopping_patience: stop after this many epochs without validation
             improvement (0 = off).
+        early_stopping_min_delta: what counts as an improvement for early stopping: a
+            validation loss below (1 − min_delta) × that of the last epoch that counted
+            (relative; 0 = any decrease). With 0.01 and patience 100, a run stops once 100
+            epochs have not lowered its validation loss by 1 %: a plateau, for a run whose
+            loss creeps down without end. The saved model is still the epoch of lowest loss.
         ema_decay: exponential moving average of the weights, used for validation and
             the saved model (0 = off; e.g. 0.99).
         grad_clip: clip the total gradient norm to this value (0 = off).
@@ -369,6 +374,7 @@ class TrainingOptions:
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
     ema_decay: float = 0.0
     grad_clip: float = 0.0
     checkpoint_every: int = 1
@@ -387,6 +393,9 @@ class TrainingOptions:
             _fail("training.device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.early_stopping_patience < 0:
             _fail("training.early_stopping_patience", f"must be >= 0, got {self.early_stopping_patience}")
+        if not 0.0 <= self.early_stopping_min_delta < 1.0:
+            _fail("training.early_stopping_min_delta",
+                  f"must be in [0, 1) (a fraction of the validation loss), got {self.early_stopping_min_delta}")
         if not 0.0 <= self.ema_decay < 1.0:
             _fail("training.ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):

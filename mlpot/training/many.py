@@ -48,7 +48,7 @@ from .report import MetricsLog, epoch_summary, grad_column
 from .stack import ModelStack, _key
 from .stack_loop import StackedTraining, evaluate_members, stacked_epoch
 from .stack_optim import StackedAdam, StackedEMA
-from .state import RunState
+from .state import RunState, early_stopping_note
 from .trainer import (_Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model,
                       structure_weights)
 
@@ -57,7 +57,7 @@ __all__ = ["train_many", "MEMBER_KEYS", "check_stackable"]
 #: Config keys in which the members of one stack may differ (``schedule`` as a whole).
 MEMBER_KEYS = frozenset({"training.seed", "data.split_seed", "data.split_file", "data.val_fraction", "data.test",
                          "optimizer.lr", "optimizer.weight_decay", "training.epochs",
-                         "training.early_stopping_patience", "training.ema_decay", "training.grad_clip",
+                         "training.early_stopping_patience", "training.early_stopping_min_delta", "training.ema_decay", "training.grad_clip",
                          "training.checkpoint_every", "schedule"})
 
 
@@ -318,7 +318,7 @@ def _end_epoch(m: _Member, s: int, training: StackedTraining, results: tuple, wa
         return
     m.schedule.epoch_end(val_loss)
     row = m.metrics.row(epoch + 1, wall, trained, val_loss if has_val else None, val_metrics)
-    improved = m.state.end_epoch(row, val_loss)
+    improved = m.state.end_epoch(row, val_loss, m.config.training.early_stopping_min_delta)
     m.metrics.append(row)
     if improved:
         _save_member_model(m, s, training, {"epoch": epoch + 1, "val_loss": val_loss, "val_metrics": val_metrics,
@@ -331,7 +331,7 @@ def _end_epoch(m: _Member, s: int, training: StackedTraining, results: tuple, wa
         save_checkpoint(m.run.out / "last.pt", _payload(m, s, training))
     m.run.log(epoch_summary(row, opts.epochs, improved))
     if stop:
-        m.run.log(f"early stopping: no validation improvement in {opts.early_stopping_patience} epochs")
+        m.run.log(early_stopping_note(opts.early_stopping_patience, opts.early_stopping_min_delta))
 
 
 def _save_member_model(m: _Member, s: int, training: StackedTraining, metadata: dict) -> None:

@@ -26,6 +26,12 @@ from .optim import EMA, LRSchedule, build_optimizer
 __all__ = ["RunState", "Learner"]
 
 
+def early_stopping_note(patience: int, min_delta: float) -> str:
+    """The log line of a run that early stopping ended."""
+    by = f" of {100 * min_delta:.3g} % or more" if min_delta else ""
+    return f"early stopping: no validation improvement{by} in {patience} epochs"
+
+
 @dataclass
 class RunState:
     """The bookkeeping of a training run, saved in every checkpoint.
@@ -34,7 +40,9 @@ class RunState:
         epoch: epochs completed.
         best_val_loss: lowest validation loss so far (``inf`` before the first epoch).
         best_epoch: the (1-based) epoch that reached it, ``None`` before the first epoch.
-        bad_epochs: epochs since the last improvement (early stopping counts these).
+        bad_epochs: epochs since the last improvement that counts for early stopping
+            (one by ``min_delta`` of :meth:`end_epoch`).
+        stop_reference: the validation loss of that epoch (``inf`` before the first).
         history: one metrics row (a ``metrics.csv`` line as a dict) per completed epoch.
         fit: summary of the data-derived set-up (scaler, reference energies) of the
             fresh run; ``None`` on ranks other than 0 (rank 0 alone writes it).
@@ -46,11 +54,17 @@ class RunState:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     fit: dict[str, Any] | None = None
+    stop_reference: float = math.inf
 
-    def end_epoch(self, row: dict[str, Any], val_loss: float) -> bool:
-        """Record epoch ``row["epoch"]`` with its selection loss; returns whether it improved."""
+    def end_epoch(self, row: dict[str, Any], val_loss: float, min_delta: float = 0.0) -> bool:
+        """Record epoch ``row["epoch"]`` with its selection loss; returns whether it improved
+        (a new best). For early stopping, only a loss below (1 − ``min_delta``) ×
+        :attr:`stop_reference` resets :attr:`bad_epochs` (0: any new best does)."""
         improved = val_loss < self.best_val_loss
-        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        counts = val_loss < self.stop_reference * (1.0 - min_delta)
+        if counts:
+            self.stop_reference = val_loss
+        self.bad_epochs = 0 if counts else self.bad_epochs + 1
         self.epoch = row["epoch"]
         self.history.append(row)
         if improved:
@@ -68,14 +82,17 @@ class RunState:
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint entries of the run state (plain values, in checkpoint order)."""
         return {"epoch": self.epoch, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs, "history": self.history, "fit": self.fit}
+                "bad_epochs": self.bad_epochs, "history": self.history, "fit": self.fit,
+                "stop_reference": self.stop_reference}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` or a whole checkpoint (other entries are ignored);
-        ``best_epoch`` and ``fit`` may be missing (older checkpoints)."""
+        ``best_epoch``, ``fit`` and ``stop_reference`` may be missing (older checkpoints;
+        the reference is then the best loss, which is what it was without ``min_delta``)."""
         self.epoch, self.best_val_loss = state["epoch"], state["best_val_loss"]
         self.bad_epochs, self.history = state["bad_epochs"], state["history"]
         self.best_epoch, self.fit = state.get("best_epoch"), state.get("fit")
+        self.stop_reference = state.get("stop_reference", self.best_val_loss)
 
 
 @dataclass

@@ -57,7 +57,7 @@ from .kalman import KalmanFilter
 from .loop import StepSettings, TrainingError, epoch_order, evaluate_store, train_epoch
 from .loss import loss_from_metrics, loss_terms
 from .report import METRIC_COLUMNS, MetricsLog, epoch_summary, error_summary, grad_column
-from .state import Learner
+from .state import Learner, early_stopping_note
 from .warm_start import warm_start_model
 
 __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "METRIC_COLUMNS"]
@@ -65,7 +65,8 @@ __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
 _RESUME_MAY_CHANGE = ({f"training.{k}" for k in RESULT_NEUTRAL_TRAINING_OPTIONS}
-                      | {"training.epochs", "training.early_stopping_patience", "data.test"})
+                      | {"training.epochs", "training.early_stopping_patience", "training.early_stopping_min_delta",
+                         "data.test"})
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
@@ -386,7 +387,7 @@ def _train_epochs(run: _Run, learner: Learner, data: _Data, step: StepSettings, 
         run.dist.barrier()  # the epoch's files are complete before any rank goes on
         run.log(epoch_summary(state.history[-1], opts.epochs, improved))
         if stop:
-            run.log(f"early stopping: no validation improvement in {opts.early_stopping_patience} epochs")
+            run.log(early_stopping_note(opts.early_stopping_patience, opts.early_stopping_min_delta))
             return True
     return False
 
@@ -410,7 +411,7 @@ def _run_epoch(run: _Run, learner: Learner, data: _Data, step: StepSettings, epo
                             f"{saved_files_note(run.out)}.")
     learner.schedule.epoch_end(val_loss)
     row = metrics.row(epoch + 1, time.perf_counter() - start, trained, val_loss if has_val else None, val_metrics)
-    improved = learner.state.end_epoch(row, val_loss)
+    improved = learner.state.end_epoch(row, val_loss, run.config.training.early_stopping_min_delta)
     metrics.append(row)
     if improved:
         if run.dist.is_main:

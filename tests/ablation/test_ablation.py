@@ -287,6 +287,14 @@ def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
     assert "training this run again from the start" in (broken / "train.log").read_text()
     assert load_result(broken) is not None and load_result(interrupted) is not None
 
+    # A larger budget extends every run that ran to its old one, from its last.pt.
+    longer = load_ablation(base_config(str(emt_data), variants=["residual"]), ["training.epochs=3"])
+    lines.clear()
+    results = run_ablation(longer, out, resume=True, isolate=False, log=lines.append)
+    assert "of which 4 extended to 3 epochs" in lines[0]
+    assert sorted(r["epochs"] for r in results) == [3] * 4
+    assert "resuming from" in (finished / "train.log").read_text()
+
     # A changed base config cannot resume this folder.
     changed = load_ablation(base_config(str(emt_data), variants=["residual"]), ["optimizer.lr=0.1"])
     with pytest.raises(ValueError, match="differs"):

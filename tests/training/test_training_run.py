@@ -169,6 +169,23 @@ def test_early_stopping(dataset, tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 4
 
 
+def test_early_stopping_min_delta_stops_a_creeping_run(dataset, tmp_path, monkeypatch):
+    """A loss that creeps down 1 % per epoch never stops with min_delta 0 (every epoch is a
+    new best) but does with min_delta 0.05: no epoch is 5 % below the one that counted."""
+    import mlpot.training.trainer as trainer
+
+    for min_delta, stopped, epochs in ((0.0, False, 6), (0.05, True, 3)):
+        losses = iter([1.0 * 0.99 ** k for k in range(6)])
+        monkeypatch.setattr(trainer, "loss_from_metrics", lambda metrics, weights: next(losses))
+        lines = []
+        result = train(config(dataset, epochs=6, early_stopping_patience=2, early_stopping_min_delta=min_delta),
+                       tmp_path / str(min_delta), progress=False, log=lines.append)
+        assert (result["stopped_early"], result["epochs"], result["best_epoch"]) == (stopped, epochs, epochs)
+        assert any("improvement of 5 % or more in 2 epochs" in line for line in lines) == stopped
+    with pytest.raises(ValueError, match="early_stopping_min_delta"):
+        config(dataset, early_stopping_min_delta=1.0)
+
+
 def test_run_folder_guards(dataset, tmp_path):
     cfg = config(dataset, epochs=1)
     with pytest.raises(FileNotFoundError, match="last.pt"):

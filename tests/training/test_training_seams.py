@@ -147,10 +147,29 @@ def test_run_state_round_trip_and_bookkeeping():
     copy = RunState()
     copy.load_state_dict(state.state_dict())
     assert copy == state
-    assert list(state.state_dict()) == ["epoch", "best_val_loss", "best_epoch", "bad_epochs", "history", "fit"]
-    old = RunState()  # checkpoints from before best_epoch and fit were kept
+    assert list(state.state_dict()) == ["epoch", "best_val_loss", "best_epoch", "bad_epochs", "history", "fit",
+                                        "stop_reference"]
+    old = RunState()  # checkpoints from before best_epoch, fit and stop_reference were kept
     old.load_state_dict({"epoch": 2, "best_val_loss": 1.0, "bad_epochs": 0, "history": []})
-    assert old.best_epoch is None and old.fit is None and old.epoch == 2
+    assert old.best_epoch is None and old.fit is None and old.epoch == 2 and old.stop_reference == 1.0
+
+
+def test_early_stopping_min_delta_counts_only_relative_improvements():
+    """With min_delta 0.1, an epoch resets the patience count only when its loss is 10 %
+    below that of the last epoch that did; every new best is still kept as the best."""
+    state = RunState()
+    counted = []
+    for epoch, loss in enumerate([10.0, 9.5, 9.2, 9.1, 8.0, 7.9], start=1):
+        best = state.end_epoch({"epoch": epoch}, loss, min_delta=0.1)
+        counted.append((best, state.bad_epochs, state.stop_reference))
+    # 9.5, 9.2 and 9.1 are new bests but not 10 % below 10; 8.0 is (< 9.0); 7.9 is not below 7.2.
+    assert counted == [(True, 0, 10.0), (True, 1, 10.0), (True, 2, 10.0), (True, 3, 10.0), (True, 0, 8.0),
+                       (True, 1, 8.0)]
+    assert state.best_epoch == 6 and state.best_val_loss == 7.9 and state.patience_spent(1)
+    plain = RunState()  # min_delta 0: any new best resets the count, as before
+    for epoch, loss in enumerate([10.0, 9.5, 9.7], start=1):
+        plain.end_epoch({"epoch": epoch}, loss)
+    assert (plain.bad_epochs, plain.stop_reference) == (1, 9.5)
 
 
 def test_learner_checkpoint_restores_a_fresh_learner(structures, tmp_path):
