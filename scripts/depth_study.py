@@ -101,8 +101,11 @@ MIN_DELTA = 0.01
 #: Networks with a stem have equal widths, so their weights step coarsely (one unit of width
 #: is ~2(depth − 1)·w weights): each run's own count is reported beside its budget.
 MATCH_TOLERANCE = 0.1
-#: Studies in the order they run: the cheap, most informative ones first.
-ORDER = ("si-2.5k", "si-25k", "mo-2.5k", "mo-25k", "si-100k", "mo-100k")
+#: Studies in the order they run, the cheap and most informative first: the budget axis on
+#: Si (2.5k, 25k: the recipe's size), then the data-size axis (water, smallest and largest
+#: set first), then the largest budget, the second element and water at 25k.
+ORDER = ("si-2.5k", "si-25k", "water-4traj-2.5k", "water-12traj-2.5k", "water-8traj-2.5k", "si-100k",
+         "mo-2.5k", "mo-25k", "mo-100k", "water-4traj-25k", "water-12traj-25k", "water-8traj-25k")
 
 
 #: Teacher-labelled water training sets used (trajectories of train-<n>traj.extxyz): at least
@@ -131,10 +134,10 @@ def datasets() -> dict[str, dict]:
 
 
 def studies(selected: list[str] | None) -> list[tuple[str, dict, str]]:
-    """(study name, data section, budget) in run order; water studies after the mlearn ones."""
+    """(study name, data section, budget) in the run order of :data:`ORDER`, those whose data
+    exist."""
     data = datasets()
-    names = [s for s in ORDER if s.split("-")[0] in data]
-    names += [f"{d}-{b}" for b in ("2.5k", "25k") for d in data if d.startswith("water")]
+    names = [s for s in ORDER if s.rsplit("-", 1)[0] in data]
     if selected:
         unknown = sorted(set(selected) - set(names))
         if unknown:
