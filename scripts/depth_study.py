@@ -557,12 +557,13 @@ def plan(args) -> None:
             epochs = sum(r["epochs"] for r in full) / len(full) if full else MAX_EPOCHS / 3
             hours = (screen_left * SCREEN_EPOCHS + full_left * epochs) * per_epoch / 3600
             total_hours += hours
-            line += f"; {per_epoch:.2f} s/epoch per model, ~{hours:.0f} h left"
+            line += f"; {per_epoch:.2f} s/epoch per model, ~{hours:.0f} core-hours left"
         elif screen_left or full_left:
             unknown.append(name)
             line += "; cost not yet measured"
         print(line)
-    print(f"estimated time left for the measured studies: ~{total_hours:.0f} h on this machine"
+    print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
+          "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
 
 
