@@ -218,7 +218,7 @@ def plot_error_vs_depth(f: Figures, studies: list[Study]) -> None:
                 if col == 0:
                     ax.set_ylabel(label)
             axes[0][col].set_title(study_words(study), fontsize=9)
-        fig.suptitle(f"{dataset_words(dataset)}: test error vs depth\n(mean, 95 % t interval over folds × seeds)",
+        fig.suptitle(f"{dataset_words(dataset)}: test error vs depth\n(mean, 95 % t interval over the (fold, seed) runs)",
                      fontsize=10)
         f.legend(fig, axes.ravel())
         f.save(fig, f"error_vs_depth_{dataset}.png")
@@ -449,7 +449,7 @@ def plot_water_size(f: Figures, studies: list[Study]) -> None:
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.set_ylabel("test force RMSE vs teacher (meV/Å)")
-    fig.suptitle("Water: test force error vs training-set size (mean, 95 % t interval over folds × seeds)", fontsize=10)
+    fig.suptitle("Water: test force error vs training-set size (mean, 95 % t interval over the (fold, seed) runs)", fontsize=10)
     f.legend(fig, axes.ravel())
     f.save(fig, "water_size.png")
 
@@ -485,7 +485,7 @@ def plot_observables(f: Figures, studies: list[Study]) -> None:
             ax.set_title(f"{study_words(s)}: {label}" if j == 0 else label, fontsize=9)
             if j == 0:
                 ax.set_ylabel("relative error vs DFT (%)")
-    fig.suptitle("Elastic properties against DFT (model − DFT) / DFT: mean, 95 % t interval over folds × seeds",
+    fig.suptitle("Elastic properties against DFT (model − DFT) / DFT: mean, 95 % t interval over the (fold, seed) runs",
                  fontsize=10)
     f.legend(fig, axes.ravel())
     f.save(fig, "observables.png")
