@@ -57,8 +57,8 @@ __all__ = ["train_many", "MEMBER_KEYS", "check_stackable"]
 #: Config keys in which the members of one stack may differ (``schedule`` as a whole).
 MEMBER_KEYS = frozenset({"training.seed", "data.split_seed", "data.split_file", "data.val_fraction", "data.test",
                          "optimizer.lr", "optimizer.weight_decay", "training.epochs",
-                         "training.early_stopping_patience", "training.early_stopping_min_delta", "training.ema_decay", "training.grad_clip",
-                         "training.checkpoint_every", "schedule"})
+                         "training.early_stopping_patience", "training.early_stopping_min_delta",
+                         "training.ema_decay", "training.grad_clip", "training.checkpoint_every", "schedule"})
 
 
 def check_stackable(configs: Sequence[TrainConfig]) -> None:
