@@ -55,12 +55,11 @@ def load_result(run_dir: Path) -> dict | None:
     return result
 
 
-def _extendable(run_dir: Path, epochs: int) -> bool:
-    """Whether a finished run ran to its epoch budget (it did not stop early) and ``epochs``,
-    the grid's budget now, is larger: raising ``training.epochs`` and resuming extends such
-    runs from their ``last.pt``, as ``mlpot train --resume`` would."""
-    result = load_result(run_dir)
-    if result is None or result["epochs"] >= epochs or not (run_dir / "last.pt").is_file():
+def _extendable(run_dir: Path, result: dict, epochs: int) -> bool:
+    """Whether a finished run (its ``result``) ran to its epoch budget (it did not stop early)
+    and ``epochs``, the grid's budget now, is larger: raising ``training.epochs`` and resuming
+    extends such runs from their ``last.pt``, as ``mlpot train --resume`` would."""
+    if result["epochs"] >= epochs or not (run_dir / "last.pt").is_file():
         return False
     import yaml
 
@@ -118,8 +117,10 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
             raise ValueError(f"no run(s) {unknown} in this grid")
         runs = [r for r in runs if r.name in only]
     epochs = setup.base.training.epochs
-    extend = [r for r in runs if _extendable(out / "runs" / r.name, epochs)]
-    todo = [r for r in runs if load_result(out / "runs" / r.name) is None] + extend
+    finished = {r.name: load_result(out / "runs" / r.name) for r in runs}
+    extend = [r for r in runs if finished[r.name] is not None
+              and _extendable(out / "runs" / r.name, finished[r.name], epochs)]
+    todo = [r for r in runs if finished[r.name] is None] + extend
     log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run"
         + (f", of which {len(extend)} extended to {epochs} epochs" if extend else "")
         + f") of {elements}; {jobs} at a time")
@@ -512,15 +513,15 @@ def _prepare_cache(setup: AblationSetup, structures, elements, folder: Path, log
 
 def _grid_identity(config: dict) -> dict:
     """The parts of a config that finished runs depend on."""
-    from ..training.config import RESULT_NEUTRAL_TRAINING_OPTIONS, with_current_defaults
+    from ..training.config import RESULT_NEUTRAL_TRAINING_OPTIONS, TRAINING_LENGTH_OPTIONS, with_current_defaults
 
     config = json.loads(json.dumps(config))
     ablation = config.pop("ablation", {}) or {}
     # Keys added to mlpot since the grid started take their defaults (what it ran with).
     config = json.loads(json.dumps(with_current_defaults(config)))
-    # Settings that do not change a run's result may differ, and the budget and early
-    # stopping may change, as a resume allows: runs that ran to a smaller budget are extended.
-    for key in (*RESULT_NEUTRAL_TRAINING_OPTIONS, "epochs", "early_stopping_patience", "early_stopping_min_delta"):
+    # Settings that do not change a run's result may differ, and the training length may
+    # change, as a resume allows: runs that ran to a smaller budget are extended.
+    for key in RESULT_NEUTRAL_TRAINING_OPTIONS | TRAINING_LENGTH_OPTIONS:
         config.get("training", {}).pop(key, None)
     return {"base": config, "folds": ablation.get("folds"), "match_reference": ablation.get("match_reference"),
             "match_tolerance": ablation.get("match_tolerance", 0.02), "survival": ablation.get("survival")}

@@ -320,6 +320,9 @@ class ScheduleConfig:
 # ``check_labels`` decides whether a run starts, never what it computes.
 RESULT_NEUTRAL_TRAINING_OPTIONS = frozenset({"device", "checkpoint_every", "descriptor_cache",
                                              "descriptor_cache_dir", "descriptor_cache_max_gib", "check_labels"})
+# Options that set how long a run trains: a resume may change them (it extends the run), and
+# an ablation grid resumed with a larger budget extends its runs that ran to the old one.
+TRAINING_LENGTH_OPTIONS = frozenset({"epochs", "early_stopping_patience", "early_stopping_min_delta"})
 
 
 @dataclass(frozen=True)

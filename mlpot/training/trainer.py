@@ -49,7 +49,8 @@ from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
 from .checkpoint import RUN_FILES, CheckpointError, load_checkpoint, save_checkpoint, saved_files_note
-from .config import RESULT_NEUTRAL_TRAINING_OPTIONS, TrainConfig, config_differences, with_current_defaults
+from .config import (RESULT_NEUTRAL_TRAINING_OPTIONS, TRAINING_LENGTH_OPTIONS, TrainConfig, config_differences,
+                     with_current_defaults)
 from .data import BatchStore
 from .distributed import Distributed, from_environment
 from .gradients import LayerGradientMonitor
@@ -64,9 +65,8 @@ __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure
 
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
-_RESUME_MAY_CHANGE = ({f"training.{k}" for k in RESULT_NEUTRAL_TRAINING_OPTIONS}
-                      | {"training.epochs", "training.early_stopping_patience", "training.early_stopping_min_delta",
-                         "data.test"})
+_RESUME_MAY_CHANGE = ({f"training.{k}" for k in RESULT_NEUTRAL_TRAINING_OPTIONS | TRAINING_LENGTH_OPTIONS}
+                      | {"data.test"})
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
