@@ -55,6 +55,14 @@ def load_result(run_dir: Path) -> dict | None:
     return result
 
 
+def _to_train(runs: list[RunSpec], folder: Path, epochs: int) -> tuple[list[RunSpec], int]:
+    """The runs of ``folder`` to train: those without a result, then the finished ones that
+    ``epochs`` extends (:func:`_extendable`); and how many of them are extended."""
+    finished = {r.name: load_result(folder / r.name) for r in runs}
+    extend = [r for r in runs if finished[r.name] is not None and _extendable(folder / r.name, finished[r.name], epochs)]
+    return [r for r in runs if finished[r.name] is None] + extend, len(extend)
+
+
 def _extendable(run_dir: Path, result: dict, epochs: int) -> bool:
     """Whether a finished run (its ``result``) ran to its epoch budget (it did not stop early)
     and ``epochs``, the grid's budget now, is larger: raising ``training.epochs`` and resuming
@@ -116,13 +124,9 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
         if unknown:
             raise ValueError(f"no run(s) {unknown} in this grid")
         runs = [r for r in runs if r.name in only]
-    epochs = setup.base.training.epochs
-    finished = {r.name: load_result(out / "runs" / r.name) for r in runs}
-    extend = [r for r in runs if finished[r.name] is not None
-              and _extendable(out / "runs" / r.name, finished[r.name], epochs)]
-    todo = [r for r in runs if finished[r.name] is None] + extend
+    todo, extended = _to_train(runs, out / "runs", setup.base.training.epochs)
     log(f"ablation: {len(runs)} runs ({len(runs) - len(todo)} finished, {len(todo)} to run"
-        + (f", of which {len(extend)} extended to {epochs} epochs" if extend else "")
+        + (f", of which {extended} extended to {setup.base.training.epochs} epochs" if extended else "")
         + f") of {elements}; {jobs} at a time")
     if todo and setup.base.training.descriptor_cache in ("memory", "hdf5"):
         _prepare_cache(setup, structures, elements, out / "cache", log)
