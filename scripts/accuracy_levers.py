@@ -57,6 +57,9 @@ LEVERS: dict[str, list[str]] = {
     "celu": ["model.activation=celu"],
     "energy1000": ["loss.energy_weight=1000"],
     "plain2x64": ["model.depth=2", "model.block=plain"],
+    # The depth study's answer so far (2 plain layers) at about the recipe's weight count
+    # (23k against the 6 residual blocks' 26k): does the default's depth earn its cost?
+    "plain2x128": ["model.depth=2", "model.block=plain", "model.width=128"],
     "lr3e-3": ["optimizer.lr=3e-3"],
     "batch16": ["training.batch_size=16"],
     # Per-group loss weights: the recipe's Elastic cells sit 1-2 meV/atom off (a constant shift
