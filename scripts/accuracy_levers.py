@@ -85,6 +85,13 @@ LEVERS: dict[str, list[str]] = {
     # lever that moved C11 (−13 → −7.5 % at 300 epochs, `elastic5`).
     "cutoff6.5-elastic5": ["descriptor.cutoff=6.5", "optimizer.weight_decay=3e-2", "loss.weight_by=group",
                            "loss.group_weights={Elastic: 5.0}"],
+    # Loss weights annealed with the cosine learning rate (issue 19; DeePMD-kit's start/limit
+    # prefactors, README.md): w = final + (start − final)·lr/lr₀. Forces first (100 → 1), the
+    # recipe's energy 100 and stress 1000 throughout:
+    "anneal-f100": ["loss.forces_weight_start=100"],
+    # DeePMD-like: start force-dominated (energy 1, forces 100), end at the recipe's energy 100
+    # and forces 1 (stress 1000 throughout).
+    "anneal-deepmd": ["loss.energy_weight_start=1.0", "loss.forces_weight_start=100"],
 }
 
 

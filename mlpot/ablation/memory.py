@@ -63,7 +63,7 @@ def training_step_memory(model, structures: Sequence[Atoms], config, device: tor
 
     def step() -> None:
         batch, pred = settings.predict(model, cached)
-        settings.loss(pred, batch, settings.weights)["total"].backward()
+        settings.loss(pred, batch, settings.epoch_weights)["total"].backward()  # the first epoch's weights
 
     result = {"train_step_batch": {"structures": len(structures), "atoms": int(sum(len(a) for a in structures))},
               "train_step_method": METHODS["cuda" if torch.device(device).type == "cuda" else "cpu"]}

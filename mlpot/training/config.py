@@ -11,8 +11,10 @@ unknown key anywhere is an error that names it::
     model:      {depth: 2, width: 32, activation: tanh, ...}   # NetworkConfig
     scaling:    {mode: scale_center, range: [-1, 1]}
     loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0,
-                 weight_by: null, group_weights: {}}   # e.g. weight_by: group,
+                 weight_by: null, group_weights: {},   # e.g. weight_by: group,
                                                        # group_weights: {Surface: 5.0}
+                 energy_weight_start: null, forces_weight_start: null,   # anneal from these
+                 stress_weight_start: null}                              # with the lr
     optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman
                  kalman: {p0: 0.01, lambda0: 1.0, nu: 0.9987, process_noise: 0.0, block_size: 4096}}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
@@ -30,7 +32,7 @@ Overrides are ``key.path=value`` strings whose value is parsed as YAML
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Collection, Literal, Sequence, get_type_hints
 
@@ -134,6 +136,10 @@ class ScalingConfig:
             _fail("scaling.range", f"must be [min, max] with min < max, got {list(self.range)}")
 
 
+#: The weights of the loss terms (``LossConfig`` fields); ``<name>_start`` anneals each.
+LOSS_TERM_WEIGHTS = ("energy_weight", "forces_weight", "stress_weight")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Weights of the loss terms, and of the structures by group.
@@ -142,7 +148,25 @@ class LossConfig:
     + w_σ·⟨Δσ_αβ²⟩ [(eV/Å³)², per component]; each mean runs over labelled items only.
 
     Attributes:
-        energy_weight, forces_weight, stress_weight: w_E, w_F, w_σ.
+        energy_weight, forces_weight, stress_weight: w_E, w_F, w_σ (units above: each weight
+            is dimensionless, the terms are in their own squared units). With annealing,
+            the final weights; the validation loss that selects the model always uses them.
+        energy_weight_start, forces_weight_start, stress_weight_start: anneal that weight
+            from this start value to its final one with the learning rate, as DeePMD-kit's
+            ``start_pref``/``limit_pref``: in epoch e the training loss weighs the term
+            w(e) = w_final + (w_start − w_final)·r(e), with r(e) = lr(e)/``optimizer.lr``
+            in [0, 1] at the start of the epoch, and r = 1 during the warm-up epochs
+            (:meth:`weights_at`, :meth:`~mlpot.training.optim.LRSchedule.decay_ratio`). So a
+            run starts at the start weights and ends near the final ones as the learning
+            rate decays (at min_lr/lr with the cosine schedule). Why (DeePMD-kit's reasoning):
+            a structure's 3N force components say more about the surface than its one
+            energy, so a force-dominated loss shapes it fast while the learning rate is
+            high, and the energy weight grows as the rate falls to fit the energies at the
+            end. ``None`` (default): the weight is constant.
+            A start weight must be > 0 and its term in the loss (final weight > 0): the terms
+            of the loss, and so what the model predicts each step, are the same in every
+            epoch. Annealing needs a learning-rate schedule (not ``none``) and does not
+            apply to the Kalman filter, which has none.
         weight_by: weight the structures by group: the key in each structure's ``info``
             naming its group (e.g. ``group`` of the mlearn data: ``AIMD-NVT``, ``Vacancy``,
             ``Elastic``, ``Surface``). Each mean above then becomes a weighted mean
@@ -161,14 +185,28 @@ class LossConfig:
     stress_weight: float = 0.0
     weight_by: str | None = None
     group_weights: dict[str, float] = field(default_factory=dict)
+    energy_weight_start: float | None = None
+    forces_weight_start: float | None = None
+    stress_weight_start: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("energy_weight", "forces_weight", "stress_weight"):
+        for name in LOSS_TERM_WEIGHTS:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 _fail(f"loss.{name}", f"must be a finite number >= 0, got {value}")
         if self.energy_weight == self.forces_weight == self.stress_weight == 0:
             _fail("loss", "all weights are zero; nothing would be trained")
+        for name in LOSS_TERM_WEIGHTS:
+            start = getattr(self, f"{name}_start")
+            if start is None:
+                continue
+            number = isinstance(start, (int, float)) and not isinstance(start, bool)
+            if not (number and math.isfinite(start) and start > 0):
+                _fail(f"loss.{name}_start", f"must be a finite number > 0 (or null: a constant weight), got {start!r}")
+            if getattr(self, name) == 0:
+                _fail(f"loss.{name}_start", f"anneals a term that is not in the loss (loss.{name} is 0): set "
+                      f"loss.{name} > 0, its final weight, or leave the start weight out")
+            object.__setattr__(self, f"{name}_start", float(start))
         if self.weight_by is not None and not self.weight_by:
             _fail("loss.weight_by", "must name a key of the structures' info, got an empty string")
         if self.group_weights and self.weight_by is None:
@@ -179,6 +217,37 @@ class LossConfig:
         # That not every structure weighs zero is checked where the groups are known (the
         # training split, see structure_weights): {Surface: 0} alone is a valid way to
         # leave a group out.
+
+    @property
+    def anneals(self) -> bool:
+        """Whether a weight is annealed (a ``*_weight_start`` is set)."""
+        return any(getattr(self, f"{name}_start") is not None for name in LOSS_TERM_WEIGHTS)
+
+    def weights_at(self, lr_ratio: float) -> LossConfig:
+        """The loss of an epoch whose learning rate is ``lr_ratio`` × ``optimizer.lr`` (r of
+        the class docstring; clipped to [0, 1]): every weight w_final + (w_start − w_final)·r,
+        as constant weights (no start weights). ``self`` itself without annealing.
+
+        Exact at the ends: r = 1 gives the start weights, r = 0 (or a start weight equal to
+        the final one) the final weights, bit for bit.
+        """
+        if not self.anneals:
+            return self
+        r = min(1.0, max(0.0, float(lr_ratio)))
+        weights = {}
+        for name in LOSS_TERM_WEIGHTS:
+            final, start = getattr(self, name), getattr(self, f"{name}_start")
+            weights[name] = final if start is None else start if r == 1.0 else final + (start - final) * r
+        return replace(self, **weights, **{f"{name}_start": None for name in LOSS_TERM_WEIGHTS})
+
+    def anneal_summary(self) -> str | None:
+        """The log line of the annealed weights (``None`` without annealing)."""
+        if not self.anneals:
+            return None
+        parts = [f"{name.removesuffix('_weight')} {getattr(self, f'{name}_start'):g} → {getattr(self, name):g}"
+                 for name in LOSS_TERM_WEIGHTS if getattr(self, f"{name}_start") is not None]
+        return ("loss weights anneal with the learning rate: " + ", ".join(parts)
+                + " (w = final + (start − final)·lr/optimizer.lr; the validation loss uses the final weights)")
 
     def structure_weights(self, structures: Sequence, source: str,
                           train: Sequence[int] | None = None) -> tuple[list[float], list[str]] | None:
@@ -441,6 +510,13 @@ class TrainConfig:
                       "use name none and warmup_epochs 0")
             if self.training.grad_clip > 0:
                 _fail("training.grad_clip", "does not apply to optimizer.name kalman: set it to 0")
+        if self.loss.anneals and (self.optimizer.name == "kalman" or self.schedule.name == "none"):
+            # The weights follow the learning rate: the filter has none, ``none`` keeps it constant.
+            start = next(f"loss.{n}_start" for n in LOSS_TERM_WEIGHTS if getattr(self.loss, f"{n}_start") is not None)
+            kalman = self.optimizer.name == "kalman"
+            _fail(start, "anneals the weights with the learning rate, which " + (
+                "optimizer.name kalman does not have: leave the start weights out (null)" if kalman
+                else "schedule.name none keeps constant: use schedule.name cosine, exponential or plateau"))
         if isinstance(self.descriptor, dict):  # built in code rather than parsed
             object.__setattr__(self, "descriptor", DescriptorConfig.from_config_value(self.descriptor))
         # A descriptor naming its elements is checked whole now; one without them gets the

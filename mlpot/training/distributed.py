@@ -30,7 +30,7 @@ import torch
 import torch.distributed as tdist
 
 from ..device import resolve_device
-from .loss import label_masks, label_weights
+from .loss import label_masks, label_weights, require_constant_weights
 from .metrics import ErrorAccumulator
 
 __all__ = ["Distributed", "SingleProcess", "from_environment", "launch"]
@@ -75,7 +75,8 @@ class Distributed:
         Args:
             terms: ``loss_terms`` of this rank's shard, or ``None`` for an empty shard.
             batch: the shard's :class:`~mlpot.data.AtomsBatch` (``None`` when empty).
-            weights: the :class:`~mlpot.training.config.LossConfig`.
+            weights: the :class:`~mlpot.training.config.LossConfig` of the step (its epoch's
+                weights when they anneal, ``StepSettings.epoch_weights``).
 
         Returns:
             a differentiable scalar, or ``None`` for an empty shard.
@@ -87,6 +88,7 @@ class Distributed:
         tdist.all_reduce(counts)
         if terms is None:
             return None
+        require_constant_weights(weights)
         w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
         total = terms["total"].new_zeros(())
         for k, key in enumerate(("energy", "forces", "stress")):

@@ -11,8 +11,8 @@ this one trains), else the model computes the descriptors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +45,8 @@ class StepSettings:
     """What every optimiser step of a run needs besides the learner and the data.
 
     Attributes:
-        weights: the loss weights.
+        weights: the run's loss (``loss`` config): which terms, their final weights and,
+            when annealed, their start weights.
         batch_size: structures per global batch.
         grad_clip: clip the global gradient norm to this (0: no clipping).
         epochs: the run's number of epochs (for the progress bar).
@@ -54,6 +55,9 @@ class StepSettings:
         run_dir: the run folder, named in the non-finite-loss error.
         progress: show a progress bar per epoch.
         loss: the loss terms of a batch (:func:`~mlpot.training.loss.loss_terms`).
+        lr_ratio: r of the epoch the steps belong to (lr/``optimizer.lr`` without warm-up,
+            :meth:`~mlpot.training.optim.LRSchedule.decay_ratio`), which sets the annealed
+            loss weights (:attr:`epoch_weights`; :meth:`for_epoch`). 1: the first epoch's.
     """
 
     weights: LossConfig
@@ -65,6 +69,7 @@ class StepSettings:
     run_dir: Path
     progress: bool = False
     loss: LossFunction = loss_terms
+    lr_ratio: float = 1.0
 
     @classmethod
     def from_config(cls, config: TrainConfig, device: torch.device, run_dir: Path, progress: bool = False,
@@ -74,9 +79,21 @@ class StepSettings:
         return cls(config.loss, opts.batch_size, opts.grad_clip, opts.epochs, device, getattr(torch, opts.dtype),
                    run_dir, progress, loss)
 
+    def for_epoch(self, lr_ratio: float) -> StepSettings:
+        """These settings for an epoch at ``lr_ratio`` (the learning rate's, see
+        :attr:`lr_ratio`); ``self`` when the weights do not anneal."""
+        return replace(self, lr_ratio=lr_ratio) if self.weights.anneals else self
+
+    @cached_property
+    def epoch_weights(self) -> LossConfig:
+        """The loss weights of the steps: :attr:`weights` at :attr:`lr_ratio`
+        (:meth:`~mlpot.training.config.LossConfig.weights_at`), the same with constant weights."""
+        return self.weights.weights_at(self.lr_ratio)
+
     @property
     def forces(self) -> bool:
-        """Whether the loss has a force term (the model then predicts forces)."""
+        """Whether the loss has a force term (the model then predicts forces; in every epoch,
+        as an annealed weight stays > 0)."""
         return self.weights.forces_weight > 0
 
     @property
@@ -188,8 +205,8 @@ def _step(learner: Learner, cached: tuple | None, step: StepSettings, dist: Dist
     batch = pred = terms = None
     if cached is not None:  # a rank's share of a short last batch may be empty
         batch, pred = step.predict(learner.model, cached)
-        terms = step.loss(pred, batch, step.weights)
-    total = dist.global_loss(terms, batch, step.weights)
+        terms = step.loss(pred, batch, step.epoch_weights)
+    total = dist.global_loss(terms, batch, step.epoch_weights)
     value = dist.loss_value(total)  # one sync per step, the same on every rank: all stop together
     if not math.isfinite(value):
         parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in (terms or {}).items() if k != "total")

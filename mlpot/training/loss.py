@@ -20,6 +20,10 @@ validation loss that selects the best epoch and drives early stopping and the pl
 schedule (:func:`loss_from_metrics`) stay unweighted: runs with different group weights
 are then compared on the same measure of the same structures, and the weights say what to
 fit harder, not what counts as a better model.
+
+Annealed term weights (``loss.*_weight_start``, :meth:`LossConfig.weights_at`) likewise act
+on the training loss only: each epoch trains with its own weights, and the validation loss
+uses the final ones throughout.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..units import GPA
 from .config import LossConfig
 
 __all__ = ["loss_terms", "loss_from_metrics", "label_masks", "label_weights", "weighted_row_sums",
-           "safe_ratio"]
+           "safe_ratio", "require_constant_weights"]
 
 
 def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig) -> dict[str, torch.Tensor]:
@@ -42,7 +46,8 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
             stress is weighted.
         batch: the :class:`~mlpot.data.AtomsBatch` with ``targets`` (and, for weighted
             structures, ``targets.weight`` (B,)).
-        weights: the loss weights.
+        weights: the loss weights of this step: constant ones (an annealed loss config
+            gives them for an epoch by :meth:`~mlpot.training.config.LossConfig.weights_at`).
 
     A weighted term whose prediction is absent (e.g. stress not computed for a batch with
     non-periodic structures) is zero.
@@ -52,7 +57,11 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
         (eV²/atom²), ``forces`` ((eV/Å)²), ``stress`` ((eV/Å³)²) as scalar tensors (means
         weighted by the structure weights when the batch has them); a term whose weight is
         zero is left out.
+
+    Raises:
+        ValueError: ``weights`` anneals (its weights of an epoch are needed).
     """
+    require_constant_weights(weights)
     t = batch.targets
     masks, rows = label_masks(batch), label_weights(batch)
     terms: dict[str, torch.Tensor] = {}
@@ -69,6 +78,14 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
     terms["total"] = sum((w[k] * v for k, v in terms.items()),
                          start=predictions["energy"].new_zeros(()))
     return terms
+
+
+def require_constant_weights(weights: LossConfig) -> None:
+    """Raise ``ValueError`` for an annealed loss config (start weights set): the loss of a
+    step needs the weights of its epoch, ``weights.weights_at(r)``, not the schedule."""
+    if weights.anneals:
+        raise ValueError("the loss of a step needs constant weights: pass the epoch's, "
+                         "LossConfig.weights_at(lr_ratio), not the annealed loss config")
 
 
 def label_masks(batch) -> dict[str, torch.Tensor]:
@@ -155,7 +172,9 @@ def loss_from_metrics(metrics: dict, weights: LossConfig) -> float:
     Combines the dataset-wide mean squared errors with the training weights, so model
     selection uses the same trade-off between the terms as training. Structure weights
     (``weights.group_weights``) do not enter: the metrics are unweighted, and so is this
-    loss (see the module docstring).
+    loss (see the module docstring). With annealed weights (``*_weight_start``) this loss
+    uses the final weights in every epoch, so the epochs that select the model and drive
+    early stopping compare on one measure.
     """
     def mse(key: str, to_si: float) -> float:
         rmse = metrics.get(key)

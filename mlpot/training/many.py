@@ -7,8 +7,8 @@ folder with exactly the files of :func:`~mlpot.training.train` (``config.yaml``,
 all members in one pass per step (:class:`~mlpot.training.stack.ModelStack`,
 :mod:`~mlpot.training.stack_loop`). Each member is its lone run: the same initial weights
 (its seed), the same data fit, the same batches in the same order, its own optimiser state,
-learning-rate schedule, EMA, gradient clipping and early stopping; a member that stops
-early or finishes leaves the stack and costs nothing more.
+learning-rate schedule (and the loss weights annealed with it), EMA, gradient clipping and
+early stopping; a member that stops early or finishes leaves the stack and costs nothing more.
 
 The configs may differ only in :data:`MEMBER_KEYS` (seed, split, test set, optimiser step
 size and weight decay, schedule, epochs, early stopping, EMA, clipping); anything else
@@ -202,8 +202,9 @@ def _set_up(members: list[_Member], progress: bool, log: Callable[[str], None]) 
     log(f"{len(members)} models of {members[0].model.n_parameters()} parameters trained together on "
         f"{len(structures)} structures of {elements}")
     for m, line in zip(members, lines):
-        if line:
-            m.run.log(line)
+        for text in (line, m.config.loss.anneal_summary()):
+            if text:
+                m.run.log(text)
     return store
 
 
@@ -233,7 +234,7 @@ def _start_member(m: _Member) -> None:
         m.run.log(f"resuming from {m.run.out / 'last.pt'} after epoch {m.state.epoch}")
     else:
         step = StepSettings.from_config(m.config, m.run.device, m.run.out, False, loss=loss_terms)
-        grads = _initial_gradients(m.model, m.data.store, m.data.train_idx, step)
+        grads = _initial_gradients(m.model, m.data.store, m.data.train_idx, step.for_epoch(m.schedule.decay_ratio()))
         atomic_write_text(m.run.out / "grad_init.json", json.dumps(grads, indent=1) + "\n")
     m.metrics.restart(m.state.history)
     _update_status(m)

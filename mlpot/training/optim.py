@@ -67,9 +67,22 @@ class LRSchedule:
     @property
     def lr(self) -> float:
         """The current learning rate."""
+        warm = self.config.warmup_epochs * self.steps_per_epoch
+        return self._lr(min(1.0, (self.step_count + 1) / warm) if warm else 1.0)
+
+    def decay_ratio(self) -> float:
+        """r = lr/lr₀ of the current epoch without the warm-up, in [0, 1]: 1 during the
+        warm-up epochs, then the decay (cosine, exponential, plateau; down to min_lr/lr₀).
+        Called at an epoch's start it gives the r of the annealed loss weights
+        (:meth:`~mlpot.training.config.LossConfig.weights_at`); a function of the schedule's
+        saved state, so a resumed run gets the uninterrupted run's weights."""
+        if self.epoch < self.config.warmup_epochs:
+            return 1.0
+        return min(1.0, max(0.0, self._lr(1.0) / self.base_lr))
+
+    def _lr(self, factor: float) -> float:
+        """The learning rate at warm-up factor ``factor`` in the current epoch."""
         c = self.config
-        warm = c.warmup_epochs * self.steps_per_epoch
-        factor = min(1.0, (self.step_count + 1) / warm) if warm else 1.0
         after = max(0, self.epoch - c.warmup_epochs)
         if c.name == "exponential":
             factor *= c.gamma ** after

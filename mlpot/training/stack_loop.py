@@ -17,16 +17,17 @@ from typing import Sequence
 import torch
 
 from ..progress import progress
-from .config import LossConfig
+from .config import LOSS_TERM_WEIGHTS, LossConfig
 from .data import BatchStore
 from .loop import EpochResult, StepSettings, _on_device, predict
-from .loss import label_masks, label_weights, safe_ratio, weighted_row_sums
+from .loss import label_masks, label_weights, require_constant_weights, safe_ratio, weighted_row_sums
 from .metrics import ErrorAccumulator
 from .optim import LRSchedule
 from .stack import ModelStack
 from .stack_optim import StackedAdam, StackedEMA, clip_member_gradients, member_gradient_norms
 
-__all__ = ["StackedTraining", "member_loss", "MemberErrors", "stacked_epoch", "evaluate_members"]
+__all__ = ["StackedTraining", "member_loss", "member_weights", "term_weights", "MemberErrors", "stacked_epoch",
+           "evaluate_members"]
 
 
 @dataclass
@@ -73,12 +74,37 @@ class StackedTraining:
         self.schedules = [self.schedules[m] for m in members]
 
 
-def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig, member: torch.Tensor,
-                n_members: int) -> dict[str, torch.Tensor]:
+def term_weights(loss: LossConfig) -> dict[str, float]:
+    """The weight of each term in the loss (``energy``, ``forces``, ``stress``; weight > 0)
+    of constant weights ``loss``."""
+    require_constant_weights(loss)
+    return {name.removesuffix("_weight"): getattr(loss, name) for name in LOSS_TERM_WEIGHTS if getattr(loss, name) > 0}
+
+
+def member_weights(loss: LossConfig, schedules: Sequence[LRSchedule], device: torch.device,
+                   dtype: torch.dtype) -> dict[str, float | torch.Tensor]:
+    """The term weights of each member's current epoch (for :func:`member_loss`): those of
+    ``loss`` (numbers) when they are constant; annealed, (M,) tensors, member m's weights
+    ``loss.weights_at(r_m)`` at the learning-rate ratio of its schedule
+    (:meth:`~mlpot.training.optim.LRSchedule.decay_ratio`), as its lone run weighs them."""
+    if not loss.anneals:
+        return term_weights(loss)
+    epochs = [term_weights(loss.weights_at(s.decay_ratio())) for s in schedules]
+    return {term: torch.tensor([w[term] for w in epochs], dtype=dtype, device=device) for term in epochs[0]}
+
+
+def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig | dict[str, float | torch.Tensor],
+                member: torch.Tensor, n_members: int) -> dict[str, torch.Tensor]:
     """Each member's :func:`~mlpot.training.loss.loss_terms` over its own structures: ``total``
     and the unweighted terms, each (M,); ``member`` (B,) is the member of each structure.
     With structure weights (``batch.targets.weight``) each member's means are weighted as
-    :func:`~mlpot.training.loss.loss_terms` weights them."""
+    :func:`~mlpot.training.loss.loss_terms` weights them.
+
+    Args:
+        weights: constant loss weights of every member, or the weight of each term in the
+            loss, a number or (M,) per member (:func:`member_weights`).
+    """
+    w = term_weights(weights) if isinstance(weights, LossConfig) else weights
     t, masks, rows = batch.targets, label_masks(batch), label_weights(batch)
     atom_member = member[batch.system_idx]
 
@@ -94,14 +120,13 @@ def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig, membe
         return zeros.index_add(0, owner, sq) / zeros.index_add(0, owner, count).clamp(min=1)
 
     terms: dict[str, torch.Tensor] = {}
-    if weights.energy_weight > 0:
+    if "energy" in w:
         per_atom = (pred["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
         terms["energy"] = mse(per_atom.unsqueeze(1), "energy", member)
-    if weights.forces_weight > 0 and "forces" in pred:
+    if "forces" in w and "forces" in pred:
         terms["forces"] = mse(pred["forces"] - torch.nan_to_num(t.forces), "forces", atom_member)
-    if weights.stress_weight > 0 and "stress" in pred:
+    if "stress" in w and "stress" in pred:
         terms["stress"] = mse(pred["stress"] - torch.nan_to_num(t.stress), "stress", member)
-    w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
     terms["total"] = sum((w[k] * v for k, v in terms.items()), start=pred["energy"].new_zeros(n_members))
     return terms
 
@@ -181,12 +206,13 @@ def stacked_epoch(training: StackedTraining, store: BatchStore, orders: Sequence
     failed: dict[int, str] = {}
     last_lr = training.lr().clone()
     steps = _member_batches(orders, step.batch_size)
+    weights = member_weights(step.weights, training.schedules, device, step.dtype)  # at the epoch's start
     for k, parts in enumerate(progress(steps, desc=label, unit="step", enabled=step.progress)):
         batch, raw, jac, member = _joint(store, parts, step)
         with stack.assign(member[batch.system_idx]):
             pred = predict(stack, batch, raw, jac, forces=step.forces, stress=step.stress,
                            create_graph=step.forces or step.stress)
-        terms = member_loss(pred, batch, step.weights, member, n_members)
+        terms = member_loss(pred, batch, weights, member, n_members)
         values = terms["total"].detach()
         active = alive & torch.tensor([len(p) > 0 for p in parts], device=device) & torch.isfinite(values)
         for m in torch.nonzero(alive & ~torch.isfinite(values)).squeeze(1).tolist():

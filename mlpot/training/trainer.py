@@ -223,8 +223,9 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     if select is not None:
         run.log(f"descriptor: {model.descriptor.n_features} features per element, chosen by {select.method} "
                 f"from {SymmetryFunctions(config.descriptor_spec(elements)).n_features} candidates on the training split")
-    if weights_line:
-        run.log(weights_line)
+    for line in (weights_line, config.loss.anneal_summary()):
+        if line:
+            run.log(line)
     store = BatchStore(structures, cutoff=model.cutoff, progress=run.progress, weights=weights)
     data = _Data(structures, split, store, torch.tensor(split.train, dtype=torch.long),
                  torch.tensor(split.val, dtype=torch.long), test)
@@ -249,7 +250,7 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     metrics.restart(learner.state.history)  # rows of the checkpoint only
     step = StepSettings.from_config(config, run.device, run.out, run.progress, loss=loss_terms)
     if checkpoint is None and dist.is_main:
-        grads = _initial_gradients(model, store, data.train_idx, step)
+        grads = _initial_gradients(model, store, data.train_idx, step.for_epoch(learner.schedule.decay_ratio()))
         atomic_write_text(run.out / "grad_init.json", json.dumps(grads, indent=1) + "\n")
     stopped_early = _train_epochs(run, learner, data, step, metrics)
 
@@ -399,7 +400,9 @@ def _run_epoch(run: _Run, learner: Learner, data: _Data, step: StepSettings, epo
     opts = run.config.training
     start = time.perf_counter()
     order = epoch_order(data.train_idx, opts.seed, epoch)
-    trained = train_epoch(learner, data.store, order, epoch, step, run.dist)
+    # The epoch's loss weights (annealed with the learning rate); the selection loss below
+    # keeps the final ones.
+    trained = train_epoch(learner, data.store, order, epoch, step.for_epoch(learner.schedule.decay_ratio()), run.dist)
     with learner.averaged() as model:
         val_metrics = evaluate_store(model, data.store, data.val_idx, opts.batch_size, run.device, run.dtype,
                                      data.has_stress, distributed=run.dist)
@@ -437,13 +440,14 @@ def _save_model(learner: Learner, path: Path, metadata: dict) -> None:
 
 
 def _initial_gradients(model: Potential, store: BatchStore, train_idx: torch.Tensor, step: StepSettings) -> dict:
-    """Per-layer gradient norms of the training loss at initialisation, on the first
-    mini-batch of training structures (eval mode: stochastic depth off, no RNG used)."""
+    """Per-layer gradient norms of the training loss at initialisation (with the weights of
+    ``step``'s epoch), on the first mini-batch of training structures (eval mode: stochastic
+    depth off, no RNG used)."""
     cached = store.cached_batch(train_idx[:step.batch_size])
     model.eval()
     with LayerGradientMonitor(model) as monitor:
         batch, pred = step.predict(model, cached)
-        loss = step.loss(pred, batch, step.weights)["total"]
+        loss = step.loss(pred, batch, step.epoch_weights)["total"]
         model.zero_grad(set_to_none=True)
         loss.backward()
         layers = monitor.norms()

@@ -174,6 +174,21 @@ def test_two_processes_equal_one(dataset, tmp_path):
                         load_checkpoint(tmp_path / "single3" / "last.pt")["model"], 1e-10)
 
 
+def test_two_processes_equal_one_with_annealed_weights(dataset, tmp_path):
+    """Every rank trains each epoch with that epoch's loss weights (here r = 1, then 0.5)."""
+    cfg = config(dataset)
+    cfg["loss"] |= {"energy_weight_start": 5.0, "forces_weight_start": 50.0, "stress_weight_start": 10.0}
+    cfg["schedule"] = {"name": "exponential", "gamma": 0.5}
+    run_distributed(cfg, tmp_path / "ddp")
+    train(TrainConfig.from_dict(cfg), tmp_path / "single", progress=False, log=lambda _: None)
+    ddp, single = load_checkpoint(tmp_path / "ddp" / "last.pt"), load_checkpoint(tmp_path / "single" / "last.pt")
+    assert_same_weights(ddp["model"], single["model"], 1e-10)
+    for ra, rb in zip(metrics(tmp_path / "ddp" / "metrics.csv"), metrics(tmp_path / "single" / "metrics.csv"),
+                      strict=True):
+        for key in ("train_loss", "val_loss", "grad_norm/total"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-9), key
+
+
 def test_shard_loss_gradient_equals_global(dataset):
     """The rescaled per-shard losses add up to the global-batch loss (no process group: the
     count all-reduce is replaced by the sum over shards)."""
