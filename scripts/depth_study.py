@@ -48,9 +48,14 @@ Usage:
 ``run`` takes the studies one after the other, each through its stages (by default lr, full
 and md), so the first study's whole answer is there before the next one starts; ``md`` alone
 runs only that stage.
+    python scripts/depth_study.py cost    [--studies ...] [--rounds 7] [--threads 1]
     python scripts/depth_study.py collect [--runs runs/depth-v2]
     python scripts/depth_study.py report  [--out docs/depth-study/results.json] [--figures docs/depth-study/v2]
 
+``cost`` times every cell of a study side by side in one process, interleaved, and writes
+``RUNS/<study>/cost.json`` (``scripts/depth_study_cost.py``): its ratios to plain depth 2 are
+the costs to compare cells by; the per-run costs in ``"runs"`` were measured days apart
+under changing load. ``collect`` puts the cost passes into results.json under ``"cost"``.
 ``report`` draws the figures and writes tables.md from results.json (``scripts/depth_study_report.py``).
 """
 
@@ -481,7 +486,9 @@ def _as_ablation_run(row: dict) -> dict:
 
 
 def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) -> None:
-    """Write results.json from every finished full-stage run of ``selected`` studies."""
+    """Write results.json from every finished full-stage run of ``selected`` studies (and
+    their cost passes)."""
+    import depth_study_cost
     import depth_study_md
 
     from mlpot.data import load_split, read
@@ -512,16 +519,18 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                                      "depth": result["depth"], "seed": result["seed"], "fold": result["fold"],
                                      **_lean(values)})
     stability = depth_study_md.md_rows(selected, runs_dir)
+    cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
     document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
                            "folds": FOLDS, "pairs": PAIRS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS,
                            "patience": PATIENCE, "min_delta": MIN_DELTA,
                            "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
-                "runs": rows, "observables": physical, "md_stability": stability,
+                "runs": rows, "observables": physical, "md_stability": stability, "cost": cost,
                 "recommendation": recommend(rows)}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(document, indent=1, default=list) + "\n")
-    print(f"{len(rows)} runs, {len(physical)} observable sets, {len(stability)} MD cells written to {out}")
+    print(f"{len(rows)} runs, {len(physical)} observable sets, {len(stability)} MD cells, {len(cost)} cost passes "
+          f"written to {out}")
 
 
 def _lean(values: dict) -> dict:
@@ -533,7 +542,10 @@ def _lean(values: dict) -> dict:
 
 
 def plan(args) -> None:
-    """Print every study's stages: runs, finished runs and the measured cost so far."""
+    """Print every study's stages: runs, finished runs, the measured cost so far and whether
+    its cost pass is done."""
+    import depth_study_cost
+
     print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
           f"lr screen {len(LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
           f"pairs {PAIRS}, early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
@@ -561,7 +573,7 @@ def plan(args) -> None:
         elif screen_left or full_left:
             unknown.append(name)
             line += "; cost not yet measured"
-        print(line)
+        print(f"{line}; {depth_study_cost.status(study_dir)}")
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
@@ -592,16 +604,33 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     return 0
 
 
+#: The learning rate of the cost pass's configs: the step's work does not depend on it.
+COST_LR = 1e-3
+
+
+def cost(args) -> int:
+    """The cost pass of the selected studies, one after the other (``scripts/depth_study_cost.py``)."""
+    import depth_study_cost
+
+    for name, data, budget in studies(args.studies):
+        config = stage_config(args.runs, name, data, budget, "full", COST_LR)
+        depth_study_cost.run_cost(args.runs / name, name, config, grid(config), args.rounds, args.threads or 1,
+                                  log=lambda line: print(f"[{name}] {line}", flush=True))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=["plan", "run", "md", "collect", "report"])
+    parser.add_argument("command", choices=["plan", "run", "md", "cost", "collect", "report"])
     parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
     parser.add_argument("--stages", nargs="+", default=["lr", "full", "md"], choices=["lr", "full", "md"],
                         help="run: the stages, each study in turn (md: its cells whose full stage is done)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
-    parser.add_argument("--threads", type=int, help="torch threads per grid point (default: cores / jobs)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per grid point (default: cores / jobs); md, cost: threads (cost: 1)")
+    parser.add_argument("--rounds", type=int, default=7, help="cost: interleaved timing rounds (medians over them)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect (read by report)")
     parser.add_argument("--figures", type=Path, default=RESULTS.parent / "v2",
                         help="report: folder of the figures and tables.md")
@@ -625,6 +654,8 @@ def main() -> int:
         return 0
     if args.command == "md":
         return md(args)
+    if args.command == "cost":
+        return cost(args)
     plan(args)
     start = time.perf_counter()
     for name, data, budget in studies(args.studies):

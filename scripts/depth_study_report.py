@@ -58,6 +58,7 @@ class Study:
     def __init__(self, dataset: str, budget: str):
         self.dataset, self.budget, self.name = dataset, budget, f"{dataset}-{budget}"
         self.runs, self.md, self.observables = [], [], []  # type: list[dict], list[dict], list[dict]
+        self.cost: dict | None = None  # its cost pass (results.json "cost"), if it has one
 
     def cells(self) -> dict[tuple[str, int], list[dict]]:
         """(variant, depth) → its runs."""
@@ -101,6 +102,8 @@ def load_studies(document: dict, expected: list[str] | None = None) -> list[Stud
         for row in document.get(key) or []:
             study = found.setdefault((row["dataset"], row["budget"]), Study(row["dataset"], row["budget"]))
             getattr(study, attr).append(row)
+    for entry in document.get("cost") or []:
+        found.setdefault((entry["dataset"], entry["budget"]), Study(entry["dataset"], entry["budget"])).cost = entry
     return sorted(found.values(), key=_rank)
 
 
@@ -273,40 +276,12 @@ def plot_paired_vs_plain2(f: Figures, studies: list[Study]) -> None:
 
 
 def plot_cost_vs_depth(f: Figures, studies: list[Study]) -> None:
-    """``cost_vs_depth.png``: per study (rows), energy + forces inference time and training time
-    per atom, and the peak activation memory of a training step without (solid) and with
-    (dashed) activation checkpointing, vs depth: medians over the cell's runs with bars from the
-    fastest to the slowest run (timings are the noisiest numbers)."""
-    studies = [s for s in studies if s.runs]
-    if not studies:
-        return
-    panels = (("infer_us_per_atom", "inference, E + F (µs/atom)"), ("train_us_per_atom", "training (µs/atom/epoch)"),
-              ("peak_activation_mib", "peak activation memory (MiB)"))
-    # Linear axes from zero, each panel its own scale: a cost reads as a multiple of the shallow
-    # network's, and budgets (rows) differ by up to 40× in weights.
-    fig, axes = f.plt.subplots(len(studies), 3, figsize=(13, 2.9 * len(studies) + 0.8), squeeze=False,
-                               layout="constrained")
-    depths = _depths(studies)
-    for i, study in enumerate(studies):
-        cells = study.cells()
-        for j, (key, label) in enumerate(panels):
-            ax = axes[i][j]
-            for v in f.variants:
-                for k, ls in ((key, "-"), ("peak_activation_checkpointed_mib", "--")) if j == 2 else ((key, "-"),):
-                    spans = [(d, [r[k] for r in runs if finite(r.get(k))]) for (cv, d), runs in sorted(cells.items())
-                             if cv == v]
-                    spans = [(d, (median(x), (median(x) - min(x), max(x) - median(x)), len(x))) for d, x in spans if x]
-                    # The checkpointed line is named once, in the black legend entries below.
-                    f.errorbar(ax, spans, v, ls=ls, **({"label": None} if ls == "--" else {}))
-            ax.set_ylim(bottom=0)
-            f.depth_axis(ax, depths)
-            ax.set_ylabel(label)
-            ax.set_title(study_words(study) if j == 0 else "", fontsize=9, loc="left")
-    axes[0][2].plot([], [], "k-", label="peak memory without checkpointing")
-    axes[0][2].plot([], [], "k--", label="peak memory with checkpointing")
-    fig.suptitle("Cost vs depth (median over runs, bars fastest–slowest)", fontsize=10)
-    f.legend(fig, axes.ravel())
-    f.save(fig, "cost_vs_depth.png")
+    """``cost_vs_depth.png``: inference and training cost and peak activation memory vs depth,
+    one row per study; timings as ratios to plain depth 2 from the study's cost pass where it
+    has one (``scripts/depth_study_cost.py``, which draws it: :func:`depth_study_cost.plot_cost_vs_depth`)."""
+    import depth_study_cost
+
+    depth_study_cost.plot_cost_vs_depth(f, studies, study_words)
 
 
 def _layer_grid(cells: dict[int, list[dict]], max_depth: int):
@@ -546,8 +521,11 @@ def _spread(values) -> str:
 def study_table(study: Study, variants: list[str], rates: list[float]) -> list[str]:
     """One row per cell of ``study``: its network, learning rate († at the edge of the grid
     ``rates``), runs, errors (mean ± std over runs), the paired ΔF against plain depth 2 and
-    the median costs."""
+    the costs: ratios to plain depth 2 from the study's cost pass when it has one, else the
+    median per-run costs."""
     paired = paired_vs_reference(study)
+    timed = {(c["variant"], c["depth"]): c for c in (study.cost or {}).get("cells", [])}
+    keys = ("infer_ratio", "train_ratio") if study.cost else ("infer_us_per_atom", "train_us_per_atom")
     rows = []
     for (v, d), runs in sorted(study.cells().items(), key=lambda kv: cell_order(variants)(kv[0])):
         lr = _spread(r.get("lr") for r in runs)
@@ -556,11 +534,13 @@ def study_table(study: Study, variants: list[str], rates: list[float]) -> list[s
                      _spread(r.get("n_params") for r in runs), lr + (" †" if edge else ""), str(len(runs)),
                      str(sum(bool(r.get("converged")) for r in runs)), mean_std(r.get(ENERGY) for r in runs),
                      mean_std(r.get(FORCE) for r in runs),
-                     "reference" if (v, d) == REFERENCE else interval(paired.get((v, d))),
-                     num(median(r.get("infer_us_per_atom") for r in runs)),
-                     num(median(r.get("train_us_per_atom") for r in runs))])
+                     "reference" if (v, d) == REFERENCE else interval(paired.get((v, d)))]
+                    + [num((timed.get((v, d)) or {}).get(k), 2) if study.cost else num(median(r.get(k) for r in runs))
+                       for k in keys])
+    costs = (["inference × plain-2 (cost pass)", "training step × plain-2 (cost pass)"] if study.cost
+             else ["inference (µs/atom)", "training (µs/atom)"])
     header = ["variant", "depth", "width", "parameters", "lr", "runs", "converged", "test E RMSE (meV/atom)",
-              "test F RMSE (meV/Å)", "ΔF vs plain-2 (meV/Å), 95 % CI", "inference (µs/atom)", "training (µs/atom)"]
+              "test F RMSE (meV/Å)", "ΔF vs plain-2 (meV/Å), 95 % CI"] + costs
     return _table(header, rows)
 
 
@@ -636,6 +616,8 @@ def missing(studies: list[Study], design: dict) -> list[str]:
                        + ", ".join(f"{v} d{d} ({len(cells[v, d])})" for v, d in short))
         if no_md:
             out.append(f"{s.name}: no MD stability for {len(no_md)} cells with runs: {words(no_md)}")
+        if not s.cost:
+            out.append(f"{s.name}: no cost pass (python scripts/depth_study.py cost)")
         if s.dataset in ("si", "mo"):
             observed = {(r["variant"], r["depth"], r["fold"], r["seed"]) for r in s.observables}
             lacking = sum((r["variant"], r["depth"], r["fold"], r["seed"]) not in observed for r in s.runs)
@@ -657,8 +639,10 @@ def write_tables(path: Path, studies: list[Study], document: dict, variants: lis
              "From results.json (`python scripts/depth_study.py collect`) by `python scripts/depth_study.py report`. "
              "Errors: mean ± standard deviation over a cell's (fold, seed) runs, converged or not. ΔF: test force "
              "RMSE minus the plain 2-layer network's on the same (fold, seed), mean and 95 % t interval; * where "
-             "the interval excludes 0. lr † : the chosen rate lies at an edge of the screened grid. Costs: "
-             "medians over runs.", "", "## Missing", ""]
+             "the interval excludes 0. lr † : the chosen rate lies at an edge of the screened grid. Costs: where a "
+             "study has a cost pass, ratios to plain depth 2 of its cells timed side by side in one interleaved "
+             "pass (compare cells by these); else medians over runs, timed days apart under changing load (rough).",
+             "", "## Missing", ""]
     lines += [f"- {m}" for m in gone] or ["- nothing: every cell of every study has its runs, MD and observables"]
     lines += ["", "## Recommendation per budget", "",
               "The cell of lowest mean test force RMSE over its converged runs (from `collect`).", ""]

@@ -23,12 +23,16 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from ase import Atoms
 
-__all__ = ["training_step_memory", "peak_allocated_bytes"]
+if TYPE_CHECKING:  # annotations only: the functions import these where they use them
+    from ..training.data import BatchStore
+    from ..training.loop import StepSettings
+
+__all__ = ["training_step_memory", "training_setup", "peak_allocated_bytes"]
 
 #: How the peak is measured, by device type (recorded with each result).
 METHODS = {"cuda": "torch.cuda.max_memory_allocated during one training step",
@@ -51,14 +55,7 @@ def training_step_memory(model, structures: Sequence[Atoms], config, device: tor
         where the measurement is not available), ``train_step_batch`` (structures, atoms)
         and ``train_step_method``.
     """
-    from ..training.data import BatchStore
-    from ..training.loop import StepSettings
-
-    dtype = getattr(torch, config.training.dtype)
-    settings = StepSettings.from_config(config, device, run_dir=".")
-    store = BatchStore(list(structures), cutoff=model.cutoff)
-    if config.training.descriptor_cache != "none" and model.descriptor.supports_pair_jacobian:
-        store.cache_descriptors(model.descriptor, dtype=dtype, device=device)
+    settings, store = training_setup(model, structures, config, device)
     cached = store.cached_batch(torch.arange(len(structures)))
 
     def step() -> None:
@@ -71,6 +68,26 @@ def training_step_memory(model, structures: Sequence[Atoms], config, device: tor
         peak = _measured(model, step, device, checkpointing)
         result[key] = None if peak is None else peak / 2**20
     return result
+
+
+def training_setup(model, structures: Sequence[Atoms], config, device: torch.device) -> tuple[StepSettings, BatchStore]:
+    """What a training step of ``model`` on the batch ``structures`` needs, set up as training
+    sets it up: the step settings of ``config`` and a store of the batch, with its descriptors
+    and their pair Jacobian cached when the config caches them (the cache then holds the
+    whole batch, in the training dtype).
+
+    Returns:
+        ``(settings, store)``: a :class:`~mlpot.training.loop.StepSettings` and a
+        :class:`~mlpot.training.data.BatchStore` of ``structures`` in their order.
+    """
+    from ..training.data import BatchStore
+    from ..training.loop import StepSettings
+
+    settings = StepSettings.from_config(config, device, run_dir=".")
+    store = BatchStore(list(structures), cutoff=model.cutoff)
+    if config.training.descriptor_cache != "none" and model.descriptor.supports_pair_jacobian:
+        store.cache_descriptors(model.descriptor, dtype=getattr(torch, config.training.dtype), device=device)
+    return settings, store
 
 
 def _measured(model, step: Callable[[], None], device, checkpointing: bool | None) -> int | None:

@@ -370,8 +370,9 @@ def _test_errors(model, structures, split, external, batch_size: int) -> tuple[d
 
 def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -> float | None:
     """Median µs per atom of energy + forces for a batch of ``structures`` (neighbour pairs
-    built beforehand, as in MD between rebuilds); up to ``max_atoms`` atoms are used."""
-    from ..data import collate
+    built beforehand, as in MD between rebuilds; :func:`~mlpot.ablation.timing.inference_step`);
+    up to ``max_atoms`` atoms are used."""
+    from .timing import inference_step, sync
 
     picked, n = [], 0
     for atoms in structures:
@@ -382,23 +383,16 @@ def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -
     if not picked:
         return None
     device = next(model.parameters()).device
-    batch = collate(picked, cutoff=model.cutoff, dtype=model.dtype, device=device, labels=False)
-    model.eval()
+    infer = inference_step(model, picked, device)
     times = []
     for k in range(repeats + 1):  # the first call warms up
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
-        model(batch, forces=True, create_graph=False)
-        _sync(device)
+        infer()
         if k:
             times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2] / n * 1e6
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _process_peak_rss_mib(device) -> float:

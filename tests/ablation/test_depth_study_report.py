@@ -127,7 +127,8 @@ def test_figures_and_tables_from_complete_results(report, tmp_path):
     assert "water-4traj-2.5k: no runs for 1 of 6 cells: residual_stem d4" in missing
     assert "water-4traj-2.5k: fewer than 6 runs: plain d1 (4)" in missing
     assert "water-4traj-2.5k: no MD stability for 5 cells" in missing
-    assert "si-2.5k" not in missing  # complete
+    # Complete but for the cost pass: its costs are then the per-run medians above.
+    assert [m for m in missing.splitlines() if "si-2.5k" in m] == ["- si-2.5k: no cost pass (python scripts/depth_study.py cost)"]
 
     # MD: 2 of 10 replicas failed at depth 4; survivors counted at 50 ps: (8·50 + 12 + 30)/10 = 44.2.
     md = text.split("## MD stability")[1].split("\n## ")[0]
@@ -135,6 +136,55 @@ def test_figures_and_tables_from_complete_results(report, tmp_path):
     # Observables: +1 % per hidden layer, no spread.
     assert "| plain MLP | 4 | 6 | 4.00 ± 0.00 | 4.00 ± 0.00 | 4.00 ± 0.00 | 4.00 ± 0.00 |" in text
     assert "residual (stem + identity blocks), depth 4" in text.split("## Recommendation")[1]
+
+
+def cost_pass(dataset: str, depths=DEPTHS) -> dict:
+    """results.json's "cost" entry of a study: training ratio = depth / 2, inference 1 + depth / 8,
+    the residual network 1.5 times the plain one's, per-round ratios ±0.25 around them."""
+    cells = []
+    for v in VARIANTS:
+        for d in depths:
+            train, infer = (d / 2) * (1.5 if v != "plain" else 1.0), 1 + (d - 2) / 8
+            cells.append({"variant": v, "depth": d, "width": 40 - 4 * d, "hidden": [40 - 4 * d] * d, "n_params": 2300,
+                          "train_us_per_atom": 50.0 * train, "infer_us_per_atom": 100.0 * infer,
+                          "train_ratio": train, "infer_ratio": infer, "train_ratio_range": [train - 0.25, train + 0.25],
+                          "infer_ratio_range": [infer - 0.25, infer + 0.25]})
+    return {"study": f"{dataset}-2.5k", "dataset": dataset, "budget": "2.5k", "reference": {"variant": "plain", "depth": 2},
+            "protocol": {"rounds": 7, "threads": 1, "torch": "2.x", "batch": {"structures": 4, "atoms": 255}},
+            "cells": cells}
+
+
+def test_costs_from_the_cost_pass(report, tmp_path):
+    """With a cost pass, the tables give its ratios to plain depth 2 (the water study, without
+    one, keeps the per-run medians) and the figure is drawn, also for a study of a cost pass
+    and no runs yet."""
+    doc = document()
+    doc["cost"] = [cost_pass("si"), cost_pass("mo", depths=(1, 2, 4, 8))]
+    out = tmp_path / "cost"
+    written = {p.name for p in report.report(write(tmp_path, doc), out)}
+    assert "cost_vs_depth.png" in written and (out / "cost_vs_depth.png").read_bytes().startswith(PNG)
+    text = (out / "tables.md").read_text()
+    si = text.split("## si-2.5k ")[1].split("\n## ")[0]
+    assert "| inference × plain-2 (cost pass) | training step × plain-2 (cost pass) |" in si
+    assert table_row(text, "si-2.5k", "plain MLP", 2)[10:] == ["1.00", "1.00"]
+    assert table_row(text, "si-2.5k", "plain MLP", 4)[10:] == ["1.25", "2.00"]
+    assert table_row(text, "si-2.5k", "residual (stem + identity blocks)", 1)[10:] == ["0.88", "0.75"]
+    assert table_row(text, "water-4traj-2.5k", "plain MLP", 2)[10:] == ["22.0", "20.5"]  # per-run medians
+    missing = text.split("## Missing")[1].split("\n## ")[0]
+    assert "si-2.5k: no cost pass" not in missing and "water-4traj-2.5k: no cost pass" in missing
+    assert "mo-2.5k: no runs" in missing
+    assert "No runs yet." in text.split("## mo-2.5k ")[1]
+
+
+def test_cost_figure_points(report):
+    """The cost figure's points: ratio with the per-round range as its bar; per-run medians
+    with bars from the fastest to the slowest run."""
+    import depth_study_cost
+
+    points = depth_study_cost.ratio_points(cost_pass("si"), "train_ratio", "residual_stem")
+    assert points == [(1, (0.75, (0.25, 0.25), 7)), (2, (1.5, (0.25, 0.25), 7)), (4, (3.0, (0.25, 0.25), 7))]
+    study = report.load_studies(document())[0]
+    assert depth_study_cost.run_points(study.cells(), "train_us_per_atom", "plain")[0] == (1, (10.5, (0.5, 0.5), 6))
 
 
 def test_partial_results_do_not_crash(report, tmp_path):
