@@ -10,7 +10,9 @@ one inference and one training step of every cell, all in a new seeded random or
 same fixed batch of the study's training structures, after warm-up rounds. The load of the
 machine during the pass then falls on every cell alike, so the ratio of a cell's median to
 the reference cell's (plain, depth 2, measured in the same run) compares the networks even
-on a busy machine; the absolute µs/atom still carry the load of the moment.
+on a busy machine. On the CPU the clock is the process's CPU time, not wall time: the time
+slices other jobs take from the pass are then not counted (memory-bandwidth contention
+still is), so the absolute µs/atom are close to those of a quiet machine.
 
 * Inference: energy + forces in eval mode, neighbour pairs built beforehand, descriptors
   computed from positions (:func:`mlpot.ablation.timing.inference_step`), as the calculator
@@ -143,16 +145,25 @@ def measure(config: dict, runs: list, rounds: int, seed: int = SEED,
     log(f"cost: {len(networks)} cells × (inference, training step) on {len(batch)} structures ({atoms} atoms), "
         f"{WARMUP} warm-up + {rounds} rounds, {torch.get_num_threads()} thread(s)")
     load, start = os.getloadavg()[0], time.perf_counter()
-    times = interleaved_times(tasks, rounds, seed, WARMUP)
+    device = resolve_device(options.device, "training.device")
+    # On the CPU, the CPU time of this process: the work's own cost. Wall time on a shared
+    # machine also counts the time slices other jobs take from it; measured that way, cells
+    # of equal weight count differed by 1.5x in the first pass (2 other jobs on 2 cores).
+    # On a GPU the device works asynchronously, so wall time around a synchronised call.
+    cpu = device.type == "cpu"
+    clock = time.process_time if cpu else time.perf_counter
+    times = interleaved_times(tasks, rounds, seed, WARMUP, clock=clock)
     protocol = {
-        "rounds": rounds, "warmup_rounds": WARMUP, "seed": seed, "clock": "time.perf_counter (wall), median over rounds",
+        "rounds": rounds, "warmup_rounds": WARMUP, "seed": seed,
+        "clock": ("time.process_time (CPU time of the process)" if cpu else "time.perf_counter (wall)")
+        + ", median over rounds",
         "order": "each round: every cell's inference and training step once, all in a new seeded random order",
         "batch": {"structures": len(batch), "atoms": atoms, "indices": picked, "of": str(data.train)},
         "inference": "energy + forces, eval mode, pairs built beforehand (mlpot.ablation.timing.inference_step)",
         "training_step": "one optimiser step of a lone model, as mlpot train (mlpot.ablation.timing.training_step)",
         "models": "untrained, from each cell's config (the cost does not depend on the weights)",
         "descriptor_cache": options.descriptor_cache, "dtype": options.dtype,
-        "device": str(resolve_device(options.device, "training.device")), "threads": torch.get_num_threads(),
+        "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "wall_s": time.perf_counter() - start,
         "load_average_1min": [load, os.getloadavg()[0]], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
