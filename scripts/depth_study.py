@@ -48,7 +48,7 @@ Usage:
 ``run`` takes the studies one after the other, each through its stages (by default lr, full
 and md), so the first study's whole answer is there before the next one starts; ``md`` alone
 runs only that stage.
-    python scripts/depth_study.py cost    [--studies ...] [--rounds 7] [--threads 1]
+    python scripts/depth_study.py cost    [--studies ...] [--rounds 31] [--threads 1]
     python scripts/depth_study.py collect [--runs runs/depth-v2]
     python scripts/depth_study.py report  [--out docs/depth-study/results.json] [--figures docs/depth-study/v2]
 
@@ -630,7 +630,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
     parser.add_argument("--threads", type=int,
                         help="torch threads per grid point (default: cores / jobs); md, cost: threads (cost: 1)")
-    parser.add_argument("--rounds", type=int, default=7, help="cost: interleaved timing rounds (medians over them)")
+    parser.add_argument("--rounds", type=int, default=31, help="cost: interleaved timing rounds (medians over them)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results.json written by collect (read by report)")
     parser.add_argument("--figures", type=Path, default=RESULTS.parent / "v2",
                         help="report: folder of the figures and tables.md")
