@@ -37,8 +37,9 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
 Each stage of a study is an ordinary ``mlpot ablate`` grid (:func:`mlpot.ablation.run_ablation`)
 in ``RUNS/<study>/<stage>``: finished runs are skipped and interrupted ones resume from their
 checkpoints, so the same command continues the study after any stop. The recipe is
-``examples/mlearn.yaml`` as it was when the study started (a copy is kept in
-``RUNS/recipe.yaml``; the study keeps using it even if the example changes later).
+``examples/mlearn.yaml`` as it was when the first study started (a copy is kept in
+``RUNS/recipe.yaml`` and in each study folder; every study keeps using it even if the
+example changes later).
 
 Usage:
     python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
@@ -152,11 +153,17 @@ def studies(selected: list[str] | None) -> list[tuple[str, dict, str]]:
 
 
 def recipe(study_dir: Path) -> dict:
-    """The recipe a study trains with: a copy of examples/mlearn.yaml taken when it started."""
-    saved = study_dir / "recipe.yaml"
+    """The recipe a study trains with: the study-wide copy of examples/mlearn.yaml
+    (``RUNS/recipe.yaml``, taken when the first study started), kept in each study as it
+    started. Every study trains with the same recipe, so the budgets and data sets compare
+    even when the example changes while the study runs (days to weeks)."""
+    saved, shared = study_dir / "recipe.yaml", study_dir.parent / "recipe.yaml"
+    if not shared.is_file():
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(RECIPE, shared)
     if not saved.is_file():
         study_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(RECIPE, saved)
+        shutil.copy2(shared, saved)
     return yaml.safe_load(saved.read_text())
 
 

@@ -268,3 +268,17 @@ def test_md_stage_skips_water_unless_named(study, monkeypatch, capsys):
     assert ran == [["si-2.5k"]] and "skips water-4traj-2.5k" in capsys.readouterr().out
     study.md(SimpleNamespace(studies=["water-4traj-2.5k"], runs=None, replicas=10, ps=50.0, threads=None), [water])
     assert ran[-1] == ["water-4traj-2.5k"]
+
+
+def test_every_study_trains_with_the_first_studys_recipe(study, tmp_path, monkeypatch):
+    """The recipe is copied once for the whole study: a change to examples/mlearn.yaml after
+    the first study started does not reach the later ones (the budgets would not compare)."""
+    example = tmp_path / "mlearn.yaml"
+    example.write_text("optimizer: {name: adam, lr: 1.0e-3}\n")
+    monkeypatch.setattr(study, "RECIPE", example)
+    runs = tmp_path / "runs"
+    first = study.recipe(runs / "si-2.5k")
+    example.write_text("optimizer: {name: adamw, lr: 1.0e-3, weight_decay: 3.0e-2}\n")
+    later = study.recipe(runs / "si-25k")
+    assert first == later == {"optimizer": {"name": "adam", "lr": 1.0e-3}}
+    assert (runs / "recipe.yaml").read_text() == (runs / "si-25k" / "recipe.yaml").read_text()
