@@ -95,6 +95,9 @@ LEVERS: dict[str, list[str]] = {
     # The two largest force gains together: annealed weights on the 6.5 Å cutoff.
     "cutoff6.5-anneal-deepmd": ["descriptor.cutoff=6.5", "loss.energy_weight_start=1.0",
                                 "loss.forces_weight_start=100"],
+    # ... and with the Elastic cells' weight that keeps Si's C11 within 5 % at 6.5 Å.
+    "cutoff6.5-elastic5-anneal": ["descriptor.cutoff=6.5", "loss.weight_by=group", "loss.group_weights={Elastic: 5.0}",
+                                  "loss.energy_weight_start=1.0", "loss.forces_weight_start=100"],
 }
 
 
