@@ -95,9 +95,11 @@ LEVERS: dict[str, list[str]] = {
     # The two largest force gains together: annealed weights on the 6.5 Å cutoff.
     "cutoff6.5-anneal-deepmd": ["descriptor.cutoff=6.5", "loss.energy_weight_start=1.0",
                                 "loss.forces_weight_start=100"],
-    # ... and with the Elastic cells' weight that keeps Si's C11 within 5 % at 6.5 Å.
-    "cutoff6.5-elastic5-anneal": ["descriptor.cutoff=6.5", "loss.weight_by=group", "loss.group_weights={Elastic: 5.0}",
-                                  "loss.energy_weight_start=1.0", "loss.forces_weight_start=100"],
+    # Forces and stress first, together (100 → 1 and 1e5 → 1000): anneal-f100 and
+    # anneal-deepmd lowered the Si force MAE 13 % but let C12/C44 drift 7-14 %, as the stress
+    # lost its share of the early loss; this keeps the stress/force ratio of the recipe.
+    # (Measured on the recipe with the 6.5 Å cutoff and Elastic x5.)
+    "anneal-fs100": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5"],
 }
 
 
