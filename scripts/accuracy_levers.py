@@ -100,6 +100,8 @@ LEVERS: dict[str, list[str]] = {
     # lost its share of the early loss; this keeps the stress/force ratio of the recipe.
     # (Measured on the recipe with the 6.5 Å cutoff and Elastic x5.)
     "anneal-fs100": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5"],
+    # ... with 3x the energy weight, which the anneals so far left behind (+12-21 % energy).
+    "anneal-fs100-e300": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5", "loss.energy_weight=300"],
 }
 
 
