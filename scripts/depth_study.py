@@ -579,7 +579,7 @@ def plan(args) -> None:
             line += f"; {per_epoch:.2f} s/epoch per model, ~{hours:.0f} core-hours left"
         elif screen_left or full_left:
             unknown.append(name)
-            line += "; cost not yet measured"
+            line += "; training time not yet measured (no finished run)"
         print(f"{line}; {depth_study_cost.status(study_dir)}")
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
