@@ -92,9 +92,6 @@ LEVERS: dict[str, list[str]] = {
     # DeePMD-like: start force-dominated (energy 1, forces 100), end at the recipe's energy 100
     # and forces 1 (stress 1000 throughout).
     "anneal-deepmd": ["loss.energy_weight_start=1.0", "loss.forces_weight_start=100"],
-    # The two largest force gains together: annealed weights on the 6.5 Å cutoff.
-    "cutoff6.5-anneal-deepmd": ["descriptor.cutoff=6.5", "loss.energy_weight_start=1.0",
-                                "loss.forces_weight_start=100"],
     # Forces and stress first, together (100 → 1 and 1e5 → 1000): anneal-f100 and
     # anneal-deepmd lowered the Si force MAE 13 % but let C12/C44 drift 7-14 %, as the stress
     # lost its share of the early loss; this keeps the stress/force ratio of the recipe.

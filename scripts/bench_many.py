@@ -62,15 +62,21 @@ def _data(folder: Path) -> tuple[str, str, str]:
     return str(synthetic_si(folder)), "ase", "rattled diamond Si with random labels (no ../shared)"
 
 
+def data_overrides(path: str, fmt: str) -> list[str]:
+    """Overrides of examples/mlearn.yaml that train on ``path`` (format ``fmt``) without a
+    test set; on data other than mlearn's (the synthetic Si), also without the recipe's
+    group weights: it weighs mlearn's Elastic group, and synthetic structures carry no groups."""
+    groups = [] if fmt == "mlearn" else ["loss.weight_by=null", "loss.group_weights={}"]
+    return [f"data.train={path}", f"data.format={fmt}", "data.test=null", *groups]
+
+
 def _configs(n: int, epochs: int, folder: Path):
     from mlpot.training import TrainConfig
 
     path, fmt, source = _data(folder)
-    overrides = [f"data.train={path}", f"data.format={fmt}", "data.test=null", f"training.epochs={epochs}",
-                 "training.device=cpu", "training.checkpoint_every=1000", "schedule.warmup_epochs=0",
+    overrides = [*data_overrides(path, fmt), f"training.epochs={epochs}", "training.device=cpu",
+                 "training.checkpoint_every=1000", "schedule.warmup_epochs=0",
                  f"training.descriptor_cache_dir={folder / 'cache'}"]
-    if fmt != "mlearn":  # the recipe weighs mlearn's Elastic group; synthetic structures carry no groups
-        overrides += ["loss.weight_by=null", "loss.group_weights={}"]
     configs = [TrainConfig.from_yaml(ROOT / "examples" / "mlearn.yaml", overrides + [f"training.seed={s}"])
                for s in range(n)]
     return configs, source

@@ -774,15 +774,15 @@ def _si_data(ctx: Context, folder: Path) -> tuple[str, str, str]:
 
 
 def _train_config(data: tuple[str, str, str], folder: Path, device: str, epochs: int, seed: int = 0):
+    from bench_many import data_overrides  # scripts/: this script's folder
+
     from mlpot.training import TrainConfig
 
     path, fmt, _ = data
-    # The recipe weighs mlearn's Elastic group; synthetic structures carry no groups.
-    groups = [] if fmt == "mlearn" else ["loss.weight_by=null", "loss.group_weights={}"]
     return TrainConfig.from_yaml(ROOT / "examples" / "mlearn.yaml", [
-        f"data.train={path}", f"data.format={fmt}", "data.test=null", f"training.epochs={epochs}",
-        f"training.device={device}", "training.checkpoint_every=100000", f"training.seed={seed}",
-        f"training.descriptor_cache_dir={folder / 'cache'}", *groups])
+        *data_overrides(path, fmt), f"training.epochs={epochs}", f"training.device={device}",
+        "training.checkpoint_every=100000", f"training.seed={seed}",
+        f"training.descriptor_cache_dir={folder / 'cache'}"])
 
 
 def _epoch_seconds(run_dirs: list[Path]) -> list[float]:
