@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype", "DTYPE_NAMES"]
+__all__ = ["resolve_device", "resolve_dtype", "synchronize", "DTYPE_NAMES"]
 
 #: Names accepted for the two floating dtypes mlpot computes in.
 DTYPE_NAMES: dict[str, torch.dtype] = {
@@ -56,3 +56,10 @@ def resolve_dtype(dtype: str | torch.dtype, what: str = "dtype") -> torch.dtype:
     if name not in DTYPE_NAMES:
         raise ValueError(f"{what} must be one of {sorted(DTYPE_NAMES)}, got {dtype!r}")
     return DTYPE_NAMES[name]
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op off CUDA): wall times around a call on
+    a GPU mean nothing without it, since CUDA kernels run asynchronously."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

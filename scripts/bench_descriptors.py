@@ -74,6 +74,8 @@ def run_case(case: str, supercell: int, backward: bool, repeats: int, device: st
     import numpy as np
     import torch
 
+    from mlpot.device import synchronize
+
     atoms, source = water(supercell)
     n = len(atoms)
     if case == "dscribe":
@@ -126,18 +128,14 @@ def run_case(case: str, supercell: int, backward: bool, repeats: int, device: st
                 if backward:
                     torch.autograd.grad(g.sum(), pos)
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     fn()  # warm-up (allocations, lazy initialisation)
-    sync()
+    synchronize(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else (rss1 - rss0) / 1024)

@@ -64,21 +64,16 @@ def time_ase(atoms, calc, steps):
 
 
 def time_batched(model, atoms, replicas, steps, device):
-    import torch
-
+    from mlpot.device import synchronize
     from mlpot.md import BatchedMD
 
     engine = BatchedMD(model, [atoms] * replicas, ensemble="nve", timestep_fs=0.1, skin=1.0)
     engine.run(2)
 
-    def sync():
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-
-    sync()
+    synchronize(device)
     t0 = time.perf_counter()
     engine.run(steps)
-    sync()
+    synchronize(device)
     return (time.perf_counter() - t0) / steps
 
 

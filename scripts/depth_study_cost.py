@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mlpot.ablation.stats import is_finite_number
+
 COST_FILE = "cost.json"
 #: The cell every ratio divides by: the plain 2-layer network, the literature's default.
 REFERENCE = ("plain", 2)
@@ -229,18 +231,14 @@ def status(study_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the report's figure
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
-
-
 def ratio_points(cost: dict, key: str, variant: str) -> list[tuple[int, tuple]]:
     """(depth, (ratio, (below, above), rounds)) of ``variant``'s cells in a cost pass, ``key``
     ``"infer_ratio"`` or ``"train_ratio"``: the bar spans the per-round ratios."""
     points = []
     for c in sorted((c for c in cost.get("cells", []) if c["variant"] == variant), key=lambda c: c["depth"]):
         ratio, span = c.get(key), c.get(f"{key}_range") or (None, None)
-        if _finite(ratio):
-            bar = (ratio - span[0], span[1] - ratio) if all(_finite(x) for x in span) else None
+        if is_finite_number(ratio):
+            bar = (ratio - span[0], span[1] - ratio) if all(is_finite_number(x) for x in span) else None
             points.append((c["depth"], (ratio, bar, (cost.get("protocol") or {}).get("rounds"))))
     return points
 
@@ -250,7 +248,7 @@ def run_points(cells: dict, key: str, variant: str) -> list[tuple[int, tuple]]:
     the bar spans the runs."""
     points = []
     for (v, d), runs in sorted(cells.items()):
-        x = [r[key] for r in runs if _finite(r.get(key))]
+        x = [r[key] for r in runs if is_finite_number(r.get(key))]
         if v == variant and x:
             m = statistics.median(x)
             points.append((d, (m, (m - min(x), max(x) - m), len(x))))

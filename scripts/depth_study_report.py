@@ -22,7 +22,7 @@ import re
 import statistics
 from pathlib import Path
 
-from mlpot.ablation.stats import t_quantile, paired_difference  # one t quantile for every interval
+from mlpot.ablation.stats import is_finite_number, paired_difference, t_quantile  # one t quantile for every interval
 
 #: Variant → what a legend says.
 VARIANT_WORDS = {"plain": "plain MLP", "residual_stem": "residual (stem + identity blocks)",
@@ -65,13 +65,9 @@ class Study:
         return by_cell(self.runs)
 
 
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def mean_ci(values) -> tuple[float | None, float | None, int]:
     """Mean, half-width of its 95 % t interval (``None`` below 2 values) and count of the finite values."""
-    v = [float(x) for x in values if finite(x)]
+    v = [float(x) for x in values if is_finite_number(x)]
     if not v:
         return None, None, 0
     if len(v) < 2:
@@ -80,7 +76,7 @@ def mean_ci(values) -> tuple[float | None, float | None, int]:
 
 
 def median(values) -> float | None:
-    v = [x for x in values if finite(x)]
+    v = [x for x in values if is_finite_number(x)]
     return statistics.median(v) if v else None
 
 
@@ -356,7 +352,7 @@ def md_summary(row: dict) -> dict:
     centre, half = ((k + z * z / 2) / (n + z * z), z * math.sqrt(k * failed / n + z * z / 4) / (n + z * z)) if n else (0, 0)
     return {"survived": k / n if n else None, "interval": (centre - half, centre + half) if n else (None, None),
             "failed": failed, "replicas": n,
-            "mean_ttf_ps": statistics.fmean(times) if times and all(finite(t) for t in times) else None}
+            "mean_ttf_ps": statistics.fmean(times) if times and all(is_finite_number(t) for t in times) else None}
 
 
 def plot_md_stability(f: Figures, studies: list[Study]) -> None:
@@ -380,9 +376,9 @@ def plot_md_stability(f: Figures, studies: list[Study]) -> None:
             tt = [(d, m["mean_ttf_ps"]) for d, m in sums if m["mean_ttf_ps"] is not None]
             if tt:
                 axes[i][1].plot([d * f.dodge(v) for d, _ in tt], [t for _, t in tt], ms=4, **f.style(v))
-        for ps in sorted({r["ps_per_replica"] for r in s.md if finite(r.get("ps_per_replica"))}):
+        for ps in sorted({r["ps_per_replica"] for r in s.md if is_finite_number(r.get("ps_per_replica"))}):
             axes[i][1].axhline(ps, color="grey", ls=":", lw=1)
-        temps = sorted({r.get("temperature_k") for r in s.md if finite(r.get("temperature_k"))})
+        temps = sorted({r.get("temperature_k") for r in s.md if is_finite_number(r.get("temperature_k"))})
         axes[i][0].set_title(f"{study_words(s)}, NVT at {', '.join(f'{t:g}' for t in temps)} K", fontsize=9, loc="left")
         axes[i][0].set_ylabel("fraction of replicas surviving")
         axes[i][0].set_ylim(-0.05, 1.05)
@@ -434,7 +430,7 @@ def relative_errors(rows: list[dict]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for label, paths in ELASTIC.items():
         pairs = [[(r.get(a) or {}).get(b) for a, b in paths] for r in rows]
-        out[label] = [100.0 * (m - d) / d for m, d in pairs if finite(m) and finite(d) and d != 0]
+        out[label] = [100.0 * (m - d) / d for m, d in pairs if is_finite_number(m) and is_finite_number(d) and d != 0]
     return out
 
 
@@ -471,16 +467,16 @@ def decimals(centre, spread=None) -> int:
     """Decimals to print ``centre`` with: two significant digits of its ``spread`` (a standard
     deviation or an interval's half-width), else three of ``centre``; never fewer than two nor
     more than five significant digits of ``centre``."""
-    if not finite(centre) or centre == 0:
-        return max(0, 1 - math.floor(math.log10(spread))) if finite(spread) and spread > 0 else 0
+    if not is_finite_number(centre) or centre == 0:
+        return max(0, 1 - math.floor(math.log10(spread))) if is_finite_number(spread) and spread > 0 else 0
     order = math.floor(math.log10(float(f"{abs(centre):.9g}")))  # 0.9999999999 counts as 1
-    d = 1 - math.floor(math.log10(spread)) if finite(spread) and spread > 0 else 2 - order
+    d = 1 - math.floor(math.log10(spread)) if is_finite_number(spread) and spread > 0 else 2 - order
     return max(0, min(max(d, 1 - order), 4 - order))
 
 
 def num(x, places: int | None = None, sign: bool = False) -> str:
     """``x`` with ``places`` decimals (default: three significant digits); "—" when missing."""
-    if not finite(x):
+    if not is_finite_number(x):
         return "—"
     places = decimals(x) if places is None else places
     return f"{x:{'+' if sign else ''}.{places}f}".replace("-", "−")
@@ -488,7 +484,7 @@ def num(x, places: int | None = None, sign: bool = False) -> str:
 
 def mean_std(values) -> str:
     """Mean ± sample standard deviation, the mean to the digits the spread allows."""
-    v = [x for x in values if finite(x)]
+    v = [x for x in values if is_finite_number(x)]
     if not v:
         return "—"
     if len(v) == 1:

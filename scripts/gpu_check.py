@@ -328,16 +328,11 @@ def n2p2_atoms_per_s(root: Path | None) -> tuple[float | None, str]:
 
 
 # ============================================================================ measuring
-def synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_calls(fn: Callable[[], Any], device, min_calls: int = 3, seconds: float = 1.5, warmup: int = 1) -> dict:
     """Median wall time of ``fn()`` with the device synchronised around each call: at least
     ``min_calls`` calls after ``warmup``, more while ``seconds`` last (at most 50)."""
+    from mlpot.device import synchronize
+
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -356,6 +351,8 @@ def count_syncs(fn: Callable[[], Any], device) -> dict:
     dispatch (any device; tests/device_sync.py), and on CUDA the ones torch's sync debug
     mode reports (vesin's own kernels are invisible to both)."""
     import torch
+
+    from mlpot.device import synchronize
 
     sys.path.insert(0, str(ROOT / "tests"))
     from device_sync import HostSyncCounter
@@ -701,6 +698,8 @@ def _ase_path_rate(ctx: Context, model, replica) -> dict:
 
 def _steps_per_s(engine, device, seconds: float) -> dict:
     """Steps/s of ``engine`` over about ``seconds`` (a probe of 3 steps sizes the run)."""
+    from mlpot.device import synchronize
+
     start = time.perf_counter()
     engine.run(3)
     synchronize(device)

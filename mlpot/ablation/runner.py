@@ -372,7 +372,8 @@ def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -
     """Median µs per atom of energy + forces for a batch of ``structures`` (neighbour pairs
     built beforehand, as in MD between rebuilds; :func:`~mlpot.ablation.timing.inference_step`);
     up to ``max_atoms`` atoms are used."""
-    from .timing import inference_step, sync
+    from ..device import synchronize
+    from .timing import inference_step
 
     picked, n = [], 0
     for atoms in structures:
@@ -386,7 +387,7 @@ def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -
     infer = inference_step(model, picked, device)
     times = []
     for k in range(repeats + 1):  # the first call warms up
-        sync(device)
+        synchronize(device)
         t = time.perf_counter()
         infer()
         if k:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..training.gradients import layer_of
 
-__all__ = ["ranking_metric", "paired_difference", "pareto_front", "costed", "structure_errors",
+__all__ = ["is_finite_number", "ranking_metric", "paired_difference", "pareto_front", "costed", "structure_errors",
            "outlier_structures", "recurring_outliers", "layer_sizes", "rms_per_weight", "OUTLIER_FACTOR",
            "OUTLIER_Z", "METRIC_WORDS"]
 
@@ -38,6 +38,12 @@ MAX_OUTLIERS = 10
 #: Test-metric key → how the report names it.
 METRIC_WORDS = {"force_rmse_mev_per_a": "test force RMSE (meV/Å)",
                 "energy_rmse_mev_per_atom": "test energy RMSE (meV/atom)"}
+
+
+def is_finite_number(x: object) -> bool:
+    """Whether ``x`` is a finite real number: results.json fields hold ``None``, NaN or a bool
+    where a run has no value, and those are left out of means and plots."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def ranking_metric(runs: Sequence[dict]) -> str | None:

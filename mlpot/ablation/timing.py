@@ -27,6 +27,8 @@ from typing import Callable, Hashable, Mapping, Sequence, TypeVar
 import torch
 from ase import Atoms
 
+from mlpot.device import synchronize
+
 __all__ = ["interleaved_times", "interleaved_timing", "training_step", "inference_step"]
 
 K = TypeVar("K", bound=Hashable)
@@ -101,7 +103,7 @@ def training_step(model, structures: Sequence[Atoms], config, device: torch.devi
 
     def step() -> None:
         train_epoch(learner, store, order, 0, settings, dist)
-        sync(device)
+        synchronize(device)
 
     return step
 
@@ -117,12 +119,6 @@ def inference_step(model, structures: Sequence[Atoms], device: torch.device | st
     def infer() -> None:
         model.eval()  # stochastic depth off, as in use
         model(batch, forces=True, create_graph=False)
-        sync(device)
+        synchronize(device)
 
     return infer
-
-
-def sync(device) -> None:
-    """Wait for ``device``'s queued work (a no-op off CUDA)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
