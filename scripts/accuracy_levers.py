@@ -168,7 +168,10 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
     for el in elements:
         for lever in levers:
             # the screening budget's file first, then the lever at other budgets
-            for path in [_result_file(runs, lever), *sorted(runs.glob(f"bench_mlearn-{lever}-e*.json"))]:
+            # (not a longer lever's: anneal-fs100-e* also matches anneal-fs100-e300-e1000)
+            budgets = [p for p in sorted(runs.glob(f"bench_mlearn-{lever}-e*.json"))
+                       if p.stem.removeprefix(f"bench_mlearn-{lever}-e").isdigit()]
+            for path in [_result_file(runs, lever), *budgets]:
                 if path.is_file():
                     _summary_row(el, path.stem.removeprefix("bench_mlearn-"), path)
 
