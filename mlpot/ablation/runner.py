@@ -23,8 +23,7 @@ import resource
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +32,7 @@ import torch
 from ..data import kfold_splits, load_split, random_split, read
 from ..device import resolve_device
 from ..io.files import atomic_write_text
+from ..workers import worker_pool
 from .config import AblationSetup
 from .grid import RunSpec, expand_grid
 
@@ -170,7 +170,7 @@ def _groups(runs: list[RunSpec], vectorize: bool) -> list[list[RunSpec]]:
 
 def _in_processes(setup, groups, out, split_files, threads, jobs):
     """Yield ``(run, (ok, message))`` as groups finish, ``jobs`` worker processes at a time."""
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+    with worker_pool(jobs, max_tasks_per_child=1) as pool:
         futures = {pool.submit(_worker, setup.to_dict(), group, str(out), split_files, threads): group
                    for group in groups}
         for future in as_completed(futures):

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..data import kfold_splits, read
+from ..workers import worker_pool
 from .config import SearchSetup, load_search
 
 __all__ = ["run_search", "open_study", "STUDY_NAME"]
@@ -97,7 +96,7 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
     if jobs == 1:
         _worker(str(out), target, threads, 0, log)
         return
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(_worker, str(out), target, threads, k, None) for k in range(jobs)]
         for future in futures:
             future.result()
