@@ -101,8 +101,9 @@ LEVERS: dict[str, list[str]] = {
     "anneal-fs100-e300": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5", "loss.energy_weight=300"],
     # e300 took back most of anneal-fs100's energy loss (Si 3.55 against 4.12 and the recipe's 3.41)
     # and kept its force gain (0.079): does 10x the energy weight take back the rest?
-    "anneal-fs100-e1000": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5",
-                           "loss.energy_weight=1000"],
+    # (not "-e1000": that is the tag of a lever at the 1000-epoch budget, see _tag)
+    "anneal-fs100-ew1000": ["loss.forces_weight_start=100", "loss.stress_weight_start=1e5",
+                            "loss.energy_weight=1000"],
     # Beyond 6.5 Å (on the recipe with 6.5 Å and Elastic x5): 5.5 -> 6.5 Å was the largest force
     # gain of any lever (-6 % Si, -10 % Mo); 7.5 Å takes in the next shells (Si 6.27, 6.65, 7.22 Å;
     # bcc Mo 6.29, 6.63, 7.24 Å) at ~1.5x the pairs. The shifted radial grid stretches to r_c.
@@ -150,6 +151,11 @@ def _tag(lever: str, epochs: int) -> str:
     """The lever's run tag: its name at the screening budget, ``<name>-e<epochs>`` at another,
     so that one lever at two budgets keeps two result files."""
     return lever if epochs == SCREEN_EPOCHS else f"{lever}-e{epochs}"
+
+
+# A lever named like another's tag at a budget (``x-e1000``) would share its result files.
+assert not any(_tag(a, e) == b for a in LEVERS for b in LEVERS if a != b for e in (300, 1000, 3000)), \
+    "a lever's name equals another lever's tag at a budget (<lever>-e<epochs>)"
 
 
 def _result_file(runs: Path, tag: str) -> Path:
