@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,8 +154,14 @@ def _tag(lever: str, epochs: int) -> str:
     return lever if epochs == SCREEN_EPOCHS else f"{lever}-e{epochs}"
 
 
-# A lever named like another's tag at a budget (``x-e1000``) would share its result files.
-assert not any(_tag(a, e) == b for a in LEVERS for b in LEVERS if a != b for e in (300, 1000, 3000)), \
+def _budget_of(tag: str, lever: str) -> int | None:
+    """The budget at which ``lever`` has run tag ``tag`` (:func:`_tag`), or ``None``."""
+    found = re.fullmatch(re.escape(lever) + r"-e(\d+)", tag)
+    return int(found.group(1)) if found and int(found.group(1)) != SCREEN_EPOCHS else None
+
+
+# A lever named like another's tag at some budget (``x-e1000``) would share its result files.
+assert not any(_budget_of(b, a) for a in LEVERS for b in LEVERS if a != b), \
     "a lever's name equals another lever's tag at a budget (<lever>-e<epochs>)"
 
 
@@ -180,7 +187,7 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
             # the screening budget's file first, then the lever at other budgets
             # (not a longer lever's: anneal-fs100-e* also matches anneal-fs100-e300-e1000)
             budgets = [p for p in sorted(runs.glob(f"bench_mlearn-{lever}-e*.json"))
-                       if p.stem.removeprefix(f"bench_mlearn-{lever}-e").isdigit()]
+                       if _budget_of(p.stem.removeprefix("bench_mlearn-"), lever)]
             for path in [_result_file(runs, lever), *budgets]:
                 if path.is_file():
                     _summary_row(el, path.stem.removeprefix("bench_mlearn-"), path)

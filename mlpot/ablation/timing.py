@@ -27,7 +27,7 @@ from typing import Callable, Hashable, Mapping, Sequence, TypeVar
 import torch
 from ase import Atoms
 
-from mlpot.device import synchronize
+from ..device import synchronize
 
 __all__ = ["interleaved_times", "interleaved_timing", "training_step", "inference_step"]
 
