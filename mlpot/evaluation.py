@@ -84,8 +84,9 @@ def evaluate(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     progress: bool = False,
+    group_by: str | None = None,
 ) -> tuple[dict, Predictions]:
-    """Errors of ``model`` on labelled ``structures``.
+    """Errors of ``model`` on labelled ``structures``, over all and optionally per group.
 
     Stress is predicted only for batches that hold a structure periodic in all three
     directions (the strain derivative costs a second gradient input; for molecules it is
@@ -100,14 +101,20 @@ def evaluate(
             model where it is. The model is moved there.
         progress: report progress on stderr (a bar on a terminal, else a line every 30 s;
             see :mod:`mlpot.progress`).
+        group_by: an ``info`` key that labels each structure (mlearn's ``"group"``: AIMD,
+            Elastic, Surface, Vacancy…); the errors are then also reported per label. Where a
+            test error comes from is what decides the next lever: a few surfaces, or all.
 
     Returns:
         ``(metrics, predictions)``: the dict of :data:`~mlpot.training.metrics.METRIC_KEYS`
-        (``None`` for a label no structure has) and the :class:`Predictions`.
+        (``None`` for a label no structure has) and the :class:`Predictions`. With
+        ``group_by``, ``metrics["groups"]`` maps each label (as a string, in order of first
+        appearance) to its own dict of the same keys.
 
     Raises:
-        ValueError: for ``batch_size`` < 1, no structures, or an element the model does not
-            know (the message names the element and the first structure holding it).
+        ValueError: for ``batch_size`` < 1, no structures, an element the model does not
+            know (the message names the element and the first structure holding it), or a
+            structure without ``info[group_by]`` (named with its index and the keys it has).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -119,6 +126,7 @@ def evaluate(
     device = _model_device(model)
     known = {atomic_numbers[el] for el in model.elements}
     accumulator = ErrorAccumulator()
+    groups: dict[str, ErrorAccumulator] = {}
     parts: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
     offset = 0
     was_training = model.training
@@ -135,6 +143,8 @@ def evaluate(
             out = model(batch, forces=True, stress=periodic, create_graph=False)
             out = {k: v.detach() for k, v in out.items()}
             accumulator.update(out, batch)
+            if group_by is not None:
+                _update_groups(groups, _group_labels(block, group_by, lo), out, batch)
             t = batch.targets
             nan_stress = torch.full_like(t.stress, float("nan"))
             for key, value in (
@@ -149,7 +159,27 @@ def evaluate(
     finally:
         model.train(was_training)
     predictions = Predictions(**{k: np.concatenate(v) for k, v in parts.items()})
-    return accumulator.result(), predictions
+    metrics = accumulator.result()
+    if group_by is not None:
+        metrics["groups"] = {label: acc.result() for label, acc in groups.items()}
+    return metrics, predictions
+
+
+def _group_labels(block: Sequence[Atoms], key: str, first: int) -> list[str]:
+    labels = []
+    for k, atoms in enumerate(block):
+        if key not in atoms.info:
+            raise ValueError(f"group_by {key!r}: structure {first + k} has no info[{key!r}] "
+                             f"(its info keys: {sorted(atoms.info)})")
+        labels.append(str(atoms.info[key]))
+    return labels
+
+
+def _update_groups(groups: dict[str, ErrorAccumulator], labels: list[str], out: dict, batch) -> None:
+    """Add each group's structures of one batch to that group's accumulator."""
+    for label in dict.fromkeys(labels):
+        mask = torch.tensor([lab == label for lab in labels], device=batch.n_atoms.device)
+        groups.setdefault(label, ErrorAccumulator()).update(out, batch, systems=mask)
 
 
 def _check_elements(block: Sequence[Atoms], known: set[int], elements, first: int) -> None:

@@ -4,12 +4,15 @@ Prints energy RMSE/MAE per atom (meV/atom), force-component RMSE/MAE (meV/Å) an
 RMSE (GPa). With ``--json`` stdout holds exactly one JSON object with the keys
 energy_rmse_mev_per_atom, energy_mae_mev_per_atom, force_rmse_mev_per_a,
 force_mae_mev_per_a, stress_rmse_gpa, n_structures, n_atoms (null for a label the data
-lack), so scripts can parse it; the progress bar then stays off. Several model files are
+lack), so scripts can parse it; the progress bar then stays off. ``--by KEY`` adds the
+errors of each group of structures that share ``info[KEY]`` (mlearn data: ``--by group``
+gives AIMD, Elastic, Surface, Vacancy), under the JSON key "groups". Several model files are
 evaluated as one committee: the mean of their predictions (mlpot.models.Ensemble).
 
 example:
   mlpot evaluate runs/cuau/model.pt datasets/cuau/cuau.extxyz.gz --plot parity.png
   mlpot evaluate model.pt Mo/test.json --read-option stress_order="xx yy zz xy zx yz" --json
+  mlpot evaluate model.pt Si/test.json --by group
   mlpot evaluate runs/si/seed0/model.pt runs/si/seed1/model.pt runs/si/seed2/model.pt Si/test.json
 """
 
@@ -30,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, e.g. stress_order='xx yy zz xy zx yz' (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--by", metavar="KEY",
+                        help="also report the errors per group of structures sharing info[KEY] "
+                             "(mlearn: group)")
     parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch (default: %(default)s)")
     parser.add_argument("--device", default="cpu",
@@ -75,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
     name = args.model[0] if len(models) == 1 else f"committee of {len(models)} ({', '.join(args.model)})"
     structures = read(args.data, format=args.format, **parse_options(args.read_option))
     metrics, predictions = evaluate(model, structures, batch_size=args.batch_size,
-                                    progress=not args.json)
+                                    progress=not args.json, group_by=args.by)
     if args.plot:
         parity_plot(predictions, args.plot, title=f"{name} on {args.data}")
     if args.json:
-        print(json.dumps({k: metrics[k] for k in METRIC_KEYS}))
+        result = {k: metrics[k] for k in METRIC_KEYS}
+        if args.by:
+            result["groups"] = metrics["groups"]
+        print(json.dumps(result))
         return 0
     print(f"model   {name} ({', '.join(model.elements)})")
     print(f"data    {args.data}: {metrics['n_structures']} structures, {metrics['n_atoms']} atoms")
@@ -89,9 +98,23 @@ def run(args: argparse.Namespace) -> int:
             ("stress", "stress_rmse_gpa", None, "GPa"))
     for name, rmse, mae, unit in rows:
         print(f"{name:<8}{_fmt(metrics[rmse]):>10}{_fmt(metrics.get(mae)):>10}  {unit}")
+    if args.by:
+        _print_groups(args.by, metrics["groups"])
     if args.plot:
         print(f"parity plot written to {args.plot}")
     return 0
+
+
+def _print_groups(key: str, groups: dict[str, dict]) -> None:
+    """One row per group: structures, energy RMSE/MAE, force RMSE/MAE, stress RMSE."""
+    columns = (("n_structures", "structures"), ("energy_rmse_mev_per_atom", "E RMSE"),
+               ("energy_mae_mev_per_atom", "E MAE"), ("force_rmse_mev_per_a", "F RMSE"),
+               ("force_mae_mev_per_a", "F MAE"), ("stress_rmse_gpa", "σ RMSE"))
+    width = max(12, *(len(label) + 2 for label in groups))
+    print(f"\nper info[{key!r}] (energy meV/atom, forces meV/Å, stress GPa):")
+    print(f"{'':<{width}}" + "".join(f"{title:>11}" for _, title in columns))
+    for label, metrics in groups.items():
+        print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k]):>11}" for k, _ in columns))
 
 
 def _fmt(value: float | None) -> str:

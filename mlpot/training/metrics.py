@@ -27,27 +27,36 @@ class ErrorAccumulator:
         self.n_atoms = 0
 
     @torch.no_grad()
-    def update(self, predictions: dict[str, torch.Tensor], batch) -> None:
+    def update(self, predictions: dict[str, torch.Tensor], batch,
+               systems: torch.Tensor | None = None) -> None:
         """Add one batch: ``predictions`` from :class:`~mlpot.models.Potential`, labels
-        from ``batch.targets``."""
+        from ``batch.targets``.
+
+        Args:
+            systems: optional (B,) bool mask; only the structures it selects (and their
+                atoms) are counted. Per-group errors use it, so that they come from this one
+                implementation and add up to the whole.
+        """
         t = batch.targets
-        self.n_structures += batch.n_systems
-        self.n_atoms += int(batch.n_atoms.sum())
-        has_e = t.has_energy
+        if systems is None:
+            systems = torch.ones(batch.n_systems, dtype=torch.bool, device=t.has_energy.device)
+        self.n_structures += int(systems.sum())
+        self.n_atoms += int(batch.n_atoms[systems].sum())
+        has_e = t.has_energy & systems
         if bool(has_e.any()):
             err = ((predictions["energy"].double() - t.energy.double()) / batch.n_atoms.double())[has_e]
             self.sums["e2"] += float((err**2).sum())
             self.sums["e1"] += float(err.abs().sum())
             self.counts["e"] += int(has_e.sum())
         if "forces" in predictions:
-            atom_has_f = t.has_forces[batch.system_idx]
+            atom_has_f = (t.has_forces & systems)[batch.system_idx]
             if bool(atom_has_f.any()):
                 err = (predictions["forces"].double() - t.forces.double())[atom_has_f]
                 self.sums["f2"] += float((err**2).sum())
                 self.sums["f1"] += float(err.abs().sum())
                 self.counts["f"] += err.numel()
         if "stress" in predictions:
-            has_s = t.has_stress & batch.pbc.all(dim=1)
+            has_s = t.has_stress & batch.pbc.all(dim=1) & systems
             if bool(has_s.any()):
                 err = (predictions["stress"].double() - t.stress.double())[has_s]
                 self.sums["s2"] += float((err**2).sum())

@@ -30,7 +30,8 @@ def emt_structures(n: int = 6, seed: int = 0, elements=("Cu", "Au")) -> list:
         atoms.calc = EMT()
         out.append(labelled_atoms(atoms.numbers, atoms.positions, atoms.cell.array, True,
                                   energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                                  stress=atoms.get_stress(), info={"k": k}))
+                                  stress=atoms.get_stress(),
+                                  info={"k": k, "group": "strained" if k % 3 else "bulk"}))
     return out
 
 
@@ -99,6 +100,47 @@ def test_evaluate_library_predictions(files):
     assert metrics["force_rmse_mev_per_a"] == pytest.approx(f_rmse)
     np.testing.assert_array_equal(pred.system_idx, np.repeat(np.arange(6), 4))
     assert not model.training
+
+
+def test_errors_per_group_are_each_group_evaluated_alone(files):
+    """Groups mixed within every batch (batch 4: bulk, strained, strained, bulk) give the
+    errors of each group's structures evaluated on their own, and their counts add up."""
+    model = mlpot.load(files["model"])
+    structures = files["structures"]
+    metrics, _ = evaluate(model, structures, batch_size=4, group_by="group")
+    assert list(metrics["groups"]) == ["bulk", "strained"]
+    for label, group in metrics["groups"].items():
+        alone, _ = evaluate(model, [a for a in structures if a.info["group"] == label], batch_size=16)
+        for key in METRIC_KEYS:
+            assert group[key] == pytest.approx(alone[key], rel=1e-9), (label, key)
+    assert sum(g["n_structures"] for g in metrics["groups"].values()) == metrics["n_structures"] == 6
+    assert metrics["groups"]["bulk"]["n_structures"] == 2
+    # The energy MAE of the whole is the structure-weighted mean of the groups'.
+    mae = sum(g["energy_mae_mev_per_atom"] * g["n_structures"] for g in metrics["groups"].values()) / 6
+    assert metrics["energy_mae_mev_per_atom"] == pytest.approx(mae, rel=1e-9)
+    plain, _ = evaluate(model, structures, batch_size=4)
+    assert "groups" not in plain
+
+
+def test_evaluate_by_group_json_and_table(files, capsys):
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--by", "group", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["groups"]) == {"bulk", "strained"}
+    assert list(result["groups"]["strained"]) == list(METRIC_KEYS)
+    assert result["groups"]["strained"]["n_structures"] == 4
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--by", "group"]) == 0
+    out = capsys.readouterr().out
+    assert "per info['group']" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["bulk"], ["strained"])}
+    assert rows["bulk"][1] == "2" and rows["strained"][1] == "4"
+
+
+def test_evaluate_by_a_missing_info_key_names_structure_and_key(files, capsys):
+    with pytest.raises(ValueError, match=r"structure 0 has no info\['phase'\].*'group'"):
+        evaluate(mlpot.load(files["model"]), files["structures"], group_by="phase")
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--by", "phase", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "info['phase']" in captured.err
 
 
 def test_parity_plot_writes_png(files, tmp_path, capsys):
