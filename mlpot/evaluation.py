@@ -145,16 +145,7 @@ def evaluate(
             accumulator.update(out, batch)
             if group_by is not None:
                 _update_groups(groups, _group_labels(block, group_by, lo), out, batch)
-            t = batch.targets
-            nan_stress = torch.full_like(t.stress, float("nan"))
-            for key, value in (
-                ("energy", out["energy"]), ("energy_ref", t.energy), ("n_atoms", batch.n_atoms),
-                ("forces", out["forces"]), ("forces_ref", t.forces), ("numbers", batch.numbers),
-                ("system_idx", batch.system_idx + offset),
-                ("stress", out.get("stress", nan_stress)), ("stress_ref", t.stress),
-            ):
-                value = value.cpu()
-                parts[key].append((value.double() if value.is_floating_point() else value).numpy())
+            _append_predictions(parts, out, batch, offset)
             offset += batch.n_systems
     finally:
         model.train(was_training)
@@ -163,6 +154,21 @@ def evaluate(
     if group_by is not None:
         metrics["groups"] = {label: acc.result() for label, acc in groups.items()}
     return metrics, predictions
+
+
+def _append_predictions(parts: dict[str, list[np.ndarray]], out: dict, batch, offset: int) -> None:
+    """Add one batch's predictions and labels to the :class:`Predictions` fields, on the CPU
+    in float64; ``offset`` is the index of the batch's first structure."""
+    t = batch.targets
+    nan_stress = torch.full_like(t.stress, float("nan"))
+    for key, value in (
+        ("energy", out["energy"]), ("energy_ref", t.energy), ("n_atoms", batch.n_atoms),
+        ("forces", out["forces"]), ("forces_ref", t.forces), ("numbers", batch.numbers),
+        ("system_idx", batch.system_idx + offset),
+        ("stress", out.get("stress", nan_stress)), ("stress_ref", t.stress),
+    ):
+        value = value.cpu()
+        parts[key].append((value.double() if value.is_floating_point() else value).numpy())
 
 
 def _group_labels(block: Sequence[Atoms], key: str, first: int) -> list[str]:
