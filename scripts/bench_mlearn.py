@@ -123,6 +123,8 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
     from mlpot.training.many import train_many
 
     dirs = [out / f"seed{s}" for s in seeds]
+    if not force:
+        _refuse_other_configs(el, config, overrides, seeds, dirs)
     todo = []
     for seed, run in zip(seeds, dirs):
         done = run / DONE
@@ -145,6 +147,31 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
             (run / DONE).write_text(json.dumps({"epochs": epochs, "wall_s_this_call": time.perf_counter() - start})
                                     + "\n")
     return dirs
+
+
+def _refuse_other_configs(el: str, config: Path, overrides: list[str], seeds: list[int], dirs: list[Path]) -> None:
+    """Stop before a run folder trained with another config stands in for this one.
+
+    A finished run is skipped and an unfinished one resumed, so a folder left by an earlier
+    recipe under the same tag would report that recipe's errors under this one's name.
+
+    Raises:
+        SystemExit: naming the folder, the keys that differ and the ways on.
+    """
+    import yaml
+
+    from mlpot.training import TrainConfig
+    from mlpot.training.trainer import resume_differences
+
+    for seed, run in zip(seeds, dirs):
+        saved = run / "config.yaml"
+        if not saved.is_file():
+            continue
+        current = TrainConfig.from_yaml(config, [*overrides, f"training.seed={seed}"]).to_dict()
+        changed = resume_differences(yaml.safe_load(saved.read_text()), current)
+        if changed:
+            raise SystemExit(f"[{el}] {run} was trained with another config (it differs in {changed}): "
+                             "--force retrains it, or choose another --tag (or --runs)")
 
 
 def _physical(el: str, model_paths: list[Path], train_file: Path) -> dict:

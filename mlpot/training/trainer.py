@@ -61,7 +61,8 @@ from .report import METRIC_COLUMNS, MetricsLog, epoch_summary, error_summary, gr
 from .state import Learner, early_stopping_note
 from .warm_start import warm_start_model
 
-__all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "METRIC_COLUMNS"]
+__all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "resume_differences",
+           "METRIC_COLUMNS"]
 
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
@@ -484,9 +485,17 @@ def _evaluate_test(run: _Run, data: _Data) -> dict | None:
     return metrics
 
 
+def resume_differences(saved: dict, current: dict) -> list[str]:
+    """The dotted config keys in which ``current`` (``TrainConfig.to_dict``) differs from a
+    run's ``saved`` config beyond what a resume may change (the run's length, result-neutral
+    options such as the device, and the test set): empty when a run trained with ``saved``
+    can stand for one trained with ``current``. Options added since ``saved`` was written
+    compare at their defaults."""
+    return config_differences(with_current_defaults(saved), current, _RESUME_MAY_CHANGE)
+
+
 def _check_resumable(saved: dict, current: dict, path: Path) -> None:
-    saved = with_current_defaults(saved)
-    changed = config_differences(saved, current, _RESUME_MAY_CHANGE)
+    changed = resume_differences(saved, current)
     if changed:
         raise ValueError(f"cannot resume {path}: the config differs in {changed}; only "
                          f"{sorted(_RESUME_MAY_CHANGE)} may change on resume")

@@ -53,3 +53,21 @@ def test_api_example_runs(tmp_path):
                            "--epochs", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test: energy RMSE" in proc.stdout
+
+
+def test_bench_mlearn_refuses_a_run_folder_of_another_config(tmp_path):
+    """A folder left by another recipe under the same tag is not reported as this one's
+    (the benchmark skips finished runs and resumes unfinished ones)."""
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    overrides = ["training.epochs=1000"]
+    run = tmp_path / "seed0"
+    run.mkdir()
+    TrainConfig.from_yaml(bench.CONFIG, [*overrides, "training.seed=0"]).save(run / "config.yaml")
+    # The same config, run longer and on another device: it may stand for this one.
+    bench._refuse_other_configs("Si", bench.CONFIG, ["training.epochs=2000", "training.device=cpu"], [0], [run])
+    with pytest.raises(SystemExit, match=r"seed0 was trained with another config .*'loss.energy_weight'.*--force"):
+        bench._refuse_other_configs("Si", bench.CONFIG, [*overrides, "loss.energy_weight=3000"], [0], [run])
+    with pytest.raises(SystemExit, match=r"'training.seed'"):
+        bench._refuse_other_configs("Si", bench.CONFIG, overrides, [1], [run])
