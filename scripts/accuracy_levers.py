@@ -5,7 +5,9 @@ Every lever is one ``scripts/bench_mlearn.py`` call: the same elements, seeds an
 with its own config overrides, into ``RUNS/mlearn-<el>-<lever>/seed<k>`` and
 ``RUNS/bench_mlearn-<lever>.json`` (log: ``RUNS/<lever>.log``). The plan is printed first; a finished lever is skipped
 and an interrupted one resumes from its checkpoints, so the script continues where it
-stopped (run it again with the same arguments). ``--summary`` prints the table of all
+stopped (run it again with the same arguments). A lever finished on an earlier recipe keeps
+its result, and the plan says so with the settings that differ from today's recipe (rerun it
+into another ``--runs`` folder to measure it on today's). ``--summary`` prints the table of all
 finished levers (test MAE, elastic constants against DFT) without training.
 
 Usage: python scripts/accuracy_levers.py [--elements Si Mo] [--seeds 0 1 2] [--epochs 300]
@@ -21,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_mlearn import _stats  # mean ± std over seeds, as the benchmark prints them
+from bench_mlearn import CONFIG, _stats, config_changes, run_folder, run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN_EPOCHS = 300  # the screening budget; the recipe's full budget is 1000
@@ -133,7 +135,11 @@ def main() -> int:
         print(f"plan: {len(args.levers)} levers × {args.elements}, {len(args.seeds)} seeds each (trained together), "
               f"{args.epochs} epochs:")
         for k, lever in enumerate(args.levers, 1):
-            state = "done" if _done(args.runs, _tag(lever, args.epochs), args) else "to run"
+            tag = _tag(lever, args.epochs)
+            state = "to run"
+            if _done(args.runs, tag, args):
+                changed = _earlier_recipe(args.runs, lever, tag, args)
+                state = f"done on an earlier recipe (it differs in {changed})" if changed else "done"
             print(f"  {k:>2}. {lever:<12} {' '.join(LEVERS[lever]) or '(the recipe as shipped)'}  [{state}]")
         for k, lever in enumerate(args.levers, 1):
             tag = _tag(lever, args.epochs)
@@ -184,6 +190,18 @@ def _done(runs: Path, tag: str, args) -> bool:
     seeds = [r for r in data["results"] if r["seed"] != "committee"]
     return (sorted(data.get("seeds", [])) == sorted(args.seeds) and {r["element"] for r in seeds} >= set(args.elements)
             and all(r.get("epochs", 0) >= args.epochs for r in seeds))
+
+
+def _earlier_recipe(runs: Path, lever: str, tag: str, args) -> list[str]:
+    """The config keys in which a finished lever's first run differs from the lever on the
+    recipe as shipped now (empty: the same configuration). A lever keeps its result from the
+    recipe of its time; a rerun on today's recipe needs another --runs folder."""
+    for el in args.elements:
+        changed = config_changes(run_folder(runs, el, tag) / f"seed{args.seeds[0]}", CONFIG,
+                                 run_overrides(el, args.epochs, LEVERS[lever]), args.seeds[0])
+        if changed:
+            return changed
+    return []
 
 
 def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:

@@ -83,11 +83,8 @@ def main() -> int:
         if not (train_file.is_file() and test_file.is_file()):
             print(f"[{el}] skipped: {train_file} or {test_file} not found")
             continue
-        out = args.runs / (f"mlearn-{el}" + (f"-{args.tag}" if args.tag else ""))
-        overrides = [f"data.train={train_file}", f"data.test={test_file}",
-                     f"training.epochs={epochs}", *args.overrides]
-        if el in READ_OPTIONS:
-            overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")
+        out = run_folder(args.runs, el, args.tag)
+        overrides = run_overrides(el, epochs, args.overrides)
         dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force)
         for seed, run in zip(args.seeds, dirs):
             metrics = _evaluate(el, [run / "model.pt"], test_file)
@@ -149,6 +146,36 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
     return dirs
 
 
+def run_folder(runs: Path, el: str, tag: str) -> Path:
+    """Where the seeds of element ``el`` under ``tag`` train: ``RUNS/mlearn-<el>[-<tag>]``."""
+    return runs / (f"mlearn-{el}" + (f"-{tag}" if tag else ""))
+
+
+def run_overrides(el: str, epochs: int, extra: list[str]) -> list[str]:
+    """The config overrides of element ``el``'s runs: its data, the budget, then ``extra``."""
+    overrides = [f"data.train={MLEARN / el / 'training.json'}", f"data.test={MLEARN / el / 'test.json'}",
+                 f"training.epochs={epochs}", *extra]
+    if el in READ_OPTIONS:
+        overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")
+    return overrides
+
+
+def config_changes(run: Path, config: Path, overrides: list[str], seed: int) -> list[str]:
+    """The config keys in which the run in folder ``run`` differs from ``config`` with
+    ``overrides`` and ``seed``, beyond what a resume may change (its length, the device…);
+    empty when it may stand for such a run or when ``run`` holds no config.yaml."""
+    import yaml
+
+    from mlpot.training import TrainConfig
+    from mlpot.training.trainer import resume_differences
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return []
+    current = TrainConfig.from_yaml(config, [*overrides, f"training.seed={seed}"]).to_dict()
+    return resume_differences(yaml.safe_load(saved.read_text()), current)
+
+
 def _refuse_other_configs(el: str, config: Path, overrides: list[str], seeds: list[int], dirs: list[Path]) -> None:
     """Stop before a run folder trained with another config stands in for this one.
 
@@ -158,17 +185,8 @@ def _refuse_other_configs(el: str, config: Path, overrides: list[str], seeds: li
     Raises:
         SystemExit: naming the folder, the keys that differ and the ways on.
     """
-    import yaml
-
-    from mlpot.training import TrainConfig
-    from mlpot.training.trainer import resume_differences
-
     for seed, run in zip(seeds, dirs):
-        saved = run / "config.yaml"
-        if not saved.is_file():
-            continue
-        current = TrainConfig.from_yaml(config, [*overrides, f"training.seed={seed}"]).to_dict()
-        changed = resume_differences(yaml.safe_load(saved.read_text()), current)
+        changed = config_changes(run, config, overrides, seed)
         if changed:
             raise SystemExit(f"[{el}] {run} was trained with another config (it differs in {changed}): "
                              "--force retrains it, or choose another --tag (or --runs)")

@@ -71,3 +71,19 @@ def test_bench_mlearn_refuses_a_run_folder_of_another_config(tmp_path):
         bench._refuse_other_configs("Si", bench.CONFIG, [*overrides, "loss.energy_weight=3000"], [0], [run])
     with pytest.raises(SystemExit, match=r"'training.seed'"):
         bench._refuse_other_configs("Si", bench.CONFIG, overrides, [1], [run])
+
+
+def test_accuracy_levers_tells_a_lever_finished_on_an_earlier_recipe(tmp_path):
+    from scripts_for_tests import load_script
+
+    levers = load_script("accuracy_levers")
+    args = type("Args", (), {"elements": ["Si"], "seeds": [0], "epochs": 1000})()
+    run = levers.run_folder(tmp_path, "Si", "wd1e-1-e1000") / "seed0"
+    run.mkdir(parents=True)
+    overrides = levers.run_overrides("Si", 1000, levers.LEVERS["wd1e-1"])
+    TrainConfig.from_yaml(levers.CONFIG, [*overrides, "training.seed=0"]).save(run / "config.yaml")
+    assert levers._earlier_recipe(tmp_path, "wd1e-1", "wd1e-1-e1000", args) == []
+    # The same lever, trained when the recipe weighed the energies 100:
+    TrainConfig.from_yaml(levers.CONFIG, [*overrides, "training.seed=0", "loss.energy_weight=100"]).save(
+        run / "config.yaml")
+    assert levers._earlier_recipe(tmp_path, "wd1e-1", "wd1e-1-e1000", args) == ["loss.energy_weight"]
