@@ -45,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlpot.io.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "mlearn.yaml"
 MLEARN = ROOT.parent / "shared" / "datasets" / "mlearn"
@@ -105,12 +107,26 @@ def main() -> int:
         return 0
     _print_table(rows)
     args.runs.mkdir(parents=True, exist_ok=True)
-    name = "bench_mlearn" + (f"-{args.tag}" if args.tag else "") + ".json"
-    (args.runs / name).write_text(json.dumps(
-        {"config": str(args.config), "overrides": args.overrides, "seeds": args.seeds, "results": rows,
+    path = args.runs / ("bench_mlearn" + (f"-{args.tag}" if args.tag else "") + ".json")
+    kept = _rows_of_other_elements(path, set(args.elements), args.seeds)
+    atomic_write_text(path, json.dumps(
+        {"config": str(args.config), "overrides": args.overrides, "seeds": args.seeds, "results": kept + rows,
          "published_mae": PUBLISHED}, indent=1) + "\n")
-    print(f"\nresults written to {args.runs / name}")
+    print(f"\nresults written to {path}" + (f" (beside the earlier rows of {sorted({r['element'] for r in kept})})"
+                                              if kept else ""))
     return 0
+
+
+def _rows_of_other_elements(path: Path, elements: set[str], seeds: list[int]) -> list[dict]:
+    """The rows of an earlier result file of the same tag for elements not run now, so that
+    ``--elements Mo`` after ``--elements Si`` adds Mo's rows instead of replacing Si's; none
+    when that file is absent or holds other seeds."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    if sorted(earlier.get("seeds", [])) != sorted(seeds):
+        return []
+    return [r for r in earlier["results"] if r["element"] not in elements]
 
 
 def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: list[int], epochs: int,

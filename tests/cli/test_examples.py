@@ -87,3 +87,18 @@ def test_accuracy_levers_tells_a_lever_finished_on_an_earlier_recipe(tmp_path):
     TrainConfig.from_yaml(levers.CONFIG, [*overrides, "training.seed=0", "loss.energy_weight=100"]).save(
         run / "config.yaml")
     assert levers._earlier_recipe(tmp_path, "wd1e-1", "wd1e-1-e1000", args) == ["loss.energy_weight"]
+
+
+def test_bench_mlearn_keeps_the_rows_of_elements_it_does_not_rerun(tmp_path):
+    """--elements Mo after --elements Si under one tag adds Mo's rows; Si's stay."""
+    import json
+
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    path = tmp_path / "bench_mlearn-x.json"
+    si = [{"element": "Si", "seed": s} for s in (0, 1, 2)] + [{"element": "Si", "seed": "committee"}]
+    path.write_text(json.dumps({"seeds": [0, 1, 2], "results": si + [{"element": "Mo", "seed": 0}]}))
+    assert bench._rows_of_other_elements(path, {"Mo"}, [2, 1, 0]) == si
+    assert bench._rows_of_other_elements(path, {"Mo"}, [0]) == []  # other seeds: not one table
+    assert bench._rows_of_other_elements(tmp_path / "absent.json", {"Mo"}, [0]) == []
