@@ -200,7 +200,9 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         elif left:
             unmeasured.append(name)
         print(line)
-    print(f"md stage: {replicas} replicas × {ps:g} ps per cell (NVT); ~{hours:.0f} h left for the measured studies"
+    left_line = (f"~{hours:.0f} h left for the studies whose cost is measured"
+                 if len(unmeasured) < len(studies) else "no cell finished yet, so no time estimate")
+    print(f"md stage: {replicas} replicas × {ps:g} ps per cell (NVT); {left_line}"
           + (f"; cost measured after the first cell of: {', '.join(unmeasured)}" if unmeasured else ""), flush=True)
     return todo
 
