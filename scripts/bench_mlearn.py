@@ -81,7 +81,7 @@ def main() -> int:
 
     rows = []
     for el in args.elements:
-        train_file, test_file = MLEARN / el / "training.json", MLEARN / el / "test.json"
+        train_file, test_file = data_files(el)
         if not (train_file.is_file() and test_file.is_file()):
             print(f"[{el}] skipped: {train_file} or {test_file} not found")
             continue
@@ -167,10 +167,15 @@ def run_folder(runs: Path, el: str, tag: str) -> Path:
     return runs / (f"mlearn-{el}" + (f"-{tag}" if tag else ""))
 
 
+def data_files(el: str) -> tuple[Path, Path]:
+    """Element ``el``'s mlearn training and test files in ../shared."""
+    return MLEARN / el / "training.json", MLEARN / el / "test.json"
+
+
 def run_overrides(el: str, epochs: int, extra: list[str]) -> list[str]:
     """The config overrides of element ``el``'s runs: its data, the budget, then ``extra``."""
-    overrides = [f"data.train={MLEARN / el / 'training.json'}", f"data.test={MLEARN / el / 'test.json'}",
-                 f"training.epochs={epochs}", *extra]
+    train_file, test_file = data_files(el)
+    overrides = [f"data.train={train_file}", f"data.test={test_file}", f"training.epochs={epochs}", *extra]
     if el in READ_OPTIONS:
         overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")
     return overrides
