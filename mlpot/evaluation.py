@@ -25,6 +25,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from .data import collate
 from .device import resolve_device
 from .progress import progress as report
+from .training.config import info_labels
 from .training.metrics import ErrorAccumulator
 
 __all__ = ["Predictions", "evaluate", "parity_plot", "require_matplotlib"]
@@ -113,8 +114,9 @@ def evaluate(
 
     Raises:
         ValueError: for ``batch_size`` < 1, no structures, an element the model does not
-            know (the message names the element and the first structure holding it), or a
-            structure without ``info[group_by]`` (named with its index and the keys it has).
+            know (the message names the element and the first structure holding it), or, before
+            any evaluation, a structure without ``info[group_by]`` (named with its index and
+            the keys it has).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -127,6 +129,9 @@ def evaluate(
     known = {atomic_numbers[el] for el in model.elements}
     accumulator = ErrorAccumulator()
     groups: dict[str, ErrorAccumulator] = {}
+    # Every label up front: a structure without one fails before the evaluation, not after it.
+    labels = (None if group_by is None
+              else [str(label) for label in info_labels(structures, group_by, "group_by", "the structures")])
     parts: dict[str, list[np.ndarray]] = {k: [] for k in Predictions.__dataclass_fields__}
     offset = 0
     was_training = model.training
@@ -143,8 +148,8 @@ def evaluate(
             out = model(batch, forces=True, stress=periodic, create_graph=False)
             out = {k: v.detach() for k, v in out.items()}
             accumulator.update(out, batch)
-            if group_by is not None:
-                _update_groups(groups, _group_labels(block, group_by, lo), out, batch)
+            if labels is not None:
+                _update_groups(groups, labels[lo:lo + batch_size], out, batch)
             _append_predictions(parts, out, batch, offset)
             offset += batch.n_systems
     finally:
@@ -169,16 +174,6 @@ def _append_predictions(parts: dict[str, list[np.ndarray]], out: dict, batch, of
     ):
         value = value.cpu()
         parts[key].append((value.double() if value.is_floating_point() else value).numpy())
-
-
-def _group_labels(block: Sequence[Atoms], key: str, first: int) -> list[str]:
-    labels = []
-    for k, atoms in enumerate(block):
-        if key not in atoms.info:
-            raise ValueError(f"group_by {key!r}: structure {first + k} has no info[{key!r}] "
-                             f"(its info keys: {sorted(atoms.info)})")
-        labels.append(str(atoms.info[key]))
-    return labels
 
 
 def _update_groups(groups: dict[str, ErrorAccumulator], labels: list[str], out: dict, batch) -> None:

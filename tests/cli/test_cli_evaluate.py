@@ -136,7 +136,7 @@ def test_evaluate_by_group_json_and_table(files, capsys):
 
 
 def test_evaluate_by_a_missing_info_key_names_structure_and_key(files, capsys):
-    with pytest.raises(ValueError, match=r"structure 0 has no info\['phase'\].*'group'"):
+    with pytest.raises(ValueError, match=r"group_by: structure 0 of the structures has no info\['phase'\].*'group'"):
         evaluate(mlpot.load(files["model"]), files["structures"], group_by="phase")
     assert main(["evaluate", str(files["model"]), str(files["data"]), "--by", "phase", "--json"]) == 2
     captured = capsys.readouterr()
