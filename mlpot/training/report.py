@@ -117,9 +117,12 @@ def error_summary(m: dict, prefix: str = "") -> str:
 
 
 def epoch_summary(row: dict, epochs: int, improved: bool) -> str:
-    """The log line of an epoch's row (``*`` marks a new best validation loss)."""
+    """The log line of an epoch's row (``*`` marks a new best validation loss; without a
+    validation set, a new best training loss, and the line shows the training errors)."""
     val = row["val_loss"]
     width = len(str(epochs))
+    errors = (f"val RMSE {error_summary(row, 'val_')}" if val is not None
+              else f"train RMSE {error_summary(row, 'train_')} (no validation set)")
     return (f"epoch {row['epoch']:>{width}}/{epochs}  lr {row['lr']:.2e}  loss train {row['train_loss']:.4e}"
             + (f" val {val:.4e}" if val is not None else "")
-            + f"  | val RMSE {error_summary(row, 'val_')}  | {row['wall_s']:.1f} s" + ("  *" if improved else ""))
+            + f"  | {errors}  | {row['wall_s']:.1f} s" + ("  *" if improved else ""))

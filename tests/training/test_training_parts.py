@@ -277,3 +277,17 @@ def test_ema_average_and_swap():
     ema.swap(net)
     for k, v in net.state_dict().items():
         assert torch.equal(v, trained[k])
+
+
+def test_epoch_line_shows_training_errors_without_a_validation_set():
+    from mlpot.training.report import epoch_summary
+    row = {"epoch": 3, "lr": 1e-3, "wall_s": 0.5, "train_loss": 2.0, "val_loss": None,
+           "train_energy_rmse_mev_per_atom": 4.25, "train_force_rmse_mev_per_a": 120.0,
+           "val_energy_rmse_mev_per_atom": None, "val_force_rmse_mev_per_a": None}
+    line = epoch_summary(row, 10, improved=True)
+    assert "train RMSE E 4.25 meV/atom, F 120.0 meV/Å (no validation set)" in line
+    assert "val RMSE" not in line and " val " not in line and line.endswith("*")
+    row.update(val_loss=1.5, val_energy_rmse_mev_per_atom=5.5, val_force_rmse_mev_per_a=130.0)
+    line = epoch_summary(row, 10, improved=False)
+    assert "val 1.5000e+00" in line and "val RMSE E 5.50 meV/atom, F 130.0 meV/Å" in line
+    assert "train RMSE" not in line
