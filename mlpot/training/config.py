@@ -8,7 +8,7 @@ unknown key anywhere is an error that names it::
     descriptor: null            # {kind: symmetry_functions, ...} (see mlpot.descriptors);
                                 # null → the default symmetry functions
     descriptor_cutoff: 5.0      # Å, cutoff of the default set (ignored with a descriptor)
-    model:      {depth: 2, width: 32, activation: tanh, ...}   # NetworkConfig
+    model:      {depth: 2, width: 32, activation: silu, ...}   # NetworkConfig
     scaling:    {mode: scale_center, range: [-1, 1]}
     loss:       {energy_weight: 1.0, forces_weight: 10.0, stress_weight: 0.0,
                  weight_by: null, group_weights: {},   # e.g. weight_by: group,

@@ -256,14 +256,14 @@ def test_random_model_round_trip_is_exact(tmp_path, config, scaling, cutoff_func
 
 
 def test_round_trip_in_bohr_hartree_is_exact(tmp_path):
-    model = small_model(NetworkConfig(hidden=(6, 6)))
+    model = small_model(NetworkConfig(hidden=(6, 6), activation="tanh"))
     write_potential(model, tmp_path, units="bohr_hartree")
     assert "# Length unit     : Bohr" in (tmp_path / "input.nn").read_text()
     assert_same_model(model, read_potential(tmp_path))
 
 
 def test_float32_and_unscaled_models_export(tmp_path):
-    model = small_model(NetworkConfig(hidden=(5, 4))).float()
+    model = small_model(NetworkConfig(hidden=(5, 4), activation="tanh")).float()
     write_potential(model, tmp_path / "f32")
     again = read_potential(tmp_path / "f32")  # float64
     atoms = water_box(seed=5)
@@ -271,7 +271,7 @@ def test_float32_and_unscaled_models_export(tmp_path):
     assert b["energy"][0] == pytest.approx(float(a["energy"][0]), rel=1e-6)
     np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-3)
     torch.manual_seed(1)
-    raw = Potential(SymmetryFunctionSpec.from_dict(SPEC), NetworkConfig(hidden=(3,))).double().eval()
+    raw = Potential(SymmetryFunctionSpec.from_dict(SPEC), NetworkConfig(hidden=(3,), activation="tanh")).double().eval()
     with pytest.warns(UserWarning, match="no descriptor scaling"):
         write_potential(raw, tmp_path / "raw")
     again = read_potential(tmp_path / "raw")
@@ -308,7 +308,7 @@ def test_cli_import_and_export(water_dir, tmp_path, capsys):
 @pytest.fixture()
 def folder(tmp_path) -> Path:
     """A valid small potential folder (Å/eV), to be corrupted by each test."""
-    write_potential(small_model(NetworkConfig(hidden=(4, 3))), tmp_path / "pot")
+    write_potential(small_model(NetworkConfig(hidden=(4, 3), activation="tanh")), tmp_path / "pot")
     return tmp_path / "pot"
 
 
