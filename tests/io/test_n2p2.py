@@ -271,7 +271,8 @@ def test_float32_and_unscaled_models_export(tmp_path):
     assert b["energy"][0] == pytest.approx(float(a["energy"][0]), rel=1e-6)
     np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-3)
     torch.manual_seed(1)
-    raw = Potential(SymmetryFunctionSpec.from_dict(SPEC), NetworkConfig(hidden=(3,), activation="tanh")).double().eval()
+    raw = Potential(SymmetryFunctionSpec.from_dict(SPEC),
+                    NetworkConfig(hidden=(3,), activation="tanh")).double().eval()
     with pytest.warns(UserWarning, match="no descriptor scaling"):
         write_potential(raw, tmp_path / "raw")
     again = read_potential(tmp_path / "raw")
