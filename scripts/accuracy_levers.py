@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_mlearn import CONFIG, _stats, config_changes, run_folder, run_overrides
+from bench_mlearn import CONFIG, _stats, config_changes, result_file, run_folder, run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN_EPOCHS = 300  # the screening budget; the recipe's full budget is 1000
@@ -191,12 +191,8 @@ assert not any(_budget_of(b, a) for a in LEVERS for b in LEVERS if a != b), \
     "a lever's name equals another lever's tag at a budget (<lever>-e<epochs>)"
 
 
-def _result_file(runs: Path, tag: str) -> Path:
-    return runs / f"bench_mlearn-{tag}.json"
-
-
 def _done(runs: Path, tag: str, args) -> bool:
-    path = _result_file(runs, tag)
+    path = result_file(runs, tag)
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
@@ -226,7 +222,7 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
             # (not a longer lever's: anneal-fs100-e* also matches anneal-fs100-e300-e1000)
             budgets = [p for p in sorted(runs.glob(f"bench_mlearn-{lever}-e*.json"))
                        if _budget_of(p.stem.removeprefix("bench_mlearn-"), lever)]
-            for path in [_result_file(runs, lever), *budgets]:
+            for path in [result_file(runs, lever), *budgets]:
                 if path.is_file():
                     _summary_row(el, path.stem.removeprefix("bench_mlearn-"), path)
 

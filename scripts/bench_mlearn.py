@@ -107,7 +107,7 @@ def main() -> int:
         return 0
     _print_table(rows)
     args.runs.mkdir(parents=True, exist_ok=True)
-    path = args.runs / ("bench_mlearn" + (f"-{args.tag}" if args.tag else "") + ".json")
+    path = result_file(args.runs, args.tag)
     kept = _rows_of_other_elements(path, set(args.elements), args.seeds)
     atomic_write_text(path, json.dumps(
         {"config": str(args.config), "overrides": args.overrides, "seeds": args.seeds, "results": kept + rows,
@@ -165,6 +165,11 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
 def run_folder(runs: Path, el: str, tag: str) -> Path:
     """Where the seeds of element ``el`` under ``tag`` train: ``RUNS/mlearn-<el>[-<tag>]``."""
     return runs / (f"mlearn-{el}" + (f"-{tag}" if tag else ""))
+
+
+def result_file(runs: Path, tag: str) -> Path:
+    """The results of a run under ``tag``: ``RUNS/bench_mlearn[-<tag>].json``."""
+    return runs / ("bench_mlearn" + (f"-{tag}" if tag else "") + ".json")
 
 
 def data_files(el: str) -> tuple[Path, Path]:
