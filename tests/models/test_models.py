@@ -193,6 +193,17 @@ def test_save_load_round_trip(tmp_path, model):
     assert not loaded.training
 
 
+def test_a_tanh_model_file_loads_as_tanh_under_the_silu_default(tmp_path):
+    """The default activation is SiLU; a file written with tanh keeps tanh (the file stores it)."""
+    assert NetworkConfig().activation == "silu"
+    tanh = make_model(NetworkConfig(depth=2, width=8, activation="tanh"))
+    mlpot.save(tanh, tmp_path / "tanh.pt")
+    loaded = mlpot.load(tmp_path / "tanh.pt")
+    assert loaded.config.activation == "tanh"
+    batch = collate([water_box(seed=6)])
+    assert torch.equal(tanh(batch)["energy"], loaded(batch)["energy"])
+
+
 def test_model_file_errors(tmp_path, model):
     with pytest.raises(FileNotFoundError, match="no such model file"):
         mlpot.load(tmp_path / "missing.pt")
