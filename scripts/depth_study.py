@@ -36,42 +36,42 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
 
 Each stage of a study is an ordinary ``mlpot ablate`` grid (:func:`mlpot.ablation.run_ablation`)
 in ``RUNS/<study>/<stage>``: finished runs are skipped and interrupted ones resume from their
-checkpoints, so the same command continues the study after any stop. The recipe is
-``examples/mlearn.yaml`` as it was when the first study started (a copy is kept in
-``RUNS/recipe.yaml`` and in each study folder; every study keeps using it even if the
-example changes later).
+checkpoints, so the same command continues the study after any stop. ``RUNS`` is scratch that
+a fresh clone lacks: what finished runs measured is copied into the committed archive
+``docs/depth-study/archive`` (``archive``; also after each stage and MD cell) and restored
+from it before every command (``scripts/depth_study_archive.py``). The recipe is
+``examples/mlearn.yaml`` as it was when the first study started (archived in ``recipe.yaml``;
+every study keeps using it even if the example changes later).
 
 Usage:
     python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
     python scripts/depth_study.py run     [--studies ...] [--stages lr full md] [--jobs 1]
     python scripts/depth_study.py md      [--studies ...] [--replicas 10] [--ps 50] [--threads 1]
-
-``run`` takes the studies one after the other, each through its stages (by default lr, full
-and md), so the first study's whole answer is there before the next one starts; ``md`` alone
-runs only that stage.
+    python scripts/depth_study.py archive [--studies ...] [--archive docs/depth-study/archive]
     python scripts/depth_study.py cost    [--studies ...] [--rounds 31] [--threads 1]
     python scripts/depth_study.py collect [--runs runs/depth-v2]
     python scripts/depth_study.py report  [--out docs/depth-study/results.json] [--figures docs/depth-study/v2]
 
-``cost`` times every cell of a study side by side in one process, interleaved, and writes
-``RUNS/<study>/cost.json`` (``scripts/depth_study_cost.py``): its ratios to plain depth 2 are
-the costs to compare cells by; the per-run costs in ``"runs"`` were measured days apart
-under changing load. ``collect`` puts the cost passes into results.json under ``"cost"``.
-``report`` draws the figures and writes tables.md from results.json (``scripts/depth_study_report.py``).
+``run`` takes the studies one after the other, each through its stages (by default lr, full
+and md), so the first study's whole answer is there before the next one starts; ``md`` alone
+runs only that stage. ``cost`` times every cell of a study side by side in one process,
+interleaved (``RUNS/<study>/cost.json``, ``scripts/depth_study_cost.py``): its ratios to plain
+depth 2 are the costs to compare cells by, as the per-run costs in ``"runs"`` were measured
+days apart under changing load. ``collect`` writes results.json (cost passes under
+``"cost"``); ``report`` draws the figures and tables.md from it (``scripts/depth_study_report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from depth_study_archive import best_val_loss
 
 from mlpot.ablation.report import collect_results
 
@@ -80,6 +80,8 @@ MLEARN = ROOT.parent / "shared" / "datasets" / "mlearn"
 TEACHER = ROOT / "runs" / "teacher-water"  # scripts/make_teacher_water.py
 RECIPE = ROOT / "examples" / "mlearn.yaml"
 RESULTS = ROOT / "docs" / "depth-study" / "results.json"
+#: The study's durable record, committed (scripts/depth_study_archive.py).
+ARCHIVE = ROOT / "docs" / "depth-study" / "archive"
 
 #: Budget name → width of the plain 2-layer reference network whose weights every cell matches.
 BUDGETS = {"2.5k": 32, "25k": 139, "100k": 296}
@@ -249,16 +251,6 @@ def grid(config: dict) -> list:
 
 def cell(run) -> tuple[str, int]:
     return run.variant, run.depth
-
-
-def best_val_loss(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    with open(path, newline="") as fh:
-        values = [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")]
-    values = [v for v in values if math.isfinite(v)]
-    return min(values) if values else None
 
 
 def chosen_rates(study_dir: Path, runs: list) -> dict[tuple[str, int], float]:
@@ -495,6 +487,7 @@ def _as_ablation_run(row: dict) -> dict:
 def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) -> None:
     """Write results.json from every finished full-stage run of ``selected`` studies (and
     their cost passes)."""
+    import depth_study_archive
     import depth_study_cost
     import depth_study_md
 
@@ -532,11 +525,13 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                            "patience": PATIENCE, "min_delta": MIN_DELTA,
                            "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
-                "runs": rows, "observables": physical, "md_stability": stability, "cost": cost,
-                "recommendation": recommend(rows)}
+                "runs": rows, "observables": physical, "md_stability": stability, "cost": cost}
+    depth_study_archive.carry_over(out, document, [name for name, _, _ in selected])
+    document["recommendation"] = recommend(document["runs"])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(document, indent=1, default=list) + "\n")
-    print(f"{len(rows)} runs, {len(physical)} observable sets, {len(stability)} MD cells, {len(cost)} cost passes "
+    print(f"{len(document['runs'])} runs, {len(document['observables'])} observable sets, "
+          f"{len(document['md_stability'])} MD cells, {len(document['cost'])} cost passes "
           f"written to {out}")
 
 
@@ -586,6 +581,17 @@ def plan(args) -> None:
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
 
 
+def archive(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
+    """Copy what the selected studies have measured into the committed archive
+    (:func:`depth_study_archive.archive_studies`)."""
+    import depth_study_archive
+
+    chosen = studies(args.studies) if selected is None else selected
+    written = depth_study_archive.archive_studies(args.runs, args.archive, chosen, len(PAIRS), observables)
+    print(f"archive: {written} file(s) written to {args.archive}", flush=True)
+    return 0
+
+
 def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     """The md stage over the selected studies (``scripts/depth_study_md.py``): ``selected``
     (study, data, budget) triples, else ``--studies``. Water studies only when ``--studies``
@@ -607,7 +613,8 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
         torch.set_num_threads(args.threads)
     depth_study_md.run_md(chosen, args.runs,
                           len(PAIRS), len(DEPTHS) * len(VARIANTS), replicas=args.replicas, ps=args.ps,
-                          after_cell=lambda study, runs: cell_observables(study, runs, args.runs))
+                          after_cell=lambda study, runs: (cell_observables(study, runs, args.runs),
+                                                          archive(args, [study])))
     return 0
 
 
@@ -622,18 +629,20 @@ def cost(args) -> int:
     for name, data, budget in studies(args.studies):
         config = stage_config(args.runs, name, data, budget, "full", COST_LR)
         depth_study_cost.run_cost(args.runs / name, name, config, grid(config), args.rounds, args.threads or 1,
-                                  log=lambda line: print(f"[{name}] {line}", flush=True))
+                                  log=lambda line, name=name: print(f"[{name}] {line}", flush=True))
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=["plan", "run", "md", "cost", "collect", "report"])
+    parser.add_argument("command", choices=["plan", "run", "md", "cost", "collect", "report", "archive"])
     parser.add_argument("--studies", nargs="+", help="studies to plan or run (default: all available)")
     parser.add_argument("--stages", nargs="+", default=["lr", "full", "md"], choices=["lr", "full", "md"],
                         help="run: the stages, each study in turn (md: its cells whose full stage is done)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE,
+                        help="the committed record of finished runs: restored into --runs before every command")
     parser.add_argument("--jobs", type=int, default=1, help="grid points trained at once")
     parser.add_argument("--threads", type=int,
                         help="torch threads per grid point (default: cores / jobs); md, cost: threads (cost: 1)")
@@ -653,6 +662,13 @@ def main() -> int:
     if not studies(None):
         print(f"no data: mlearn is looked for in {MLEARN}, teacher water in {TEACHER}")
         return 2
+    import depth_study_archive
+
+    restored = depth_study_archive.restore(args.archive, args.runs)
+    if restored:
+        print(f"restored {restored} archived file(s) from {args.archive} into {args.runs}", flush=True)
+    if args.command == "archive":
+        return archive(args)
     if args.command == "plan":
         plan(args)
         return 0
@@ -671,6 +687,8 @@ def main() -> int:
                 md(args, [(name, data, budget)])
             elif not run_stage(args, name, data, budget, stage):
                 break
+            else:
+                archive(args, [(name, data, budget)])
         print(f"[{name}] stages {args.stages} done or waiting; {time.perf_counter() - start:.0f} s so far", flush=True)
     return 0
 

@@ -134,7 +134,8 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     monkeypatch.setattr(depth_study_md, "CHECK_EVERY", 5)
     observed = []
     monkeypatch.setattr(study, "cell_observables", lambda s, runs, d: observed.append(sorted(r["fold"] for r, _ in runs)))
-    args = SimpleNamespace(studies=None, runs=runs_dir, replicas=3, ps=0.02, threads=None)
+    archived = tmp_path / "archive"
+    args = SimpleNamespace(studies=None, runs=runs_dir, replicas=3, ps=0.02, threads=None, archive=archived)
     assert study.md(args) == 0
     out = capsys.readouterr().out
     assert "0/24 cells done, 2 ready, 22 waiting" in out and "20 steps" in out
@@ -147,6 +148,9 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert wild["n_failed"] == 3 and all(0 < t <= 0.02 for t in wild["time_to_failure_ps"])
     assert len(wild["failure_reasons"]) == 3 and gentle["us_per_atom_step"] > 0
     assert observed == [[0, 1], [0, 1]]  # each finished cell's observables, after its MD
+    # ... and each cell's MD result and the representative's model archived after it.
+    assert sorted(p.name for p in (archived / "si-2.5k" / "md").iterdir()) == ["plain_d01.json", "plain_d02.json"]
+    assert len(list(archived.rglob("model.pt"))) == 2
 
     # Resumed: the done cells are skipped, and the plan now prices the rest from them.
     stamps = {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()}
@@ -282,3 +286,90 @@ def test_every_study_trains_with_the_first_studys_recipe(study, tmp_path, monkey
     later = study.recipe(runs / "si-25k")
     assert first == later == {"optimizer": {"name": "adam", "lr": 1.0e-3}}
     assert (runs / "recipe.yaml").read_text() == (runs / "si-25k" / "recipe.yaml").read_text()
+
+
+def test_archive_keeps_what_a_fresh_clone_needs_and_restore_brings_it_back(study, fake_study, monkeypatch, tmp_path):
+    """A session's runs folder is gone in the next clone: the committed archive must hold every
+    finished run's measurements (not its metrics or checkpoints), the models the MD stage
+    loads, and give back the same results.json rows after a restore."""
+    import shutil
+
+    import depth_study_archive
+
+    from mlpot.ablation.runner import load_result
+
+    runs_dir, one = fake_study
+    monkeypatch.setattr(study, "studies", lambda selected: [one])
+    monkeypatch.setattr(study, "PAIRS", ((0, 0), (1, 0)))
+    monkeypatch.setattr(study, "observables", lambda *a, **k: None)
+    full = runs_dir / "si-2.5k" / "full-lr0.001" / "runs"
+    (full / "d01_plain_f0_s0" / "metrics.csv").write_text("epoch,val_loss\n1,0.5\n2,0.25\n3,nan\n")
+    (full / "d01_plain_f0_s0" / "last.pt").write_bytes(b"a checkpoint")
+    unfinished = full / "d03_plain_f0_s0"
+    unfinished.mkdir()
+    (unfinished / "metrics.csv").write_text("epoch,val_loss\n1,0.5\n")
+    md_dir = runs_dir / "si-2.5k" / "md"
+    md_dir.mkdir()
+    (md_dir / "plain_d01.checkpoint.json").write_text("{}")
+    before = tmp_path / "before.json"
+    study.collect(runs_dir, [one], before)
+
+    archived = tmp_path / "archive"
+    args = SimpleNamespace(studies=None, runs=runs_dir, archive=archived)
+    assert study.archive(args) == 0
+    names = sorted(str(p.relative_to(archived)) for p in archived.rglob("*") if p.is_file())
+    stage = "si-2.5k/full-lr0.001"
+    assert f"{stage}/splits/fold0.json" in names and "si-2.5k/md/plain_d01.checkpoint.json" in names
+    assert sum(n.endswith("result.json") for n in names) == 5  # the finished runs, not d03
+    assert not any("d03_plain" in n or n.endswith(("metrics.csv", "last.pt")) for n in names)
+    # Models: the representative (median validation run, here fold 0) of each complete cell only.
+    assert sorted(n for n in names if n.endswith("model.pt")) == [
+        f"{stage}/runs/d01_plain_f0_s0/model.pt", f"{stage}/runs/d02_plain_f0_s0/model.pt"]
+    assert depth_study_archive.archive_study(runs_dir, archived, "si-2.5k", []) == 0  # nothing new
+
+    # A fresh clone: the runs folder is gone; restore gives the runner finished runs back.
+    shutil.rmtree(runs_dir)
+    assert depth_study_archive.restore(archived, runs_dir) == len(names)
+    assert load_result(full / "d01_plain_f0_s0") is not None and load_result(unfinished) is None
+    assert study.best_val_loss(full / "d01_plain_f0_s0") == 0.25  # from the archive's summary
+    after = tmp_path / "after.json"
+    study.collect(runs_dir, [one], after)
+    assert json.loads(after.read_text())["runs"] == json.loads(before.read_text())["runs"]
+
+    # Restore never overwrites a local file, and a checkpoint of a cell that has since
+    # finished is neither restored nor kept.
+    (full / "d01_plain_f0_s0" / "result.json").write_text("local")
+    (md_dir / "plain_d01.checkpoint.json").unlink()
+    (md_dir / "plain_d01.json").write_text("{}")
+    assert depth_study_archive.restore(archived, runs_dir) == 0
+    assert (full / "d01_plain_f0_s0" / "result.json").read_text() == "local"
+    depth_study_archive.archive_study(runs_dir, archived, "si-2.5k", [])
+    assert not (archived / "si-2.5k" / "md" / "plain_d01.checkpoint.json").exists()
+    assert (archived / "si-2.5k" / "md" / "plain_d01.json").is_file()
+
+
+def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_path):
+    import depth_study_archive
+
+    def row(study, **extra):
+        dataset, budget = study.rsplit("-", 1)
+        return {"dataset": dataset, "budget": budget, **extra}
+
+    previous = {"runs": [row("si-2.5k", seed=0), row("si-2.5k", seed=1), row("si-25k", seed=9)],
+                "observables": [row("si-2.5k", seed=0)], "md_stability": [],
+                "cost": [{"study": "si-2.5k"}, {"study": "si-25k", "old": True}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(previous))
+    document = {"runs": [row("si-25k", seed=0)], "observables": [], "md_stability": [], "cost": []}
+    lines = depth_study_archive.carry_over(path, document, ["si-2.5k", "si-25k"])
+    # si-2.5k has nothing on disk: all of its previous entries are kept.
+    assert [r["seed"] for r in document["runs"] if r["budget"] == "2.5k"] == [0, 1]
+    assert document["observables"] == [row("si-2.5k", seed=0)]
+    assert lines == ["[si-2.5k] kept from results.json, not found on disk: 2 runs, 1 observables, 1 cost",
+                     "[si-25k] kept from results.json, not found on disk: 1 cost"]
+    # si-25k's runs on disk replace its previous ones; only its missing cost pass is kept.
+    assert [r["seed"] for r in document["runs"] if r["budget"] == "25k"] == [0]
+    assert {"study": "si-25k", "old": True} in document["cost"]
+    # Nothing to carry from a first collect.
+    assert depth_study_archive.carry_over(tmp_path / "absent.json", {"runs": [], "observables": [],
+                                                                     "md_stability": [], "cost": []}, ["si-2.5k"]) == []
