@@ -131,6 +131,16 @@ LEVERS: dict[str, list[str]] = {
     # 2x the epochs (energy +48 %) both lost. Half the rate fits the training set more slowly.
     # (Measured: it loses too, Si energy +15 %, force unchanged: 1e-3 is the optimum.)
     "lr5e-4": ["optimizer.lr=5e-4"],
+    # Input scaling: min-max to [-1, 1] (n2p2's scale_center) lets a few extreme structures
+    # (surfaces, hot AIMD frames) set every feature's range and squeeze the bulk of the data
+    # into a narrow band; z-scores give each feature unit spread over the training atoms.
+    "standard": ["scaling.mode=standard"],
+    # Smaller batches (2 structures, ~125 atoms; from 4): twice the steps per epoch, more
+    # gradient noise, which often generalises better on a small data set.
+    "batch2": ["training.batch_size=2"],
+    # A longer weight average (EMA horizon ~1000 steps from ~200): the validated model is a
+    # smoother average of the late iterates.
+    "ema0.999": ["training.ema_decay=0.999"],
 }
 
 
