@@ -279,6 +279,8 @@ def edge_rates(rates: dict[tuple[str, int], float]) -> list[tuple[str, int]]:
 
 def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     """Run (or continue) one stage of one study; ``False`` if it cannot start yet."""
+    import depth_study_archive
+
     from mlpot.ablation.config import load_ablation
     from mlpot.ablation.runner import run_ablation
 
@@ -294,6 +296,10 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
         return True
     screen = [r for r in grid(stage_config(args.runs, name, data, budget, "lr", LRS[0])) if r.fold == 0 and r.seed == 0]
     rates = chosen_rates(study_dir, screen)
+    recorded = depth_study_archive.recorded_rates(args.out, name)
+    if recorded and not rates:  # trained before the archive: its screen is lost, its choices are not
+        print(f"[{name}] full: no lr screen on disk; the {len(recorded)} cells take the rates in {args.out.name}")
+        rates = recorded
     if len(rates) < len({cell(r) for r in screen}):
         print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len({cell(r) for r in screen})} "
               "cells have their rate)")

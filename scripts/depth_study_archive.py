@@ -184,3 +184,12 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     for line in lines:
         print(line, flush=True)
     return lines
+
+
+def recorded_rates(results_file: Path, study: str) -> dict[tuple[str, int], float]:
+    """The learning rate of each cell of ``study`` as results.json records it ((variant,
+    depth) → lr): the choice of a screen whose runs are no longer on disk."""
+    if not results_file.is_file():
+        return {}
+    rows = json.loads(results_file.read_text()).get("runs", [])
+    return {(r["variant"], r["depth"]): r["lr"] for r in rows if _of_study(r, "runs", study)}

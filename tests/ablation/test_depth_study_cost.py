@@ -120,6 +120,7 @@ def test_cost_subcommand_passes_the_studys_grid(study, tmp_path, monkeypatch):
     monkeypatch.setattr(study, "grid", lambda config: ["run"])
     calls = []
     monkeypatch.setattr(depth_study_cost, "run_cost", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr("sys.argv", ["depth_study.py", "cost", "--rounds", "5", "--runs", str(tmp_path)])
+    monkeypatch.setattr("sys.argv", ["depth_study.py", "cost", "--rounds", "5", "--runs", str(tmp_path),
+                                     "--archive", str(tmp_path / "archive")])
     assert study.main() == 0
     assert calls == [(tmp_path / "si-2.5k", "si-2.5k", {"stage": "full", "lr": study.COST_LR}, ["run"], 5, 1)]

@@ -239,9 +239,10 @@ def test_water_rdf_against_a_cached_teacher(study, tmp_path, monkeypatch):
     assert cache.stat().st_mtime_ns == stamp  # the teacher's g(r) is computed once
 
 
-def test_run_takes_each_study_through_its_stages_before_the_next(study, monkeypatch):
-    """``run`` goes study by study: lr, full, then md on that study's finished cells; a
-    stage that waits (full before its screen is done) ends that study's turn."""
+def test_run_takes_each_study_through_its_stages_before_the_next(study, monkeypatch, tmp_path):
+    """``run`` goes study by study: lr, full, then md on that study's finished cells,
+    archiving after each stage that ran; a stage that waits (full before its screen is
+    done) ends that study's turn."""
     calls = []
     triples = [("si-2.5k", {"x": 1}, "2.5k"), ("mo-2.5k", {"x": 2}, "2.5k")]
     monkeypatch.setattr(study, "studies", lambda selected: triples)
@@ -249,9 +250,12 @@ def test_run_takes_each_study_through_its_stages_before_the_next(study, monkeypa
     monkeypatch.setattr(study, "run_stage",
                         lambda args, name, data, budget, stage: calls.append((name, stage)) or name == "si-2.5k")
     monkeypatch.setattr(study, "md", lambda args, selected=None: calls.append((selected[0][0], "md")) or 0)
-    monkeypatch.setattr("sys.argv", ["depth_study.py", "run"])
+    monkeypatch.setattr(study, "archive", lambda args, selected=None: calls.append((selected[0][0], "archive")) or 0)
+    monkeypatch.setattr("sys.argv", ["depth_study.py", "run", "--runs", str(tmp_path / "runs"),
+                                     "--archive", str(tmp_path / "archive")])
     assert study.main() == 0
-    assert calls == [("si-2.5k", "lr"), ("si-2.5k", "full"), ("si-2.5k", "md"), ("mo-2.5k", "lr")]
+    assert calls == [("si-2.5k", "lr"), ("si-2.5k", "archive"), ("si-2.5k", "full"), ("si-2.5k", "archive"),
+                     ("si-2.5k", "md"), ("mo-2.5k", "lr")]
 
 
 def test_full_stage_pairs_give_every_seed_once_and_cover_every_fold(study):
@@ -370,6 +374,11 @@ def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_
     # si-25k's runs on disk replace its previous ones; only its missing cost pass is kept.
     assert [r["seed"] for r in document["runs"] if r["budget"] == "25k"] == [0]
     assert {"study": "si-25k", "old": True} in document["cost"]
+    # The cells' learning rates as recorded (a lost screen's choices), per study.
+    path.write_text(json.dumps({"runs": [row("si-2.5k", variant="plain", depth=2, lr=3e-3),
+                                         row("si-25k", variant="plain", depth=2, lr=1e-3)]}))
+    assert depth_study_archive.recorded_rates(path, "si-2.5k") == {("plain", 2): 3e-3}
+    assert depth_study_archive.recorded_rates(tmp_path / "absent.json", "si-2.5k") == {}
     # Nothing to carry from a first collect.
     assert depth_study_archive.carry_over(tmp_path / "absent.json", {"runs": [], "observables": [],
                                                                      "md_stability": [], "cost": []}, ["si-2.5k"]) == []
