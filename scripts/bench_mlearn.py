@@ -31,7 +31,11 @@ surface shows as a difference between the two). ``--committee`` adds the committ
 seeds (the mean of their predictions, :class:`mlpot.models.Ensemble`; K seeds cost K times
 one model's inference) as one more row.
 
-Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--epochs N] [--force]
+The recipe is one for every element: ``--elements Ge Li --data DIR`` checks it, unchanged, on
+other mlearn elements (DIR holds ``<el>/training.json`` and ``<el>/test.json``, as ``data/`` of
+github.com/materialsvirtuallab/mlearn does; their stresses are in the default order).
+
+Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--data DIR] [--epochs N] [--force]
            [--seeds 0 1 2] [--committee] [--tag NAME] [--runs runs] [--set training.device=cuda ...]
 """
 
@@ -53,10 +57,15 @@ MLEARN = ROOT.parent / "shared" / "datasets" / "mlearn"
 ELEMENTS = ("Si", "Mo")
 # The mlearn Mo files store shear stress as xx yy zz xy zx yz (README.md, tests).
 READ_OPTIONS = {"Mo": {"stress_order": "xx yy zz xy zx yz"}}
-# Zuo et al. 2020 test MAE: energy meV/atom, force eV/Å (see ../shared/datasets/README.md).
+# Zuo et al. 2020 test MAE: energy meV/atom, force eV/Å (see ../shared/datasets/README.md;
+# GAP/MTP as the ACEpotentials.jl benchmark scripts copy them for all six elements).
 PUBLISHED = {
     "Si": {"GAP": (2.91, 0.07), "MTP": (2.21, 0.06), "NNP": (5.60, 0.11)},
     "Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)},
+    "Ge": {"GAP": (2.06, 0.05), "MTP": (1.79, 0.05)},
+    "Li": {"GAP": (0.49, 0.01), "MTP": (0.49, 0.01)},
+    "Ni": {"GAP": (0.42, 0.02), "MTP": (0.48, 0.01)},
+    "Cu": {"GAP": (0.46, 0.01), "MTP": (0.41, 0.01)},
 }
 DONE = "bench_done.json"  # written beside the run when `mlpot train` returned 0
 
@@ -64,6 +73,9 @@ DONE = "bench_done.json"  # written beside the run when `mlpot train` returned 0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), help="mlearn elements")
+    parser.add_argument("--data", type=Path, default=MLEARN,
+                        help="folder of the mlearn data, <el>/training.json and <el>/test.json per element (Ge, Li, "
+                             "Ni, Cu: data/ of github.com/materialsvirtuallab/mlearn)")
     parser.add_argument("--epochs", type=int, help="override training.epochs of the config")
     parser.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together)")
@@ -81,12 +93,12 @@ def main() -> int:
 
     rows = []
     for el in args.elements:
-        train_file, test_file = data_files(el)
+        train_file, test_file = data_files(el, args.data)
         if not (train_file.is_file() and test_file.is_file()):
             print(f"[{el}] skipped: {train_file} or {test_file} not found")
             continue
         out = run_folder(args.runs, el, args.tag)
-        overrides = run_overrides(el, epochs, args.overrides)
+        overrides = run_overrides(el, epochs, args.overrides, args.data)
         dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force)
         for seed, run in zip(args.seeds, dirs):
             metrics = _evaluate(el, [run / "model.pt"], test_file)
@@ -172,14 +184,15 @@ def result_file(runs: Path, tag: str) -> Path:
     return runs / ("bench_mlearn" + (f"-{tag}" if tag else "") + ".json")
 
 
-def data_files(el: str) -> tuple[Path, Path]:
-    """Element ``el``'s mlearn training and test files in ../shared."""
-    return MLEARN / el / "training.json", MLEARN / el / "test.json"
+def data_files(el: str, root: Path = MLEARN) -> tuple[Path, Path]:
+    """Element ``el``'s mlearn training and test files under ``root`` (default: ../shared)."""
+    return root / el / "training.json", root / el / "test.json"
 
 
-def run_overrides(el: str, epochs: int, extra: list[str]) -> list[str]:
-    """The config overrides of element ``el``'s runs: its data, the budget, then ``extra``."""
-    train_file, test_file = data_files(el)
+def run_overrides(el: str, epochs: int, extra: list[str], root: Path = MLEARN) -> list[str]:
+    """The config overrides of element ``el``'s runs: its data (under ``root``), the budget,
+    then ``extra``."""
+    train_file, test_file = data_files(el, root)
     overrides = [f"data.train={train_file}", f"data.test={test_file}", f"training.epochs={epochs}", *extra]
     if el in READ_OPTIONS:
         overrides.append(f"data.read_options={json.dumps(READ_OPTIONS[el])}")

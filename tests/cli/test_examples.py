@@ -45,6 +45,12 @@ def test_bench_mlearn_skips_absent_elements(tmp_path):
                            "--runs", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "[Xx] skipped" in proc.stdout and "nothing to report" in proc.stdout
+    # --data names where the element's files are looked for.
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_mlearn.py"), "--elements", "Ge",
+                           "--data", str(tmp_path / "mlearn"), "--runs", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[Ge] skipped: {tmp_path / 'mlearn' / 'Ge' / 'training.json'}" in proc.stdout
 
 
 @pytest.mark.slow
