@@ -70,6 +70,7 @@ import sys
 import time
 from pathlib import Path
 
+import depth_study_archive
 import yaml
 from depth_study_archive import best_val_loss
 
@@ -279,8 +280,6 @@ def edge_rates(rates: dict[tuple[str, int], float]) -> list[tuple[str, int]]:
 
 def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     """Run (or continue) one stage of one study; ``False`` if it cannot start yet."""
-    import depth_study_archive
-
     from mlpot.ablation.config import load_ablation
     from mlpot.ablation.runner import run_ablation
 
@@ -493,7 +492,6 @@ def _as_ablation_run(row: dict) -> dict:
 def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) -> None:
     """Write results.json from every finished full-stage run of ``selected`` studies (and
     their cost passes)."""
-    import depth_study_archive
     import depth_study_cost
     import depth_study_md
 
@@ -570,6 +568,8 @@ def plan(args) -> None:
         screen_left, full_left = cells * len(LRS) - screen_done, cells * len(PAIRS) - len(full)
         line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(LRS)}, "
                 f"full {len(full)}/{cells * len(PAIRS)}")
+        if not done and depth_study_archive.recorded_rates(args.out, name):
+            line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
             # Measured so far: wall time per epoch and model (trained together, as they run),
             # and epochs to early stopping (until full runs exist: a third of the cap, a guess).
@@ -590,8 +590,6 @@ def plan(args) -> None:
 def archive(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     """Copy what the selected studies have measured into the committed archive
     (:func:`depth_study_archive.archive_studies`)."""
-    import depth_study_archive
-
     chosen = studies(args.studies) if selected is None else selected
     written = depth_study_archive.archive_studies(args.runs, args.archive, chosen, len(PAIRS), observables)
     print(f"archive: {written} file(s) written to {args.archive}", flush=True)
@@ -668,8 +666,6 @@ def main() -> int:
     if not studies(None):
         print(f"no data: mlearn is looked for in {MLEARN}, teacher water in {TEACHER}")
         return 2
-    import depth_study_archive
-
     restored = depth_study_archive.restore(args.archive, args.runs)
     if restored:
         print(f"restored {restored} archived file(s) from {args.archive} into {args.runs}", flush=True)

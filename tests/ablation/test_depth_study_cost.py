@@ -105,10 +105,15 @@ def test_collect_puts_the_cost_pass_into_results_and_plan_says_so(cost, study, t
     assert document["runs"] == []  # the per-run rows are collected as before (none here)
 
     monkeypatch.setattr(study, "studies", lambda selected: [one, two])
-    study.plan(SimpleNamespace(runs=runs_dir, studies=None))
+    # mo-2.5k's runs are only in results.json (its runs folder lost): plan says so.
+    document["runs"] = [{"dataset": "mo", "budget": "2.5k", "variant": "plain", "depth": 2, "lr": 1e-3}]
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    study.plan(SimpleNamespace(runs=runs_dir, studies=None, out=tmp_path / "results.json"))
     out = capsys.readouterr().out
     assert "si-2.5k" in out and "cost pass done (3 rounds" in out
-    assert [line for line in out.splitlines() if "mo-2.5k" in line][0].endswith("cost pass not run")
+    mo = [line for line in out.splitlines() if "mo-2.5k" in line][0]
+    assert mo.endswith("cost pass not run") and "its runs are only in results.json" in mo
+    assert "only in" not in [line for line in out.splitlines() if "si-2.5k" in line][0]
 
 
 def test_cost_subcommand_passes_the_studys_grid(study, tmp_path, monkeypatch):
