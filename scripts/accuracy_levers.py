@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ from pathlib import Path
 from bench_mlearn import CONFIG, _stats, config_changes, result_file, run_folder, run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Each finished lever's result file (per-seed rows, per group), committed: runs/accuracy is
+#: not, and a fresh clone lacks it; --summary and the skipping of finished levers read both.
+KEPT = ROOT / "docs" / "accuracy" / "results"
 SCREEN_EPOCHS = 300  # the screening budget; the recipe's full budget is 1000
 
 #: The descriptor of the recipe before selection: 38 hand-picked terms (14 radial, 24 G4).
@@ -180,6 +184,8 @@ def main() -> int:
                 if subprocess.call(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT) != 0:
                     print(f"  failed: see {log}")
                     return 1
+            KEPT.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result_file(args.runs, tag), result_file(KEPT, tag))
     _summary(args.runs, args.levers, args.elements)
     return 0
 
@@ -201,8 +207,14 @@ assert not any(_budget_of(b, a) for a in LEVERS for b in LEVERS if a != b), \
     "a lever's name equals another lever's tag at a budget (<lever>-e<epochs>)"
 
 
-def _done(runs: Path, tag: str, args) -> bool:
+def _result(runs: Path, tag: str) -> Path:
+    """A tag's result file: in ``runs``, else the kept copy (:data:`KEPT`)."""
     path = result_file(runs, tag)
+    return path if path.is_file() else result_file(KEPT, tag)
+
+
+def _done(runs: Path, tag: str, args) -> bool:
+    path = _result(runs, tag)
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
@@ -230,9 +242,9 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
         for lever in levers:
             # the screening budget's file first, then the lever at other budgets
             # (not a longer lever's: anneal-fs100-e* also matches anneal-fs100-e300-e1000)
-            budgets = [p for p in sorted(runs.glob(f"bench_mlearn-{lever}-e*.json"))
-                       if _budget_of(p.stem.removeprefix("bench_mlearn-"), lever)]
-            for path in [result_file(runs, lever), *budgets]:
+            tags = {p.stem.removeprefix("bench_mlearn-") for folder in (runs, KEPT)
+                    for p in folder.glob(f"bench_mlearn-{lever}-e*.json")}
+            for path in [_result(runs, t) for t in [lever, *sorted(t for t in tags if _budget_of(t, lever))]]:
                 if path.is_file():
                     _summary_row(el, path.stem.removeprefix("bench_mlearn-"), path)
 

@@ -95,6 +95,32 @@ def test_accuracy_levers_tells_a_lever_finished_on_an_earlier_recipe(tmp_path):
     assert levers._earlier_recipe(tmp_path, "wd1e-1", "wd1e-1-e1000", args) == ["loss.energy_weight"]
 
 
+def test_accuracy_levers_finds_a_kept_result_when_its_runs_are_gone(tmp_path, monkeypatch, capsys):
+    """A fresh clone has no runs/accuracy: a lever whose result file was kept (committed)
+    counts as done and is in the summary; a result in the runs folder comes first."""
+    import json
+
+    from scripts_for_tests import load_script
+
+    levers = load_script("accuracy_levers")
+    monkeypatch.setattr(levers, "KEPT", tmp_path / "kept")
+    args = type("Args", (), {"elements": ["Si"], "seeds": [0], "epochs": 1000})()
+    runs = tmp_path / "runs"
+    assert not levers._done(runs, "w32-e1000", args)
+    row = {"element": "Si", "seed": 0, "epochs": 1000, "energy_mae_mev_per_atom": 3.0, "force_mae_mev_per_a": 80.0,
+           "stress_rmse_gpa": 0.6, "B_ideal_0.0025": 88.0, "B_ideal_0.02": 85.0,
+           "elastic_dft": {k: 100.0 for k in ("C11", "C12", "C44", "B")},
+           "elastic_model": {k: 101.0 for k in ("C11", "C12", "C44", "B")}}
+    (tmp_path / "kept").mkdir()
+    levers.result_file(tmp_path / "kept", "w32-e1000").write_text(json.dumps({"seeds": [0], "results": [row]}))
+    assert levers._done(runs, "w32-e1000", args)
+    levers._summary(runs, ["w32"], ["Si"])
+    assert "w32-e1000" in capsys.readouterr().out
+    runs.mkdir()
+    levers.result_file(runs, "w32-e1000").write_text(json.dumps({"seeds": [1], "results": [row]}))
+    assert not levers._done(runs, "w32-e1000", args)  # the runs folder's own file decides
+
+
 def test_bench_mlearn_keeps_the_rows_of_elements_it_does_not_rerun(tmp_path):
     """--elements Mo after --elements Si under one tag adds Mo's rows; Si's stay."""
     import json
