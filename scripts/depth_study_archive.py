@@ -164,20 +164,29 @@ def _of_study(entry: dict, key: str, study: str) -> bool:
     return f"{entry.get('dataset')}-{entry.get('budget')}" == study
 
 
+def _unit(entry: dict, key: str) -> tuple:
+    """What a results.json entry under ``key`` is kept by: a cost pass per study, everything
+    else per cell (data set, budget, variant, depth)."""
+    if key == "cost":
+        return (entry.get("study"),)
+    return tuple(entry.get(k) for k in ("dataset", "budget", "variant", "depth"))
+
+
 def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[str]:
     """Keep, in the results.json ``document`` being written, the previous file's entries of
-    the studies ``names`` that have none on disk: si-2.5k was trained before this archive
-    existed, and its runs folder was lost with a session's clone. Each of runs,
-    observables, md_stability and cost is kept only where ``document`` has no entry of the
-    study. Returns what was kept, as lines for the log."""
+    the studies ``names`` whose cells have nothing on disk: si-2.5k was trained before this
+    archive existed, and its runs folder was lost with a session's clone. Each of runs,
+    observables and md_stability is kept per cell, and the cost pass per study, only where
+    ``document`` has no entry of that cell (or study): a cell retrained since replaces its
+    old entries whole. Returns what was kept, as lines for the log."""
     previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
     lines = []
     for name in names:
         kept = {}
         for key in ("runs", "observables", "md_stability", "cost"):
-            if not any(_of_study(e, key, name) for e in document[key]):
-                kept[key] = [e for e in previous.get(key, []) if _of_study(e, key, name)]
-                document[key].extend(kept[key])
+            present = {_unit(e, key) for e in document[key] if _of_study(e, key, name)}
+            kept[key] = [e for e in previous.get(key, []) if _of_study(e, key, name) and _unit(e, key) not in present]
+            document[key].extend(kept[key])
         counts = ", ".join(f"{len(v)} {k}" for k, v in kept.items() if v)
         if counts:
             lines.append(f"[{name}] kept from {previous_file.name}, not found on disk: {counts}")

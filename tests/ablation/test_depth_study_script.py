@@ -359,24 +359,26 @@ def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_
         dataset, budget = study.rsplit("-", 1)
         return {"dataset": dataset, "budget": budget, **extra}
 
-    previous = {"runs": [row("si-2.5k", seed=0), row("si-2.5k", seed=1), row("si-25k", seed=9)],
-                "observables": [row("si-2.5k", seed=0)], "md_stability": [],
+    d2, d4 = {"variant": "plain", "depth": 2}, {"variant": "plain", "depth": 4}
+    previous = {"runs": [row("si-2.5k", seed=0, **d2), row("si-2.5k", seed=1, **d2), row("si-25k", seed=9, **d2),
+                         row("si-25k", seed=8, **d4)],
+                "observables": [row("si-2.5k", seed=0, **d2)], "md_stability": [],
                 "cost": [{"study": "si-2.5k"}, {"study": "si-25k", "old": True}]}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(previous))
-    document = {"runs": [row("si-25k", seed=0)], "observables": [], "md_stability": [], "cost": []}
+    document = {"runs": [row("si-25k", seed=0, **d2)], "observables": [], "md_stability": [], "cost": []}
     lines = depth_study_archive.carry_over(path, document, ["si-2.5k", "si-25k"])
     # si-2.5k has nothing on disk: all of its previous entries are kept.
     assert [r["seed"] for r in document["runs"] if r["budget"] == "2.5k"] == [0, 1]
-    assert document["observables"] == [row("si-2.5k", seed=0)]
+    assert document["observables"] == [row("si-2.5k", seed=0, **d2)]
     assert lines == ["[si-2.5k] kept from results.json, not found on disk: 2 runs, 1 observables, 1 cost",
-                     "[si-25k] kept from results.json, not found on disk: 1 cost"]
-    # si-25k's runs on disk replace its previous ones; only its missing cost pass is kept.
-    assert [r["seed"] for r in document["runs"] if r["budget"] == "25k"] == [0]
+                     "[si-25k] kept from results.json, not found on disk: 1 runs, 1 cost"]
+    # si-25k's depth-2 cell on disk replaces its previous runs whole; its depth-4 cell, not
+    # on disk, and its missing cost pass are kept.
+    assert sorted(r["seed"] for r in document["runs"] if r["budget"] == "25k") == [0, 8]
     assert {"study": "si-25k", "old": True} in document["cost"]
     # The cells' learning rates as recorded (a lost screen's choices), per study.
-    path.write_text(json.dumps({"runs": [row("si-2.5k", variant="plain", depth=2, lr=3e-3),
-                                         row("si-25k", variant="plain", depth=2, lr=1e-3)]}))
+    path.write_text(json.dumps({"runs": [row("si-2.5k", lr=3e-3, **d2), row("si-25k", lr=1e-3, **d2)]}))
     assert depth_study_archive.recorded_rates(path, "si-2.5k") == {("plain", 2): 3e-3}
     assert depth_study_archive.recorded_rates(tmp_path / "absent.json", "si-2.5k") == {}
     # Nothing to carry from a first collect.
