@@ -145,6 +145,14 @@ LEVERS: dict[str, list[str]] = {
     # A longer weight average (EMA horizon ~1000 steps from ~200): the validated model is a
     # smoother average of the late iterates.
     "ema0.999": ["training.ema_decay=0.999"],
+    # G4 against G5 (issue 19's "G5 vs G4"), like for like: the recipe's pool with its
+    # angular terms all narrow (G4: the three atoms within the cutoff of each other) or all
+    # wide (G5: only the two bonds to the centre atom), on the recipe's G4 grid (5 ζ × 2 λ ×
+    # 5 widths = 50 terms, 78 in the pool), 48 chosen by CUR as in the recipe.
+    "g4only": ["descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], "
+               "grid: {count: 5, mode: center, r_lower: 1.5, r_upper: 5.5}}]"],
+    "g5only": ["descriptor.angular=[{kind: G5, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], "
+               "grid: {count: 5, mode: center, r_lower: 1.5, r_upper: 5.5}}]"],
 }
 
 
