@@ -1,7 +1,8 @@
 """Cubic elastic constants from strained cells and their stresses (model or reference).
 
 The mlearn data sets hold, per element, an "Elastic" group: the equilibrium cell strained
-along each normal and shear mode by ±2 % … ±10 %, with DFT stresses. On those very
+along each normal and shear mode (Si, Mo, Ge: by ±2 % … ±10 %; Li: by ±0.5 % and ±1 %, one
+shear pair incomplete), with DFT stresses. On those very
 structures the constants follow by central differences: with the strain of each cell taken
 from its lattice against the unstrained reference cell (the element-wise median of the
 group's lattices: each mode moves only its own entries), the column k of C is
@@ -23,8 +24,8 @@ from ase import Atoms
 
 from .units import GPA
 
-__all__ = ["voigt_strain", "reference_cell", "elastic_constants", "bulk_modulus_from_pressure", "model_stresses",
-           "cubic_properties"]
+__all__ = ["voigt_strain", "reference_cell", "elastic_constants", "strain_amplitudes", "bulk_modulus_from_pressure",
+           "model_stresses", "cubic_properties"]
 
 
 def reference_cell(cells: Sequence[np.ndarray]) -> np.ndarray:
@@ -42,17 +43,25 @@ def voigt_strain(cell: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitude: float = 0.02,
-                      tolerance: float = 0.25) -> dict[str, float]:
+                      tolerance: float = 0.25, partial: bool = False) -> dict[str, float]:
     """C11, C12, C44 and B (GPa) of a cubic crystal from strained cells.
+
+    Each Voigt column of the stiffness comes from the central difference of the pair of
+    cells strained by ±``amplitude`` along that component; the cubic constants are the
+    means over the three normal (C11, C12) and the three shear (C44) columns.
 
     Args:
         structures: the strained cells (e.g. the mlearn "Elastic" group), each along one mode.
         stresses: (n, 6) their stresses, Voigt, eV/Å³, ASE sign (model predictions or labels).
         amplitude: the strain of the central difference (the pair at ±amplitude is used).
         tolerance: relative window around ``amplitude`` in which a cell's strain counts.
+        partial: average over the components that have a ± pair (a cubic crystal's
+            components of one kind are equivalent), for data that lack some pairs (mlearn
+            Li has no −1 % yz shear); at least one normal and one shear pair are needed.
 
     Raises:
-        ValueError: a Voigt component has no ± pair at ``amplitude`` (the data lack that mode).
+        ValueError: a Voigt component has no ± pair at ``amplitude`` (with ``partial``: no
+            normal or no shear component has one), naming the components that lack it.
     """
     stresses = np.asarray(stresses, dtype=float)
     if stresses.shape != (len(structures), 6):
@@ -68,15 +77,28 @@ def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitu
             size = amplitude * (2.0 if k >= 3 else 1.0)
             if main == k and abs(abs(strain[k]) - size) <= tolerance * size:
                 pair[np.sign(strain[k])] = (strain[k], stress)
-        if set(pair) != {-1.0, 1.0}:
-            raise ValueError(f"no ±{amplitude:g} pair of cells strained along Voigt component {k + 1}")
-        (e_plus, s_plus), (e_minus, s_minus) = pair[1.0], pair[-1.0]
-        columns[:, k] = (s_plus - s_minus) / (e_plus - e_minus)
+        if set(pair) == {-1.0, 1.0}:
+            (e_plus, s_plus), (e_minus, s_minus) = pair[1.0], pair[-1.0]
+            columns[:, k] = (s_plus - s_minus) / (e_plus - e_minus)
+    missing = [k + 1 for k in range(6) if np.isnan(columns[0, k])]
+    normal, shear = [k for k in range(3) if k + 1 not in missing], [k for k in range(3, 6) if k + 1 not in missing]
+    if missing and (not partial or not normal or not shear):
+        raise ValueError(f"no ±{amplitude:g} pair of cells strained along Voigt component(s) {missing}")
     c = columns / GPA  # eV/Å³ → GPa
-    c11 = float(np.mean([c[k, k] for k in range(3)]))
-    c12 = float(np.mean([c[j, k] for j in range(3) for k in range(3) if j != k]))
-    c44 = float(np.mean([c[k, k] for k in range(3, 6)]))
+    c11 = float(np.mean([c[k, k] for k in normal]))
+    c12 = float(np.mean([c[j, k] for k in normal for j in range(3) if j != k]))
+    c44 = float(np.mean([c[k, k] for k in shear]))
     return {"C11": c11, "C12": c12, "C44": c44, "B": (c11 + 2 * c12) / 3}
+
+
+def strain_amplitudes(structures: Sequence[Atoms], decimals: int = 4) -> list[float]:
+    """The distinct magnitudes of the normal strains of a set of strained cells (each along
+    one mode), ascending: the amplitudes :func:`elastic_constants` can take."""
+    reference = reference_cell([a.cell.array for a in structures])
+    strains = np.stack([voigt_strain(a.cell.array, reference) for a in structures])
+    main = np.argmax(np.abs(strains), axis=1)
+    values = {round(float(abs(e[k])), decimals) for e, k in zip(strains, main) if k < 3 and abs(e[k]) > 0}
+    return sorted(values)
 
 
 def bulk_modulus_from_pressure(pressure_plus: float, pressure_minus: float, strain: float) -> float:
@@ -103,7 +125,7 @@ def model_stresses(model, structures: Sequence[Atoms], batch_size: int = 16) -> 
 
 
 def cubic_properties(model, elastic_structures: Sequence[Atoms], strains: Sequence[float] = (0.0025, 0.02),
-                     amplitude: float = 0.02) -> dict:
+                     amplitude: float = 0.02, partial: bool = False) -> dict:
     """A potential's cubic elastic constants beside the reference's, and the bulk modulus of
     the ideal cell, GPa.
 
@@ -114,6 +136,7 @@ def cubic_properties(model, elastic_structures: Sequence[Atoms], strains: Sequen
         strains: isotropic strains ±s of the ideal (reference) cell for the bulk modulus from
             the pressure; a bulk modulus that changes with s shows a curved energy surface.
         amplitude: the strain of the central differences of :func:`elastic_constants`.
+        partial: :func:`elastic_constants`'s, for data that lack some ± pairs.
 
     Returns:
         ``{"elastic_model": {C11, C12, C44, B}, "elastic_reference": {...},
@@ -121,8 +144,9 @@ def cubic_properties(model, elastic_structures: Sequence[Atoms], strains: Sequen
     """
     structures = list(elastic_structures)
     reference = np.stack([a.get_stress() for a in structures])
-    result = {"elastic_model": elastic_constants(structures, model_stresses(model, structures), amplitude),
-              "elastic_reference": elastic_constants(structures, reference, amplitude)}
+    result = {"elastic_model": elastic_constants(structures, model_stresses(model, structures), amplitude,
+                                                 partial=partial),
+              "elastic_reference": elastic_constants(structures, reference, amplitude, partial=partial)}
     ideal_cell = reference_cell([a.cell.array for a in structures])
     nearest = min(structures, key=lambda a: np.abs(a.cell.array - ideal_cell).max())
     for strain in strains:

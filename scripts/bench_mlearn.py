@@ -67,7 +67,9 @@ PUBLISHED = {
     "Ni": {"GAP": (0.42, 0.02), "MTP": (0.48, 0.01)},
     "Cu": {"GAP": (0.46, 0.01), "MTP": (0.41, 0.01)},
 }
-DONE = "bench_done.json"  # written beside the run when `mlpot train` returned 0
+DONE = "bench_done.json"
+#: The strain of the elastic constants' central differences (issue 19: ±2 %).
+ELASTIC_AMPLITUDE = 0.02  # written beside the run when `mlpot train` returned 0
 
 
 def main() -> int:
@@ -239,16 +241,30 @@ def _physical(el: str, model_paths: list[Path], train_file: Path) -> dict:
 
     import mlpot
     from mlpot.data import read
-    from mlpot.elastic import cubic_properties
+    from mlpot.elastic import cubic_properties, strain_amplitudes
     from mlpot.models import Ensemble
 
     structures = [a for a in read(train_file, format="mlearn", **READ_OPTIONS.get(el, {}))
                   if a.info.get("group") == "Elastic"]
     if not structures:
         return {}
+    # ±2 % as the issue defines it where the data have it (Si, Mo, Ge); else the largest
+    # amplitude below, over the modes that have both cells (Li: ±1 %, its yz pair incomplete).
+    # The nominal strain (3 decimals): the cells' own strains differ from it by the rounding
+    # of their lattices (Ge: 1.98 %), and the central difference takes the cells' own.
+    amplitudes = [round(a, 3) for a in strain_amplitudes(structures) if round(a, 3) <= ELASTIC_AMPLITUDE]
+    if not amplitudes:
+        print(f"[{el}] elastic constants skipped: no Elastic cell strained by at most ±{ELASTIC_AMPLITUDE:g}")
+        return {}
+    amplitude = max(amplitudes)
     models = [mlpot.load(path, dtype=torch.float64) for path in model_paths]
-    result = cubic_properties(models[0] if len(models) == 1 else Ensemble(models), structures)
-    return {"elastic_dft": result.pop("elastic_reference"), **result}
+    try:
+        result = cubic_properties(models[0] if len(models) == 1 else Ensemble(models), structures,
+                                  amplitude=amplitude, partial=amplitude != ELASTIC_AMPLITUDE)
+    except ValueError as exc:  # the data lack the strained pairs: report the rest, say why
+        print(f"[{el}] elastic constants skipped: {exc}")
+        return {}
+    return {"elastic_dft": result.pop("elastic_reference"), "elastic_amplitude": amplitude, **result}
 
 
 def _config_epochs(config: Path) -> int:
@@ -327,7 +343,8 @@ def _print_table(rows: list[dict]) -> None:
         for name, (e_mae, f_mae) in PUBLISHED.get(el, {}).items():
             print(f"{'':<8}{name:<10}{'':>6}{e_mae:>13.2f}{'':>13}{f_mae:>15.2f}")
     _print_group_table(rows)
-    print("\nElastic constants on the training 'Elastic' cells (central differences at ±2 %), GPa:")
+    print("\nElastic constants on the training 'Elastic' cells (central differences at ±2 %, or the largest "
+          "amplitude below that the data hold: in brackets), GPa:")
     print(f"{'element':<8}{'':<10}" + "".join(f"{k:>20}" for k in ("C11", "C12", "C44", "B"))
           + f"{'B ideal ±0.25%':>16}{'B ideal ±2%':>14}")
     for el in dict.fromkeys(r["element"] for r in rows):
@@ -336,7 +353,9 @@ def _print_table(rows: list[dict]) -> None:
         if not groups:
             continue
         dft = groups[0][1][0]["elastic_dft"]
-        print(f"{el:<8}{'DFT':<10}" + "".join(f"{dft[k]:>20.1f}" for k in ("C11", "C12", "C44", "B")))
+        amplitude = groups[0][1][0].get("elastic_amplitude", ELASTIC_AMPLITUDE)
+        label = "DFT" if amplitude == ELASTIC_AMPLITUDE else f"DFT (±{100 * amplitude:g} %)"
+        print(f"{el:<8}{label:<10}" + "".join(f"{dft[k]:>20.1f}" for k in ("C11", "C12", "C44", "B")))
         for label, rs in groups:
             cells = []
             for k in ("C11", "C12", "C44", "B"):
