@@ -130,6 +130,7 @@ LEVERS: dict[str, list[str]] = {
     "trainall": ["data.val_fraction=0"],
     # Si generalises worse than it fits (training energy MAE 2.0 against 3.18 on the test set):
     # a quarter of the weights (width 32, ~7k per element) as a regulariser.
+    # (Measured: it loses on Si energy, +16 %, every group worse; force even.)
     "w32": ["model.width=32"],
     # More optimisation overfits: 3x the learning rate (best epochs 527-642, energy +39 %) and
     # 2x the epochs (energy +48 %) both lost. Half the rate fits the training set more slowly.
@@ -138,12 +139,13 @@ LEVERS: dict[str, list[str]] = {
     # Input scaling: min-max to [-1, 1] (n2p2's scale_center) lets a few extreme structures
     # (surfaces, hot AIMD frames) set every feature's range and squeeze the bulk of the data
     # into a narrow band; z-scores give each feature unit spread over the training atoms.
+    # (Measured: it trades energy for force on Si, force -5 %, energy +27 %.)
     "standard": ["scaling.mode=standard"],
     # Smaller batches (2 structures, ~125 atoms; from 4): twice the steps per epoch, more
     # gradient noise, which often generalises better on a small data set.
     "batch2": ["training.batch_size=2"],
     # A longer weight average (EMA horizon ~1000 steps from ~200): the validated model is a
-    # smoother average of the late iterates.
+    # smoother average of the late iterates. (Measured: even on Si, 3.18 / 0.082.)
     "ema0.999": ["training.ema_decay=0.999"],
     # G4 against G5 (issue 19's "G5 vs G4"), like for like: the recipe's pool with its
     # angular terms all narrow (G4: the three atoms within the cutoff of each other) or all
