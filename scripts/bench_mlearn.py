@@ -67,9 +67,9 @@ PUBLISHED = {
     "Ni": {"GAP": (0.42, 0.02), "MTP": (0.48, 0.01)},
     "Cu": {"GAP": (0.46, 0.01), "MTP": (0.41, 0.01)},
 }
-DONE = "bench_done.json"
+DONE = "bench_done.json"  # written beside the run when `mlpot train` returned 0
 #: The strain of the elastic constants' central differences (issue 19: ±2 %).
-ELASTIC_AMPLITUDE = 0.02  # written beside the run when `mlpot train` returned 0
+ELASTIC_AMPLITUDE = 0.02
 
 
 def main() -> int:
@@ -250,8 +250,8 @@ def _physical(el: str, model_paths: list[Path], train_file: Path) -> dict:
         return {}
     # ±2 % as the issue defines it where the data have it (Si, Mo, Ge); else the largest
     # amplitude below, over the modes that have both cells (Li: ±1 %, its yz pair incomplete).
-    # The nominal strain (3 decimals): the cells' own strains differ from it by the rounding
-    # of their lattices (Ge: 1.98 %), and the central difference takes the cells' own.
+    # Amplitudes are nominal (3 decimals): the cells' own strains differ by the rounding of
+    # their lattices (Ge: 1.98 %), and the central differences use the cells' own.
     amplitudes = [round(a, 3) for a in strain_amplitudes(structures) if round(a, 3) <= ELASTIC_AMPLITUDE]
     if not amplitudes:
         print(f"[{el}] elastic constants skipped: no Elastic cell strained by at most ±{ELASTIC_AMPLITUDE:g}")
