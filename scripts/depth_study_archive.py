@@ -63,14 +63,21 @@ def best_val_loss(run_dir: Path) -> float | None:
     return value
 
 
+def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically (the run and a periodic ``archive`` may copy
+    at once; a stop mid-copy must not leave a partial result.json)."""
+    from mlpot.io.files import atomic_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def _copy_if_changed(source: Path, target: Path) -> bool:
     """Copy ``source`` to ``target`` unless they are equal; whether it copied."""
     if target.is_file() and filecmp.cmp(source, target, shallow=False):
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    _copy(source, target)
     return True
 
 
@@ -102,7 +109,7 @@ def archive_study(runs_dir: Path, archive_dir: Path, study: str, models: list[Pa
             patterns += [f"{stage.name}/runs/{run_dir.name}/{name}" for name in RUN_FILES]
     for pattern in patterns:
         for path in sorted(source.glob(pattern)):
-            if path.is_file() and not path.name.endswith(".tmp"):
+            if path.is_file():
                 written += _copy_if_changed(path, target / path.relative_to(source))
     for run_dir in models:
         written += _copy_if_changed(run_dir / "model.pt", target / run_dir.relative_to(source) / "model.pt")
@@ -151,8 +158,7 @@ def restore(archive_dir: Path, runs_dir: Path) -> int:
                                                        or _finished_cell(target).is_file()):
             continue  # the cell finished after this checkpoint
         if path.is_file() and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            _copy(path, target)
             copied += 1
     return copied
 
