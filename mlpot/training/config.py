@@ -14,7 +14,8 @@ unknown key anywhere is an error that names it::
                  weight_by: null, group_weights: {},   # e.g. weight_by: group,
                                                        # group_weights: {Surface: 5.0}
                  energy_weight_start: null, forces_weight_start: null,   # anneal from these
-                 stress_weight_start: null}                              # with the lr
+                 stress_weight_start: null,                              # with the lr
+                 huber: {}}          # e.g. {forces: 0.1}: a Huber loss on that term
     optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman
                  kalman: {p0: 0.01, lambda0: 1.0, nu: 0.9987, process_noise: 0.0, block_size: 4096}}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
@@ -167,6 +168,16 @@ class LossConfig:
             of the loss, and so what the model predicts each step, are the same in every
             epoch. Annealing needs a learning-rate schedule (not ``none``) and does not
             apply to the Kalman filter, which has none.
+        huber: a Huber loss in place of the squared error for the terms it names, each with
+            its threshold δ in that term's units (``energy``: eV/atom, ``forces``: eV/Å per
+            component, ``stress``: eV/Å³ per component), e.g. ``{forces: 0.1}``. Each error
+            d then costs d² for |d| ≤ δ and 2δ|d| − δ² beyond (twice the usual Huber
+            function, so that it equals the squared error below δ and the term weights keep
+            their meaning). Why: the tail of large errors (disordered frames, surfaces)
+            then pulls on the fit linearly, not quadratically, as MACE's and NequIP's Huber
+            losses do; the test MAE weighs every error alike. Terms not named stay squared.
+            The training loss only: the validation loss that selects the model stays the
+            mean squared error (:func:`~mlpot.training.loss.loss_from_metrics`).
         weight_by: weight the structures by group: the key in each structure's ``info``
             naming its group (e.g. ``group`` of the mlearn data: ``AIMD-NVT``, ``Vacancy``,
             ``Elastic``, ``Surface``). Each mean above then becomes a weighted mean
@@ -188,6 +199,7 @@ class LossConfig:
     energy_weight_start: float | None = None
     forces_weight_start: float | None = None
     stress_weight_start: float | None = None
+    huber: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in LOSS_TERM_WEIGHTS:
@@ -217,6 +229,20 @@ class LossConfig:
         # That not every structure weighs zero is checked where the groups are known (the
         # training split, see structure_weights): {Surface: 0} alone is a valid way to
         # leave a group out.
+        object.__setattr__(self, "huber", {str(k): self._huber_delta(k, v) for k, v in self.huber.items()})
+
+    def _huber_delta(self, term: Any, delta: Any) -> float:
+        """``delta`` of ``loss.huber.<term>``, checked: a term of the loss, a number > 0."""
+        terms = [name.removesuffix("_weight") for name in LOSS_TERM_WEIGHTS]
+        if str(term) not in terms:
+            _fail(f"loss.huber.{term}", f"is not a loss term: use {', '.join(terms)}")
+        number = isinstance(delta, (int, float)) and not isinstance(delta, bool)
+        if not (number and math.isfinite(delta) and delta > 0):
+            _fail(f"loss.huber.{term}", f"must be a finite number > 0 in the term's units (eV/atom, eV/Å, "
+                  f"eV/Å³), got {delta!r}")
+        if getattr(self, f"{term}_weight") == 0:
+            _fail(f"loss.huber.{term}", f"shapes a term that is not in the loss (loss.{term}_weight is 0)")
+        return float(delta)
 
     @property
     def anneals(self) -> bool:
@@ -510,6 +536,9 @@ class TrainConfig:
                       "use name none and warmup_epochs 0")
             if self.training.grad_clip > 0:
                 _fail("training.grad_clip", "does not apply to optimizer.name kalman: set it to 0")
+        if self.loss.huber and self.optimizer.name == "kalman":
+            # The filter updates on the errors themselves (a squared-error measurement model).
+            _fail("loss.huber", "does not apply to optimizer.name kalman: leave it out ({})")
         if self.loss.anneals and (self.optimizer.name == "kalman" or self.schedule.name == "none"):
             # The weights follow the learning rate: the filter has none, ``none`` keeps it constant.
             start = next(f"loss.{n}_start" for n in LOSS_TERM_WEIGHTS if getattr(self.loss, f"{n}_start") is not None)

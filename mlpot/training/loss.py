@@ -1,4 +1,4 @@
-"""The training loss: weighted mean squared errors of energy, forces and stress.
+"""The training loss: weighted mean squared (or Huber) errors of energy, forces and stress.
 
 L = w_E·⟨(ΔE_b / n_b)²⟩_b + w_F·⟨ΔF_iα²⟩_iα + w_σ·⟨Δσ_bαβ²⟩_bαβ
 
@@ -21,6 +21,10 @@ schedule (:func:`loss_from_metrics`) stay unweighted: runs with different group 
 are then compared on the same measure of the same structures, and the weights say what to
 fit harder, not what counts as a better model.
 
+A Huber loss (``loss.huber``: {term: δ}) replaces d² by :func:`penalty`, d² for |d| ≤ δ
+and 2δ|d| − δ² beyond, for each error d of the terms it names: the means, masks and weights
+stay as above.
+
 Annealed term weights (``loss.*_weight_start``, :meth:`LossConfig.weights_at`) likewise act
 on the training loss only: each epoch trains with its own weights, and the validation loss
 uses the final ones throughout.
@@ -34,7 +38,7 @@ from ..units import GPA
 from .config import LossConfig
 
 __all__ = ["loss_terms", "loss_from_metrics", "label_masks", "label_weights", "weighted_row_sums",
-           "safe_ratio", "require_constant_weights"]
+           "safe_ratio", "require_constant_weights", "penalty"]
 
 
 def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig) -> dict[str, torch.Tensor]:
@@ -55,8 +59,8 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
     Returns:
         ``total`` (scalar, differentiable), and the mean squared errors ``energy``
         (eV²/atom²), ``forces`` ((eV/Å)²), ``stress`` ((eV/Å³)²) as scalar tensors (means
-        weighted by the structure weights when the batch has them); a term whose weight is
-        zero is left out.
+        weighted by the structure weights when the batch has them; the mean :func:`penalty`
+        for a term of ``weights.huber``); a term whose weight is zero is left out.
 
     Raises:
         ValueError: ``weights`` anneals (its weights of an epoch are needed).
@@ -67,13 +71,13 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
     terms: dict[str, torch.Tensor] = {}
     if weights.energy_weight > 0:
         per_atom = (predictions["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
-        terms["energy"] = _term(per_atom, masks, rows, "energy")
+        terms["energy"] = _term(per_atom, masks, rows, "energy", weights.huber)
     if weights.forces_weight > 0 and "forces" in predictions:
         diff = predictions["forces"] - torch.nan_to_num(t.forces)
-        terms["forces"] = _term(diff, masks, rows, "forces")
+        terms["forces"] = _term(diff, masks, rows, "forces", weights.huber)
     if weights.stress_weight > 0 and "stress" in predictions:
         diff = predictions["stress"] - torch.nan_to_num(t.stress)
-        terms["stress"] = _term(diff, masks, rows, "stress")
+        terms["stress"] = _term(diff, masks, rows, "stress", weights.huber)
     w = {"energy": weights.energy_weight, "forces": weights.forces_weight, "stress": weights.stress_weight}
     terms["total"] = sum((w[k] * v for k, v in terms.items()),
                          start=predictions["energy"].new_zeros(()))
@@ -106,8 +110,24 @@ def label_weights(batch) -> dict[str, torch.Tensor] | None:
     return {"energy": w, "forces": w[batch.system_idx], "stress": w}
 
 
-def weighted_row_sums(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: w·Σ diff² over the row's components and w·(number of components), each (R,).
+def penalty(diff: torch.Tensor, delta: float | None = None) -> torch.Tensor:
+    """The cost of each error, elementwise: ``diff²``, or with a Huber threshold ``delta``
+    (same units as ``diff``) ``diff²`` for |diff| ≤ δ and ``2δ|diff| − δ²`` beyond.
+
+    Twice the textbook Huber function, so that below δ it is the squared error itself (the
+    loss weights keep their meaning), with value and slope continuous at |diff| = δ. An
+    error of 0 (a masked row) costs 0 either way.
+    """
+    if delta is None:
+        return diff.pow(2)
+    size = diff.abs()
+    return torch.where(size <= delta, diff.pow(2), 2.0 * delta * size - delta * delta)
+
+
+def weighted_row_sums(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+                      delta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: w·Σ diff² (:func:`penalty` with ``delta``) over the row's components and
+    w·(number of components), each (R,).
 
     Rows where ``mask`` is False or ``weight`` is 0 give exactly 0 in both, through
     ``torch.where``, so NaN or inf in such a row (an unlabelled structure, a model's NaN
@@ -120,7 +140,7 @@ def weighted_row_sums(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tens
     """
     keep = mask & (weight > 0)
     rows = diff.reshape(diff.shape[0], -1)
-    sq = torch.where(keep.unsqueeze(1), rows, torch.zeros_like(rows)).pow(2).sum(1)
+    sq = penalty(torch.where(keep.unsqueeze(1), rows, torch.zeros_like(rows)), delta).sum(1)
     w = torch.where(keep, weight.to(diff.dtype), torch.zeros_like(sq))
     return w * sq, w * rows.shape[1]
 
@@ -133,25 +153,29 @@ def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def _term(diff: torch.Tensor, masks: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None,
-          key: str) -> torch.Tensor:
-    """The (weighted, when ``rows`` holds weights) mean squared error of term ``key``."""
+          key: str, huber: dict[str, float]) -> torch.Tensor:
+    """The (weighted, when ``rows`` holds weights) mean squared error of term ``key``, or
+    its mean Huber :func:`penalty` when ``huber`` names the term."""
+    delta = huber.get(key)
     if rows is None:
-        return _masked_mse(diff, masks[key])
-    return _weighted_mse(diff, masks[key], rows[key])
+        return _masked_mse(diff, masks[key], delta)
+    return _weighted_mse(diff, masks[key], rows[key], delta)
 
 
-def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``diff**2`` over the rows where ``mask`` (leading dim) is True; 0 if none.
+def _masked_mse(diff: torch.Tensor, mask: torch.Tensor, delta: float | None = None) -> torch.Tensor:
+    """Mean of ``diff**2`` (:func:`penalty`) over the rows where ``mask`` (leading dim) is
+    True; 0 if none.
 
     ``torch.where`` (not multiplication by the mask) so that NaN in unlabelled rows, e.g.
     the model's NaN stress of a non-periodic structure, cannot leak into the value.
     """
     m = mask.reshape(mask.shape + (1,) * (diff.dim() - 1)).expand_as(diff)
-    sq = torch.where(m, diff, torch.zeros_like(diff)).pow(2).sum()
+    sq = penalty(torch.where(m, diff, torch.zeros_like(diff)), delta).sum()
     return sq / m.sum().clamp(min=1).to(diff.dtype)
 
 
-def _weighted_mse(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _weighted_mse(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+                  delta: float | None = None) -> torch.Tensor:
     """Σ w·diff² / Σ w over the components of the rows where ``mask`` is True and the
     weight ``weight`` (R,) is positive; 0 if none.
 
@@ -162,7 +186,7 @@ def _weighted_mse(diff: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) 
     m = keep.reshape(keep.shape + (1,) * (diff.dim() - 1)).expand_as(diff)
     w = torch.where(m, weight.to(diff.dtype).reshape(m.shape[:1] + (1,) * (diff.dim() - 1)).expand_as(diff),
                     torch.zeros_like(diff))
-    sq = torch.where(m, diff, torch.zeros_like(diff)).pow(2)
+    sq = penalty(torch.where(m, diff, torch.zeros_like(diff)), delta)
     return safe_ratio((sq * w).sum(), w.sum())
 
 

@@ -20,7 +20,7 @@ from ..progress import progress
 from .config import LOSS_TERM_WEIGHTS, LossConfig
 from .data import BatchStore
 from .loop import EpochResult, StepSettings, _on_device, predict
-from .loss import label_masks, label_weights, require_constant_weights, safe_ratio, weighted_row_sums
+from .loss import label_masks, label_weights, penalty, require_constant_weights, safe_ratio, weighted_row_sums
 from .metrics import ErrorAccumulator
 from .optim import LRSchedule
 from .stack import ModelStack
@@ -94,7 +94,7 @@ def member_weights(loss: LossConfig, schedules: Sequence[LRSchedule], device: to
 
 
 def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig | dict[str, float | torch.Tensor],
-                member: torch.Tensor, n_members: int) -> dict[str, torch.Tensor]:
+                member: torch.Tensor, n_members: int, huber: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Each member's :func:`~mlpot.training.loss.loss_terms` over its own structures: ``total``
     and the unweighted terms, each (M,); ``member`` (B,) is the member of each structure.
     With structure weights (``batch.targets.weight``) each member's means are weighted as
@@ -103,30 +103,35 @@ def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig | dict
     Args:
         weights: constant loss weights of every member, or the weight of each term in the
             loss, a number or (M,) per member (:func:`member_weights`).
+        huber: the Huber threshold of each term that has one (``loss.huber``; the members
+            of a stack share it); ``None``: those of ``weights`` when it is a
+            :class:`LossConfig`, else none.
     """
     w = term_weights(weights) if isinstance(weights, LossConfig) else weights
+    if huber is None:
+        huber = weights.huber if isinstance(weights, LossConfig) else {}
     t, masks, rows = batch.targets, label_masks(batch), label_weights(batch)
     atom_member = member[batch.system_idx]
 
-    def mse(diff: torch.Tensor, key: str, owner: torch.Tensor) -> torch.Tensor:
+    def mean_cost(diff: torch.Tensor, key: str, owner: torch.Tensor) -> torch.Tensor:
         zeros = diff.new_zeros(n_members)
         if rows is not None:
-            sq, count = weighted_row_sums(diff, masks[key], rows[key])
+            sq, count = weighted_row_sums(diff, masks[key], rows[key], huber.get(key))
             return safe_ratio(zeros.index_add(0, owner, sq), zeros.index_add(0, owner, count))
         mask = masks[key]
         m = mask.reshape(mask.shape + (1,) * (diff.dim() - 1)).expand_as(diff)
-        sq = torch.where(m, diff, torch.zeros_like(diff)).pow(2).flatten(1).sum(1)
+        sq = penalty(torch.where(m, diff, torch.zeros_like(diff)), huber.get(key)).flatten(1).sum(1)
         count = m.flatten(1).sum(1).to(diff.dtype)
         return zeros.index_add(0, owner, sq) / zeros.index_add(0, owner, count).clamp(min=1)
 
     terms: dict[str, torch.Tensor] = {}
     if "energy" in w:
         per_atom = (pred["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
-        terms["energy"] = mse(per_atom.unsqueeze(1), "energy", member)
+        terms["energy"] = mean_cost(per_atom.unsqueeze(1), "energy", member)
     if "forces" in w and "forces" in pred:
-        terms["forces"] = mse(pred["forces"] - torch.nan_to_num(t.forces), "forces", atom_member)
+        terms["forces"] = mean_cost(pred["forces"] - torch.nan_to_num(t.forces), "forces", atom_member)
     if "stress" in w and "stress" in pred:
-        terms["stress"] = mse(pred["stress"] - torch.nan_to_num(t.stress), "stress", member)
+        terms["stress"] = mean_cost(pred["stress"] - torch.nan_to_num(t.stress), "stress", member)
     terms["total"] = sum((w[k] * v for k, v in terms.items()), start=pred["energy"].new_zeros(n_members))
     return terms
 
@@ -212,7 +217,7 @@ def stacked_epoch(training: StackedTraining, store: BatchStore, orders: Sequence
         with stack.assign(member[batch.system_idx]):
             pred = predict(stack, batch, raw, jac, forces=step.forces, stress=step.stress,
                            create_graph=step.forces or step.stress)
-        terms = member_loss(pred, batch, weights, member, n_members)
+        terms = member_loss(pred, batch, weights, member, n_members, step.weights.huber)
         values = terms["total"].detach()
         active = alive & torch.tensor([len(p) > 0 for p in parts], device=device) & torch.isfinite(values)
         for m in torch.nonzero(alive & ~torch.isfinite(values)).squeeze(1).tolist():
