@@ -20,7 +20,7 @@ import dataclasses
 import types
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["from_dict", "to_dict", "read_yaml_mapping", "ConfigError"]
+__all__ = ["from_dict", "to_dict", "read_yaml_mapping", "apply_overrides", "ConfigError"]
 
 T = TypeVar("T")
 
@@ -159,3 +159,60 @@ def _convert(tp, value, where: str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], root: type) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.path=value`` overrides applied.
+
+    Keys are checked against the dataclass ``root`` as they are walked, so a typo is reported
+    as such (``training.epoch``) rather than as a later, vaguer error. Free-form mappings
+    (``descriptor``, ``data.read_options``) accept any key.
+
+    Raises:
+        ConfigError: naming the override and the key for a malformed override, an unknown
+            key, or a path through a value that is not a mapping.
+    """
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        parts = key.split(".")
+        node, tp = data, root
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[: depth + 1])
+            if tp is not None:
+                hints = get_type_hints(tp)
+                if part not in hints:
+                    raise ConfigError(f"override {item!r}: unknown config key {where!r}; "
+                                      f"allowed: {sorted(hints)}")
+                tp = _dataclass_of(hints[part])
+            if depth == len(parts) - 1:
+                node[part] = value
+                break
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {where} is {child!r}, not a section")
+            node = child
+    return data
+
+
+def _dataclass_of(tp) -> type | None:
+    """The dataclass inside an annotation (``X`` or ``X | None``), else ``None``."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in getattr(tp, "__args__", ()) or ():
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

@@ -33,14 +33,21 @@ Overrides are ``key.path=value`` strings whose value is parsed as YAML
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Collection, Literal, Sequence, get_type_hints
+from typing import Any, Collection, Literal, Sequence
 
 import yaml
 
 from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
-from ..descriptors import Descriptor, DescriptorConfig, SymmetryFunctions, SymmetryFunctionsConfig, SymmetryFunctionSpec
+from ..config import apply_overrides as _apply_overrides
+from ..descriptors import (
+    Descriptor,
+    DescriptorConfig,
+    SymmetryFunctions,
+    SymmetryFunctionsConfig,
+    SymmetryFunctionSpec,
+)
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
 
@@ -672,55 +679,6 @@ def resolve_data_paths(data: dict[str, Any], folder: Path) -> None:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
                     root: type | None = None) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``key.path=value`` overrides applied.
-
-    Keys are checked against ``root`` (default :class:`TrainConfig`) as they are walked, so a typo is reported
-    as such (``training.epoch``) rather than as a later, vaguer error. Free-form mappings
-    (``descriptor``, ``data.read_options``) accept any key.
-
-    Raises:
-        ConfigError: naming the override and the key for a malformed override, an unknown
-            key, or a path through a value that is not a mapping.
-    """
-    import copy
-
-    data = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r}: expected key.path=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-        parts = key.split(".")
-        node, tp = data, TrainConfig if root is None else root
-        for depth, part in enumerate(parts):
-            where = ".".join(parts[: depth + 1])
-            if tp is not None:
-                hints = get_type_hints(tp)
-                if part not in hints:
-                    raise ConfigError(f"override {item!r}: unknown config key {where!r}; "
-                                      f"allowed: {sorted(hints)}")
-                tp = _dataclass_of(hints[part])
-            if depth == len(parts) - 1:
-                node[part] = value
-                break
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {where} is {child!r}, not a section")
-            node = child
-    return data
-
-
-def _dataclass_of(tp) -> type | None:
-    """The dataclass inside an annotation (``X`` or ``X | None``), else ``None``."""
-    if is_dataclass(tp):
-        return tp
-    for arg in getattr(tp, "__args__", ()) or ():
-        if is_dataclass(arg):
-            return arg
-    return None
+    """:func:`mlpot.config.apply_overrides` with the keys checked against ``root``, by
+    default :class:`TrainConfig` (``training.epochs=5``)."""
+    return _apply_overrides(data, overrides, TrainConfig if root is None else root)
