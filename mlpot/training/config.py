@@ -41,13 +41,7 @@ import yaml
 
 from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
 from ..config import apply_overrides as _apply_overrides
-from ..descriptors import (
-    Descriptor,
-    DescriptorConfig,
-    SymmetryFunctions,
-    SymmetryFunctionsConfig,
-    SymmetryFunctionSpec,
-)
+from ..descriptors import Descriptor, DescriptorConfig, SymmetryFunctions, SymmetryFunctionsConfig, SymmetryFunctionSpec
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
 
