@@ -171,6 +171,7 @@ LEVERS: dict[str, list[str]] = {
     # errors beyond δ pull linearly, so the fit spends less on the tail that the test MAE
     # weighs like any other error. And on the energies too (δ = 5 meV/atom, about the
     # recipe's energy RMSE on Si).
+    # (Measured: huber-f0.1 loses on Si, force 0.090, energy 3.91.)
     "huber-f0.1": ["loss.huber={forces: 0.1}"],
     # What the descriptor sees. The recipe's force error on Si is nearly as large on its own
     # training structures as on the test set (0.069 against 0.082 eV/Å, seed 0 of ema0.999),
