@@ -67,8 +67,8 @@ POOL172 = [
 
 #: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped: a
 #: pool of 172 terms, 96 chosen by CUR, SiLU, stress in the loss; a pool of 90 and 48 terms
-#: until pool172-cur96, on which the levers before it ran: --summary marks those). The first levers undo, one
-#: after the other, what the recipe took up, to show what each bought.
+#: until pool172-cur96, on which the levers before it ran: --summary marks those). The first
+#: levers undo, one after the other, what the recipe took up, to show what each bought.
 LEVERS: dict[str, list[str]] = {
     "tanh-nostress": [*HAND38, "model.activation=tanh", "loss.stress_weight=0"],
     "tanh": [*HAND38, "model.activation=tanh"],
