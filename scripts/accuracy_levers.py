@@ -186,6 +186,8 @@ LEVERS: dict[str, list[str]] = {
     # while its energies are fitted 1.6x better in training than in test: the forces are
     # limited by the representation, not by overfitting. All 90 terms of the pool, and 96
     # chosen from a richer pool of 172, test that at the full budget.
+    # (Measured on Si: pool90-all is even with the 48-term recipe, 3.29 / 0.083; pool172-cur96
+    # lowers the force error, 3.34 / 0.077, and Mo's both errors: the recipe since.)
     "pool90-all": [*POOL90, "descriptor.select=null"],
     "pool172-cur96": [*POOL172, "descriptor.select={count: 96, method: cur}"],
     "huber-f0.1-e0.005": ["loss.huber={forces: 0.1, energy: 0.005}"],
