@@ -159,12 +159,17 @@ def test_member_loss_weights_each_members_structures_like_a_lone_loss():
     _, pred = predictions(raw)
     pred = {k: v.detach() for k, v in pred.items()}
     member = torch.tensor([1, 0, 1, 0])
-    stacked = member_loss(pred, batch, WEIGHTS, member, 2)
-    for m in range(2):
+    assert_members_equal_lone_losses(member_loss(pred, batch, WEIGHTS, member, 2), pred, batch, member, WEIGHTS)
+
+
+def assert_members_equal_lone_losses(stacked, pred, batch, member, weights):
+    """Each member's terms of ``stacked`` (:func:`member_loss`) equal :func:`loss_terms` of
+    that member's structures alone."""
+    for m in range(int(member.max()) + 1):
         idx = torch.nonzero(member == m).squeeze(1)
         atoms = torch.isin(batch.system_idx, idx)
         lone = loss_terms({"energy": pred["energy"][idx], "forces": pred["forces"][atoms],
-                           "stress": pred["stress"][idx]}, select(batch, idx), WEIGHTS)
+                           "stress": pred["stress"][idx]}, select(batch, idx), weights)
         for key in lone:
             torch.testing.assert_close(stacked[key][m], lone[key], rtol=1e-12, atol=1e-300)
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_group_weights import hand_built, predictions, weighted, with_loss
+from test_group_weights import assert_members_equal_lone_losses, hand_built, predictions, weighted, with_loss
 from test_many import assert_same_run, rows
 from test_training_run import config, emt_structures
 
 from mlpot.data import collate
 from mlpot.training import TrainConfig, train
 from mlpot.training.config import ConfigError, LossConfig
-from mlpot.training.data import select
 from mlpot.training.loss import loss_terms, penalty
 from mlpot.training.many import train_many
 from mlpot.training.stack_loop import member_loss
@@ -123,14 +122,8 @@ def test_member_loss_with_huber_equals_each_lone_loss(w):
     stacked = member_loss(pred, batch, HUBER, member, 2)
     # As the stacked loop calls it: (M,) term weights of the epoch, the thresholds apart.
     as_loop = member_loss(pred, batch, {"energy": 1.0, "forces": 10.0, "stress": 100.0}, member, 2, DELTAS)
-    for m in range(2):
-        idx = torch.nonzero(member == m).squeeze(1)
-        atoms = torch.isin(batch.system_idx, idx)
-        lone = loss_terms({"energy": pred["energy"][idx], "forces": pred["forces"][atoms],
-                           "stress": pred["stress"][idx]}, select(batch, idx), HUBER)
-        for key in lone:
-            torch.testing.assert_close(stacked[key][m], lone[key], rtol=1e-12, atol=1e-300)
-            torch.testing.assert_close(as_loop[key][m], lone[key], rtol=1e-12, atol=1e-300)
+    assert_members_equal_lone_losses(stacked, pred, batch, member, HUBER)
+    assert_members_equal_lone_losses(as_loop, pred, batch, member, HUBER)
 
 
 def test_annealed_weights_keep_the_thresholds():
