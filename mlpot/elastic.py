@@ -66,8 +66,7 @@ def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitu
     stresses = np.asarray(stresses, dtype=float)
     if stresses.shape != (len(structures), 6):
         raise ValueError(f"stresses must be (n, 6) Voigt for {len(structures)} structures, got {stresses.shape}")
-    reference = reference_cell([a.cell.array for a in structures])
-    strains = np.stack([voigt_strain(a.cell.array, reference) for a in structures])
+    strains = _cell_strains(structures)
     columns = np.full((6, 6), np.nan)
     for k in range(6):
         pair = {}
@@ -80,8 +79,9 @@ def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitu
         if set(pair) == {-1.0, 1.0}:
             (e_plus, s_plus), (e_minus, s_minus) = pair[1.0], pair[-1.0]
             columns[:, k] = (s_plus - s_minus) / (e_plus - e_minus)
-    missing = [k + 1 for k in range(6) if np.isnan(columns[0, k])]
-    normal, shear = [k for k in range(3) if k + 1 not in missing], [k for k in range(3, 6) if k + 1 not in missing]
+    paired = ~np.isnan(columns[0])
+    missing = [k + 1 for k in range(6) if not paired[k]]
+    normal, shear = [k for k in range(3) if paired[k]], [k for k in range(3, 6) if paired[k]]
     if missing and (not partial or not normal or not shear):
         raise ValueError(f"no ±{amplitude:g} pair of cells strained along Voigt component(s) {missing}")
     c = columns / GPA  # eV/Å³ → GPa
@@ -94,11 +94,16 @@ def elastic_constants(structures: Sequence[Atoms], stresses: np.ndarray, amplitu
 def strain_amplitudes(structures: Sequence[Atoms], decimals: int = 4) -> list[float]:
     """The distinct magnitudes of the normal strains of a set of strained cells (each along
     one mode), ascending: the amplitudes :func:`elastic_constants` can take."""
-    reference = reference_cell([a.cell.array for a in structures])
-    strains = np.stack([voigt_strain(a.cell.array, reference) for a in structures])
+    strains = _cell_strains(structures)
     main = np.argmax(np.abs(strains), axis=1)
     values = {round(float(abs(e[k])), decimals) for e, k in zip(strains, main) if k < 3 and abs(e[k]) > 0}
     return sorted(values)
+
+
+def _cell_strains(structures: Sequence[Atoms]) -> np.ndarray:
+    """(n, 6) Voigt strain of each cell against the group's reference cell."""
+    reference = reference_cell([a.cell.array for a in structures])
+    return np.stack([voigt_strain(a.cell.array, reference) for a in structures])
 
 
 def bulk_modulus_from_pressure(pressure_plus: float, pressure_minus: float, strain: float) -> float:

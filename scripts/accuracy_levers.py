@@ -54,9 +54,9 @@ POOL90 = [
     "grid: {count: 5, mode: center, r_lower: 1.5, r_upper: 5.5}}, "
     "{kind: G5, zetas: [1, 4], lambdas: [-1, 1], grid: {count: 3, mode: center, r_lower: 2.0, r_upper: 5.0}}]",
 ]
-#: A richer pool of 172 candidates (the recipe's since pool172-cur96) over the whole 6.5 Å: 24 shifted and 8 centred radial
-#: terms; narrow G4 at ζ up to 32 and six radial widths up to 6 Å, G4 shifted onto the
-#: neighbour shells (1.8-5.5 Å), and wide G5 at four widths.
+#: A richer pool of 172 candidates (the recipe's since pool172-cur96) over the whole 6.5 Å:
+#: 24 shifted and 8 centred radial terms; narrow G4 at ζ up to 32 and six radial widths up
+#: to 6 Å, G4 shifted onto the neighbour shells (1.8-5.5 Å), and wide G5 at four widths.
 POOL172 = [
     "descriptor.radial=[{grid: {count: 24, mode: shift, r_lower: 1.6}}, {grid: {count: 8, mode: center, r_lower: 1.5}}]",
     "descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 8, 16, 32], lambdas: [-1, 1], "
