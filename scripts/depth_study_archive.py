@@ -163,11 +163,16 @@ def restore(archive_dir: Path, runs_dir: Path) -> int:
     return copied
 
 
+def _study_of(entry: dict, key: str) -> str:
+    """The study (e.g. ``si-2.5k``) that a results.json entry under ``key`` belongs to."""
+    if key == "cost":
+        return str(entry.get("study"))
+    return f"{entry.get('dataset')}-{entry.get('budget')}"
+
+
 def _of_study(entry: dict, key: str, study: str) -> bool:
     """Whether a results.json entry under ``key`` belongs to ``study`` (e.g. ``si-2.5k``)."""
-    if key == "cost":
-        return entry.get("study") == study
-    return f"{entry.get('dataset')}-{entry.get('budget')}" == study
+    return _study_of(entry, key) == study
 
 
 def _unit(entry: dict, key: str) -> tuple:
@@ -184,9 +189,19 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     archive existed, and its runs folder was lost with a session's clone. Each of runs,
     observables and md_stability is kept per cell, and the cost pass per study, only where
     ``document`` has no entry of that cell (or study): a cell retrained since replaces its
-    old entries whole. Returns what was kept, as lines for the log."""
+    old entries whole. The entries of every study not in ``names`` (not collected this time)
+    are kept whole: collecting one study never drops another's. Returns what was kept, as
+    lines for the log."""
     previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
     lines = []
+    others: dict[str, int] = {}
+    for key in ("runs", "observables", "md_stability", "cost"):
+        for entry in previous.get(key, []):
+            if _study_of(entry, key) not in names:
+                document[key].append(entry)
+                others[_study_of(entry, key)] = others.get(_study_of(entry, key), 0) + 1
+    lines += [f"[{study}] not collected this time: its {n} entries kept from {previous_file.name}"
+              for study, n in sorted(others.items())]
     for name in names:
         kept = {}
         for key in ("runs", "observables", "md_stability", "cost"):

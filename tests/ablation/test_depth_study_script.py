@@ -377,6 +377,15 @@ def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_
     # on disk, and its missing cost pass are kept.
     assert sorted(r["seed"] for r in document["runs"] if r["budget"] == "25k") == [0, 8]
     assert {"study": "si-25k", "old": True} in document["cost"]
+    # A study not collected this time keeps every entry: collecting si-25k alone drops
+    # nothing of si-2.5k.
+    path.write_text(json.dumps(previous))
+    document = {"runs": [row("si-25k", seed=0, **d2)], "observables": [], "md_stability": [], "cost": []}
+    lines = depth_study_archive.carry_over(path, document, ["si-25k"])
+    assert [r["seed"] for r in document["runs"] if r["budget"] == "2.5k"] == [0, 1]
+    assert document["observables"] == [row("si-2.5k", seed=0, **d2)]
+    assert {"study": "si-2.5k"} in document["cost"]
+    assert lines[0] == "[si-2.5k] not collected this time: its 4 entries kept from results.json"
     # The cells' learning rates as recorded (a lost screen's choices), per study.
     path.write_text(json.dumps({"runs": [row("si-2.5k", lr=3e-3, **d2), row("si-25k", lr=1e-3, **d2)]}))
     assert depth_study_archive.recorded_rates(path, "si-2.5k") == {("plain", 2): 3e-3}
