@@ -74,6 +74,8 @@ def main() -> int:
     n_weights = [sum(p.numel() for m in c.models for p in m.parameters()) for c in calcs]
     print(f"# {len(atoms)} atoms ({atoms.get_chemical_formula()}), {args.rounds} round(s) of "
           f"{args.warmup} + {args.calls} calls per case, {args.threads} thread(s), {args.device}", flush=True)
+    for k, case in enumerate(args.cases, 1):
+        print(f"# case {k}: {case}")
     rng = np.random.default_rng(0)
     figures: list[list[float]] = [[] for _ in calcs]
     for r in range(args.rounds):
@@ -82,11 +84,10 @@ def main() -> int:
             figures[i].append(time_case(calcs[i], atoms, args.calls, args.warmup, rng))
         print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{f[-1]:.1f}" for f in figures), file=sys.stderr,
               flush=True)
-    print(f"{'case':<60}{'models':>7}{'weights':>10}{'µs/atom':>10}  ratio to the first: median (each round)")
-    for case, calc, weights, figure in zip(args.cases, calcs, n_weights, figures):
+    print(f"{'case':<6}{'models':>7}{'weights':>10}{'µs/atom':>10}  ratio to case 1: median (each round)")
+    for k, (calc, weights, figure) in enumerate(zip(calcs, n_weights, figures), 1):
         ratios = [a / b for a, b in zip(figure, figures[0])]
-        name = case if len(case) <= 58 else "…" + case[-57:]
-        print(f"{name:<60}{len(calc.models):>7}{weights:>10}{statistics.median(figure):>10.1f}  "
+        print(f"{k:<6}{len(calc.models):>7}{weights:>10}{statistics.median(figure):>10.1f}  "
               f"{statistics.median(ratios):.3f} ({' '.join(f'{x:.3f}' for x in ratios)})")
     return 0
 

@@ -1,0 +1,41 @@
+"""scripts/bench_models.py: every case is timed, ensembles count their members' weights, and
+the default structure is the element's cubic crystal."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+from ase.io import write
+from scripts_for_tests import load_script
+from structures_for_tests import water_box
+from test_models import make_model
+
+from mlpot.io import save_model
+from mlpot.models import NetworkConfig
+
+
+def test_bench_models_times_each_case_and_counts_ensemble_weights(tmp_path, monkeypatch, capsys):
+    bench = load_script("bench_models")
+    small, wide = tmp_path / "small.pt", tmp_path / "wide.pt"
+    save_model(make_model(NetworkConfig(depth=2, width=8)), small)
+    save_model(make_model(NetworkConfig(depth=2, width=24)), wide)
+    write(tmp_path / "box.xyz", water_box(seed=1))
+    monkeypatch.setattr(sys, "argv", ["bench_models.py", str(small), str(wide), f"{small},{wide}",
+                                      "--structure", str(tmp_path / "box.xyz"), "--calls", "2",
+                                      "--warmup", "1", "--rounds", "2"])
+    assert bench.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:4] == [f"# case 1: {small}", f"# case 2: {wide}", f"# case 3: {small},{wide}"]
+    rows = [line.split() for line in lines[5:]]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    models, weights = [int(row[1]) for row in rows], [int(row[2]) for row in rows]
+    assert models == [1, 1, 2] and weights[2] == weights[0] + weights[1] and weights[1] > weights[0]
+    assert float(rows[0][4]) == 1.0  # the first case is the reference of the ratios
+    assert all(float(row[3]) > 0 for row in rows)
+
+
+def test_bench_models_default_structure_is_the_cubic_crystal():
+    bench = load_script("bench_models")
+    atoms = bench.structure(SimpleNamespace(structure=None, repeat=2), "Si")
+    assert len(atoms) == 64 and atoms.cell.orthorhombic
