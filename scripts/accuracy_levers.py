@@ -198,6 +198,13 @@ LEVERS: dict[str, list[str]] = {
     "pool172-all": ["descriptor.select=null"],
     "pool172-cur64": ["descriptor.select={count: 64, method: cur}"],
     "w96": ["model.width=96"],
+    # Energy per atom against total energy (issue 19's "energy per atom vs total"): the energy
+    # term weighs each structure's (ΔE/n)² by n^q (loss.energy_size_exponent). The mlearn
+    # training sets are nearly of one size (Si: 63/64 atoms but for 12 slabs of 12-96 atoms;
+    # Mo: 53/54 but for 10 slabs of 6-36 and one 2-atom cell), so q mainly weighs the slabs
+    # less (more the 96-atom one): q = 1 weighs every atom alike, q = 2 is the total-energy loss.
+    "energy-per-atom-weighted": ["loss.energy_size_exponent=1"],
+    "energy-total": ["loss.energy_size_exponent=2"],
 }
 
 

@@ -15,7 +15,8 @@ unknown key anywhere is an error that names it::
                                                        # group_weights: {Surface: 5.0}
                  energy_weight_start: null, forces_weight_start: null,   # anneal from these
                  stress_weight_start: null,                              # with the lr
-                 huber: {}}          # e.g. {forces: 0.1}: a Huber loss on that term
+                 huber: {},          # e.g. {forces: 0.1}: a Huber loss on that term
+                 energy_size_exponent: 0.0}   # 1: each atom's energy error alike, 2: as ΔE²
     optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman
                  kalman: {p0: 0.01, lambda0: 1.0, nu: 0.9987, process_noise: 0.0, block_size: 4096}}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
@@ -179,6 +180,16 @@ class LossConfig:
             losses do; the test MAE weighs every error alike. Terms not named stay squared.
             The training loss only: the validation loss that selects the model stays the
             mean squared error (:func:`~mlpot.training.loss.loss_from_metrics`).
+        energy_size_exponent: q, how a structure's size weighs its energy error: in the
+            energy mean each structure's (ΔE/n)² weighs n^q (times its group weight), so the
+            term is Σ n^q·(ΔE/n)² / Σ n^q. q = 0 (default): every structure alike, the
+            per-atom mean squared error (n2p2, DeePMD-kit, MACE); q = 1: every atom alike,
+            Σ ΔE²/n / Σ n; q = 2: the squared error of the total energy, Σ ΔE² / Σ n²
+            (SchNetPack's energy loss), leaning on the large structures; any q in [0, 2]. The
+            term stays a mean of per-atom errors (eV²/atom²): energy_weight keeps its meaning,
+            and with one size every q gives the same loss. Why: in data of many sizes (slabs of
+            a dozen atoms, 64-atom AIMD frames) it moves the fit between small and large
+            structures. Like group weights, the training loss only.
         weight_by: weight the structures by group: the key in each structure's ``info``
             naming its group (e.g. ``group`` of the mlearn data: ``AIMD-NVT``, ``Vacancy``,
             ``Elastic``, ``Surface``). Each mean above then becomes a weighted mean
@@ -201,6 +212,7 @@ class LossConfig:
     forces_weight_start: float | None = None
     stress_weight_start: float | None = None
     huber: dict[str, float] = field(default_factory=dict)
+    energy_size_exponent: float = 0.0
 
     def __post_init__(self) -> None:
         for name in LOSS_TERM_WEIGHTS:
@@ -231,6 +243,14 @@ class LossConfig:
         # training split, see structure_weights): {Surface: 0} alone is a valid way to
         # leave a group out.
         object.__setattr__(self, "huber", {str(k): self._huber_delta(k, v) for k, v in self.huber.items()})
+        q = self.energy_size_exponent
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not (math.isfinite(q) and 0 <= q <= 2):
+            _fail("loss.energy_size_exponent", f"must be a number in [0, 2] (0: per structure, 1: per atom, "
+                  f"2: as the total energy), got {q!r}")
+        if q and self.energy_weight == 0:
+            _fail("loss.energy_size_exponent", "shapes the energy term, which is not in the loss "
+                  "(loss.energy_weight is 0)")
+        object.__setattr__(self, "energy_size_exponent", float(q))
 
     def _huber_delta(self, term: Any, delta: Any) -> float:
         """``delta`` of ``loss.huber.<term>``, checked: a term of the loss, a number > 0."""

@@ -83,7 +83,7 @@ class Distributed:
         """
         local = torch.zeros(3, dtype=torch.float64, device=self.device)
         if terms is not None:
-            local = _label_counts(batch).to(self.device)
+            local = _label_counts(batch, weights.energy_size_exponent).to(self.device)
         counts = local.clone()
         tdist.all_reduce(counts)
         if terms is None:
@@ -309,12 +309,12 @@ class SingleProcess(Distributed):
         pass
 
 
-def _label_counts(batch) -> torch.Tensor:
+def _label_counts(batch, energy_size_exponent: float = 0.0) -> torch.Tensor:
     """(3,) float64 counts that :func:`~mlpot.training.loss.loss_terms` divides by: labelled
     energies, force components and stress components of the periodic structures; with
-    structure weights (``targets.weight``), their weighted counts Σ w (the denominators of
-    the weighted means)."""
-    masks, rows = label_masks(batch), label_weights(batch)
+    structure weights (``targets.weight``) or an energy size exponent, their weighted
+    counts Σ w (the denominators of the weighted means)."""
+    masks, rows = label_masks(batch), label_weights(batch, energy_size_exponent)
     values_per_row = {"energy": 1, "forces": 3, "stress": 9}
     if rows is None:
         return torch.stack([values_per_row[k] * masks[k].sum()

@@ -21,6 +21,10 @@ schedule (:func:`loss_from_metrics`) stay unweighted: runs with different group 
 are then compared on the same measure of the same structures, and the weights say what to
 fit harder, not what counts as a better model.
 
+A structure's size can weigh its energy error (``loss.energy_size_exponent`` q): each
+energy row then weighs n^q times its structure weight, through the same weighted means (with
+q = 0, the default, the size plays no part and the code above runs unchanged).
+
 A Huber loss (``loss.huber``: {term: δ}) replaces d² by :func:`penalty`, d² for |d| ≤ δ
 and 2δ|d| − δ² beyond, for each error d of the terms it names: the means, masks and weights
 stay as above.
@@ -67,7 +71,7 @@ def loss_terms(predictions: dict[str, torch.Tensor], batch, weights: LossConfig)
     """
     require_constant_weights(weights)
     t = batch.targets
-    masks, rows = label_masks(batch), label_weights(batch)
+    masks, rows = label_masks(batch), label_weights(batch, weights.energy_size_exponent)
     terms: dict[str, torch.Tensor] = {}
     if weights.energy_weight > 0:
         per_atom = (predictions["energy"] - torch.nan_to_num(t.energy)) / batch.n_atoms.to(t.energy.dtype)
@@ -100,14 +104,22 @@ def label_masks(batch) -> dict[str, torch.Tensor]:
             "stress": t.has_stress & batch.pbc.all(dim=1)}
 
 
-def label_weights(batch) -> dict[str, torch.Tensor] | None:
+def label_weights(batch, energy_size_exponent: float = 0.0) -> dict[str, torch.Tensor] | None:
     """The weight of each row of each loss term, as :func:`label_masks`: ``energy`` (B,),
     ``forces`` (N,) (each atom its structure's) and ``stress`` (B,); ``None`` when the batch
-    has no structure weights."""
+    has no structure weights and ``energy_size_exponent`` is 0.
+
+    With ``energy_size_exponent`` q > 0 (``loss.energy_size_exponent``) each energy row
+    weighs n_atoms^q times its structure's weight (1 without structure weights)."""
     w = batch.targets.weight
-    if w is None:
+    if w is None and not energy_size_exponent:
         return None
-    return {"energy": w, "forces": w[batch.system_idx], "stress": w}
+    if w is None:
+        w = torch.ones(batch.n_atoms.shape, dtype=batch.targets.energy.dtype, device=batch.n_atoms.device)
+    energy = w
+    if energy_size_exponent:
+        energy = w * batch.n_atoms.to(w.dtype).pow(energy_size_exponent)
+    return {"energy": energy, "forces": w[batch.system_idx], "stress": w}
 
 
 def penalty(diff: torch.Tensor, delta: float | None = None) -> torch.Tensor:

@@ -94,7 +94,7 @@ def member_weights(loss: LossConfig, schedules: Sequence[LRSchedule], device: to
 
 
 def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig | dict[str, float | torch.Tensor],
-                member: torch.Tensor, n_members: int, huber: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                member: torch.Tensor, n_members: int, loss: LossConfig | None = None) -> dict[str, torch.Tensor]:
     """Each member's :func:`~mlpot.training.loss.loss_terms` over its own structures: ``total``
     and the unweighted terms, each (M,); ``member`` (B,) is the member of each structure.
     With structure weights (``batch.targets.weight``) each member's means are weighted as
@@ -103,14 +103,16 @@ def member_loss(pred: dict[str, torch.Tensor], batch, weights: LossConfig | dict
     Args:
         weights: constant loss weights of every member, or the weight of each term in the
             loss, a number or (M,) per member (:func:`member_weights`).
-        huber: the Huber threshold of each term that has one (``loss.huber``; the members
-            of a stack share it); ``None``: those of ``weights`` when it is a
-            :class:`LossConfig`, else none.
+        loss: the loss config whose shape the members share besides the term weights: the
+            Huber thresholds (``loss.huber``) and ``loss.energy_size_exponent``; ``None``:
+            ``weights`` when it is a :class:`LossConfig`, else squared errors, exponent 0.
     """
     w = term_weights(weights) if isinstance(weights, LossConfig) else weights
-    if huber is None:
-        huber = weights.huber if isinstance(weights, LossConfig) else {}
-    t, masks, rows = batch.targets, label_masks(batch), label_weights(batch)
+    if loss is None and isinstance(weights, LossConfig):
+        loss = weights
+    huber = loss.huber if loss is not None else {}
+    exponent = loss.energy_size_exponent if loss is not None else 0.0
+    t, masks, rows = batch.targets, label_masks(batch), label_weights(batch, exponent)
     atom_member = member[batch.system_idx]
 
     def mean_cost(diff: torch.Tensor, key: str, owner: torch.Tensor) -> torch.Tensor:
@@ -217,7 +219,7 @@ def stacked_epoch(training: StackedTraining, store: BatchStore, orders: Sequence
         with stack.assign(member[batch.system_idx]):
             pred = predict(stack, batch, raw, jac, forces=step.forces, stress=step.stress,
                            create_graph=step.forces or step.stress)
-        terms = member_loss(pred, batch, weights, member, n_members, step.weights.huber)
+        terms = member_loss(pred, batch, weights, member, n_members, step.weights)
         values = terms["total"].detach()
         active = alive & torch.tensor([len(p) > 0 for p in parts], device=device) & torch.isfinite(values)
         for m in torch.nonzero(alive & ~torch.isfinite(values)).squeeze(1).tolist():

@@ -121,7 +121,7 @@ def test_member_loss_with_huber_equals_each_lone_loss(w):
     member = torch.tensor([1, 0, 1, 0])
     stacked = member_loss(pred, batch, HUBER, member, 2)
     # As the stacked loop calls it: (M,) term weights of the epoch, the thresholds apart.
-    as_loop = member_loss(pred, batch, {"energy": 1.0, "forces": 10.0, "stress": 100.0}, member, 2, DELTAS)
+    as_loop = member_loss(pred, batch, {"energy": 1.0, "forces": 10.0, "stress": 100.0}, member, 2, HUBER)
     assert_members_equal_lone_losses(stacked, pred, batch, member, HUBER)
     assert_members_equal_lone_losses(as_loop, pred, batch, member, HUBER)
 
