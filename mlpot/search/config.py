@@ -35,7 +35,7 @@ import yaml
 
 from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
 from ..models import NetworkConfig
-from ..training.config import OptimizerConfig, TrainConfig, apply_overrides, refuse_data_fitted_descriptor, resolve_data_paths
+from ..training.config import OptimizerConfig, TrainConfig, apply_overrides, resolve_data_paths
 
 __all__ = ["ParameterSpace", "SearchConfig", "SearchSetup", "load_search"]
 
@@ -199,7 +199,6 @@ def load_search(source: str | Path | dict, overrides: list[str] | tuple[str, ...
     data = apply_overrides(data, [o for o in overrides if not o.startswith("search.")])
     resolve_data_paths(data, folder)
     setup = SearchSetup(TrainConfig.from_dict(data), from_dict(SearchConfig, search, "search"))
-    refuse_data_fitted_descriptor(setup.base, "search")
     for parameter in setup.search.parameters():
         for value in parameter.extremes():
             try:

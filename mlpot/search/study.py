@@ -8,6 +8,12 @@ part. After every epoch the mean validation loss over the folds is reported, and
 (successive halving/ASHA, Hyperband, or none) stops trials that trail the others; an
 architecture over ``search.max_params`` is pruned before it trains.
 
+A descriptor that chooses its terms from the data (``descriptor.select``) chooses them once,
+on all of ``data.train`` before the folds are split (the choice reads descriptor values only,
+no labels), and every trial and fold uses those terms: per-fold choices would give the folds
+different descriptors and no shared cache. The choice is kept in ``OUT/descriptor.json``, and
+``search.yaml`` and ``best.yaml`` list the chosen terms.
+
 The study lives in ``OUT/study.db`` (SQLite): ``--resume`` (or re-running after a kill)
 continues it. Finished trials (complete or pruned) are never repeated; a trial that was
 running when its process died is tried again with the same values, continuing its folds'
@@ -16,6 +22,7 @@ checkpoints. Several worker processes (``jobs``) share the database.
 Layout::
 
     OUT/search.yaml            the resolved config
+    OUT/descriptor.json        the terms chosen by descriptor.select (only with it)
     OUT/study.db               the Optuna study (SQLite)
     OUT/splits/foldK.json      the cross-validation splits (shared by all trials)
     OUT/cache/                 the descriptor cache (computed once)
@@ -25,14 +32,18 @@ Layout::
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..data import kfold_splits, read
+from ..io.files import atomic_write_text
+from ..training import TrainConfig
 from ..workers import worker_pool
 from .config import SearchSetup, load_search
 
@@ -77,13 +88,15 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
     """
     out = Path(out)
     target = trials or setup.search.trials
-    if (out / "study.db").exists():
-        if not resume:
-            raise ValueError(f"{out} already holds a search (study.db): continue it with --resume (finished "
-                             "trials are kept; --trials N raises the target), or choose another --out folder"
-                             + (f"; its best config is {out / 'best.yaml'}" if (out / "best.yaml").is_file() else ""))
-        _check_same_search(out, setup)
+    resuming = (out / "study.db").exists()
+    if resuming and not resume:
+        raise ValueError(f"{out} already holds a search (study.db): continue it with --resume (finished "
+                         "trials are kept; --trials N raises the target), or choose another --out folder"
+                         + (f"; its best config is {out / 'best.yaml'}" if (out / "best.yaml").is_file() else ""))
     out.mkdir(parents=True, exist_ok=True)
+    setup = _with_chosen_terms(setup, out, log)
+    if resuming:
+        _check_same_search(out, setup)
     setup.save(out / "search.yaml")
     _write_splits(setup, out)
     study = open_study(out, setup, create=True)
@@ -100,6 +113,40 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
         futures = [pool.submit(_worker, str(out), target, threads, k, None) for k in range(jobs)]
         for future in futures:
             future.result()
+
+
+def _with_chosen_terms(setup: SearchSetup, out: Path, log: Callable[[str], None]) -> SearchSetup:
+    """``setup`` with a data-fitted descriptor (``descriptor.select``) replaced by the terms it
+    chooses on all of ``data.train``, chosen once and kept in ``out/descriptor.json`` with the
+    config they came from; ``setup`` itself for a descriptor that lists its terms.
+
+    Raises:
+        ValueError: ``out`` holds a study whose terms were chosen by another descriptor config.
+    """
+    if not getattr(setup.base.descriptor, "fits_to_data", False):
+        return setup
+    source = setup.base.to_dict()["descriptor"]
+    saved = out / "descriptor.json"
+    record = json.loads(saved.read_text()) if saved.is_file() else None
+    if record is not None and record.get("chosen_by") != source:
+        if (out / "study.db").exists():
+            raise ValueError(f"cannot resume {out}: its terms (descriptor.json) were chosen by another descriptor "
+                             "config; search with that one, or choose another --out folder")
+        record = None
+    if record is None:
+        from ase.data import chemical_symbols
+
+        data = setup.base.data
+        structures = read(data.train, format=data.format, **data.read_options)
+        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
+        started = time.perf_counter()
+        spec = setup.base.build_descriptor(elements, structures).spec.to_dict()
+        record = {"chosen_by": source, "spec": spec}
+        atomic_write_text(saved, json.dumps(record, indent=1) + "\n")
+        log(f"search: descriptor.select chose its terms once, on all {len(structures)} structures of "
+            f"{data.train} ({time.perf_counter() - started:.0f} s; {saved})")
+    base = TrainConfig.from_dict({**setup.base.to_dict(), "descriptor": record["spec"]})
+    return replace(setup, base=base)
 
 
 def _check_same_search(out: Path, setup: SearchSetup) -> None:

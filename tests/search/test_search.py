@@ -106,11 +106,37 @@ def _distribution(parameter):
     return CategoricalDistribution(list(parameter.choices))
 
 
-def test_search_refuses_a_descriptor_chosen_per_run(tmp_path):
-    from mlpot.config import ConfigError
-    from mlpot.search.config import load_search
+def test_search_chooses_the_terms_once_for_every_trial_and_fold(data, tmp_path):
+    """descriptor.select chooses on all of data.train, once: the trials' configs list those
+    terms, a resumed search keeps them, and another select config cannot resume it."""
+    import json
 
-    config = search_config(tmp_path / "train.extxyz")
-    config["descriptor"]["select"] = {"count": 3}
-    with pytest.raises(ConfigError, match="search: descriptor.select"):
-        load_search(config)
+    config = search_config(data, trials=2, pruner="none")
+    config["descriptor"]["select"] = {"count": 4, "method": "cur"}
+    out = tmp_path / "search"
+    lines = []
+    run_search(load_search(config), out, log=lines.append)
+    assert any("descriptor.select chose its terms once, on all 24 structures" in line for line in lines)
+    record = json.loads((out / "descriptor.json").read_text())
+    chosen = record["spec"]
+    for centre in ("Au", "Cu"):  # count is per element
+        assert sum(term["centre"] == centre for term in chosen["radial"] + chosen["angular"]) == 4
+    # The same choice as a training run on all the data makes (independently built here).
+    structures = ase.io.read(data, ":")
+    expected = TrainConfig.from_dict({k: v for k, v in config.items() if k != "search"}).build_descriptor(
+        ["Cu", "Au"], structures).spec.to_dict()  # sorted by atomic number, as training orders them
+    assert chosen == expected
+    for trial in open_study(out).trials:
+        for fold in (0, 1):
+            run = TrainConfig.from_yaml(out / trial.user_attrs["folder"] / f"fold{fold}" / "config.yaml")
+            assert run.build_descriptor(["Cu", "Au"]).spec.to_dict() == chosen
+    write_outputs(out)
+    assert TrainConfig.from_yaml(out / "best.yaml").build_descriptor(["Cu", "Au"]).spec.to_dict() == chosen
+    # Resumed with the same config: the kept choice, no new one.
+    lines.clear()
+    run_search(load_search(config), out, trials=3, resume=True, log=lines.append)
+    assert not any("chose its terms" in line for line in lines) and len(open_study(out).trials) == 3
+    # Another select config cannot continue this study.
+    config["descriptor"]["select"] = {"count": 3, "method": "cur"}
+    with pytest.raises(ValueError, match="chosen by another descriptor config"):
+        run_search(load_search(config), out, trials=4, resume=True, log=lambda _: None)
