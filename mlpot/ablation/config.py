@@ -36,7 +36,7 @@ import yaml
 from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
 from ..models.blocks import ACTIVATIONS
 from ..models.init import INITS
-from ..training.config import TrainConfig, apply_overrides, refuse_data_fitted_descriptor, resolve_data_paths
+from ..training.config import TrainConfig, apply_overrides, resolve_data_paths
 
 __all__ = ["VARIANTS", "variant", "MDStabilityConfig", "AblationConfig", "AblationSetup", "load_ablation"]
 
@@ -218,7 +218,6 @@ def load_ablation(source: str | Path | dict, overrides: list[str] | tuple[str, .
     data = apply_overrides(data, theirs)
     resolve_data_paths(data, folder)
     setup = AblationSetup(TrainConfig.from_dict(data), from_dict(AblationConfig, ablation, "ablation"))
-    refuse_data_fitted_descriptor(setup.base, "ablation")
     if setup.ablation.folds == 1 and not setup.base.data.test and setup.ablation.test_fraction == 0:
         raise ConfigError("ablation: with folds: 1 the runs need a test set: give data.test or "
                           "ablation.test_fraction > 0")

@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +33,7 @@ import torch
 from ..data import kfold_splits, load_split, random_split, read
 from ..device import resolve_device
 from ..io.files import atomic_write_text
+from ..training.fixed_terms import choose_terms_once
 from ..workers import worker_pool
 from .config import AblationSetup
 from .grid import RunSpec, expand_grid
@@ -100,11 +102,14 @@ def run_ablation(setup: AblationSetup, out: str | Path, jobs: int = 1, resume: b
     """
     out = Path(out)
     saved = out / "ablation.yaml"
+    if saved.exists() and not resume:
+        raise ValueError(f"{out} already holds an ablation (ablation.yaml): continue it with --resume "
+                         "(finished runs are kept), or choose another --out folder"
+                         + (f"; its report is {out / 'report.md'}" if (out / "report.md").is_file() else ""))
+    # A descriptor.select config: its terms chosen once for every run (in descriptor.json).
+    setup = replace(setup, base=choose_terms_once(setup.base, out / "descriptor.json", saved.exists(), log,
+                                                  "ablation"))
     if saved.exists():
-        if not resume:
-            raise ValueError(f"{out} already holds an ablation (ablation.yaml): continue it with --resume "
-                             "(finished runs are kept), or choose another --out folder"
-                             + (f"; its report is {out / 'report.md'}" if (out / "report.md").is_file() else ""))
         import yaml
 
         before = yaml.safe_load(saved.read_text())

@@ -32,7 +32,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import replace
@@ -42,8 +41,7 @@ from typing import Callable
 import torch
 
 from ..data import kfold_splits, read
-from ..io.files import atomic_write_text
-from ..training import TrainConfig
+from ..training.fixed_terms import choose_terms_once
 from ..workers import worker_pool
 from .config import SearchSetup, load_search
 
@@ -94,7 +92,7 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
                          "trials are kept; --trials N raises the target), or choose another --out folder"
                          + (f"; its best config is {out / 'best.yaml'}" if (out / "best.yaml").is_file() else ""))
     out.mkdir(parents=True, exist_ok=True)
-    setup = _with_chosen_terms(setup, out, log)
+    setup = replace(setup, base=choose_terms_once(setup.base, out / "descriptor.json", resuming, log, "search"))
     if resuming:
         _check_same_search(out, setup)
     setup.save(out / "search.yaml")
@@ -113,40 +111,6 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
         futures = [pool.submit(_worker, str(out), target, threads, k, None) for k in range(jobs)]
         for future in futures:
             future.result()
-
-
-def _with_chosen_terms(setup: SearchSetup, out: Path, log: Callable[[str], None]) -> SearchSetup:
-    """``setup`` with a data-fitted descriptor (``descriptor.select``) replaced by the terms it
-    chooses on all of ``data.train``, chosen once and kept in ``out/descriptor.json`` with the
-    config they came from; ``setup`` itself for a descriptor that lists its terms.
-
-    Raises:
-        ValueError: ``out`` holds a study whose terms were chosen by another descriptor config.
-    """
-    if not getattr(setup.base.descriptor, "fits_to_data", False):
-        return setup
-    source = setup.base.to_dict()["descriptor"]
-    saved = out / "descriptor.json"
-    record = json.loads(saved.read_text()) if saved.is_file() else None
-    if record is not None and record.get("chosen_by") != source:
-        if (out / "study.db").exists():
-            raise ValueError(f"cannot resume {out}: its terms (descriptor.json) were chosen by another descriptor "
-                             "config; search with that one, or choose another --out folder")
-        record = None
-    if record is None:
-        from ase.data import chemical_symbols
-
-        data = setup.base.data
-        structures = read(data.train, format=data.format, **data.read_options)
-        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
-        started = time.perf_counter()
-        spec = setup.base.build_descriptor(elements, structures).spec.to_dict()
-        record = {"chosen_by": source, "spec": spec}
-        atomic_write_text(saved, json.dumps(record, indent=1) + "\n")
-        log(f"search: descriptor.select chose its terms once, on all {len(structures)} structures of "
-            f"{data.train} ({time.perf_counter() - started:.0f} s; {saved})")
-    base = TrainConfig.from_dict({**setup.base.to_dict(), "descriptor": record["spec"]})
-    return replace(setup, base=base)
 
 
 def _check_same_search(out: Path, setup: SearchSetup) -> None:

@@ -49,7 +49,7 @@ from ..models import NetworkConfig
 __all__ = [
     "DataConfig", "ScalingConfig", "LossConfig", "KalmanConfig", "OptimizerConfig", "ScheduleConfig",
     "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
-    "with_current_defaults", "refuse_data_fitted_descriptor",
+    "with_current_defaults",
 ]
 
 
@@ -654,17 +654,6 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], allowed: Collection
 
     fa, fb = flat(a), flat(b)
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not is_allowed(k))
-
-
-def refuse_data_fitted_descriptor(config: "TrainConfig", where: str) -> None:
-    """Raise :class:`ConfigError` for a descriptor fitted to the training data
-    (``descriptor.select``) in a grid of runs over folds (``where``: ``ablation``, ``search``):
-    each fold would choose its own terms, and the runs could not share one descriptor cache."""
-    if getattr(config.descriptor, "fits_to_data", False):
-        raise ConfigError(f"{where}: descriptor.select chooses the terms on each run's training split, so the "
-                          "folds of a grid would get different descriptors; list the chosen terms instead (train "
-                          "once and copy them from the model, or see scripts/depth_study.py, which selects once "
-                          "per study)")
 
 
 def with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:

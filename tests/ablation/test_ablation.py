@@ -511,8 +511,29 @@ def test_process_peak_is_the_workers_own():
     assert parent > 400 and child < parent - 300, (parent, child)
 
 
-def test_a_grid_refuses_a_descriptor_chosen_per_run():
-    config = base_config()
-    config["descriptor"]["select"] = {"count": 3}
-    with pytest.raises(ConfigError, match="ablation: descriptor.select"):
-        load_ablation(config)
+def test_a_grid_chooses_the_terms_once_for_every_run(emt_data, tmp_path):
+    """descriptor.select chooses on all of data.train, once: every run trains on those terms,
+    a resumed grid keeps them, and another select config cannot resume it."""
+    import json
+
+    from mlpot.training import TrainConfig
+
+    config = base_config(str(emt_data), variants=["plain"], depths=[1], md={"structures": 1, "steps": 0})
+    config["descriptor"]["select"] = {"count": 3, "method": "cur"}
+    out = tmp_path / "grid"
+    lines = []
+    results = run_ablation(load_ablation(config), out, isolate=False, log=lines.append)
+    assert len(results) == 2 and any("chose its terms once, on all 16 structures" in line for line in lines)
+    chosen = json.loads((out / "descriptor.json").read_text())["spec"]
+    expected = TrainConfig.from_dict({k: v for k, v in config.items() if k != "ablation"}).build_descriptor(
+        ["Cu", "Au"], ase.io.read(emt_data, ":")).spec.to_dict()
+    assert chosen == expected
+    for r in results:
+        run = TrainConfig.from_yaml(out / "runs" / r["name"] / "config.yaml")
+        assert run.build_descriptor(["Cu", "Au"]).spec.to_dict() == chosen
+    lines.clear()
+    run_ablation(load_ablation(config), out, resume=True, isolate=False, log=lines.append)
+    assert not any("chose its terms" in line for line in lines)
+    config["descriptor"]["select"] = {"count": 2, "method": "cur"}
+    with pytest.raises(ValueError, match="chosen by another descriptor config"):
+        run_ablation(load_ablation(config), out, resume=True, isolate=False, log=lambda _: None)
