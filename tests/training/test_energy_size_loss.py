@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.emt import EMT
-from test_group_weights import (assert_members_equal_lone_losses, hand_built, predictions, select, weighted,
-                                with_loss)
+from test_group_weights import check_member_losses, hand_built, predictions, select, weighted, with_loss
 from test_many import assert_same_run, rows
 from test_training_run import config, emt_structures
 
@@ -21,7 +20,6 @@ from mlpot.training.config import ConfigError, LossConfig
 from mlpot.training.distributed import _label_counts
 from mlpot.training.loss import loss_terms
 from mlpot.training.many import train_many
-from mlpot.training.stack_loop import member_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,17 +72,7 @@ def test_one_size_makes_the_exponent_irrelevant():
 
 @pytest.mark.parametrize("w", [None, [2.0, 0.5, 1.5, 3.0]])
 def test_members_equal_each_lone_loss(w):
-    structures, raw = hand_built()
-    batch = collate(structures, cutoff=3.0)
-    batch = batch if w is None else weighted(batch, w)
-    _, pred = predictions(raw)
-    pred = {k: v.detach() for k, v in pred.items()}
-    member = torch.tensor([1, 0, 1, 0])
-    loss = sized(1.0)
-    assert_members_equal_lone_losses(member_loss(pred, batch, loss, member, 2), pred, batch, member, loss)
-    # As the stacked loop calls it: (M,) term weights of the epoch, the loss's shape apart.
-    as_loop = member_loss(pred, batch, {"energy": 1.0, "forces": 10.0, "stress": 100.0}, member, 2, loss)
-    assert_members_equal_lone_losses(as_loop, pred, batch, member, loss)
+    check_member_losses(sized(1.0), w)
 
 
 def test_shard_counts_add_up_to_the_global_loss():

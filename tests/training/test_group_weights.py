@@ -21,7 +21,7 @@ from mlpot.training.data import BatchStore, concatenate, select
 from mlpot.training.distributed import _label_counts
 from mlpot.training.loss import loss_from_metrics, loss_terms
 from mlpot.training.many import train_many
-from mlpot.training.stack_loop import member_loss
+from mlpot.training.stack_loop import member_loss, term_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,13 +153,22 @@ def test_fractional_weights_without_labels_give_zero_not_nan():
 
 
 def test_member_loss_weights_each_members_structures_like_a_lone_loss():
+    check_member_losses(WEIGHTS, [2.0, 0.5, 1.5, 3.0])
+
+
+def check_member_losses(loss: LossConfig, w: list[float] | None = None) -> None:
+    """:func:`member_loss` of a two-member stack over :func:`hand_built` (with structure
+    weights ``w``), called with ``loss`` and as the stacked loop calls it (the epoch's term
+    weights, the loss's shape apart), equals each member's lone loss."""
     structures, raw = hand_built()
-    w = [2.0, 0.5, 1.5, 3.0]
-    batch = weighted(collate(structures, cutoff=3.0), w)
+    batch = collate(structures, cutoff=3.0)
+    batch = batch if w is None else weighted(batch, w)
     _, pred = predictions(raw)
     pred = {k: v.detach() for k, v in pred.items()}
     member = torch.tensor([1, 0, 1, 0])
-    assert_members_equal_lone_losses(member_loss(pred, batch, WEIGHTS, member, 2), pred, batch, member, WEIGHTS)
+    for stacked in (member_loss(pred, batch, loss, member, 2),
+                    member_loss(pred, batch, term_weights(loss), member, 2, loss)):
+        assert_members_equal_lone_losses(stacked, pred, batch, member, loss)
 
 
 def assert_members_equal_lone_losses(stacked, pred, batch, member, weights):

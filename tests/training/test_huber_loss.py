@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_group_weights import assert_members_equal_lone_losses, hand_built, predictions, weighted, with_loss
+from test_group_weights import check_member_losses, hand_built, predictions, weighted, with_loss
 from test_many import assert_same_run, rows
 from test_training_run import config, emt_structures
 
@@ -17,7 +17,6 @@ from mlpot.training import TrainConfig, train
 from mlpot.training.config import ConfigError, LossConfig
 from mlpot.training.loss import loss_terms, penalty
 from mlpot.training.many import train_many
-from mlpot.training.stack_loop import member_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,17 +112,7 @@ def test_only_the_named_term_changes():
 
 @pytest.mark.parametrize("w", [None, [2.0, 0.5, 1.5, 3.0]])
 def test_member_loss_with_huber_equals_each_lone_loss(w):
-    structures, raw = hand_built()
-    batch = collate(structures, cutoff=3.0)
-    batch = batch if w is None else weighted(batch, w)
-    _, pred = predictions(raw)
-    pred = {k: v.detach() for k, v in pred.items()}
-    member = torch.tensor([1, 0, 1, 0])
-    stacked = member_loss(pred, batch, HUBER, member, 2)
-    # As the stacked loop calls it: (M,) term weights of the epoch, the thresholds apart.
-    as_loop = member_loss(pred, batch, {"energy": 1.0, "forces": 10.0, "stress": 100.0}, member, 2, HUBER)
-    assert_members_equal_lone_losses(stacked, pred, batch, member, HUBER)
-    assert_members_equal_lone_losses(as_loop, pred, batch, member, HUBER)
+    check_member_losses(HUBER, w)
 
 
 def test_annealed_weights_keep_the_thresholds():
