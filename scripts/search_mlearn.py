@@ -80,4 +80,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from mlpot.allocator import tune_cpu_allocator  # large blocks stay in the heap: 2x faster on the CPU
+    tune_cpu_allocator()
     sys.exit(main())

@@ -44,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> int:
+    """The ``mlpot`` console command: :func:`main` in a process whose allocator keeps large
+    blocks in the heap (:func:`mlpot.allocator.tune_cpu_allocator`; 2x faster CPU training
+    on the mlearn recipe)."""
+    from ..allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()
+    return main()
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line.
 
