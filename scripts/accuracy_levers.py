@@ -194,6 +194,8 @@ LEVERS: dict[str, list[str]] = {
     # How many of the 172 (on the recipe now, 96 of them): the old pool gained nothing from
     # more of its terms (pool90-all), but the richer pool lowered the force error, so the
     # count is measured again on it; and a wider net (96) for the wider input.
+    # (Measured on Si: 128 terms lower the energy MAE 12 %, 2.93 / 0.079 against 3.34 / 0.077,
+    # every seed's energy down and force up.)
     "pool172-cur128": ["descriptor.select={count: 128, method: cur}"],
     "pool172-all": ["descriptor.select=null"],
     "pool172-cur64": ["descriptor.select={count: 64, method: cur}"],
