@@ -179,25 +179,25 @@ def teacher_descriptor() -> dict:
 def fixed_descriptor(study_dir: Path, config: dict) -> dict:
     """The recipe's descriptor with its ``select`` resolved once per study, on the study's whole
     training set, into explicit terms (kept in ``study_dir/descriptor.json``): every cell,
-    fold and seed then sees the same descriptor. (The selection reads descriptor values
-    only, no labels; per-fold selection would give every fold its own descriptor.)"""
+    fold and stage then sees the same descriptor, and the grid's shapes are known before any
+    run (:func:`grid`). :func:`mlpot.training.fixed_terms.choose_terms_once` makes the
+    choice; a study whose recipe now selects otherwise is refused, not silently mixed."""
     if "select" not in (config.get("descriptor") or {}):
         return config["descriptor"]
+    from mlpot.io.files import atomic_write_text
+    from mlpot.training import TrainConfig
+    from mlpot.training.fixed_terms import choose_terms_once
+
+    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "ablation"})
     saved = study_dir / "descriptor.json"
-    if not saved.is_file():
-        from ase.data import chemical_symbols
-
-        from mlpot.data import read
-        from mlpot.io.files import atomic_write_text
-        from mlpot.training import TrainConfig
-
-        cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "ablation"})
-        structures = read(cfg.data.train, format=cfg.data.format, **cfg.data.read_options)
-        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
-        spec = cfg.build_descriptor(elements, structures).spec
-        study_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved, json.dumps(spec.to_dict(), indent=1) + "\n")
-    return json.loads(saved.read_text())
+    if saved.is_file() and "chosen_by" not in (record := json.loads(saved.read_text())):
+        # Written before the choice recorded its config (the terms alone). A study's recipe is
+        # frozen in its folder (recipe.yaml), so this config chose them.
+        atomic_write_text(saved, json.dumps({"chosen_by": cfg.to_dict()["descriptor"], "spec": record},
+                                            indent=1) + "\n")
+    choose_terms_once(cfg, saved, resuming=saved.is_file(), log=print, where="depth study")
+    # The terms as saved: the runs' configs (and so their resumption) were written with them.
+    return json.loads(saved.read_text())["spec"]
 
 
 def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr: float) -> dict:
@@ -234,18 +234,16 @@ _SHAPES: dict[str, list[int]] = {}
 
 def grid(config: dict) -> list:
     """The runs of an ablation config (:func:`mlpot.ablation.grid.expand_grid`)."""
-    from ase.data import chemical_symbols
-
     from mlpot.ablation.config import load_ablation
     from mlpot.ablation.grid import expand_grid
-    from mlpot.data import read
+    from mlpot.data import element_symbols, read
 
     setup = load_ablation(config)
     key = json.dumps([config["data"], config["descriptor"]], sort_keys=True, default=str)
     if key not in _SHAPES:  # the descriptor length per element, from the data (read once)
         data = setup.base.data
         structures = read(data.train, format=data.format, **data.read_options)
-        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
+        elements = element_symbols(structures)
         _SHAPES[key] = list(setup.base.build_descriptor(elements, structures).n_features_per_element)
     return expand_grid(setup, _SHAPES[key])
 

@@ -125,17 +125,16 @@ def measure(config: dict, runs: list, rounds: int, seed: int = SEED,
     """Time every cell of ``runs`` (the grid of ``config``, an ablation config) interleaved;
     returns the reference, the protocol and one row per cell (:func:`summarise`)."""
     import torch
-    from ase.data import chemical_symbols
 
     from mlpot.ablation.config import load_ablation
     from mlpot.ablation.timing import interleaved_times
-    from mlpot.data import read
+    from mlpot.data import element_symbols, read
     from mlpot.device import resolve_device
 
     setup = load_ablation(config)
     data, options = setup.base.data, setup.base.training
     structures = read(data.train, format=data.format, **data.read_options)
-    elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
+    elements = element_symbols(structures)
     descriptor = setup.base.build_descriptor(elements, structures)  # the study's: its terms are fixed
     picked = fixed_batch(len(structures), options.batch_size, seed)
     batch = [structures[k] for k in picked]

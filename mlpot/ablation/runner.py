@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from ..data import kfold_splits, load_split, random_split, read
+from ..data import element_symbols, kfold_splits, load_split, random_split, read
 from ..device import resolve_device
 from ..io.files import atomic_write_text
 from ..training.fixed_terms import choose_terms_once
@@ -485,11 +485,8 @@ def _write_splits(setup: AblationSetup, structures, folder: Path) -> list[str]:
 
 def _descriptor_shape(setup: AblationSetup, structures, split_file: str) -> tuple[list[str], list[int]]:
     """Elements of the training data and the descriptor length of each."""
-    from ase.data import chemical_symbols
-
     split = load_split(split_file)
-    numbers = sorted({int(z) for k in split.train for z in structures[k].numbers})
-    elements = [chemical_symbols[z] for z in numbers]
+    elements = element_symbols(structures[k] for k in split.train)
     return elements, setup.base.build_descriptor(elements).n_features_per_element
 
 

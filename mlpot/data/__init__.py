@@ -4,7 +4,7 @@ from .batch import AtomsBatch, Targets, collate
 from .h5 import H5Dataset
 from .readers import FORMATS, detect_format, read, register_reader, unregister_reader, write
 from .splits import Split, kfold_splits, load_split, random_split
-from .structures import DataError, Labels, get_labels, labelled_atoms, validate_structure
+from .structures import DataError, Labels, element_symbols, get_labels, labelled_atoms, validate_structure
 
 __all__ = [
     "AtomsBatch",
@@ -16,6 +16,7 @@ __all__ = [
     "Targets",
     "collate",
     "detect_format",
+    "element_symbols",
     "get_labels",
     "kfold_splits",
     "labelled_atoms",

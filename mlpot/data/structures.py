@@ -11,14 +11,17 @@ sign convention (stress = (1/V) ∂E/∂ε, so a compressed cell has a negative 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
-__all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure", "MIN_DISTANCE",
+__all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure", "element_symbols",
+           "MIN_DISTANCE",
            "MAX_COORDINATE"]
 
 #: Closest two atoms (or an atom and a periodic image) may be, Å. Real structures keep atoms
@@ -116,6 +119,13 @@ def get_labels(atoms: Atoms) -> Labels:
         forces=None if forces is None else np.asarray(forces, dtype=np.float64),
         stress=None if stress is None else _check_stress(stress),
     )
+
+
+def element_symbols(structures: Iterable[Atoms]) -> list[str]:
+    """The chemical symbols present in ``structures``, in order of atomic number: the element
+    order of a descriptor or model built for them (``["H", "O"]`` for water)."""
+    numbers = {int(z) for atoms in structures for z in atoms.numbers}
+    return [chemical_symbols[z] for z in sorted(numbers)]
 
 
 def validate_structure(atoms: Atoms, where: str = "", min_distance: float = MIN_DISTANCE) -> None:

@@ -238,16 +238,14 @@ class _Objective:
         return self._data
 
     def _n_params(self, config) -> int:
-        from ase.data import chemical_symbols
-
         from ..ablation.grid import count_parameters
-        from ..data import load_split
+        from ..data import element_symbols, load_split
 
         if self.n_features is None:
             structures = self._structures()
             split = load_split(self.out / "splits" / "fold0.json")
-            numbers = sorted({int(z) for k in split.train for z in structures[k].numbers})
-            self.n_features = config.build_descriptor([chemical_symbols[z] for z in numbers]).n_features_per_element
+            elements = element_symbols(structures[k] for k in split.train)
+            self.n_features = config.build_descriptor(elements).n_features_per_element
         return count_parameters(self.n_features, config.model)
 
     def _train(self, trial, configs, folder: Path) -> list[dict]:

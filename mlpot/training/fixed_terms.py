@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..data import read
+from ..data import element_symbols, read
 from ..io.files import atomic_write_text
 from .config import TrainConfig
 
@@ -50,13 +50,11 @@ def choose_terms_once(config: TrainConfig, saved: Path, resuming: bool, log: Cal
                              f"descriptor config; continue the {where} with that one, or choose another folder")
         record = None
     if record is None:
-        from ase.data import chemical_symbols
-
         data = config.data
         structures = read(data.train, format=data.format, **data.read_options)
-        elements = [chemical_symbols[z] for z in sorted({int(z) for a in structures for z in a.numbers})]
         started = time.perf_counter()
-        record = {"chosen_by": source, "spec": config.build_descriptor(elements, structures).spec.to_dict()}
+        descriptor = config.build_descriptor(element_symbols(structures), structures)
+        record = {"chosen_by": source, "spec": descriptor.spec.to_dict()}
         saved.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, json.dumps(record, indent=1) + "\n")
         log(f"{where}: descriptor.select chose its terms once, on all {len(structures)} structures of "

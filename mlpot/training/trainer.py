@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from ase.data import chemical_symbols
 
-from ..data import Split, load_split, random_split, read
+from ..data import Split, element_symbols, load_split, random_split, read
 from ..data.checks import check_labels
 from ..descriptors import Descriptor, SymmetryFunctions
 from ..device import resolve_device, resolve_dtype
@@ -207,8 +206,7 @@ def _train(run: _Run, cache: DescriptorCache, checkpoint: dict[str, Any] | None,
     config, opts, dist = run.config, run.config.training, run.dist
     structures, split, test = _read_and_check(run, resume)
     weights, weights_line = structure_weights(config, structures, split.train)  # before any file is written
-    counts = Counter(int(z) for k in split.train for z in structures[k].numbers)
-    elements = [chemical_symbols[z] for z in sorted(counts)]
+    elements = element_symbols(structures[k] for k in split.train)
     if opts.init_weights is not None:
         model = warm_start_model(config, elements)
         run.log(f"weights, descriptor and scaling from {opts.init_weights} (training.init_weights)")

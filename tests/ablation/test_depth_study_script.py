@@ -393,3 +393,41 @@ def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_
     # Nothing to carry from a first collect.
     assert depth_study_archive.carry_over(tmp_path / "absent.json", {"runs": [], "observables": [],
                                                                      "md_stability": [], "cost": []}, ["si-2.5k"]) == []
+
+
+def test_a_study_chooses_its_terms_once_and_refuses_another_select(study, tmp_path):
+    """fixed_descriptor: descriptor.select is resolved once per study into explicit terms
+    (mlpot.training.fixed_terms), a file of an older study (the terms alone) is kept and
+    recorded with its config, and a recipe that now selects otherwise is refused."""
+    import ase.io
+    from ase.build import bulk
+
+    from mlpot.training import TrainConfig
+
+    frames = []
+    for seed in range(4):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.1, seed=seed)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "train.extxyz", frames)
+    config = {"data": {"train": str(tmp_path / "train.extxyz"), "format": "ase"},
+              "descriptor": {"cutoff": 4.0, "radial": [{"grid": {"count": 6, "mode": "shift", "r_lower": 1.5}}],
+                             "select": {"count": 3, "method": "cur"}},
+              "ablation": {"depths": [1]}}
+    study_dir = tmp_path / "si-2.5k"
+    chosen = study.fixed_descriptor(study_dir, config)
+    expected = TrainConfig.from_dict({k: v for k, v in config.items() if k != "ablation"}).build_descriptor(
+        ["Cu"], frames).spec.to_dict()
+    assert chosen == expected and "select" not in chosen
+    saved = study_dir / "descriptor.json"
+    assert json.loads(saved.read_text())["chosen_by"]["select"]["count"] == 3
+    # An older study's file: the terms alone. They are kept, whatever a new choice would be.
+    older = {**chosen, "radial": chosen["radial"][:2]}
+    saved.write_text(json.dumps(older))
+    assert study.fixed_descriptor(study_dir, config) == older
+    assert json.loads(saved.read_text())["spec"] == older
+    config["descriptor"]["select"] = {"count": 2, "method": "cur"}
+    with pytest.raises(ValueError, match="chosen by another descriptor config"):
+        study.fixed_descriptor(study_dir, config)
+    config["descriptor"].pop("select")
+    assert study.fixed_descriptor(study_dir, config) == config["descriptor"]  # nothing to choose

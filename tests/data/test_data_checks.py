@@ -176,3 +176,14 @@ def test_distance_check_agrees_with_brute_force_minimum_image():
             assert expected, (trial, str(exc))
             fired += 1
     assert 10 < fired < 50
+
+
+def test_element_symbols_are_ordered_by_atomic_number():
+    from ase.build import bulk, molecule
+
+    from mlpot.data import element_symbols
+
+    structures = [bulk("Cu", "fcc", a=3.6), molecule("H2O"), molecule("CH4")]
+    assert element_symbols(structures) == ["H", "C", "O", "Cu"]
+    assert element_symbols(s for s in structures[1:2]) == ["H", "O"]  # any iterable, read once
+    assert element_symbols([]) == []
