@@ -10,6 +10,7 @@ one more section::
       pruner: asha               # asha | hyperband | none
       min_epochs: 5              # epochs every trial runs before it can be pruned
       seed: 0                    # the sampler's seed
+      baseline: true             # the base config's own values are tried first: the score to beat
       space:
         depth: {int: [1, 16]}
         width: {int: [8, 128], log: true}
@@ -89,6 +90,16 @@ class ParameterSpace:
             return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one the entry can take (a choice, or within [low, high])."""
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        return self.low <= value <= self.high
+
     def extremes(self) -> list[Any]:
         """Values that check the entry accepts the whole range."""
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
@@ -117,6 +128,7 @@ class SearchConfig:
     min_epochs: int = 5
     seed: int = 0
     inference_repeats: int = 3
+    baseline: bool = True
     space: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -147,6 +159,23 @@ class SearchSetup:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def base_values(self) -> dict[str, Any] | None:
+        """The searched entries' values in the base config (by space name), or ``None`` when
+        one of them is unset or outside its range (the base is then not a point of the space)."""
+        data = self.base.to_dict()
+        parameters = self.search.parameters()
+        if data["model"].get("hidden") and {"model.depth", "model.width"} & {p.path for p in parameters}:
+            return None  # explicit widths: the base's depth and width do not describe its network
+        values = {}
+        for p in parameters:
+            node: Any = data
+            for part in p.path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None or not p.contains(node):
+                return None
+            values[p.name] = int(node) if p.kind == "int" else node
+        return values
 
     def trial_config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The base config with the searched ``values`` (by space name) and ``overrides`` (by

@@ -17,7 +17,8 @@ from .study import open_study
 
 __all__ = ["write_outputs"]
 
-_COLUMNS = ("number", "state", "value", "n_params", "epochs_run", "inference_us_per_atom", "train_wall_s", "reason")
+_COLUMNS = ("number", "state", "value", "n_params", "epochs_run", "inference_us_per_atom", "train_wall_s", "baseline",
+            "reason")
 
 
 def write_outputs(out: str | Path) -> Path:
@@ -143,6 +144,11 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
              f"{search.folds} folds, averaged; pruner `{search.pruner}` (after {search.min_epochs} epochs)"
              + (f"; architectures over {search.max_params} weights pruned before training" if search.max_params else "")
              + ".\n"]
+    baseline = next((r for r in rows if r.get("baseline")), None)
+    if baseline is not None:
+        outcome = (f"cross-validated loss **{baseline['value']:.4g}**" if baseline["state"] == "complete"
+                   else f"{baseline['state']}")
+        lines.append(f"The base config's own values (trial {baseline['number']}, the baseline): {outcome}.\n")
     if best is not None:
         lines += [f"## Best trial: {best['number']}\n", f"Cross-validated loss **{best['value']:.4g}** "
                   f"({best['n_params']} weights, {best.get('epochs_run')} epochs"
@@ -163,7 +169,7 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
                   "in trials.csv, not comparable with these)\n",
                   "| trial | " + " | ".join(names) + " | weights | loss |",
                   "|---|" + "---|" * (len(names) + 2)]
-        lines += [f"| {r['number']} | " + " | ".join(_fmt(r["params"].get(n)) for n in names)
+        lines += [f"| {r['number']}{' (baseline)' if r.get('baseline') else ''} | " + " | ".join(_fmt(r["params"].get(n)) for n in names)
                   + f" | {r['n_params']} | {r['value']:.4g} |" for r in ranked]
         lines.append("")
     for name, caption in figures:

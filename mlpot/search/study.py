@@ -99,6 +99,8 @@ def run_search(setup: SearchSetup, out: str | Path, trials: int | None = None, j
     _write_splits(setup, out)
     study = open_study(out, setup, create=True)
     _retry_interrupted(study, log)
+    if setup.search.baseline:
+        _enqueue_baseline(study, setup, log)
     done = _finished(study)
     log(f"search: {done} of {target} trials finished; {jobs} worker(s)")
     if done >= target:
@@ -152,9 +154,24 @@ def _retry_interrupted(study, log: Callable[[str], None]) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         folder = trial.user_attrs.get("folder") or f"trials/{trial.number:04d}"
-        study.enqueue_trial(trial.params, user_attrs={"folder": folder, "retries": trial.number},
+        kept = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+        study.enqueue_trial(trial.params, user_attrs={**kept, "folder": folder, "retries": trial.number},
                             skip_if_exists=False)
         log(f"trial {trial.number} was interrupted: queued again with the same values ({folder})")
+
+
+def _enqueue_baseline(study, setup: SearchSetup, log: Callable[[str], None]) -> None:
+    """Queue the base config's own values as a trial (once per study, marked ``baseline``), so
+    that the report says what the search gained over the config it started from. A search
+    that already ran trials gets it as its next trial."""
+    if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
+        return
+    values = setup.base_values()
+    if values is None:
+        log("search: the base config's values are not all in search.space: no baseline trial")
+        return
+    study.enqueue_trial(values, user_attrs={"baseline": True}, skip_if_exists=False)
+    log(f"search: the base config's values {values} queued as the baseline trial")
 
 
 def _worker(out: str, target: int, threads: int, index: int, log: Callable[[str], None] | None) -> None:

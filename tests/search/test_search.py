@@ -140,3 +140,48 @@ def test_search_chooses_the_terms_once_for_every_trial_and_fold(data, tmp_path):
     config["descriptor"]["select"] = {"count": 3, "method": "cur"}
     with pytest.raises(ValueError, match="chosen by another descriptor config"):
         run_search(load_search(config), out, trials=4, resume=True, log=lambda _: None)
+
+
+def test_the_base_configs_values_are_the_first_trial_once(data, tmp_path):
+    """search.baseline: the base config's own values (here depth 2, width 8, plain, lr 5e-3)
+    are trial 0, marked in trials.csv and report.md; a resumed search does not queue them
+    again, and a base outside the space (or baseline: false) gives no baseline trial."""
+    config = search_config(data, trials=2, pruner="none")
+    config["model"] = {"depth": 2, "width": 8, "block": "plain"}
+    out = tmp_path / "search"
+    lines = []
+    run_search(load_search(config), out, log=lines.append)
+    first = open_study(out).trials[0]
+    assert first.params == {"depth": 2, "width": 8, "block": "plain", "lr": 5e-3}
+    assert first.user_attrs["baseline"] is True and first.state.name == "COMPLETE"
+    assert not open_study(out).trials[1].user_attrs.get("baseline")
+    assert any("queued as the baseline trial" in line for line in lines)
+    trained = TrainConfig.from_yaml(out / first.user_attrs["folder"] / "fold0" / "config.yaml")
+    assert (trained.model.depth, trained.model.width, trained.optimizer.lr) == (2, 8, 5e-3)
+    report = write_outputs(out).read_text()
+    assert f"(trial 0, the baseline): cross-validated loss **{first.value:.4g}**" in report
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert [r["baseline"] for r in rows] == ["True", ""]
+    lines.clear()
+    run_search(load_search(config), out, trials=3, resume=True, log=lines.append)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in open_study(out).trials) == 1
+    assert not any("baseline" in line for line in lines)
+    # Width 32 lies outside [4, 16]: the base is not a point of the space.
+    config["model"]["width"] = 32
+    lines.clear()
+    run_search(load_search(config), tmp_path / "outside", trials=1, log=lines.append)
+    assert "no baseline trial" in " ".join(lines)
+    assert not open_study(tmp_path / "outside").trials[0].user_attrs.get("baseline")
+    config["model"]["width"] = 8
+    config["search"]["baseline"] = False
+    run_search(load_search(config), tmp_path / "off", trials=1, log=lambda _: None)
+    assert not open_study(tmp_path / "off").trials[0].user_attrs.get("baseline")
+
+
+def test_base_values_need_every_searched_entry_in_range(data):
+    setup = load_search({**search_config(data), "model": {"depth": 3, "width": 16, "block": "residual"}})
+    assert setup.base_values() == {"depth": 3, "width": 16, "block": "residual", "lr": 5e-3}
+    explicit = load_search({**search_config(data), "model": {"hidden": [8, 8], "block": "plain"}})
+    assert explicit.base_values() is None  # explicit widths are not a (depth, width) point
+    low_rate = load_search({**search_config(data), "model": {"depth": 3, "width": 16}, "optimizer": {"lr": 1e-4}})
+    assert low_rate.base_values() is None
