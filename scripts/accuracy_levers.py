@@ -214,6 +214,12 @@ LEVERS: dict[str, list[str]] = {
     # 10 measures that trade on the test set.
     "forces3": ["loss.forces_weight=3"],
     "forces10": ["loss.forces_weight=10"],
+    # The architecture search's best trial (scripts/search_mlearn.py --element Si: 16 trials,
+    # 3-fold cross-validation, 200 epochs, successive halving; the recipe's own values, its
+    # baseline trial, were pruned at epoch 50): four plain layers of 110, a higher rate and
+    # less weight decay. The depth study at ~25k weights also ranks plain depth 4 first.
+    "search-best": ["model.depth=4", "model.width=110", "model.block=plain", "optimizer.lr=1.86e-3",
+                    "optimizer.weight_decay=1.92e-2"],
 }
 
 
