@@ -21,8 +21,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 __all__ = ["DataError", "Labels", "labelled_atoms", "get_labels", "validate_structure", "element_symbols",
-           "MIN_DISTANCE",
-           "MAX_COORDINATE"]
+           "MIN_DISTANCE", "MAX_COORDINATE"]
 
 #: Closest two atoms (or an atom and a periodic image) may be, Å. Real structures keep atoms
 #: further apart than ~0.5 Å (H2: 0.74 Å); closer means duplicated atoms or a unit error, and

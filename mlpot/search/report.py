@@ -146,8 +146,13 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
              + ".\n"]
     baseline = next((r for r in rows if r.get("baseline")), None)
     if baseline is not None:
-        outcome = (f"cross-validated loss **{baseline['value']:.4g}**" if baseline["state"] == "complete"
-                   else f"{baseline['state']}")
+        if baseline["state"] == "complete":
+            outcome = f"cross-validated loss **{baseline['value']:.4g}**"
+        elif baseline["state"] == "pruned" and baseline["value"] is not None:
+            outcome = (f"pruned after {baseline.get('epochs_run')} epochs (validation loss then "
+                       f"{baseline['value']:.4g}, not comparable with complete trials)")
+        else:
+            outcome = baseline["state"]
         lines.append(f"The base config's own values (trial {baseline['number']}, the baseline): {outcome}.\n")
     if best is not None:
         lines += [f"## Best trial: {best['number']}\n", f"Cross-validated loss **{best['value']:.4g}** "
@@ -169,8 +174,9 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
                   "in trials.csv, not comparable with these)\n",
                   "| trial | " + " | ".join(names) + " | weights | loss |",
                   "|---|" + "---|" * (len(names) + 2)]
-        lines += [f"| {r['number']}{' (baseline)' if r.get('baseline') else ''} | " + " | ".join(_fmt(r["params"].get(n)) for n in names)
-                  + f" | {r['n_params']} | {r['value']:.4g} |" for r in ranked]
+        lines += [f"| {r['number']}{' (baseline)' if r.get('baseline') else ''} | "
+                  + " | ".join(_fmt(r["params"].get(n)) for n in names) + f" | {r['n_params']} | {r['value']:.4g} |"
+                  for r in ranked]
         lines.append("")
     for name, caption in figures:
         lines += [f"![{caption}]({name})", f"*{caption}*\n"]
