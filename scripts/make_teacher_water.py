@@ -41,7 +41,7 @@ determine the trajectories are stored in OUT/plan.json; a rerun with different o
 same OUT is refused (use another ``--out`` or ``--force``).
 
 Usage: python scripts/make_teacher_water.py [--out runs/teacher-water] [--trajectories 16]
-           [--frames 20] [--stride 40] [--equilibrate 200] [--sizes 1 2 4 8 12] [--test 4]
+           [--frames 20] [--stride 40] [--equilibrate 200] [--sizes 1 2 4 6 8 12] [--test 4]
            [--batch 4] [--seed 0] [--force]
 """
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the velocities and the Langevin noise")
     parser.add_argument("--batch", type=int, default=4, help="trajectories run together as replicas (unit of resumption)")
     parser.add_argument("--skin", type=float, default=1.0, help="Verlet skin of the MD neighbour list, Å")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 12],
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 6, 8, 12],
                         help="training-set sizes of the ladder, in trajectories")
     parser.add_argument("--test", type=int, default=4, help="held-out trajectories (the last ones) in test.extxyz")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
