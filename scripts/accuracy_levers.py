@@ -236,6 +236,9 @@ def main() -> int:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--summary", action="store_true", help="only print the table of finished levers")
+    parser.add_argument("--paired", metavar="LEVER", choices=list(LEVERS),
+                        help="with --summary: under each lever, its differences from LEVER (at the same budget) "
+                             "seed by seed")
     args = parser.parse_args()
     if not args.summary:
         print(f"plan: {len(args.levers)} levers × {args.elements}, {len(args.seeds)} seeds each (trained together), "
@@ -265,7 +268,7 @@ def main() -> int:
                     return 1
             KEPT.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(result_file(args.runs, tag), result_file(KEPT, tag))
-    _summary(args.runs, args.levers, args.elements)
+    _summary(args.runs, args.levers, args.elements, args.paired)
     return 0
 
 
@@ -314,7 +317,7 @@ def _earlier_recipe(runs: Path, lever: str, tag: str, args) -> list[str]:
     return []
 
 
-def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
+def _summary(runs: Path, levers: list[str], elements: list[str], paired: str | None = None) -> None:
     print(f"\n{'el':<4}{'lever':<20}{'E MAE meV/at':>16}{'F MAE eV/Å':>16}{'σ RMSE GPa':>14}"
           + "".join(f"{k + ' %':>10}" for k in ("C11", "C12", "C44", "B")) + f"{'B±0.25%':>9}{'B±2%':>8}")
     for el in elements:
@@ -325,7 +328,39 @@ def _summary(runs: Path, levers: list[str], elements: list[str]) -> None:
                     for p in folder.glob(f"bench_mlearn-{lever}-e*.json")}
             for path in [_result(runs, t) for t in [lever, *sorted(t for t in tags if _budget_of(t, lever))]]:
                 if path.is_file():
-                    _summary_row(el, path.stem.removeprefix("bench_mlearn-"), path)
+                    tag = path.stem.removeprefix("bench_mlearn-")
+                    _summary_row(el, tag, path)
+                    if paired is not None and paired != lever:
+                        budget = _budget_of(tag, lever)
+                        base = _result(runs, _tag(paired, budget or SCREEN_EPOCHS))
+                        if base.is_file():
+                            print(_paired_line(el, path, base, paired))
+
+
+#: The paired differences :func:`_paired_line` prints: result key, name, unit.
+PAIRED = (("energy_mae_mev_per_atom", "E MAE", "meV/atom"), ("energy_rmse_mev_per_atom", "E RMSE", ""),
+          ("force_mae_mev_per_a", "F MAE", "meV/Å"), ("force_rmse_mev_per_a", "F RMSE", ""))
+
+
+def _paired_line(el: str, path: Path, base: Path, base_name: str) -> str:
+    """The lever's differences from ``base`` seed by seed (the same seeds, splits and data
+    order), and whether every seed moved the same way: with three seeds, the spread over
+    seeds hides what a paired comparison shows."""
+    def by_seed(file: Path) -> dict:
+        return {r["seed"]: r for r in json.loads(file.read_text())["results"]
+                if r["element"] == el and r["seed"] != "committee"}
+
+    rows, reference = by_seed(path), by_seed(base)
+    seeds = sorted(set(rows) & set(reference))
+    if not seeds:
+        return f"    vs {base_name}: no common seeds"
+    parts = []
+    for key, name, unit in PAIRED:
+        deltas = [rows[s][key] - reference[s][key] for s in seeds]
+        every = " (every seed lower)" if all(d < 0 for d in deltas) else (
+            " (every seed higher)" if all(d > 0 for d in deltas) else "")
+        parts.append(f"Δ{name} " + " ".join(f"{d:+.2f}" for d in deltas) + (f" {unit}" if unit else "") + every)
+    return f"    vs {base_name}, seeds {seeds}: " + "; ".join(parts)
 
 
 def _summary_row(el: str, tag: str, path: Path) -> None:

@@ -134,3 +134,34 @@ def test_bench_mlearn_keeps_the_rows_of_elements_it_does_not_rerun(tmp_path):
     assert bench._rows_of_other_elements(path, {"Mo"}, [2, 1, 0]) == si
     assert bench._rows_of_other_elements(path, {"Mo"}, [0]) == []  # other seeds: not one table
     assert bench._rows_of_other_elements(tmp_path / "absent.json", {"Mo"}, [0]) == []
+
+
+def test_accuracy_levers_pairs_a_lever_with_the_recipe_seed_by_seed(tmp_path, monkeypatch, capsys):
+    """--summary --paired BASE: each seed's difference from BASE at the same budget, and
+    whether every seed moved the same way."""
+    import json
+
+    from scripts_for_tests import load_script
+
+    levers = load_script("accuracy_levers")
+    monkeypatch.setattr(levers, "KEPT", tmp_path / "kept")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def row(seed, energy, force):
+        return {"element": "Si", "seed": seed, "epochs": 1000, "energy_mae_mev_per_atom": energy,
+                "energy_rmse_mev_per_atom": 2 * energy, "force_mae_mev_per_a": force, "force_rmse_mev_per_a": 1.5 * force,
+                "stress_rmse_gpa": 0.6, "B_ideal_0.0025": 88.0, "B_ideal_0.02": 85.0,
+                "elastic_dft": {k: 100.0 for k in ("C11", "C12", "C44", "B")},
+                "elastic_model": {k: 101.0 for k in ("C11", "C12", "C44", "B")}}
+
+    base = [row(0, 3.0, 80.0), row(1, 3.5, 78.0), row(2, 3.2, 79.0)]
+    lever = [row(0, 3.1, 77.0), row(1, 3.3, 76.5), row(2, 3.2, 75.0), {"element": "Si", "seed": "committee"}]
+    levers.result_file(runs, "pool172-cur96-e1000").write_text(json.dumps({"seeds": [0, 1, 2], "results": base}))
+    levers.result_file(runs, "forces3-e1000").write_text(json.dumps({"seeds": [0, 1, 2], "results": lever}))
+    levers._summary(runs, ["forces3"], ["Si"], paired="pool172-cur96")
+    out = capsys.readouterr().out
+    assert "vs pool172-cur96, seeds [0, 1, 2]: ΔE MAE +0.10 -0.20 +0.00 meV/atom;" in out
+    assert "ΔF MAE -3.00 -1.50 -4.00 meV/Å (every seed lower)" in out
+    assert "ΔF RMSE -4.50 -2.25 -6.00 (every seed lower)" in out
+    assert "ΔE RMSE +0.20 -0.40 +0.00;" in out  # mixed: no verdict
