@@ -18,7 +18,7 @@ from .study import open_study
 __all__ = ["write_outputs"]
 
 _COLUMNS = ("number", "state", "value", "n_params", "epochs_run", "inference_us_per_atom", "train_wall_s", "baseline",
-            "reason")
+            "retries", "reason")
 
 
 def write_outputs(out: str | Path) -> Path:
@@ -137,8 +137,11 @@ def _markdown(setup: SearchSetup, rows: list[dict], best: dict | None, importanc
               figures: list[tuple[str, str]]) -> str:
     search = setup.search
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    retried = {r["retries"] for r in rows if r.get("retries") is not None}
+    interrupted = sum(r["state"] == "fail" and r["number"] in retried for r in rows)
     lines = ["# Search report\n",
              f"{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed"
+             + (f" ({interrupted} of them interrupted and run again)" if interrupted else "")
              + (f", {counts['running']} running" if counts["running"] else "") + ".",
              f"Score: the loss (weights of `loss:`) of each trial's best model on the held-out part of each of "
              f"{search.folds} folds, averaged; pruner `{search.pruner}` (after {search.min_epochs} epochs)"

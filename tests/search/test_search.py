@@ -87,8 +87,8 @@ def test_search_prunes_resumes_and_reports(data, tmp_path):
     for n, stamp in stamps.items():  # finished trials were not trained again
         assert (out / finished[n].user_attrs["folder"] / "fold0" / "metrics.csv").stat().st_mtime_ns == stamp
 
-    report = write_outputs(out)
-    assert "# Search report" in report.read_text()
+    report = write_outputs(out).read_text()
+    assert "# Search report" in report and "1 failed (1 of them interrupted and run again)" in report
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == len(study.trials) and {"depth", "width", "block", "lr", "n_params", "value"} <= set(rows[0])
     best = TrainConfig.from_yaml(out / "best.yaml")
