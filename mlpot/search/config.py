@@ -169,12 +169,10 @@ class SearchSetup:
             return None  # explicit widths: the base's depth and width do not describe its network
         values = {}
         for p in parameters:
-            node: Any = data
-            for part in p.path.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is None or not p.contains(node):
+            value = _get(data, p.path)
+            if value is None or not p.contains(value):
                 return None
-            values[p.name] = int(node) if p.kind == "int" else node
+            values[p.name] = int(value) if p.kind == "int" else value
         return values
 
     def trial_config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -189,6 +187,14 @@ class SearchSetup:
         if "model.depth" in {paths[n] for n in values} or "model.width" in {paths[n] for n in values}:
             data["model"]["hidden"] = None  # explicit widths would override depth/width
         return TrainConfig.from_dict(data)
+
+
+def _get(data: dict, path: str) -> Any:
+    """``data[a][b][c]`` for ``path`` ``a.b.c``, or ``None`` where a section is missing."""
+    node: Any = data
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _set(data: dict, path: str, value: Any) -> None:
