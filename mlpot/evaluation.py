@@ -28,7 +28,7 @@ from .progress import progress as report
 from .training.config import info_labels
 from .training.metrics import ErrorAccumulator
 
-__all__ = ["Predictions", "evaluate", "parity_plot", "require_matplotlib"]
+__all__ = ["Predictions", "StructureErrors", "evaluate", "parity_plot", "per_structure_errors", "require_matplotlib"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,57 @@ class Predictions:
     def save(self, path: str | Path) -> None:
         """Write every array to one ``.npz`` file."""
         np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class StructureErrors:
+    """The errors of each structure (B = structures, in input order); NaN where a label is
+    missing.
+
+    Attributes:
+        energy_error: (B,) predicted minus reference energy per atom, meV/atom.
+        force_mae: (B,) mean absolute error of the force components, meV/Å.
+        force_rmse: (B,) root-mean-square error of the force components, meV/Å.
+        force_scale: (B,) mean absolute reference force component, meV/Å: what a force
+            error is relative to (a hot frame's forces are tens of times a relaxed cell's).
+        n_atoms: (B,) atoms per structure.
+    """
+
+    energy_error: np.ndarray
+    force_mae: np.ndarray
+    force_rmse: np.ndarray
+    force_scale: np.ndarray
+    n_atoms: np.ndarray
+
+    def worst(self, count: int, by: str = "force_mae") -> np.ndarray:
+        """Indices of the ``count`` structures with the largest ``by`` (``force_mae``,
+        ``force_rmse`` or ``energy_error``, the last by magnitude), largest first; NaN last."""
+        if by not in ("force_mae", "force_rmse", "energy_error"):
+            raise ValueError(f"worst: by must be force_mae, force_rmse or energy_error, got {by!r}")
+        values = np.abs(getattr(self, by))
+        order = np.argsort(np.where(np.isnan(values), np.inf, -values), kind="stable")
+        return order[:max(count, 0)]
+
+
+def per_structure_errors(predictions: Predictions) -> StructureErrors:
+    """Each structure's own errors from :func:`evaluate`'s predictions (a structure's force
+    errors average over its 3 × n_atoms components)."""
+    n = len(predictions.energy)
+    energy_error = (predictions.energy - predictions.energy_ref) / predictions.n_atoms * 1000.0
+    diff = predictions.forces - predictions.forces_ref
+    components = 3.0 * np.bincount(predictions.system_idx, minlength=n)
+
+    def mean_per_structure(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN labels stay NaN; 0 atoms give NaN
+            return np.bincount(predictions.system_idx, weights=values.sum(axis=1), minlength=n) / components
+
+    return StructureErrors(
+        energy_error=energy_error,
+        force_mae=mean_per_structure(np.abs(diff)) * 1000.0,
+        force_rmse=np.sqrt(mean_per_structure(diff**2)) * 1000.0,
+        force_scale=mean_per_structure(np.abs(predictions.forces_ref)) * 1000.0,
+        n_atoms=np.asarray(predictions.n_atoms),
+    )
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -6,13 +6,16 @@ energy_rmse_mev_per_atom, energy_mae_mev_per_atom, force_rmse_mev_per_a,
 force_mae_mev_per_a, stress_rmse_gpa, n_structures, n_atoms (null for a label the data
 lack), so scripts can parse it; the progress bar then stays off. ``--by KEY`` adds the
 errors of each group of structures that share ``info[KEY]`` (mlearn data: ``--by group``
-gives AIMD, Elastic, Surface, Vacancy), under the JSON key "groups". Several model files are
+gives AIMD, Elastic, Surface, Vacancy), under the JSON key "groups". ``--worst N`` lists the N
+structures with the largest force MAE beside their mean reference force (JSON key "worst"):
+whether the error sits in a few hot frames or everywhere. Several model files are
 evaluated as one committee: the mean of their predictions (mlpot.models.Ensemble).
 
 example:
   mlpot evaluate runs/cuau/model.pt datasets/cuau/cuau.extxyz.gz --plot parity.png
   mlpot evaluate model.pt Mo/test.json --read-option stress_order="xx yy zz xy zx yz" --json
   mlpot evaluate model.pt Si/test.json --by group
+  mlpot evaluate model.pt Si/test.json --by group --worst 10
   mlpot evaluate runs/si/seed0/model.pt runs/si/seed1/model.pt runs/si/seed2/model.pt Si/test.json
 """
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import numpy as np
 
 HELP = "errors of a trained model on a labelled dataset"
 
@@ -36,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", metavar="KEY",
                         help="also report the errors per group of structures sharing info[KEY] "
                              "(mlearn: group)")
+    parser.add_argument("--worst", type=int, default=0, metavar="N",
+                        help="also list the N structures with the largest force MAE (their index in "
+                             "the data, energy error, force MAE/RMSE and mean reference force)")
     parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch (default: %(default)s)")
     parser.add_argument("--device", default="cpu",
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.worst < 0:
+        raise ValueError(f"--worst must be >= 0, got {args.worst}")
     if args.plot:
         try:  # fail before the (long) evaluation, not after it
             require_matplotlib()
@@ -84,10 +94,13 @@ def run(args: argparse.Namespace) -> int:
                                     progress=not args.json, group_by=args.by)
     if args.plot:
         parity_plot(predictions, args.plot, title=f"{name} on {args.data}")
+    worst = _worst_rows(predictions, structures, args.worst, args.by) if args.worst else []
     if args.json:
         result = {k: metrics[k] for k in METRIC_KEYS}
         if args.by:
             result["groups"] = metrics["groups"]
+        if args.worst:
+            result["worst"] = worst
         print(json.dumps(result))
         return 0
     print(f"model   {name} ({', '.join(model.elements)})")
@@ -100,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<8}{_fmt(metrics[rmse]):>10}{_fmt(metrics.get(mae)):>10}  {unit}")
     if args.by:
         _print_groups(args.by, metrics["groups"])
+    if worst:
+        _print_worst(worst, args.by)
     if args.plot:
         print(f"parity plot written to {args.plot}")
     return 0
@@ -115,6 +130,45 @@ def _print_groups(key: str, groups: dict[str, dict]) -> None:
     print(f"{'':<{width}}" + "".join(f"{title:>11}" for _, title in columns))
     for label, metrics in groups.items():
         print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k]):>11}" for k, _ in columns))
+
+
+def _worst_rows(predictions, structures, count: int, key: str | None) -> list[dict]:
+    """The ``count`` structures with the largest force MAE, as JSON-ready rows (errors in
+    meV/atom and meV/Å; ``None`` for a missing label)."""
+    from ..evaluation import per_structure_errors
+
+    errors = per_structure_errors(predictions)
+
+    def number(value) -> float | None:
+        return None if not np.isfinite(value) else float(value)
+
+    rows = []
+    for i in errors.worst(count):
+        row = {"index": int(i), "n_atoms": int(errors.n_atoms[i])}
+        if key is not None:
+            row[key] = str(structures[int(i)].info[key])
+        row.update(energy_error_mev_per_atom=number(errors.energy_error[i]),
+                   force_mae_mev_per_a=number(errors.force_mae[i]),
+                   force_rmse_mev_per_a=number(errors.force_rmse[i]),
+                   force_scale_mev_per_a=number(errors.force_scale[i]))
+        rows.append(row)
+    return rows
+
+
+def _print_worst(rows: list[dict], key: str | None) -> None:
+    """One row per structure, the largest force MAE first; |F| is the mean absolute reference
+    force component, so F MAE/|F| is the structure's relative force error."""
+    label = [key] if key else []
+    print(f"\n{len(rows)} structures with the largest force MAE (energy meV/atom, forces meV/Å):")
+    header = ["index", *label, "atoms", "ΔE", "F MAE", "F RMSE", "|F|", "F MAE/|F|"]
+    print("".join(f"{h:>11}" for h in header))
+    for row in rows:
+        scale, mae = row["force_scale_mev_per_a"], row["force_mae_mev_per_a"]
+        relative = None if not scale or mae is None else mae / scale
+        cells = [str(row["index"]), *([row[key]] if key else []), str(row["n_atoms"]),
+                 _fmt(row["energy_error_mev_per_atom"]), _fmt(mae), _fmt(row["force_rmse_mev_per_a"]),
+                 _fmt(scale), _fmt(relative)]
+        print("".join(f"{c:>11}" for c in cells))
 
 
 def _fmt(value: float | None) -> str:

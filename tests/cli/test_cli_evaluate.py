@@ -12,7 +12,7 @@ import mlpot
 from mlpot.cli import main
 from mlpot.data import collate, get_labels, labelled_atoms, read, write
 from mlpot.descriptors import SymmetryFunctionSpec
-from mlpot.evaluation import Predictions, evaluate, parity_plot
+from mlpot.evaluation import Predictions, evaluate, parity_plot, per_structure_errors
 from mlpot.models import NetworkConfig, Potential
 from mlpot.training.metrics import METRIC_KEYS, ErrorAccumulator
 
@@ -133,6 +133,51 @@ def test_evaluate_by_group_json_and_table(files, capsys):
     assert "per info['group']" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["bulk"], ["strained"])}
     assert rows["bulk"][1] == "2" and rows["strained"][1] == "4"
+
+
+def test_per_structure_errors_by_hand():
+    """Two structures of 1 and 2 atoms; the second has no force labels (NaN)."""
+    nan = float("nan")
+    pred = Predictions(
+        energy=np.array([-1.0, -3.0]), energy_ref=np.array([-1.002, -2.996]), n_atoms=np.array([1, 2]),
+        forces=np.array([[0.1, 0.0, -0.3], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]),
+        forces_ref=np.array([[0.0, 0.2, -0.3], [nan, nan, nan], [nan, nan, nan]]),
+        numbers=np.array([14, 14, 14]), system_idx=np.array([0, 1, 1]),
+        stress=np.full((2, 3, 3), nan), stress_ref=np.full((2, 3, 3), nan))
+    errors = per_structure_errors(pred)
+    np.testing.assert_allclose(errors.energy_error, [2.0, -2.0])          # meV/atom: (-1 + 1.002), (-3 + 2.996)/2
+    assert errors.force_mae[0] == pytest.approx(1000 * (0.1 + 0.2 + 0.0) / 3)
+    assert errors.force_rmse[0] == pytest.approx(1000 * np.sqrt((0.01 + 0.04) / 3))
+    assert errors.force_scale[0] == pytest.approx(1000 * 0.5 / 3)
+    assert np.isnan(errors.force_mae[1]) and np.isnan(errors.force_scale[1])
+    assert errors.worst(5).tolist() == [0, 1]                              # NaN last, count clipped
+    assert errors.worst(1, by="energy_error").tolist() == [0]              # |2.0| ties |-2.0|: stable order
+    with pytest.raises(ValueError, match="by must be"):
+        errors.worst(1, by="stress")
+
+
+def test_evaluate_worst_rows_match_each_structure_alone(files, capsys):
+    """`--worst N`: the N largest force MAEs, largest first, each equal to that structure's
+    force MAE evaluated on its own."""
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--json", "--by", "group", "--worst", "3",
+                 "--batch-size", "4"]) == 0
+    rows = json.loads(capsys.readouterr().out)["worst"]
+    assert len(rows) == 3
+    model = mlpot.load(files["model"])
+    alone = [evaluate(model, [a])[0] for a in files["structures"]]
+    every = sorted((m["force_mae_mev_per_a"] for m in alone), reverse=True)
+    assert [r["force_mae_mev_per_a"] for r in rows] == pytest.approx(every[:3], rel=1e-9)
+    for row in rows:
+        own = alone[row["index"]]
+        assert row["force_mae_mev_per_a"] == pytest.approx(own["force_mae_mev_per_a"], rel=1e-9)
+        assert row["force_rmse_mev_per_a"] == pytest.approx(own["force_rmse_mev_per_a"], rel=1e-9)
+        assert abs(row["energy_error_mev_per_atom"]) == pytest.approx(own["energy_mae_mev_per_atom"], rel=1e-9)
+        assert row["group"] == files["structures"][row["index"]].info["group"]
+        assert row["n_atoms"] == 4
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--worst", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 structures with the largest force MAE" in out and "F MAE/|F|" in out
+    assert main(["evaluate", str(files["model"]), str(files["data"]), "--worst", "-1"]) != 0
 
 
 def test_evaluate_by_a_missing_info_key_names_structure_and_key(files, capsys):
