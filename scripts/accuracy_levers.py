@@ -262,6 +262,11 @@ LEVERS: dict[str, list[str]] = {
     # 3.74 / 0.074.)
     "angfine-cur96": [*POOL292, "descriptor.select={count: 96, method: cur}"],
     "angfine-cur128": [*POOL292, "descriptor.select={count: 128, method: cur}"],
+    # Fewer fine shells' terms (ζ ∈ {1, 4, 16}: 72 in place of 120, a pool of 244), so that CUR
+    # keeps more of the radial and centred terms that carried Mo's energies.
+    "angfine-z3-cur96": [POOL292[0].replace("{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], grid: {count: 12",
+                                            "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 12"),
+                         "descriptor.select={count: 96, method: cur}"],
 }
 
 
