@@ -71,6 +71,13 @@ def main() -> int:
 
     calcs = [MLPotCalculator(case.split(","), device=args.device, extrapolation="ignore") for case in args.cases]
     atoms = structure(args, calcs[0].models[0].elements[0])
+    present = set(atoms.get_chemical_symbols())
+    for k, (case, calc) in enumerate(zip(args.cases, calcs), 1):
+        missing = sorted(present - set(calc.models[0].elements))
+        if missing:  # every case runs on the one structure: say so before any timing
+            parser.error(f"case {k} ({case}) does not know {missing}, which the benchmark structure "
+                         f"({atoms.get_chemical_formula()}) holds: compare models of the same elements, "
+                         f"or give a --structure that all of them know")
     n_weights = [sum(p.numel() for m in c.models for p in m.parameters()) for c in calcs]
     print(f"# {len(atoms)} atoms ({atoms.get_chemical_formula()}), {args.rounds} round(s) of "
           f"{args.warmup} + {args.calls} calls per case, {args.threads} thread(s), {args.device}", flush=True)

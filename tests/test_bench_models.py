@@ -39,3 +39,29 @@ def test_bench_models_default_structure_is_the_cubic_crystal():
     bench = load_script("bench_models")
     atoms = bench.structure(SimpleNamespace(structure=None, repeat=2), "Si")
     assert len(atoms) == 64 and atoms.cell.orthorhombic
+
+
+def test_bench_models_refuses_a_case_that_does_not_know_the_structure(tmp_path, monkeypatch, capsys):
+    """Every case runs on one structure: a model of other elements is named before any timing."""
+    import pytest
+    import torch
+
+    from mlpot.descriptors import SymmetryFunctionSpec
+    from mlpot.models import Potential
+
+    bench = load_script("bench_models")
+    water = tmp_path / "water.pt"
+    save_model(make_model(NetworkConfig(depth=2, width=8)), water)
+    torch.manual_seed(0)
+    silicon = tmp_path / "si.pt"
+    save_model(Potential(SymmetryFunctionSpec.default(["Si"], cutoff=4.0), NetworkConfig(depth=2, width=8)).double(),
+               silicon)
+    write(tmp_path / "box.xyz", water_box(seed=1))
+    monkeypatch.setattr(sys, "argv", ["bench_models.py", str(water), str(silicon),
+                                      "--structure", str(tmp_path / "box.xyz"), "--calls", "1", "--warmup", "0",
+                                      "--rounds", "1"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"case 2 ({silicon}) does not know ['H', 'O']" in err
