@@ -109,7 +109,6 @@ def per_structure_errors(predictions: Predictions) -> StructureErrors:
     """Each structure's own errors from :func:`evaluate`'s predictions (a structure's force
     errors average over its 3 × n_atoms components)."""
     n = len(predictions.energy)
-    energy_error = (predictions.energy - predictions.energy_ref) / predictions.n_atoms * 1000.0
     diff = predictions.forces - predictions.forces_ref
     components = 3.0 * np.bincount(predictions.system_idx, minlength=n)
 
@@ -118,7 +117,7 @@ def per_structure_errors(predictions: Predictions) -> StructureErrors:
             return np.bincount(predictions.system_idx, weights=values.sum(axis=1), minlength=n) / components
 
     return StructureErrors(
-        energy_error=energy_error,
+        energy_error=(predictions.energy_per_atom - predictions.energy_ref_per_atom) * 1000.0,
         force_mae=mean_per_structure(np.abs(diff)) * 1000.0,
         force_rmse=np.sqrt(mean_per_structure(diff**2)) * 1000.0,
         force_scale=mean_per_structure(np.abs(predictions.forces_ref)) * 1000.0,

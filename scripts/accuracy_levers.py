@@ -64,16 +64,17 @@ POOL172 = [
     "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.5}}, "
     "{kind: G5, zetas: [1, 2, 4, 16], lambdas: [-1, 1], grid: {count: 4, mode: center, r_lower: 1.5, r_upper: 5.5}}]",
 ]
-#: The pool of 172 with 120 fine shifted G4 terms more: r_s on 12 shells from 2.0 to 6.0 Å
-#: (0.36 Å apart, against 0.74 Å for the pool's 6 shifted shells), ζ ∈ {1, 2, 4, 8, 16},
-#: λ = ±1: the angles of the triplets whose three distances all lie near one shell. 292 terms.
-POOL292 = [
-    "descriptor.angular=[{kind: G4, zetas: [1, 2, 4, 8, 16, 32], lambdas: [-1, 1], "
-    "grid: {count: 6, mode: center, r_lower: 1.5, r_upper: 6.0}}, "
-    "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.5}}, "
-    "{kind: G5, zetas: [1, 2, 4, 16], lambdas: [-1, 1], grid: {count: 4, mode: center, r_lower: 1.5, r_upper: 5.5}}, "
-    "{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], grid: {count: 12, mode: shift, r_lower: 2.0, r_upper: 6.0}}]",
-]
+def _with_fine_shells(zetas: str) -> list[str]:
+    """The pool of 172's angular terms (``POOL172[1]``) with G4 terms shifted onto 12 shells
+    from 2.0 to 6.0 Å (0.36 Å apart, against 0.74 Å for the pool's 6 shifted shells) at the
+    ζ of ``zetas`` (e.g. ``"1, 4, 16"``), λ = ±1: the angles of the triplets whose three
+    distances all lie near one shell."""
+    return [POOL172[1][:-1] + f", {{kind: G4, zetas: [{zetas}], lambdas: [-1, 1], "
+                              "grid: {count: 12, mode: shift, r_lower: 2.0, r_upper: 6.0}}]"]
+
+
+#: The pool of 172 with 120 fine-shell G4 terms more (ζ ∈ {1, 2, 4, 8, 16}): 292 terms.
+POOL292 = _with_fine_shells("1, 2, 4, 8, 16")
 
 #: lever → config overrides against examples/mlearn.yaml ("recipe": the recipe as shipped: a
 #: pool of 172 terms, 96 chosen by CUR, SiLU, stress in the loss; a pool of 90 and 48 terms
@@ -264,9 +265,7 @@ LEVERS: dict[str, list[str]] = {
     "angfine-cur128": [*POOL292, "descriptor.select={count: 128, method: cur}"],
     # Fewer fine shells' terms (ζ ∈ {1, 4, 16}: 72 in place of 120, a pool of 244), so that CUR
     # keeps more of the radial and centred terms that carried Mo's energies.
-    "angfine-z3-cur96": [POOL292[0].replace("{kind: G4, zetas: [1, 2, 4, 8, 16], lambdas: [-1, 1], grid: {count: 12",
-                                            "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 12"),
-                         "descriptor.select={count: 96, method: cur}"],
+    "angfine-z3-cur96": [*_with_fine_shells("1, 4, 16"), "descriptor.select={count: 96, method: cur}"],
 }
 
 
