@@ -272,6 +272,13 @@ LEVERS: dict[str, list[str]] = {
     # Fewer fine shells' terms (ζ ∈ {1, 4, 16}: 72 in place of 120, a pool of 244), so that CUR
     # keeps more of the radial and centred terms that carried Mo's energies.
     "angfine-z3-cur96": [*_with_fine_shells("1, 4, 16"), "descriptor.select={count: 96, method: cur}"],
+    # angfine-all kept Mo's surfaces (9.3 meV/atom against 12.0) where its CUR choice of 96
+    # lost them (13.4), as every unselected pool did in the 300-epoch probes: CUR over the
+    # training atoms, 1.7 % (Mo) and 2.7 % (Si) of which are in slabs, spends few terms on
+    # them. The same choice with each mlearn group weighing alike (select.balance_by), at the
+    # recipe's cost.
+    "angfine-cur96-bal": [*POOL292, "descriptor.select={count: 96, method: cur, balance_by: group}"],
+    "angfine-cur128-bal": [*POOL292, "descriptor.select={count: 128, method: cur, balance_by: group}"],
 }
 
 

@@ -21,7 +21,9 @@ into a :class:`~mlpot.descriptors.SymmetryFunctionSpec` of explicit terms::
 ``select`` turns the terms above into a candidate pool: before training, the pool is computed
 on the training structures and the ``count`` most informative terms of each element are kept
 (:mod:`mlpot.descriptors.selection`, Imbalzano et al., JCP 148, 241730 (2018)); the model file
-holds only the kept terms.
+holds only the kept terms. ``select: {count: 40, balance_by: group}`` weighs each value of
+``info["group"]`` alike in that choice, so that a few surface slabs among many bulk cells
+keep the terms that describe them.
 
 Lengths in Å, η in Å⁻². Grids follow n2p2's rules (:func:`~mlpot.descriptors.radial_grid`).
 """
@@ -126,11 +128,16 @@ class SelectionConfig:
         method: ``cur`` or ``fps`` (see :func:`~mlpot.descriptors.selection.select_columns`).
         max_atoms: atoms per element in the selection matrix, evenly strided over the
             training structures (bounds the cost on large data sets).
+        balance_by: an ``info`` key of the training structures (e.g. ``group``): each of
+            its values weighs the same in the selection however many atoms it has, so that
+            rare environments (a few surface slabs among many bulk cells) keep their terms.
+            ``null``: every atom counts once.
     """
 
     count: int
     method: Literal["cur", "fps"] = "cur"
     max_atoms: int = 20000
+    balance_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -207,5 +214,5 @@ class SymmetryFunctionsConfig(DescriptorConfig):
             if not structures:
                 raise ValueError("select: the terms are chosen on the training structures, and none were given")
             spec = select_on_structures(spec, structures, self.select.count, self.select.method,
-                                        max_atoms=self.select.max_atoms)
+                                        max_atoms=self.select.max_atoms, balance_by=self.select.balance_by)
         return SymmetryFunctions(spec)

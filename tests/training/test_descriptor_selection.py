@@ -88,3 +88,16 @@ def test_members_with_other_splits_are_refused(dataset, tmp_path):
                                                "split_seed": 7}})]
     with pytest.raises(ValueError, match="splits differ"):
         train_many(configs, [tmp_path / "a", tmp_path / "b"], progress=False, log=lambda _: None)
+
+
+def test_balance_by_reaches_the_selection(dataset):
+    cfg = config(dataset, select={"count": 6, "method": "cur", "balance_by": "group"})
+    assert cfg.descriptor.select.balance_by == "group"
+    structures = ase.io.read(dataset / "train.extxyz", ":")
+    with pytest.raises(ValueError, match=r"select.balance_by: 20 training structure\(s\) have no info\['group'\]"):
+        build_model(cfg, ["Cu", "Au"], structures)
+    for k, atoms in enumerate(structures):
+        atoms.info["group"] = "few" if k < 3 else "many"
+    pool = config(dataset).build_descriptor(["Cu", "Au"])
+    model = build_model(cfg, ["Cu", "Au"], structures)
+    assert model.spec == select_on_structures(pool.spec, structures, 6, "cur", balance_by="group")
