@@ -64,6 +64,8 @@ POOL172 = [
     "{kind: G4, zetas: [1, 4, 16], lambdas: [-1, 1], grid: {count: 6, mode: shift, r_lower: 1.8, r_upper: 5.5}}, "
     "{kind: G5, zetas: [1, 2, 4, 16], lambdas: [-1, 1], grid: {count: 4, mode: center, r_lower: 1.5, r_upper: 5.5}}]",
 ]
+
+
 def _with_fine_shells(zetas: str) -> list[str]:
     """The pool of 172's angular terms (``POOL172[1]``) with G4 terms shifted onto 12 shells
     from 2.0 to 6.0 Å (0.36 Å apart, against 0.74 Å for the pool's 6 shifted shells) at the

@@ -6,13 +6,16 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
+import pytest
+import torch
 from ase.io import write
 from scripts_for_tests import load_script
 from structures_for_tests import water_box
 from test_models import make_model
 
+from mlpot.descriptors import SymmetryFunctionSpec
 from mlpot.io import save_model
-from mlpot.models import NetworkConfig
+from mlpot.models import NetworkConfig, Potential
 
 
 def test_bench_models_times_each_case_and_counts_ensemble_weights(tmp_path, monkeypatch, capsys):
@@ -43,12 +46,6 @@ def test_bench_models_default_structure_is_the_cubic_crystal():
 
 def test_bench_models_refuses_a_case_that_does_not_know_the_structure(tmp_path, monkeypatch, capsys):
     """Every case runs on one structure: a model of other elements is named before any timing."""
-    import pytest
-    import torch
-
-    from mlpot.descriptors import SymmetryFunctionSpec
-    from mlpot.models import Potential
-
     bench = load_script("bench_models")
     water = tmp_path / "water.pt"
     save_model(make_model(NetworkConfig(depth=2, width=8)), water)
