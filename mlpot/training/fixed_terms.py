@@ -44,7 +44,7 @@ def choose_terms_once(config: TrainConfig, saved: Path, resuming: bool, log: Cal
         return config
     source = config.to_dict()["descriptor"]
     record = json.loads(saved.read_text()) if saved.is_file() else None
-    if record is not None and record.get("chosen_by") != source:
+    if record is not None and _as_read_today(config, record.get("chosen_by")) != source:
         if resuming:
             raise ValueError(f"cannot resume {saved.parent}: its terms ({saved.name}) were chosen by another "
                              f"descriptor config; continue the {where} with that one, or choose another folder")
@@ -60,3 +60,15 @@ def choose_terms_once(config: TrainConfig, saved: Path, resuming: bool, log: Cal
         log(f"{where}: descriptor.select chose its terms once, on all {len(structures)} structures of "
             f"{data.train} ({time.perf_counter() - started:.0f} s; {saved})")
     return TrainConfig.from_dict({**config.to_dict(), "descriptor": record["spec"]})
+
+
+def _as_read_today(config: TrainConfig, chosen_by: object) -> object:
+    """The saved descriptor config as this version of mlpot reads it, so that a field added
+    since the choice was made (with its default) does not make the same config look like
+    another one; the saved value itself where it no longer reads."""
+    if not isinstance(chosen_by, dict):
+        return chosen_by
+    try:
+        return TrainConfig.from_dict({**config.to_dict(), "descriptor": chosen_by}).to_dict()["descriptor"]
+    except (ValueError, TypeError, KeyError):
+        return chosen_by
