@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..data import element_symbols, read
 from ..io.files import atomic_write_text
-from .config import TrainConfig
+from .config import TrainConfig, with_current_defaults
 
 __all__ = ["choose_terms_once"]
 
@@ -63,12 +63,9 @@ def choose_terms_once(config: TrainConfig, saved: Path, resuming: bool, log: Cal
 
 
 def _as_read_today(config: TrainConfig, chosen_by: object) -> object:
-    """The saved descriptor config as this version of mlpot reads it, so that a field added
-    since the choice was made (with its default) does not make the same config look like
-    another one; the saved value itself where it no longer reads."""
+    """The saved descriptor config as this version of mlpot reads it
+    (:func:`~mlpot.training.config.with_current_defaults`), so that a field added since the
+    choice was made does not make the same config look like another one."""
     if not isinstance(chosen_by, dict):
         return chosen_by
-    try:
-        return TrainConfig.from_dict({**config.to_dict(), "descriptor": chosen_by}).to_dict()["descriptor"]
-    except (ValueError, TypeError, KeyError):
-        return chosen_by
+    return with_current_defaults({**config.to_dict(), "descriptor": chosen_by})["descriptor"]
