@@ -160,15 +160,16 @@ def select_symmetry_functions(spec: SymmetryFunctionSpec, batches: Iterable, cou
             structure_of[e].append(system[species == e])
     if structure_groups is not None and len(structure_groups) != seen:
         raise ValueError(f"structure_groups has {len(structure_groups)} labels for {seen} structures")
+    # Labels compared as strings, one per structure (an atom takes its structure's).
+    group_labels = None if structure_groups is None else np.asarray([str(g) for g in structure_groups])
     radial, angular = [], []
     for e, el in enumerate(descriptor.elements):
         values = np.concatenate(per_element[e])[:, : descriptor.n_features[el]]
         if len(values) == 0:
             raise ValueError(f"no atoms of {el} in the data used to select symmetry functions")
         weights = None
-        if structure_groups is not None:
-            labels = np.asarray([str(structure_groups[i]) for i in np.concatenate(structure_of[e])])
-            weights = _balanced_weights(labels)
+        if group_labels is not None:
+            weights = _balanced_weights(group_labels[np.concatenate(structure_of[e])])
         if max_atoms is not None and len(values) > max_atoms:
             rows = np.linspace(0, len(values) - 1, max_atoms).round().astype(int)
             values, weights = values[rows], (None if weights is None else weights[rows])
