@@ -29,14 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Callable, ClassVar, Literal
 
-import yaml
-
-from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
+from ..config import ConfigError, from_dict
 from ..models.blocks import ACTIVATIONS
 from ..models.init import INITS
-from ..training.config import TrainConfig, apply_overrides, resolve_data_paths
+from ..training.config import TrainConfig, apply_overrides
+from ..training.extended_config import ExtendedConfig, read_extended
 
 __all__ = ["VARIANTS", "variant", "MDStabilityConfig", "AblationConfig", "AblationSetup", "load_ablation"]
 
@@ -175,17 +174,12 @@ class AblationConfig:
 
 
 @dataclass(frozen=True)
-class AblationSetup:
+class AblationSetup(ExtendedConfig):
     """A base training config and the grid to run over it."""
 
+    SECTION: ClassVar[str] = "ablation"
     base: TrainConfig
     ablation: AblationConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.base.to_dict(), "ablation": to_dict(self.ablation)}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 @dataclass(frozen=True)
@@ -202,22 +196,9 @@ def load_ablation(source: str | Path | dict, overrides: list[str] | tuple[str, .
     Raises:
         ConfigError: for a missing ``ablation`` section, unknown keys or bad values.
     """
-    folder = Path(".")
-    if isinstance(source, dict):
-        data = dict(source)
-    else:
-        data = read_yaml_mapping(source)
-        folder = Path(source).parent
-    if "ablation" not in data:
-        raise ConfigError("ablation: missing; an ablation config is a training config with an "
-                          "'ablation:' section (see mlpot.ablation.config)")
-    ablation = data.pop("ablation") or {}
-    ours = [o for o in overrides if o.startswith("ablation.")]
-    theirs = [o for o in overrides if not o.startswith("ablation.")]
+    base, ablation, ours = read_extended(source, "ablation", overrides)
     ablation = apply_overrides({"ablation": ablation}, ours, root=_Root)["ablation"]
-    data = apply_overrides(data, theirs)
-    resolve_data_paths(data, folder)
-    setup = AblationSetup(TrainConfig.from_dict(data), from_dict(AblationConfig, ablation, "ablation"))
+    setup = AblationSetup(base, from_dict(AblationConfig, ablation, "ablation"))
     if setup.ablation.folds == 1 and not setup.base.data.test and setup.ablation.test_fraction == 0:
         raise ConfigError("ablation: with folds: 1 the runs need a test set: give data.test or "
                           "ablation.test_fraction > 0")

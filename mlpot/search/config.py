@@ -30,13 +30,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-from ..config import ConfigError, from_dict, read_yaml_mapping, to_dict
+from ..config import ConfigError, from_dict
 from ..models import NetworkConfig
-from ..training.config import OptimizerConfig, TrainConfig, apply_overrides, resolve_data_paths
+from ..training.config import OptimizerConfig, TrainConfig
+from ..training.extended_config import ExtendedConfig, read_extended
 
 __all__ = ["ParameterSpace", "SearchConfig", "SearchSetup", "load_search"]
 
@@ -148,17 +149,12 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class SearchSetup:
+class SearchSetup(ExtendedConfig):
     """A base training config and the search over it."""
 
+    SECTION: ClassVar[str] = "search"
     base: TrainConfig
     search: SearchConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.base.to_dict(), "search": to_dict(self.search)}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def base_values(self) -> dict[str, Any] | None:
         """The searched entries' values in the base config (by space name), or ``None`` when
@@ -216,24 +212,13 @@ def load_search(source: str | Path | dict, overrides: list[str] | tuple[str, ...
     Raises:
         ConfigError: for a missing ``search`` section, unknown keys or bad values.
     """
-    folder = Path(".")
-    if isinstance(source, dict):
-        data = dict(source)
-    else:
-        data = read_yaml_mapping(source)
-        folder = Path(source).parent
-    if "search" not in data:
-        raise ConfigError("search: missing; a search config is a training config with a 'search:' section "
-                          "(see mlpot.search.config)")
-    search = dict(data.pop("search") or {})
-    for item in (o for o in overrides if o.startswith("search.")):
+    base, search, ours = read_extended(source, "search", overrides)
+    for item in ours:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected key.path=value")
         _set(search, key.split(".", 1)[1], yaml.safe_load(text))
-    data = apply_overrides(data, [o for o in overrides if not o.startswith("search.")])
-    resolve_data_paths(data, folder)
-    setup = SearchSetup(TrainConfig.from_dict(data), from_dict(SearchConfig, search, "search"))
+    setup = SearchSetup(base, from_dict(SearchConfig, search, "search"))
     for parameter in setup.search.parameters():
         for value in parameter.extremes():
             try:
