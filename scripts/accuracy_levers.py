@@ -287,11 +287,13 @@ LEVERS: dict[str, list[str]] = {
     # structures as on the test set (above), and in the 300-epoch probes width 128 lowered it
     # 5 % on the 96-term recipe (112.7 / 114.0 against 116.8 / 119.8 meV/Å), about as much as
     # the fine shells did; the two had not been put together. ~125k weights per element.
+    # (Probed on Mo, seed 0, 600 epochs: force 105.1 against 106.7 meV/Å, energy 3.01 against 2.72.)
     "w128": ["model.width=128"],
     # Every training structure in the fit: the recipe holds 10 % out to pick the best epoch,
     # but at 600 epochs the last epoch's validation force RMSE is within 1 % of the best in
     # every run, so the held-out structures can be trained on (GAP and MTP fit all of them);
     # without a validation set the trainer keeps the epoch of the lowest training loss.
+    # (Probed on Mo, seed 0, 600 epochs: force 103.5 against 106.7 meV/Å, energy 2.70 against 2.72.)
     "all-data": ["data.val_fraction=0"],
 }
 
