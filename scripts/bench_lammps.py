@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,9 +71,21 @@ def synthetic_si_model(atoms: Atoms):
     return model.eval()
 
 
-def lammps_us_per_atom_step(install, plugin: Path, model_file: Path, atoms: Atoms, elements: list[str],
-                            steps: int, ranks: int, threads: int, folder: Path) -> float:
+@dataclass(frozen=True)
+class LammpsSetup:
+    """What every LAMMPS run of the benchmark shares: the LAMMPS install, the mlpot plugin
+    built for it, the exported model and its element order (LAMMPS types 1, 2, ...)."""
+
+    install: Any
+    plugin: Path
+    model_file: Path
+    elements: list[str]
+
+
+def lammps_us_per_atom_step(setup: LammpsSetup, atoms: Atoms, steps: int, ranks: int, threads: int,
+                            folder: Path) -> float:
     """µs per atom-step of an NVE run in LAMMPS on ``ranks`` MPI ranks (its Loop time)."""
+    install, plugin, model_file, elements = setup.install, setup.plugin, setup.model_file, setup.elements
     folder.mkdir(parents=True, exist_ok=True)
     write(folder / "data.lmp", atoms, format="lammps-data", specorder=elements, masses=True, units="metal",
           velocities=True)
@@ -95,6 +109,8 @@ run {steps}
     if result.returncode != 0:
         raise RuntimeError(f"LAMMPS failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     found = re.search(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", result.stdout)
+    if found is None:
+        raise RuntimeError(f"LAMMPS finished without a 'Loop time' line; its output ends:\n{result.stdout[-3000:]}")
     seconds, n_steps, n_atoms = float(found.group(1)), int(found.group(3)), int(found.group(4))
     return seconds / (n_steps * n_atoms) * 1e6
 
@@ -143,10 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plugin: {plugin}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_file = export_model(model, Path(tmp) / "model-deploy.pt")
+        setup = LammpsSetup(install, plugin, export_model(model, Path(tmp) / "model-deploy.pt"), elements)
         for ranks in args.ranks:
-            us = lammps_us_per_atom_step(install, plugin, model_file, atoms, elements, args.steps, ranks,
-                                         args.threads, Path(tmp) / f"np{ranks}")
+            us = lammps_us_per_atom_step(setup, atoms, args.steps, ranks, args.threads, Path(tmp) / f"np{ranks}")
             rows.append((f"LAMMPS pair_style mlpot, {ranks} rank(s)", us))
     rows.append(("mlpot ASE MD (VelocityVerlet + MLPotCalculator)",
                  ase_us_per_atom_step(model, atoms, args.ase_steps or args.steps)))

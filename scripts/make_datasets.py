@@ -26,6 +26,7 @@ import io
 import json
 import platform
 from collections import Counter
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
@@ -90,10 +91,21 @@ def snapshot(atoms: Atoms, with_stress: bool, **info: object) -> Atoms:
     return snap
 
 
-def sample_md(atoms: Atoms, calc: Calculator, temp_k: float, dt_fs: float, rng: np.random.Generator,
-              n_equil: int, n_samples: int, interval: int, with_stress: bool, desc: str,
-              **info: object) -> list[Atoms]:
-    """Langevin NVT: equilibrate ``n_equil`` steps, then keep a frame every ``interval`` steps."""
+@dataclass(frozen=True)
+class MDSchedule:
+    """How one trajectory is sampled: timestep (fs), equilibration steps, frames kept and the
+    steps between two kept frames."""
+
+    dt_fs: float
+    n_equil: int
+    n_samples: int
+    interval: int
+
+
+def sample_md(atoms: Atoms, calc: Calculator, temp_k: float, rng: np.random.Generator, schedule: MDSchedule,
+              with_stress: bool, desc: str, **info: object) -> list[Atoms]:
+    """Langevin NVT: equilibrate ``schedule.n_equil`` steps, then keep a frame every
+    ``schedule.interval`` steps."""
     atoms = atoms.copy()
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=temp_k, rng=rng)
@@ -101,13 +113,14 @@ def sample_md(atoms: Atoms, calc: Calculator, temp_k: float, dt_fs: float, rng: 
     atoms.set_constraint(FixCom())  # ... and keep it so; Langevin's fixcm=True biases small-system NVT
     if not atoms.pbc.any():
         ZeroRotation(atoms)  # an isolated molecule should not spin as a whole
-    dyn = Langevin(atoms, timestep=dt_fs * units.fs, temperature_K=temp_k, friction=FRICTION, fixcm=False,
+    dyn = Langevin(atoms, timestep=schedule.dt_fs * units.fs, temperature_K=temp_k, friction=FRICTION, fixcm=False,
                    rng=rng)
     frames = []
-    with tqdm(total=n_equil + n_samples * interval, desc=desc, unit="step", leave=False) as bar:
+    n_equil, interval = schedule.n_equil, schedule.interval
+    with tqdm(total=n_equil + schedule.n_samples * interval, desc=desc, unit="step", leave=False) as bar:
         dyn.run(n_equil)
         bar.update(n_equil)
-        for _ in range(n_samples):
+        for _ in range(schedule.n_samples):
             dyn.run(interval)
             bar.update(interval)
             frames.append(snapshot(atoms, with_stress, temperature_K=temp_k, md_step=dyn.nsteps, **info))
@@ -140,9 +153,9 @@ def make_ethanol(seed: int, key_offset: int = 0, per_temp: int = ETHANOL_PER_TEM
         for t in range(trajectories):
             key = key_offset + 10 * i + t
             keys.setdefault(str(temp), []).append([seed, key])
-            frames += sample_md(mol, calc(), temp, ETHANOL_DT_FS, rng_for(seed, key),
-                                ETHANOL_EQUIL_STEPS, per_temp // trajectories, ETHANOL_INTERVAL,
-                                False, f"{temp} K", group="md", trajectory=t)
+            schedule = MDSchedule(ETHANOL_DT_FS, ETHANOL_EQUIL_STEPS, per_temp // trajectories, ETHANOL_INTERVAL)
+            frames += sample_md(mol, calc(), temp, rng_for(seed, key), schedule, False, f"{temp} K",
+                                group="md", trajectory=t)
     meta = {
         "method": "GFN2-xTB", "code": f"tblite {version('tblite')} (tblite.ase.TBLite)",
         "labels": ["energy (total, eV)", "forces (eV/Å)"],
@@ -208,6 +221,10 @@ def cuau_elastic(rng: np.random.Generator, n_ordered: int = 60, n_random: int = 
     return out
 
 
+def _emt_schedule(n_samples: int) -> MDSchedule:
+    return MDSchedule(EMT_DT_FS, EMT_EQUIL, n_samples, EMT_INTERVAL)
+
+
 def cuau_thermal(rng: np.random.Generator, temps: tuple[int, ...] = (300, 900, 1500),
                  n_samples: int = 25) -> list[Atoms]:
     """Langevin MD of 3x3x3 (108-atom) random alloys, one trajectory per (composition, T)."""
@@ -215,8 +232,8 @@ def cuau_thermal(rng: np.random.Generator, temps: tuple[int, ...] = (300, 900, 1
     for x in COMPOSITIONS:
         for t in temps:
             atoms = alloy(3, x, rng, expand=1 + ALPHA_LIN * t)
-            out += sample_md(atoms, EMT(), t, EMT_DT_FS, rng, EMT_EQUIL, n_samples, EMT_INTERVAL, True,
-                             f"thermal x={x} {t} K", group="thermal", x_Au=x)
+            out += sample_md(atoms, EMT(), t, rng, _emt_schedule(n_samples), True, f"thermal x={x} {t} K",
+                             group="thermal", x_Au=x)
     return out
 
 
@@ -230,8 +247,8 @@ def cuau_vacancy(rng: np.random.Generator, n_rattle: int = 10, n_md: int = 15) -
             rattled = atoms.copy()
             rattled.positions += rng.normal(0.0, sigma, rattled.positions.shape)
             out.append(labelled(rattled, group="vacancy", x_Au=x))
-        out += sample_md(atoms, EMT(), 900, EMT_DT_FS, rng, EMT_EQUIL, n_md, EMT_INTERVAL, True,
-                         f"vacancy x={x}", group="vacancy", x_Au=x)
+        out += sample_md(atoms, EMT(), 900, rng, _emt_schedule(n_md), True, f"vacancy x={x}",
+                         group="vacancy", x_Au=x)
     return out
 
 
@@ -249,8 +266,8 @@ def cuau_surface(rng: np.random.Generator, temps: tuple[int, ...] = (300, 700), 
             rattled.positions += rng.normal(0.0, 0.05, rattled.positions.shape)
             out.append(labelled(rattled, group="surface", x_Au=x))
         for t in temps:
-            out += sample_md(slab, EMT(), t, EMT_DT_FS, rng, EMT_EQUIL, n_md, EMT_INTERVAL, True,
-                             f"surface x={x} {t} K", group="surface", x_Au=x)
+            out += sample_md(slab, EMT(), t, rng, _emt_schedule(n_md), True, f"surface x={x} {t} K",
+                             group="surface", x_Au=x)
     return out
 
 

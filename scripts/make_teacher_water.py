@@ -65,7 +65,8 @@ PLAN_KEYS = ("trajectories", "frames", "stride", "equilibrate", "timestep_fs", "
 PROBE_STEPS = 5  # steps timed for the estimate (after one warm-up step)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, validated: sizes sorted and deduplicated, every count >= 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="see the module docstring for the outputs and the ladder")
@@ -101,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.sizes) < 1 or max(args.sizes) > n_train:
         parser.error(f"--sizes must lie in 1..{n_train} (trajectories {args.trajectories} minus --test {args.test})")
     args.sizes = sorted(set(args.sizes))
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     for path, what in ((args.teacher / "input.nn", "the teacher potential"), (args.starts, "the starting structures")):
         if not path.exists():
             print(f"error: {what} not found: {path} is missing (reference data live in ../shared "
