@@ -80,87 +80,104 @@ def evict(path) -> None:
         os.close(fd)
 
 
-def run_case(case: str, n_frames: int, batch: int, steps: int, compression: str = "none",
-             warm: bool = False, prefetch: bool = True) -> dict:
+def _mlpot_case(case: str, structures: list, compression: str) -> tuple:
+    """mlpot's model, batch store and training step for ``case``; ``extra`` collects the
+    case's cache figures (and, for the HDF5 file, the time its reads take)."""
     import tempfile
 
     import torch
 
+    from bench_md import mlpot_model
+    from mlpot.training.config import OptimizerConfig
+    from mlpot.training.data import BatchStore
+    from mlpot.training.optim import build_optimizer
+
+    model = mlpot_model("cpu", torch.float32).train()
+    store = BatchStore(structures, cutoff=model.cutoff, dtype=torch.float32)
+    extra, folder = {}, None
+    if case == "mlpot-cached":
+        t = time.perf_counter()
+        nbytes = store.cache_descriptors(model.descriptor, dtype=torch.float32)
+        extra = {"cache_s": time.perf_counter() - t, "cache_mib": nbytes / 2**20}
+    elif case == "mlpot-hdf5":
+        folder = tempfile.TemporaryDirectory(prefix="bench-h5-")
+        t = time.perf_counter()
+        nbytes, _ = store.open_or_build_descriptor_file(
+            model.descriptor, folder.name, dtype=torch.float32,
+            compression=None if compression == "none" else compression, log=None)
+        extra = {"cache_s": time.perf_counter() - t, "file_mib": nbytes / 2**20, "compression": compression,
+                 "read_s": 0.0}
+        read = store.descriptor_file.read
+
+        def timed_read(idx):  # the step's file reads, timed apart
+            t0 = time.perf_counter()
+            out = read(idx)
+            extra["read_s"] += time.perf_counter() - t0
+            return out
+
+        store.descriptor_file.read = timed_read
+    # mlpot's trainer's optimiser (fused Adam where the parameters allow it).
+    optimizer = build_optimizer(model.parameters(), OptimizerConfig(name="adam", lr=1e-4, weight_decay=0.0))
+
+    def step(idx, cached):
+        b, raw, jac = cached
+        b = b.to(None, torch.float32)
+        if raw is None:
+            out = model(b, forces=True, create_graph=True)
+        else:
+            out = model.forward_from_descriptors(b, raw, jac, forces=True, create_graph=True)
+        loss = ((out["energy"] - b.targets.energy) / b.n_atoms).pow(2).mean() + \
+            (out["forces"] - b.targets.forces).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return store, step, extra, folder
+
+
+def _torchani_step(structures: list):
+    """TorchANI's training step on the same frames (energies and forces, the same loss)."""
+    import numpy as np
+    import torch
+    import torchani
+
+    # "all_pairs": TorchANI's batched neighbour list (its cell list takes one structure)
+    model = torchani.models.simple_ani(symbols=("H", "O"), lot="wb97x-631gd", repulsion=False,
+                                       cutoff_fn="cosine", neighborlist="all_pairs",
+                                       radial_shifts=16, angular_shifts=4, sections=8).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    species = torch.as_tensor(np.stack([a.numbers for a in structures]))
+    coords_all = torch.as_tensor(np.stack([a.positions for a in structures]), dtype=torch.float32)
+    cell = torch.as_tensor(structures[0].cell.array, dtype=torch.float32)
+    pbc = torch.tensor([True, True, True])
+    energy = torch.as_tensor([a.get_potential_energy() for a in structures], dtype=torch.float32)
+    forces = torch.as_tensor(np.stack([a.get_forces() for a in structures]), dtype=torch.float32)
+    assert all(np.allclose(a.cell.array, structures[0].cell.array) for a in structures), "cells differ"
+
+    def step(idx, _):
+        coords = coords_all[idx].clone().requires_grad_(True)
+        # all frames share one cubic box (checked above), so the batch shares the cell
+        e = model((species[idx], coords), cell=cell, pbc=pbc).energies
+        (f,) = torch.autograd.grad(-e.sum(), coords, create_graph=True)
+        loss = ((e - energy[idx]) / coords.shape[1]).pow(2).mean() + (f - forces[idx]).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def run_case(case: str, n_frames: int, batch: int, steps: int, compression: str = "none",
+             warm: bool = False, prefetch: bool = True) -> dict:
+    """Median training throughput (structures/s) of ``case`` and the growth of peak RSS (MiB)."""
+    import torch
+
     structures, source = frames(n_frames)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    extra = {}
     if case.startswith("mlpot"):
-        from bench_md import mlpot_model
-        from mlpot.training.data import BatchStore
-
-        model = mlpot_model("cpu", torch.float32).train()
-        store = BatchStore(structures, cutoff=model.cutoff, dtype=torch.float32)
-        if case == "mlpot-cached":
-            t = time.perf_counter()
-            nbytes = store.cache_descriptors(model.descriptor, dtype=torch.float32)
-            extra = {"cache_s": time.perf_counter() - t, "cache_mib": nbytes / 2**20}
-        elif case == "mlpot-hdf5":
-            folder = tempfile.TemporaryDirectory(prefix="bench-h5-")
-            t = time.perf_counter()
-            nbytes, _ = store.open_or_build_descriptor_file(
-                model.descriptor, folder.name, dtype=torch.float32,
-                compression=None if compression == "none" else compression, log=None)
-            extra = {"cache_s": time.perf_counter() - t, "file_mib": nbytes / 2**20, "compression": compression,
-                     "read_s": 0.0}
-            read = store.descriptor_file.read
-
-            def timed_read(idx):  # the step's file reads, timed apart
-                t0 = time.perf_counter()
-                out = read(idx)
-                extra["read_s"] += time.perf_counter() - t0
-                return out
-
-            store.descriptor_file.read = timed_read
-        # mlpot's trainer's optimiser (fused Adam where the parameters allow it).
-        from mlpot.training.config import OptimizerConfig
-        from mlpot.training.optim import build_optimizer
-
-        optimizer = build_optimizer(model.parameters(), OptimizerConfig(name="adam", lr=1e-4, weight_decay=0.0))
-
-        def step(idx, cached):
-            b, raw, jac = cached
-            b = b.to(None, torch.float32)
-            if raw is None:
-                out = model(b, forces=True, create_graph=True)
-            else:
-                out = model.forward_from_descriptors(b, raw, jac, forces=True, create_graph=True)
-            loss = ((out["energy"] - b.targets.energy) / b.n_atoms).pow(2).mean() + \
-                (out["forces"] - b.targets.forces).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        store, step, extra, folder = _mlpot_case(case, structures, compression)
     else:
-        import numpy as np
-        import torchani
-
-        # "all_pairs": TorchANI's batched neighbour list (its cell list takes one structure)
-        model = torchani.models.simple_ani(symbols=("H", "O"), lot="wb97x-631gd", repulsion=False,
-                                           cutoff_fn="cosine", neighborlist="all_pairs",
-                                           radial_shifts=16, angular_shifts=4, sections=8).float()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        species = torch.as_tensor(np.stack([a.numbers for a in structures]))
-        coords_all = torch.as_tensor(np.stack([a.positions for a in structures]), dtype=torch.float32)
-        cell = torch.as_tensor(structures[0].cell.array, dtype=torch.float32)
-        pbc = torch.tensor([True, True, True])
-        energy = torch.as_tensor([a.get_potential_energy() for a in structures], dtype=torch.float32)
-        forces = torch.as_tensor(np.stack([a.get_forces() for a in structures]), dtype=torch.float32)
-
-        def step(idx, _):
-            coords = coords_all[idx].clone().requires_grad_(True)
-            # all frames share one cubic box (checked below), so the batch shares the cell
-            e = model((species[idx], coords), cell=cell, pbc=pbc).energies
-            (f,) = torch.autograd.grad(-e.sum(), coords, create_graph=True)
-            loss = ((e - energy[idx]) / coords.shape[1]).pow(2).mean() + (f - forces[idx]).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        assert all(np.allclose(a.cell.array, structures[0].cell.array) for a in structures), "cells differ"
+        step, extra = _torchani_step(structures), {}
     order = torch.randperm(len(structures), generator=torch.Generator().manual_seed(0))
     load = store.cached_batch if case.startswith("mlpot") else (lambda idx: None)
     step(order[:batch], load(order[:batch]))  # warm-up
