@@ -219,6 +219,12 @@ def load_search(source: str | Path | dict, overrides: list[str] | tuple[str, ...
             raise ConfigError(f"override {item!r}: expected key.path=value")
         _set(search, key.split(".", 1)[1], yaml.safe_load(text))
     setup = SearchSetup(base, from_dict(SearchConfig, search, "search"))
+    if setup.search.pruner != "none" and base.data.val_fraction == 0:
+        # The pruner compares trials by each fold's validation loss per epoch: without a
+        # validation set it would never be told one, and silently prune nothing.
+        raise ConfigError(f"search.pruner: {setup.search.pruner!r} prunes on the folds' validation loss, but "
+                          "data.val_fraction is 0 (no validation set): set data.val_fraction (e.g. 0.1) or "
+                          "search.pruner: none")
     for parameter in setup.search.parameters():
         for value in parameter.extremes():
             try:

@@ -52,6 +52,16 @@ def test_bad_space_is_named(data, space, message):
         load_search(search_config(data, space=space))
 
 
+def test_a_pruner_without_a_validation_set_is_refused(data):
+    config = search_config(data)
+    config["data"]["val_fraction"] = 0.0
+    with pytest.raises(ConfigError, match=r"search\.pruner: 'asha' prunes on the folds' validation loss.*"
+                                          r"data\.val_fraction is 0"):
+        load_search(config)
+    config["search"]["pruner"] = "none"  # scored on the held-out folds alone: allowed
+    assert load_search(config).base.data.val_fraction == 0.0
+
+
 def test_search_prunes_resumes_and_reports(data, tmp_path):
     out = tmp_path / "search"
     setup = load_search(search_config(data))
