@@ -7,7 +7,7 @@ one more section::
       trials: 40                 # finished trials (complete or pruned) to reach
       folds: 3                   # k-fold cross-validation of every trial
       max_params: 20000          # optional: architectures with more weights are not trained
-      pruner: asha               # asha | hyperband | none
+      pruner: asha               # asha | hyperband | none (a pruner needs data.val_fraction > 0)
       min_epochs: 5              # epochs every trial runs before it can be pruned
       seed: 0                    # the sampler's seed
       baseline: true             # the base config's own values are tried first: the score to beat
