@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Each finished lever's result file (per-seed rows, per group), committed: runs/accuracy is
 #: not, and a fresh clone lacks it; --summary and the skipping of finished levers read both.
 KEPT = ROOT / "docs" / "accuracy" / "results"
-SCREEN_EPOCHS = 300  # the screening budget; the recipe's full budget is 1000
+SCREEN_EPOCHS = 300  # the screening budget; the recipe's full budget is 600 (training.epochs)
 
 #: The descriptor of the recipe before selection: 38 hand-picked terms (14 radial, 24 G4).
 HAND38 = [
