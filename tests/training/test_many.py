@@ -69,6 +69,25 @@ def test_each_member_equals_its_lone_run(dataset, tmp_path):
                                                                "last.pt", "best.pt", "model.pt", "grad_init.json"}
 
 
+def test_members_without_a_validation_set_equal_their_lone_runs(dataset, tmp_path):
+    """The mlearn recipe trains its seeds together with data.val_fraction 0: each member
+    selects on its own training loss, as its lone run does."""
+    configs = [config(dataset, epochs=3, seed=s) for s in (0, 1)]
+    configs = [replace(c, data=replace(c.data, val_fraction=0.0)) for c in configs]
+    results = train_many(configs, [tmp_path / f"many{k}" for k in range(2)], progress=False, log=lambda _: None)
+    for k, c in enumerate(configs):
+        lone = train(c, tmp_path / f"lone{k}", progress=False, log=lambda _: None)
+        ra, rb = rows(tmp_path / f"many{k}" / "metrics.csv"), rows(tmp_path / f"lone{k}" / "metrics.csv")
+        assert [r["val_loss"] for r in ra] == [r["val_loss"] for r in rb] == ["", "", ""]
+        for x, y in zip(ra, rb):
+            assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-6)
+        assert results[k]["best_epoch"] == lone["best_epoch"]
+        assert results[k]["best_val_loss"] == pytest.approx(lone["best_val_loss"], rel=1e-6)
+        wa, wb = weights(tmp_path / f"many{k}" / "model.pt"), weights(tmp_path / f"lone{k}" / "model.pt")
+        for name in wa:
+            torch.testing.assert_close(wa[name], wb[name], rtol=1e-6, atol=1e-9)
+
+
 def test_resume_continues_every_member_and_a_lone_run_resumes_one(dataset, tmp_path):
     short = [replace(c, training=replace(c.training, epochs=2)) for c in members(dataset)]
     full = members(dataset, epochs=(4, 4, 3))
