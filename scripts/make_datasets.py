@@ -116,11 +116,11 @@ def sample_md(atoms: Atoms, calc: Calculator, temp_k: float, rng: np.random.Gene
     dyn = Langevin(atoms, timestep=schedule.dt_fs * units.fs, temperature_K=temp_k, friction=FRICTION, fixcm=False,
                    rng=rng)
     frames = []
-    n_equil, interval = schedule.n_equil, schedule.interval
-    with tqdm(total=n_equil + schedule.n_samples * interval, desc=desc, unit="step", leave=False) as bar:
+    n_equil, n_samples, interval = schedule.n_equil, schedule.n_samples, schedule.interval
+    with tqdm(total=n_equil + n_samples * interval, desc=desc, unit="step", leave=False) as bar:
         dyn.run(n_equil)
         bar.update(n_equil)
-        for _ in range(schedule.n_samples):
+        for _ in range(n_samples):
             dyn.run(interval)
             bar.update(interval)
             frames.append(snapshot(atoms, with_stress, temperature_K=temp_k, md_step=dyn.nsteps, **info))

@@ -49,6 +49,9 @@ def assert_same_run(a, b, rtol=1e-6):
     for x, y in zip(ra, rb):
         for key in ("train_loss", "val_loss", "val_force_rmse_mev_per_a", "lr", "grad_norm/total",
                     "grad_norm/Cu.blocks.0.linear.weight"):
+            if "" in (x[key], y[key]):  # no validation set: both runs leave the val columns empty
+                assert x[key] == y[key], (key, x["epoch"])
+                continue
             assert float(x[key]) == pytest.approx(float(y[key]), rel=rtol), (key, x["epoch"])
     wa, wb = weights(a / "model.pt"), weights(b / "model.pt")
     assert wa.keys() == wb.keys()
@@ -77,15 +80,10 @@ def test_members_without_a_validation_set_equal_their_lone_runs(dataset, tmp_pat
     results = train_many(configs, [tmp_path / f"many{k}" for k in range(2)], progress=False, log=lambda _: None)
     for k, c in enumerate(configs):
         lone = train(c, tmp_path / f"lone{k}", progress=False, log=lambda _: None)
-        ra, rb = rows(tmp_path / f"many{k}" / "metrics.csv"), rows(tmp_path / f"lone{k}" / "metrics.csv")
-        assert [r["val_loss"] for r in ra] == [r["val_loss"] for r in rb] == ["", "", ""]
-        for x, y in zip(ra, rb):
-            assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-6)
+        assert [r["val_loss"] for r in rows(tmp_path / f"many{k}" / "metrics.csv")] == ["", "", ""]
+        assert_same_run(tmp_path / f"many{k}", tmp_path / f"lone{k}")
         assert results[k]["best_epoch"] == lone["best_epoch"]
         assert results[k]["best_val_loss"] == pytest.approx(lone["best_val_loss"], rel=1e-6)
-        wa, wb = weights(tmp_path / f"many{k}" / "model.pt"), weights(tmp_path / f"lone{k}" / "model.pt")
-        for name in wa:
-            torch.testing.assert_close(wa[name], wb[name], rtol=1e-6, atol=1e-9)
 
 
 def test_resume_continues_every_member_and_a_lone_run_resumes_one(dataset, tmp_path):

@@ -91,17 +91,17 @@ def test_training_without_a_validation_set_keeps_the_lowest_training_loss(datase
     is written, and the model kept is the epoch of the lowest training loss, computed here
     from the training columns of metrics.csv with the same weights."""
     from mlpot.training import loss_from_metrics
-    from mlpot.training.report import METRIC_COLUMNS as COLUMNS
 
-    data = {**config(dataset).to_dict()["data"], "val_fraction": 0.0}
-    cfg = TrainConfig.from_dict({**config(dataset, epochs=6).to_dict(), "data": data})
+    base = config(dataset, epochs=6).to_dict()
+    cfg = TrainConfig.from_dict({**base, "data": {**base["data"], "val_fraction": 0.0}})
     lines = []
     result = train(cfg, tmp_path, progress=False, log=lines.append)
     split = json.loads((tmp_path / "split.json").read_text())
     assert len(split["train"]) == 30 and split["val"] == []
     history = rows(tmp_path / "metrics.csv")
     assert len(history) == 6 and all(r["val_loss"] == "" for r in history)
-    selection = [loss_from_metrics({k: float(r[f"train_{k}"]) for k in COLUMNS if r[f"train_{k}"] != ""}, cfg.loss)
+    selection = [loss_from_metrics({k: float(r[f"train_{k}"]) for k in METRIC_COLUMNS if r[f"train_{k}"] != ""},
+                                   cfg.loss)
                  for r in history]
     assert result["best_epoch"] == 1 + int(np.argmin(selection))
     assert result["best_val_loss"] == pytest.approx(min(selection), rel=1e-12)
