@@ -306,8 +306,8 @@ LEVERS: dict[str, list[str]] = {
     # recipe network's weights (57.9k against 58.3k per element) at the recipe's rate, so
     # only the architecture changes. (The search's plain 4 x 110 was measured on the 96-term
     # recipe at 1000 epochs, with its own rate and weight decay.)
-    # (Measured, seed 0, 600 epochs: force MAE +1.2 (Si) and +2.3 (Mo) meV/Å; energy MAE
-    # 3.65 against 3.10 on Si, 2.50 against 2.70 on Mo.)
+    # (Measured, 600 epochs: force MAE +1.2 (Si, seed 0) and +2.3, +0.1 (Mo, seeds 0 and 1)
+    # meV/Å; energy MAE 3.65 against 3.10 on Si, 2.50 and 2.54 against 2.70 and 2.59 on Mo.)
     "plain4x98": ["model.depth=4", "model.width=98", "model.block=plain"],
 }
 
