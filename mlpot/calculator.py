@@ -158,7 +158,7 @@ class MLPotCalculator(Calculator):
                             descriptors=True)
             outputs.append({k: v.detach() for k, v in out.items()})
             if self.extrapolation_mode != "ignore":
-                excess.append(_range_excess(model, out["descriptors"], batch))
+                excess.append(model.range_excess(out["descriptors"], batch.numbers))
         if excess:
             self._check_extrapolation(torch.stack(excess).amax(dim=0))
         mean = {k: v.to("cpu", torch.float64).numpy() for k, v in committee(outputs).items()}
@@ -202,24 +202,6 @@ class MLPotCalculator(Calculator):
         if c["structures"]:
             text += f" ({c['atoms']} atoms in all; largest excess {c['max_excess']:.3g} × the range)"
         return text
-
-
-def _range_excess(model, descriptors: torch.Tensor, batch) -> torch.Tensor:
-    """(N,) float64: how far each atom's descriptors (N, F) lie beyond the per-element
-    training [min, max], in units of each feature's training range (max over features;
-    0 inside). A feature constant in training (range 0) counts as infinitely far once it
-    differs by more than 1e-8; a model without a fitted scaler reports 0 everywhere."""
-    scaler = model.descriptor.scaler
-    if scaler is None:
-        return descriptors.new_zeros(len(descriptors), dtype=torch.float64)
-    species = model.descriptor.species(batch.numbers)
-    g = descriptors.detach().double()
-    lo, hi = scaler.train_min.double()[species], scaler.train_max.double()[species]
-    beyond = torch.clamp(torch.maximum(lo - g, g - hi), min=0.0)
-    span = hi - lo
-    relative = torch.where(span > 0, beyond / span.clamp(min=torch.finfo(torch.float64).tiny),
-                           torch.where(beyond > 1e-8, torch.inf, 0.0))
-    return relative.amax(dim=1).cpu() if relative.shape[1] else relative.new_zeros(len(g)).cpu()
 
 
 def _caller_stacklevel() -> int:

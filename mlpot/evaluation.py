@@ -48,6 +48,10 @@ class Predictions:
         stress: (B, 3, 3) predicted stress, eV/Å³ (ASE sign); NaN for structures that are
             not periodic in 3D.
         stress_ref: (B, 3, 3) reference stress, eV/Å³.
+        range_excess: (N,) how far each atom's descriptors lie beyond the training range,
+            in units of each feature's range (0 inside; :meth:`Potential.range_excess
+            <mlpot.models.Potential.range_excess>`; a committee: the largest over its
+            members); ``None`` when the model cannot say.
     """
 
     energy: np.ndarray
@@ -59,6 +63,7 @@ class Predictions:
     system_idx: np.ndarray
     stress: np.ndarray
     stress_ref: np.ndarray
+    range_excess: np.ndarray | None = None
 
     @property
     def energy_per_atom(self) -> np.ndarray:
@@ -72,7 +77,8 @@ class Predictions:
 
     def save(self, path: str | Path) -> None:
         """Write every array to one ``.npz`` file."""
-        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__
+                                     if getattr(self, k) is not None})
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,12 @@ class StructureErrors:
         force_scale: (B,) mean absolute reference force component, meV/Å: what a force
             error is relative to (a hot frame's forces are tens of times a relaxed cell's).
         n_atoms: (B,) atoms per structure.
+        atoms_beyond: (B,) atoms whose descriptors lie beyond the training range (n2p2's
+            extrapolation check, no margin); NaN when the predictions do not say.
+        max_excess: (B,) the structure's largest excess beyond the training range, in units
+            of the feature's range (0: every atom inside); NaN when the predictions do not say.
+            A large error on a structure with atoms far outside is an extrapolation; one
+            inside the range is not.
     """
 
     energy_error: np.ndarray
@@ -94,6 +106,8 @@ class StructureErrors:
     force_rmse: np.ndarray
     force_scale: np.ndarray
     n_atoms: np.ndarray
+    atoms_beyond: np.ndarray
+    max_excess: np.ndarray
 
     def worst(self, count: int, by: str = "force_mae") -> np.ndarray:
         """Indices of the ``count`` structures with the largest ``by`` (``force_mae``,
@@ -116,12 +130,21 @@ def per_structure_errors(predictions: Predictions) -> StructureErrors:
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN labels stay NaN; 0 atoms give NaN
             return np.bincount(predictions.system_idx, weights=values.sum(axis=1), minlength=n) / components
 
+    excess = predictions.range_excess
+    if excess is None:
+        atoms_beyond = max_excess = np.full(n, np.nan)
+    else:
+        atoms_beyond = np.bincount(predictions.system_idx, weights=(excess > 0).astype(float), minlength=n)
+        max_excess = np.zeros(n)
+        np.maximum.at(max_excess, predictions.system_idx, excess)
     return StructureErrors(
         energy_error=(predictions.energy_per_atom - predictions.energy_ref_per_atom) * 1000.0,
         force_mae=mean_per_structure(np.abs(diff)) * 1000.0,
         force_rmse=np.sqrt(mean_per_structure(diff**2)) * 1000.0,
         force_scale=mean_per_structure(np.abs(predictions.forces_ref)) * 1000.0,
         n_atoms=np.asarray(predictions.n_atoms),
+        atoms_beyond=atoms_beyond,
+        max_excess=max_excess,
     )
 
 
@@ -195,8 +218,7 @@ def evaluate(
             # ~1e-5 eV of rounding); the model casts its own copy to its dtype.
             batch = collate(block, cutoff=model.cutoff, dtype=torch.float64, device=device)
             periodic = bool(batch.pbc.all(dim=1).any())
-            out = model(batch, forces=True, stress=periodic, create_graph=False)
-            out = {k: v.detach() for k, v in out.items()}
+            out = _predict(model, batch, stress=periodic)
             accumulator.update(out, batch)
             if labels is not None:
                 _update_groups(groups, labels[lo:lo + batch_size], out, batch)
@@ -204,11 +226,32 @@ def evaluate(
             offset += batch.n_systems
     finally:
         model.train(was_training)
-    predictions = Predictions(**{k: np.concatenate(v) for k, v in parts.items()})
+    predictions = Predictions(**{k: np.concatenate(v) if v else None for k, v in parts.items()})
     metrics = accumulator.result()
     if group_by is not None:
         metrics["groups"] = {label: acc.result() for label, acc in groups.items()}
     return metrics, predictions
+
+
+def _predict(model, batch, stress: bool) -> dict[str, torch.Tensor]:
+    """The model's outputs on ``batch`` (detached), with ``range_excess`` (N,) when it can
+    say: a :class:`~mlpot.models.Potential` checks its own descriptors; a committee
+    (:class:`~mlpot.models.Ensemble`) is run member by member, each checking its own, and
+    reports the largest excess (as :class:`~mlpot.calculator.MLPotCalculator` does)."""
+    from .models.ensemble import committee
+
+    members = list(getattr(model, "members", [model]))
+    if not all(hasattr(m, "range_excess") for m in members):
+        out = model(batch, forces=True, stress=stress, create_graph=False)
+        return {k: v.detach() for k, v in out.items()}
+    outputs, excess = [], []
+    for member in members:
+        out = member(batch, forces=True, stress=stress, create_graph=False, descriptors=True)
+        excess.append(member.range_excess(out.pop("descriptors"), batch.numbers))
+        outputs.append({k: v.detach() for k, v in out.items()})
+    out = committee(outputs) if len(members) > 1 else outputs[0]
+    out["range_excess"] = torch.stack(excess).amax(dim=0)
+    return out
 
 
 def _append_predictions(parts: dict[str, list[np.ndarray]], out: dict, batch, offset: int) -> None:
@@ -221,6 +264,7 @@ def _append_predictions(parts: dict[str, list[np.ndarray]], out: dict, batch, of
         ("forces", out["forces"]), ("forces_ref", t.forces), ("numbers", batch.numbers),
         ("system_idx", batch.system_idx + offset),
         ("stress", out.get("stress", nan_stress)), ("stress_ref", t.stress),
+        *((("range_excess", out["range_excess"]),) if "range_excess" in out else ()),
     ):
         value = value.cpu()
         parts[key].append((value.double() if value.is_floating_point() else value).numpy())

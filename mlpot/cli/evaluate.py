@@ -7,8 +7,10 @@ force_mae_mev_per_a, stress_rmse_gpa, n_structures, n_atoms (null for a label th
 lack), so scripts can parse it; the progress bar then stays off. ``--by KEY`` adds the
 errors of each group of structures that share ``info[KEY]`` (mlearn data: ``--by group``
 gives AIMD, Elastic, Surface, Vacancy), under the JSON key "groups". ``--worst N`` lists the N
-structures with the largest force MAE beside their mean reference force (JSON key "worst"):
-whether the error sits in a few hot frames or everywhere. Several model files are
+structures with the largest force MAE (``--worst-by energy_error``: the largest energy error)
+beside their mean reference force and how far their descriptors lie beyond the training
+range (JSON key "worst"): whether the error sits in a few hot frames or everywhere, and
+whether those structures are extrapolations. Several model files are
 evaluated as one committee: the mean of their predictions (mlpot.models.Ensemble).
 
 example:
@@ -16,6 +18,7 @@ example:
   mlpot evaluate model.pt Mo/test.json --read-option stress_order="xx yy zz xy zx yz" --json
   mlpot evaluate model.pt Si/test.json --by group
   mlpot evaluate model.pt Si/test.json --by group --worst 10
+  mlpot evaluate model.pt Si/test.json --by group --worst 5 --worst-by energy_error
   mlpot evaluate runs/si/seed0/model.pt runs/si/seed1/model.pt runs/si/seed2/model.pt Si/test.json
 """
 
@@ -43,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(mlearn: group)")
     parser.add_argument("--worst", type=int, default=0, metavar="N",
                         help="also list the N structures with the largest force MAE (their index in "
-                             "the data, energy error, force MAE/RMSE and mean reference force)")
+                             "the data, energy error, force MAE/RMSE, mean reference force, and the "
+                             "atoms whose descriptors lie beyond the training range)")
+    parser.add_argument("--worst-by", choices=("force_mae", "force_rmse", "energy_error"), default="force_mae",
+                        help="what --worst ranks by (energy_error: by magnitude; default: %(default)s)")
     parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch (default: %(default)s)")
     parser.add_argument("--device", default="cpu",
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                     progress=not args.json, group_by=args.by)
     if args.plot:
         parity_plot(predictions, args.plot, title=f"{name} on {args.data}")
-    worst = _worst_rows(predictions, structures, args.worst, args.by) if args.worst else []
+    worst = _worst_rows(predictions, structures, args.worst, args.by, args.worst_by) if args.worst else []
     if args.json:
         result = {k: metrics[k] for k in METRIC_KEYS}
         if args.by:
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.by:
         _print_groups(args.by, metrics["groups"])
     if worst:
-        _print_worst(worst, args.by)
+        _print_worst(worst, args.by, args.worst_by)
     if args.plot:
         print(f"parity plot written to {args.plot}")
     return 0
@@ -132,9 +138,10 @@ def _print_groups(key: str, groups: dict[str, dict]) -> None:
         print(f"{label:<{width}}" + "".join(f"{_fmt(metrics[k]):>11}" for k, _ in columns))
 
 
-def _worst_rows(predictions, structures, count: int, key: str | None) -> list[dict]:
-    """The ``count`` structures with the largest force MAE, as JSON-ready rows (errors in
-    meV/atom and meV/Å; ``None`` for a missing label)."""
+def _worst_rows(predictions, structures, count: int, key: str | None, by: str = "force_mae") -> list[dict]:
+    """The ``count`` structures with the largest ``by`` (see :meth:`StructureErrors.worst
+    <mlpot.evaluation.StructureErrors.worst>`), as JSON-ready rows (errors in meV/atom and
+    meV/Å; ``None`` for a missing label or where the model cannot check its range)."""
     from ..evaluation import per_structure_errors
 
     errors = per_structure_errors(predictions)
@@ -143,7 +150,7 @@ def _worst_rows(predictions, structures, count: int, key: str | None) -> list[di
         return None if not np.isfinite(value) else float(value)
 
     rows = []
-    for i in errors.worst(count):
+    for i in errors.worst(count, by=by):
         row = {"index": int(i), "n_atoms": int(errors.n_atoms[i])}
         if key is not None:
             row[key] = str(structures[int(i)].info[key])
@@ -151,23 +158,34 @@ def _worst_rows(predictions, structures, count: int, key: str | None) -> list[di
                    force_mae_mev_per_a=number(errors.force_mae[i]),
                    force_rmse_mev_per_a=number(errors.force_rmse[i]),
                    force_scale_mev_per_a=number(errors.force_scale[i]))
+        beyond = number(errors.atoms_beyond[i])
+        row.update(atoms_beyond_training_range=None if beyond is None else int(beyond),
+                   max_range_excess=number(errors.max_excess[i]))
         rows.append(row)
     return rows
 
 
-def _print_worst(rows: list[dict], key: str | None) -> None:
-    """One row per structure, the largest force MAE first; |F| is the mean absolute reference
-    force component, so F MAE/|F| is the structure's relative force error."""
+WORST_TITLES = {"force_mae": "force MAE", "force_rmse": "force RMSE", "energy_error": "|energy error|"}
+
+
+def _print_worst(rows: list[dict], key: str | None, by: str = "force_mae") -> None:
+    """One row per structure, the largest ``by`` first; |F| is the mean absolute reference
+    force component, so F MAE/|F| is the structure's relative force error; "beyond" counts
+    the atoms with a descriptor outside the training range and "excess" is the largest
+    distance outside, in units of that feature's training range."""
     label = [key] if key else []
-    print(f"\n{len(rows)} structures with the largest force MAE (energy meV/atom, forces meV/Å):")
-    header = ["index", *label, "atoms", "ΔE", "F MAE", "F RMSE", "|F|", "F MAE/|F|"]
+    print(f"\n{len(rows)} structures with the largest {WORST_TITLES[by]} (energy meV/atom, forces meV/Å; "
+          "beyond: atoms outside the training range, excess: how far, in units of the range):")
+    header = ["index", *label, "atoms", "ΔE", "F MAE", "F RMSE", "|F|", "F MAE/|F|", "beyond", "excess"]
     print("".join(f"{h:>11}" for h in header))
     for row in rows:
         scale, mae = row["force_scale_mev_per_a"], row["force_mae_mev_per_a"]
         relative = None if not scale or mae is None else mae / scale
         cells = [str(row["index"]), *([row[key]] if key else []), str(row["n_atoms"]),
                  _fmt(row["energy_error_mev_per_atom"]), _fmt(mae), _fmt(row["force_rmse_mev_per_a"]),
-                 _fmt(scale), _fmt(relative)]
+                 _fmt(scale), _fmt(relative),
+                 "–" if row["atoms_beyond_training_range"] is None else str(row["atoms_beyond_training_range"]),
+                 _fmt(row["max_range_excess"])]
         print("".join(f"{c:>11}" for c in cells))
 
 

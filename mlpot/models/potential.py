@@ -148,6 +148,31 @@ class Potential(nn.Module):
         summary["energy_scale"] = float(self.energy_scale)
         return summary
 
+    def range_excess(self, descriptors: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        """How far each atom's raw descriptors lie beyond the training range (n2p2's check).
+
+        Args:
+            descriptors: (N, F) raw descriptors (``forward(..., descriptors=True)``).
+            numbers: (N,) atomic numbers.
+
+        Returns:
+            (N,) float64 on the CPU: the largest excess over the atom's features beyond its
+            element's training [min, max], in units of that feature's training range (0
+            inside). A feature constant in training (range 0) counts as infinitely far once
+            it differs by more than 1e-8; a model without a fitted scaler reports 0.
+        """
+        scaler = self.descriptor.scaler
+        if scaler is None or descriptors.shape[1] == 0:
+            return torch.zeros(len(descriptors), dtype=torch.float64)
+        species = self.descriptor.species(numbers)
+        g = descriptors.detach().double()
+        lo, hi = scaler.train_min.double()[species], scaler.train_max.double()[species]
+        beyond = torch.clamp(torch.maximum(lo - g, g - hi), min=0.0)
+        span = hi - lo
+        relative = torch.where(span > 0, beyond / span.clamp(min=torch.finfo(torch.float64).tiny),
+                               torch.where(beyond > 1e-8, torch.inf, 0.0))
+        return relative.amax(dim=1).cpu()
+
     # ------------------------------------------------------------------ evaluation
     def forward(self, batch, forces: bool = True, stress: bool = False,
                 create_graph: bool | None = None,

@@ -180,6 +180,71 @@ def test_evaluate_worst_rows_match_each_structure_alone(files, capsys):
     assert main(["evaluate", str(files["model"]), str(files["data"]), "--worst", "-1"]) != 0
 
 
+def test_per_structure_range_excess_by_hand():
+    """Atoms beyond the training range and the largest excess, per structure, from the
+    per-atom excess; without it (a model that cannot check) both are NaN."""
+    nan = float("nan")
+    fields = dict(energy=np.zeros(3), energy_ref=np.zeros(3), n_atoms=np.array([2, 1, 2]),
+                  forces=np.zeros((5, 3)), forces_ref=np.zeros((5, 3)), numbers=np.full(5, 14),
+                  system_idx=np.array([0, 0, 1, 2, 2]), stress=np.full((3, 3, 3), nan),
+                  stress_ref=np.full((3, 3, 3), nan))
+    errors = per_structure_errors(Predictions(**fields, range_excess=np.array([0.0, 0.3, 0.0, 0.05, 0.2])))
+    assert errors.atoms_beyond.tolist() == [1, 0, 2]
+    np.testing.assert_array_equal(errors.max_excess, [0.3, 0.0, 0.2])
+    unknown = per_structure_errors(Predictions(**fields))
+    assert np.isnan(unknown.atoms_beyond).all() and np.isnan(unknown.max_excess).all()
+
+
+def test_evaluate_range_excess_matches_the_model_and_the_committee_takes_the_largest(files, tmp_path, capsys):
+    """evaluate() reports each atom's excess beyond the training range as the model's own
+    check on that structure alone: zero on the structures the scaler was fitted on, positive
+    on a cell compressed by 6 %; a committee reports the larger of its members' excesses;
+    `--worst-by energy_error` ranks by |ΔE| and lists the atoms outside the range."""
+    from mlpot.models import Ensemble
+
+    model = mlpot.load(files["model"])
+    squeezed = [a.copy() for a in files["structures"][:2]]
+    for atoms in squeezed:
+        atoms.set_cell(atoms.cell.array * 0.94, scale_atoms=True)
+    structures = [*files["structures"], *squeezed]
+    _, pred = evaluate(model, structures, batch_size=3)
+    n = len(files["structures"]) * 4
+    assert pred.range_excess.shape == (len(structures) * 4,)
+    # The fitted range ends at the extremes of what was read before extxyz rounding.
+    assert np.all(pred.range_excess[:n] < 1e-6)
+    assert np.all(pred.range_excess[n:].reshape(2, 4).max(axis=1) > 0.01)
+    for k, atoms in enumerate(squeezed):
+        batch = collate([atoms], cutoff=model.cutoff)
+        with torch.enable_grad():
+            g = model(batch, forces=True, descriptors=True)["descriptors"]
+        alone = model.range_excess(g, batch.numbers).numpy()
+        np.testing.assert_allclose(pred.range_excess[n + 4 * k:n + 4 * k + 4], alone, rtol=1e-12, atol=1e-15)
+    # A second member fitted on the squeezed cells too: its range is wider, its excess smaller.
+    torch.manual_seed(1)
+    wide = Potential(model.spec, NetworkConfig(depth=2, width=8)).double()
+    wide.fit_to_data([collate(structures, cutoff=wide.cutoff)])
+    _, pred_wide = evaluate(wide, structures)
+    _, pred_both = evaluate(Ensemble([model, wide]), structures)
+    np.testing.assert_allclose(pred_both.range_excess, np.maximum(pred.range_excess, pred_wide.range_excess),
+                               rtol=1e-12, atol=1e-15)
+    assert np.all(pred_wide.range_excess < 1e-6)
+
+    path = tmp_path / "with-squeezed.xyz"
+    write(path, structures)
+    assert main(["evaluate", str(files["model"]), str(path), "--json", "--worst", "3",
+                 "--worst-by", "energy_error"]) == 0
+    rows = json.loads(capsys.readouterr().out)["worst"]
+    errors = per_structure_errors(evaluate(model, read(path))[1])
+    largest = sorted(np.abs(errors.energy_error), reverse=True)[:3]
+    assert [abs(r["energy_error_mev_per_atom"]) for r in rows] == pytest.approx(largest, rel=1e-9)
+    for row in rows:
+        assert row["atoms_beyond_training_range"] == int(errors.atoms_beyond[row["index"]])
+        assert row["max_range_excess"] == pytest.approx(errors.max_excess[row["index"]], rel=1e-9)
+    assert main(["evaluate", str(files["model"]), str(path), "--worst", "2", "--worst-by", "energy_error"]) == 0
+    out = capsys.readouterr().out
+    assert "largest |energy error|" in out and "beyond" in out
+
+
 def test_evaluate_by_a_missing_info_key_names_structure_and_key(files, capsys):
     with pytest.raises(ValueError, match=r"group_by: structure 0 of the structures has no info\['phase'\].*'group'"):
         evaluate(mlpot.load(files["model"]), files["structures"], group_by="phase")
