@@ -13,7 +13,12 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   (:func:`mlpot.ablation.grid.matched_hidden`).
 * **Stage ``lr``**: every cell trains fold 0, seed 0 at each learning rate of :data:`LRS` for
   :data:`SCREEN_EPOCHS` epochs; the rate of lowest validation loss becomes the cell's. The
-  learning rate is thus chosen per depth and variant, not fixed.
+  learning rate is thus chosen per depth and variant, not fixed. A cell whose best rate is
+  the smallest or largest it has screened is screened again half a decade beyond it
+  (:data:`LOWER_EXTENSION`, :data:`UPPER_EXTENSION`), so that its rate is a minimum, not the
+  end of a grid; the choices and every screened loss go to ``RUNS/<study>/rates.json``, and
+  a cell whose rate moved has its full stage trained at the new rate (the runs at the old
+  one are superseded: kept, but left out of every later stage and of results.json).
 * **Stage ``full``**: every cell at its rate, the (fold, seed) pairs of :data:`PAIRS`: five
   seeds, each on one fold of a 3-fold cross-validation over the training set in turn, the
   same pairs in every cell, so comparisons pair by (fold, seed); a plateau schedule and
@@ -72,7 +77,8 @@ from pathlib import Path
 
 import depth_study_archive
 import yaml
-from depth_study_archive import best_val_loss
+import depth_study_rates as rates_screen
+from depth_study_rates import cell
 
 from mlpot.ablation.report import collect_results
 
@@ -96,9 +102,6 @@ FOLDS = 3
 #: crossed with three folds (15 runs a cell) cost ~12 h of this machine for the cheapest study
 #: alone; five pairs keep five independent initialisations and every fold, at a third.
 PAIRS = tuple((seed % FOLDS, seed) for seed in SEEDS)
-#: 1e-2 joined after the first screen (si-2.5k): 23 of its 24 cells chose 3e-3, the top of the
-#: grid then, and a rate chosen at the edge of its grid is not a choice (:func:`edge_rates`).
-LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 SCREEN_EPOCHS = 150
 #: Early stopping: a run ends once PATIENCE epochs have not lowered its validation loss by
 #: MIN_DELTA (relative), a plateau. With any decrease counting (as at first, with a cap of
@@ -250,70 +253,47 @@ def grid(config: dict) -> list:
     return expand_grid(setup, _SHAPES[key])
 
 
-def cell(run) -> tuple[str, int]:
-    return run.variant, run.depth
-
-
-def chosen_rates(study_dir: Path, runs: list) -> dict[tuple[str, int], float]:
-    """The learning rate of each cell whose screening runs have all finished."""
-    from mlpot.ablation.runner import load_result
-
-    chosen = {}
-    for key in dict.fromkeys(cell(r) for r in runs):
-        scores = {}
-        for lr in LRS:
-            run = next(r for r in runs if cell(r) == key)
-            folder = study_dir / f"lr-{lr:g}" / "runs" / run.name
-            if load_result(folder) is None:
-                break
-            scores[lr] = best_val_loss(folder)
-        if len(scores) == len(LRS) and all(v is not None for v in scores.values()):
-            chosen[key] = min(scores, key=scores.get)
-    return chosen
-
-
-def edge_rates(rates: dict[tuple[str, int], float]) -> list[tuple[str, int]]:
-    """The cells whose chosen rate is the largest or smallest of :data:`LRS`: their optimum may
-    lie outside the grid, so they are reported (and the grid widened when there are many)."""
-    return sorted(key for key, lr in rates.items() if lr in (min(LRS), max(LRS)))
-
-
 def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     """Run (or continue) one stage of one study; ``False`` if it cannot start yet."""
     from mlpot.ablation.config import load_ablation
     from mlpot.ablation.runner import run_ablation
 
     study_dir = args.runs / name
+    first = stage_config(args.runs, name, data, budget, "lr", rates_screen.LRS[0])
+    screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0]
+
+    def train(stage: str, lr: float, only: list[str], why: str = "") -> None:
+        config = stage_config(args.runs, name, data, budget, stage, lr)
+        label = f"lr screen at {lr:g}" if stage == "lr" else f"full at lr {lr:g}"
+        print(f"[{name}] {label}: {len(only)} runs{why}", flush=True)
+        folder = study_dir / (f"lr-{lr:g}" if stage == "lr" else f"full-lr{lr:g}")
+        run_ablation(load_ablation(config), folder, jobs=args.jobs, resume=True, only=only, threads=args.threads,
+                     log=lambda line: print(f"[{name} {stage} {lr:g}] {line}", flush=True))
+
     if stage == "lr":
-        for lr in LRS:
-            config = stage_config(args.runs, name, data, budget, "lr", lr)
-            only = [r.name for r in grid(config) if r.fold == 0 and r.seed == 0]
-            print(f"[{name}] lr screen at {lr:g}: {len(only)} runs", flush=True)
-            run_ablation(load_ablation(config), study_dir / f"lr-{lr:g}", jobs=args.jobs, resume=True, only=only,
-                         threads=args.threads,
-                         log=lambda line, lr=lr: print(f"[{name} lr {lr:g}] {line}", flush=True))
+        rates_screen.run_screen(study_dir, screen, lambda lr, only, why: train("lr", lr, only, why))
         return True
-    screen = [r for r in grid(stage_config(args.runs, name, data, budget, "lr", LRS[0])) if r.fold == 0 and r.seed == 0]
-    rates = chosen_rates(study_dir, screen)
+    rates = rates_screen.chosen_rates(study_dir, screen)
     recorded = depth_study_archive.recorded_rates(args.out, name)
-    if recorded and not rates:  # trained before the archive: its screen is lost, its choices are not
+    if recorded and not rates_screen.screen_scores(study_dir, screen):
+        # Trained before the archive: its screen is lost, its choices are not.
         print(f"[{name}] full: no lr screen on disk; the {len(recorded)} cells take the rates in {args.out.name}")
         rates = recorded
-    if len(rates) < len({cell(r) for r in screen}):
-        print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len({cell(r) for r in screen})} "
-              "cells have their rate)")
+    cells = {cell(r) for r in screen}
+    if len(rates) < len(cells):
+        due = len(rates_screen.pending_rates(study_dir, screen))
+        print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len(cells)} cells have their rate; "
+              f"{due} are due a screen beyond the end of their rates)")
         return False
-    edge = edge_rates(rates)
+    if rates is not recorded:
+        rates_screen.write_rates(study_dir, screen)
+    edge = rates_screen.edge_rates(rates)
     if edge:
-        print(f"[{name}] {len(edge)} of {len(rates)} cells chose a rate at the edge of {LRS}: "
+        print(f"[{name}] {len(edge)} of {len(rates)} cells chose a rate at the end of {rates_screen.all_rates()}: "
               + ", ".join(f"{v} d{d} ({rates[v, d]:g})" for v, d in edge), flush=True)
     for lr in sorted(set(rates.values())):
-        config = stage_config(args.runs, name, data, budget, "full", lr)
-        only = [r.name for r in grid(config) if rates[cell(r)] == lr and (r.fold, r.seed) in PAIRS]
-        print(f"[{name}] full at lr {lr:g}: {len(only)} runs", flush=True)
-        run_ablation(load_ablation(config), study_dir / f"full-lr{lr:g}", jobs=args.jobs, resume=True, only=only,
-                     threads=args.threads,
-                     log=lambda line, lr=lr: print(f"[{name} full {lr:g}] {line}", flush=True))
+        runs = grid(stage_config(args.runs, name, data, budget, "full", lr))
+        train("full", lr, [r.name for r in runs if rates[cell(r)] == lr and (r.fold, r.seed) in PAIRS])
     return True
 
 
@@ -505,27 +485,27 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
         # Water observables (an MD each) only for the median run of each finished cell.
         medians = {depth_study_md.representative(runs)[1] for runs in depth_study_md.cell_runs(runs_dir / name).values()
                    if len(runs) >= len(PAIRS)} if data.get("format") != "mlearn" else set()
-        for folder in sorted((runs_dir / name).glob("full-lr*")):
-            lr = float(folder.name.removeprefix("full-lr"))
-            results = collect_results(folder)
-            if results and structures is None:
+        for lr, folder, result in depth_study_md.full_runs(runs_dir / name):
+            if structures is None:
                 structures = read(data["train"], format=data["format"], **data["read_options"])
-            for result in results:
-                if (result["fold"], result["seed"]) not in PAIRS:
-                    continue  # a run of another design (trained before PAIRS): not comparable
-                split = load_split(folder / "splits" / f"fold{result['fold']}.json")
-                atoms = sum(len(structures[k]) for k in split.train)
-                rows.append(run_row(result, dataset, budget, lr, atoms))
-                run_dir = folder / "runs" / result["name"]
-                values = observables(run_dir, data, runs_dir, rdf=run_dir in medians)
-                if values is not None:
-                    physical.append({"dataset": dataset, "budget": budget, "variant": result["variant"],
-                                     "depth": result["depth"], "seed": result["seed"], "fold": result["fold"],
-                                     **_lean(values)})
+            if (result["fold"], result["seed"]) not in PAIRS:
+                continue  # a run of another design (trained before PAIRS): not comparable
+            split = load_split(folder / "splits" / f"fold{result['fold']}.json")
+            atoms = sum(len(structures[k]) for k in split.train)
+            rows.append(run_row(result, dataset, budget, lr, atoms))
+            run_dir = folder / "runs" / result["name"]
+            values = observables(run_dir, data, runs_dir, rdf=run_dir in medians)
+            if values is not None:
+                physical.append({"dataset": dataset, "budget": budget, "variant": result["variant"],
+                                 "depth": result["depth"], "seed": result["seed"], "fold": result["fold"],
+                                 **_lean(values)})
     stability = depth_study_md.md_rows(selected, runs_dir)
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
     document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
-                           "folds": FOLDS, "pairs": PAIRS, "learning_rates": LRS, "max_epochs": MAX_EPOCHS,
+                           "folds": FOLDS, "pairs": PAIRS, "learning_rates": rates_screen.LRS,
+                           "learning_rate_extensions": {"lower": rates_screen.LOWER_EXTENSION,
+                                                        "upper": rates_screen.UPPER_EXTENSION},
+                           "max_epochs": MAX_EPOCHS,
                            "patience": PATIENCE, "min_delta": MIN_DELTA,
                            "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
@@ -551,9 +531,10 @@ def plan(args) -> None:
     """Print every study's stages: runs, finished runs, the measured cost so far and whether
     its cost pass is done."""
     import depth_study_cost
+    import depth_study_md
 
     print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
-          f"lr screen {len(LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
+          f"lr screen {len(rates_screen.LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
           f"pairs {PAIRS}, early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
     cells = len(DEPTHS) * len(VARIANTS)
     total_hours, unknown = 0.0, []
@@ -561,12 +542,11 @@ def plan(args) -> None:
         study_dir = args.runs / name
         # Each stage folder's finished runs, read once.
         stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
-        screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in LRS)
-        full = [r for stage, rs in stages.items() if stage.startswith("full-lr") for r in rs
-                if (r["fold"], r["seed"]) in PAIRS]
+        screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.LRS)
+        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in PAIRS]
         done = [r for rs in stages.values() for r in rs]
-        screen_left, full_left = cells * len(LRS) - screen_done, cells * len(PAIRS) - len(full)
-        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(LRS)}, "
+        screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * len(PAIRS) - len(full)
+        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(rates_screen.LRS)}, "
                 f"full {len(full)}/{cells * len(PAIRS)}")
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"

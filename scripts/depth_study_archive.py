@@ -7,7 +7,8 @@ retrains it. The archive (``docs/depth-study/archive``, committed) keeps, under 
 relative paths as ``runs/depth-v2``, only what the study's later stages and ``collect``
 read back:
 
-* per study: its recipe copy, its resolved descriptor, the cost pass;
+* per study: its recipe copy, its resolved descriptor, its learning rates (``rates.json``:
+  each cell's rate and the screen's losses), the cost pass;
 * per stage: the folds' splits (``collect`` counts each run's training atoms from them);
 * per finished run: ``result.json`` (the runner's measurements), ``observables.json`` (the
   Si/Mo observables, computed before archiving because they need the model) and
@@ -35,7 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 #: Files kept per study folder, per stage folder and per run folder (glob patterns).
-STUDY_FILES = ("recipe.yaml", "descriptor.json", "cost.json")
+STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json")
+#: Each cell's learning rate, written by the lr stage (``depth_study.write_rates``).
+RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
 STAGE_FILES = ("splits/fold*.json",)
 RUN_FILES = ("result.json", "observables.json", "archive.json")
@@ -214,6 +217,23 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     for line in lines:
         print(line, flush=True)
     return lines
+
+
+def read_rates(study_dir: Path) -> dict[tuple[str, int], float]:
+    """Each cell's chosen learning rate ((variant, depth) → lr) from ``study_dir/rates.json``;
+    empty when the study has none (a study screened before the file existed, or not yet)."""
+    path = study_dir / RATES_FILE
+    if not path.is_file():
+        return {}
+    cells = json.loads(path.read_text())["cells"]
+    return {(c["variant"], c["depth"]): c["lr"] for c in cells if c.get("lr") is not None}
+
+
+def at_chosen_rate(rates: dict[tuple[str, int], float], key: tuple[str, int], lr: float) -> bool:
+    """Whether a run of cell ``key`` trained at ``lr`` is at the cell's chosen rate (or the
+    cell has no recorded choice): a run at another rate was superseded when its cell's
+    screen was extended, and later stages leave it out."""
+    return key not in rates or math.isclose(rates[key], lr, rel_tol=1e-9)
 
 
 def recorded_rates(results_file: Path, study: str) -> dict[tuple[str, int], float]:

@@ -29,6 +29,7 @@ structures, until each fails or the time is up (:func:`mlpot.ablation.md_stabili
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import time
@@ -64,13 +65,41 @@ def condition(dataset: str) -> Condition:
     return CONDITIONS[dataset.split("-")[0]]
 
 
-def cell_runs(study_dir: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
-    """The finished full-stage runs of a study by cell (variant, depth): (result, run folder)."""
-    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
+def full_runs(study_dir: Path) -> list[tuple[float, Path, dict]]:
+    """The finished full-stage runs of a study as (lr, stage folder, result), each at its
+    cell's chosen rate (``rates.json``): a run at another rate, superseded when its cell's
+    learning-rate screen was extended, is left out."""
+    from depth_study_archive import at_chosen_rate, read_rates
+
+    rates = read_rates(study_dir)
+    found = []
     for folder in sorted(study_dir.glob("full-lr*")):
-        for result in collect_results(folder):
-            cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
+        lr = float(folder.name.removeprefix("full-lr"))
+        found += [(lr, folder, result) for result in collect_results(folder)
+                  if at_chosen_rate(rates, (result["variant"], result["depth"]), lr)]
+    return found
+
+
+def cell_runs(study_dir: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
+    """The finished full-stage runs of a study by cell (variant, depth): (result, run folder),
+    at each cell's chosen rate (:func:`full_runs`)."""
+    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
+    for _, folder, result in full_runs(study_dir):
+        cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
     return cells
+
+
+def run_lr(run_dir: Path) -> float:
+    """The learning rate a full-stage run folder (``…/full-lr<lr>/runs/<name>``) trained at."""
+    return float(run_dir.parent.parent.name.removeprefix("full-lr"))
+
+
+def is_current(path: Path, runs: list[tuple[dict, Path]]) -> bool:
+    """Whether the MD result ``path`` of a cell is of the cell's runs now: its model trained at
+    the cell's chosen rate (a result written before the rate moved is stale; one without a
+    recorded rate predates the extension and is kept)."""
+    lr = json.loads(path.read_text()).get("lr")
+    return lr is None or not runs or math.isclose(lr, run_lr(runs[0][1]), rel_tol=1e-9)
 
 
 def representative(runs: list[tuple[dict, Path]]) -> tuple[dict, Path]:
@@ -145,11 +174,14 @@ def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tupl
     model = mlpot.load(run_dir / "model.pt", dtype=torch.float64)  # failures are the potential's, not rounding
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = out.with_suffix(".checkpoint.json")
+    if out.is_file():  # stale (is_current): the cell's rate has moved, its model with it
+        out.unlink()
+        checkpoint.unlink(missing_ok=True)
     stability = md_stability(model, starts, config, checkpoint=checkpoint, checkpoint_every_s=CHECKPOINT_S,
                              log=lambda line: log(f"[{name} {key[0]} d{key[1]}] {line}"))
     ttf = [rep["time_to_failure_ps"] for rep in stability["replicas"]]
     row = {"dataset": dataset, "budget": budget, "variant": key[0], "depth": key[1], "width": result["width"],
-           "seed": result["seed"], "fold": result["fold"], "run": result["name"],
+           "seed": result["seed"], "fold": result["fold"], "run": result["name"], "lr": run_lr(run_dir),
            "val_force_rmse_mev_per_a": result["val"]["force_rmse_mev_per_a"],
            "temperature_k": cond.temperature_K, "timestep_fs": cond.timestep_fs, "ensemble": config.ensemble,
            "replicas": replicas, "ps_per_replica": ps, "time_to_failure_ps": ttf,
@@ -185,7 +217,8 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         steps = md_config(cond, replicas, ps).steps
         cells = cell_runs(runs_dir / name)
         ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
-        done = [k for k in ready if cell_file(runs_dir / name, k).is_file()]
+        done = [k for k in ready if cell_file(runs_dir / name, k).is_file()
+                and is_current(cell_file(runs_dir / name, k), cells[k])]
         todo[name] = [k for k in ready if k not in done]
         left = n_cells - len(done)
         atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
@@ -232,7 +265,7 @@ def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: 
 
 
 #: The fields of a cell's result that results.json lists under "md_stability".
-ROW_FIELDS = ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "temperature_k", "timestep_fs",
+ROW_FIELDS = ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "lr", "temperature_k", "timestep_fs",
               "replicas", "ps_per_replica", "time_to_failure_ps", "n_failed", "failure_reasons",
               "ensemble", "us_per_atom_step")
 
@@ -241,7 +274,9 @@ def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:
     """One object per finished cell for results.json's ``"md_stability"``."""
     rows = []
     for name, _, _ in studies:
+        cells = cell_runs(runs_dir / name)
         for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
             row = json.loads(path.read_text())
-            rows.append({k: row.get(k) for k in ROW_FIELDS})
+            if is_current(path, cells.get((row["variant"], row["depth"]), [])):
+                rows.append({k: row.get(k) for k in ROW_FIELDS})
     return rows

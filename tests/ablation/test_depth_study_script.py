@@ -5,6 +5,7 @@ its paired difference); training itself is mlpot.ablation's and tested there."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -41,20 +42,101 @@ def test_convergence_flag_and_per_atom_cost(study):
         assert key in stopped, key
 
 
+def _screened(folder, loss: float) -> None:
+    """A finished screening run whose best validation loss is ``loss``."""
+    from mlpot.ablation.runner import _RESULT_VERSION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.csv").write_text(f"epoch,val_loss\n1,{loss * 2}\n2,{loss}\n3,nan\n")
+    (folder / "result.json").write_text(json.dumps({"version": _RESULT_VERSION, "test": {}}))
+
+
 def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "LRS", (3e-4, 1e-3, 3e-3))
-    runs = [SimpleNamespace(name=f"d{d:02d}_plain_f0_s0", variant="plain", depth=d, fold=0, seed=0) for d in (1, 2)]
-    losses = {(1, 3e-4): 0.5, (1, 1e-3): 0.2, (1, 3e-3): 0.4, (2, 3e-4): 0.3, (2, 1e-3): 0.6, (2, 3e-3): 0.9}
+    """The best of the screened rates, once the best is not the end of what was screened:
+    a cell at an end is due the next rate out (half a decade), and one at the end of every
+    rate allowed is an edge."""
+    monkeypatch.setattr(study.rates_screen, "LRS", (3e-4, 1e-3, 3e-3))
+    runs = [SimpleNamespace(name=f"d{d:02d}_plain_f0_s0", variant="plain", depth=d, fold=0, seed=0) for d in (1, 2, 3)]
+    losses = {(1, 3e-4): 0.5, (1, 1e-3): 0.2, (1, 3e-3): 0.4, (2, 3e-4): 0.3, (2, 1e-3): 0.6, (2, 3e-3): 0.9,
+              (3, 3e-4): 0.9, (3, 1e-3): 0.5, (3, 3e-3): 0.1}
     for (depth, lr), loss in losses.items():
-        folder = tmp_path / f"lr-{lr:g}" / "runs" / f"d{depth:02d}_plain_f0_s0"
-        folder.mkdir(parents=True)
-        (folder / "metrics.csv").write_text(f"epoch,val_loss\n1,{loss * 2}\n2,{loss}\n3,nan\n")
-    monkeypatch.setattr("mlpot.ablation.runner.load_result", lambda folder: {} if (folder / "metrics.csv").exists() else None)
-    assert study.chosen_rates(tmp_path, runs) == {("plain", 1): 1e-3, ("plain", 2): 3e-4}
-    assert study.edge_rates(study.chosen_rates(tmp_path, runs)) == [("plain", 2)]
-    # A cell whose screen is unfinished has no rate yet.
-    (tmp_path / "lr-0.003" / "runs" / "d02_plain_f0_s0" / "metrics.csv").unlink()
-    assert study.chosen_rates(tmp_path, runs) == {("plain", 1): 1e-3}
+        _screened(tmp_path / f"lr-{lr:g}" / "runs" / f"d{depth:02d}_plain_f0_s0", loss)
+    assert study.rates_screen.chosen_rates(tmp_path, runs) == {("plain", 1): 1e-3}
+    assert study.rates_screen.pending_rates(tmp_path, runs) == {("plain", 2): 1e-4, ("plain", 3): 3e-2}
+    # Beyond the low end the loss rises again: 3e-4 is a minimum. Beyond the high end it
+    # keeps falling, to the last rate allowed: an edge, reported.
+    _screened(tmp_path / "lr-0.0001" / "runs" / "d02_plain_f0_s0", 0.35)
+    _screened(tmp_path / "lr-0.03" / "runs" / "d03_plain_f0_s0", 0.08)
+    assert study.rates_screen.pending_rates(tmp_path, runs) == {("plain", 3): 1e-1}
+    _screened(tmp_path / "lr-0.1" / "runs" / "d03_plain_f0_s0", 0.07)
+    rates = study.rates_screen.chosen_rates(tmp_path, runs)
+    assert rates == {("plain", 1): 1e-3, ("plain", 2): 3e-4, ("plain", 3): 1e-1}
+    assert study.rates_screen.edge_rates(rates) == [("plain", 3)]
+    # A cell whose screen of the base rates is unfinished has no rate yet.
+    (tmp_path / "lr-0.003" / "runs" / "d02_plain_f0_s0" / "result.json").unlink()
+    assert ("plain", 2) not in study.rates_screen.chosen_rates(tmp_path, runs)
+
+
+def test_lr_stage_extends_the_screen_of_cells_at_an_end_and_full_trains_at_the_rate_found(study, tmp_path,
+                                                                                          monkeypatch):
+    """The lr stage screens every cell at LRS, then only the cells whose best rate is an end
+    of what they have screened one step further, until each has a minimum (or reaches the
+    last rate allowed); rates.json records the choices, and the full stage trains each cell
+    at its rate; a full-stage run at a rate the cell no longer has is left out of every
+    later stage (full_runs, cell_runs)."""
+    import depth_study_md
+
+    monkeypatch.setattr(study.rates_screen, "LRS", (3e-4, 1e-3, 3e-3))
+    runs = [SimpleNamespace(name=f"d{d:02d}_plain_f0_s0", variant="plain", depth=d, fold=0, seed=0) for d in (1, 2)]
+    # Validation loss of each cell against the rate: depth 1 best at 1e-3, depth 2 at 3e-5.
+    best = {1: 1e-3, 2: 3e-5}
+    calls = []
+
+    def fake_run_ablation(config, out_dir, only, **kw):
+        calls.append((out_dir.name, sorted(only)))
+        from mlpot.ablation.runner import _RESULT_VERSION
+
+        for name in only:
+            depth = int(name[1:3])
+            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / best[depth])))
+            if config["stage"] == "full":
+                (out_dir / "runs" / name / "result.json").write_text(
+                    json.dumps({**result(depth=depth), "version": _RESULT_VERSION}))
+
+    monkeypatch.setattr(study, "grid", lambda config: runs)
+    monkeypatch.setattr(study, "stage_config", lambda r, n, d, b, stage, lr: {"lr": lr, "stage": stage})
+    monkeypatch.setattr("mlpot.ablation.config.load_ablation", lambda config: config)
+    monkeypatch.setattr("mlpot.ablation.runner.run_ablation", fake_run_ablation)
+    args = SimpleNamespace(runs=tmp_path, jobs=1, threads=1, out=tmp_path / "results.json")
+    assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
+    names = ["d01_plain_f0_s0", "d02_plain_f0_s0"]
+    assert calls == [("lr-0.0003", names), ("lr-0.001", names), ("lr-0.003", names),
+                     ("lr-0.0001", ["d02_plain_f0_s0"]), ("lr-3e-05", ["d02_plain_f0_s0"])]
+    document = json.loads((tmp_path / "si-25k" / "rates.json").read_text())
+    chosen = {(c["variant"], c["depth"]): c["lr"] for c in document["cells"]}
+    assert chosen == {("plain", 1): 1e-3, ("plain", 2): 3e-5}
+    assert sorted(document["cells"][1]["val_loss"]) == sorted(["3e-05", "0.0001", "0.0003", "0.001", "0.003"])
+    # Again: nothing left to screen.
+    calls.clear()
+    assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
+    assert [c for c in calls if c[1]] == [(f"lr-{lr:g}", names) for lr in (3e-4, 1e-3, 3e-3)]
+
+    calls.clear()
+    monkeypatch.setattr(study, "PAIRS", ((0, 0),))
+    assert study.run_stage(args, "si-25k", {}, "25k", "full") is True
+    assert calls == [("full-lr3e-05", ["d02_plain_f0_s0"]), ("full-lr0.001", ["d01_plain_f0_s0"])]
+
+    # A run of depth 2 at 3e-4 (trained before its screen was extended) is superseded.
+    from mlpot.ablation.runner import _RESULT_VERSION
+    run_dir = tmp_path / "si-25k" / "full-lr0.0003" / "runs" / "d02_plain_f0_s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({**result(depth=2), "version": _RESULT_VERSION}))
+    found = depth_study_md.full_runs(tmp_path / "si-25k")
+    assert sorted((lr, r["depth"]) for lr, _, r in found) == [(3e-5, 2), (1e-3, 1)]
+    assert [d.parent.parent.name for _, d in depth_study_md.cell_runs(tmp_path / "si-25k")[("plain", 2)]] == \
+        ["full-lr3e-05"]
+    (tmp_path / "si-25k" / "rates.json").unlink()  # a study without the file: every run counts
+    assert len(depth_study_md.full_runs(tmp_path / "si-25k")) == 3
 
 
 def test_recommendation_pairs_by_fold_and_seed(study):
@@ -158,6 +240,15 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()} == stamps
     again = capsys.readouterr().out
     assert "2/24 cells done, 0 ready" in again and "µs/atom-step measured" in again
+    # A cell whose rate moved after its MD ran: that result is stale, left out and run again.
+    stale = md_dir / "plain_d01.json"
+    row = json.loads(stale.read_text())
+    assert row["lr"] == 1e-3
+    stale.write_text(json.dumps({**row, "lr": 3e-4}))
+    assert [r["depth"] for r in depth_study_md.md_rows([one], runs_dir)] == [2]
+    assert depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.02) == 1
+    assert json.loads(stale.read_text())["lr"] == 1e-3
+    assert "1/24 cells done, 1 ready" in capsys.readouterr().out
 
     monkeypatch.setattr(study, "observables", lambda *a, **k: None)
     study.collect(runs_dir, [one], tmp_path / "results.json")
@@ -335,7 +426,7 @@ def test_archive_keeps_what_a_fresh_clone_needs_and_restore_brings_it_back(study
     shutil.rmtree(runs_dir)
     assert depth_study_archive.restore(archived, runs_dir) == len(names)
     assert load_result(full / "d01_plain_f0_s0") is not None and load_result(unfinished) is None
-    assert study.best_val_loss(full / "d01_plain_f0_s0") == 0.25  # from the archive's summary
+    assert study.rates_screen.best_val_loss(full / "d01_plain_f0_s0") == 0.25  # from the archive's summary
     after = tmp_path / "after.json"
     study.collect(runs_dir, [one], after)
     assert json.loads(after.read_text())["runs"] == json.loads(before.read_text())["runs"]
