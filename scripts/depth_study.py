@@ -509,7 +509,8 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                            "patience": PATIENCE, "min_delta": MIN_DELTA,
                            "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
-                "runs": rows, "observables": physical, "md_stability": stability, "cost": cost}
+                "runs": rows, "observables": physical, "md_stability": stability, "cost": cost,
+                "learning_rates": rates_screen.collected(runs_dir, [name for name, _, _ in selected], out)}
     depth_study_archive.carry_over(out, document, [name for name, _, _ in selected])
     document["recommendation"] = recommend(document["runs"])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -121,3 +121,13 @@ def run_screen(study_dir: Path, runs: list, screen_at: Callable[[float, list[str
                       + ", ".join(f"{v} d{d}" for v, d in cells) + ")")
     if screen_scores(study_dir, runs):
         write_rates(study_dir, runs)
+
+
+def collected(runs_dir: Path, names: list[str], previous_file: Path) -> dict[str, list[dict]]:
+    """results.json's ``"learning_rates"``: per study, the cells of its ``rates.json`` (each
+    cell's rate and the validation loss at every rate it screened), for the studies ``names``
+    that have one; other studies keep their entries from ``previous_file``."""
+    previous = json.loads(previous_file.read_text()).get("learning_rates", {}) if previous_file.is_file() else {}
+    found = {name: json.loads(path.read_text())["cells"] for name in names
+             if (path := runs_dir / name / depth_study_archive.RATES_FILE).is_file()}
+    return {**{k: v for k, v in previous.items() if k not in names}, **found}

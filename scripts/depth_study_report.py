@@ -514,18 +514,28 @@ def _spread(values) -> str:
     return "—" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
 
 
-def study_table(study: Study, variants: list[str], rates: list[float]) -> list[str]:
-    """One row per cell of ``study``: its network, learning rate († at the edge of the grid
-    ``rates``), runs, errors (mean ± std over runs), the paired ΔF against plain depth 2 and
-    the costs: ratios to plain depth 2 from the study's cost pass when it has one, else the
-    median per-run costs."""
+def screened_rates(document: dict, study: str) -> dict[tuple[str, int], list[float]]:
+    """The rates each cell of ``study`` was screened at (results.json ``"learning_rates"``;
+    empty for a study screened before that record existed)."""
+    cells = (document.get("learning_rates") or {}).get(study, [])
+    return {(c["variant"], c["depth"]): sorted(float(lr) for lr in c["val_loss"]) for c in cells}
+
+
+def study_table(study: Study, variants: list[str], rates: list[float],
+                screened: dict[tuple[str, int], list[float]] | None = None) -> list[str]:
+    """One row per cell of ``study``: its network, learning rate († when it is the smallest
+    or largest rate the cell was screened at, ``screened``; for a cell without that record,
+    the ends of the grid ``rates``), runs, errors (mean ± std over runs), the paired ΔF
+    against plain depth 2 and the costs: ratios to plain depth 2 from the study's cost pass
+    when it has one, else the median per-run costs."""
     paired = paired_vs_reference(study)
     timed = {(c["variant"], c["depth"]): c for c in (study.cost or {}).get("cells", [])}
     keys = ("infer_ratio", "train_ratio") if study.cost else ("infer_us_per_atom", "train_us_per_atom")
     rows = []
     for (v, d), runs in sorted(study.cells().items(), key=lambda kv: cell_order(variants)(kv[0])):
         lr = _spread(r.get("lr") for r in runs)
-        edge = rates and any(r.get("lr") in (min(rates), max(rates)) for r in runs)
+        ends = (screened or {}).get((v, d)) or rates
+        edge = bool(ends) and any(r.get("lr") in (min(ends), max(ends)) for r in runs)
         rows.append([VARIANT_WORDS.get(v, v), str(d), _spread(r.get("width") for r in runs),
                      _spread(r.get("n_params") for r in runs), lr + (" †" if edge else ""), str(len(runs)),
                      str(sum(bool(r.get("converged")) for r in runs)), mean_std(r.get(ENERGY) for r in runs),
@@ -635,7 +645,9 @@ def write_tables(path: Path, studies: list[Study], document: dict, variants: lis
              "From results.json (`python scripts/depth_study.py collect`) by `python scripts/depth_study.py report`. "
              "Errors: mean ± standard deviation over a cell's (fold, seed) runs, converged or not. ΔF: test force "
              "RMSE minus the plain 2-layer network's on the same (fold, seed), mean and 95 % t interval; * where "
-             "the interval excludes 0. lr † : the chosen rate lies at an edge of the screened grid. Costs: where a "
+             "the interval excludes 0. lr † : the chosen rate is the smallest or largest the cell was screened at "
+             "(a cell at an end of the grid is screened half a decade further, to 3e-5 or 1e-1; a study screened "
+             "before that, si-2.5k, is judged by the grid's ends). Costs: where a "
              "study has a cost pass, ratios to plain depth 2 of its cells timed side by side in one interleaved "
              "pass (compare cells by these); else medians over runs, timed days apart under changing load (rough).",
              "", "## Missing", ""]
@@ -646,7 +658,8 @@ def write_tables(path: Path, studies: list[Study], document: dict, variants: lis
     lines += recommendation_table(recommendation) if recommendation else ["No recommendation in results.json."]
     for s in studies:
         lines += ["", f"## {s.name} ({study_words(s)})", ""]
-        lines += study_table(s, variants, list(design.get("learning_rates") or [])) if s.runs else ["No runs yet."]
+        lines += (study_table(s, variants, list(design.get("learning_rates") or []), screened_rates(document, s.name))
+                  if s.runs else ["No runs yet."])
     lines += ["", "## MD stability", ""]
     if any(s.md for s in studies):
         lines += md_table(studies, variants) + ["", "¹ survivors counted at the run length (a lower bound)."]

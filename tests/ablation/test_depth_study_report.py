@@ -116,6 +116,17 @@ def test_figures_and_tables_from_complete_results(report, tmp_path):
     # std 0.25·1.8708 = 0.468; 103.625 is exact in binary and rounds half to even), medians of the costs.
     plain_4 = table_row(text, "si-2.5k", "plain MLP", 4)
     assert plain_4[2:8] == ["24", "2304", "0.01 †", "6", "3", "6.00 ± 0.89"]
+    # A cell whose screen went past the grid's end (results.json "learning_rates") is marked
+    # only when its rate is still an end of what it screened.
+    doc = document()
+    doc["learning_rates"] = {"si-2.5k": [
+        {"variant": "plain", "depth": 4, "lr": 0.01, "val_loss": {"0.0003": 3, "0.001": 2, "0.003": 1.5, "0.01": 1,
+                                                                  "0.03": 1.2}},
+        {"variant": "plain", "depth": 2, "lr": 0.003, "val_loss": {"0.003": 0.5, "0.01": 1}}]}
+    again = (report.report(write(tmp_path, doc), tmp_path / "again") and (tmp_path / "again" / "tables.md").read_text())
+    assert table_row(again, "si-2.5k", "plain MLP", 4)[4] == "0.01"  # screened on to 0.03: a minimum
+    assert table_row(again, "si-2.5k", "plain MLP", 2)[4] == "0.003 †"  # the smallest it screened
+    assert table_row(again, "si-2.5k", "plain MLP", 1)[4] == "0.003"  # no record: inside the grid
     assert plain_4[8] == "103.62 ± 0.47"
     assert plain_4[10:] == ["24.0", "40.5"]
     # Water: plain d1 has 4 pairs with plain d2 (folds 0–1), the offset still exact.

@@ -528,3 +528,16 @@ def test_a_study_chooses_its_terms_once_and_refuses_another_select(study, tmp_pa
         study.fixed_descriptor(study_dir, config)
     config["descriptor"].pop("select")
     assert study.fixed_descriptor(study_dir, config) == config["descriptor"]  # nothing to choose
+
+
+def test_results_json_lists_each_studys_screened_rates_and_keeps_the_others(study, tmp_path):
+    """collect's "learning_rates": a study collected now from its rates.json; one not
+    collected keeps what the previous results.json had; a collected study without the file
+    is left out (its cells are judged by the grid's ends)."""
+    cells = [{"variant": "plain", "depth": 4, "lr": 3e-4, "val_loss": {"0.0001": 0.3, "0.0003": 0.2, "0.001": 0.4}}]
+    (tmp_path / "si-25k").mkdir()
+    (tmp_path / "si-25k" / "rates.json").write_text(json.dumps({"cells": cells}))
+    previous = tmp_path / "results.json"
+    previous.write_text(json.dumps({"learning_rates": {"mo-2.5k": ["mo"], "si-25k": ["old"]}}))
+    found = study.rates_screen.collected(tmp_path, ["si-25k", "si-2.5k"], previous)
+    assert found == {"mo-2.5k": ["mo"], "si-25k": cells}
