@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the data, energy error, force MAE/RMSE, mean reference force, and the "
                              "atoms whose descriptors lie beyond the training range)")
     parser.add_argument("--worst-by", choices=("force_mae", "force_rmse", "energy_error"), default="force_mae",
-                        help="what --worst ranks by (energy_error: by magnitude; default: %(default)s)")
+                        help="what --worst ranks by, energy_error by magnitude (default: %(default)s)")
     parser.add_argument("--plot", metavar="PATH", help="write a parity plot (needs the 'plot' extra)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch (default: %(default)s)")
     parser.add_argument("--device", default="cpu",
