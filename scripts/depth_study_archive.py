@@ -37,7 +37,7 @@ from pathlib import Path
 
 #: Files kept per study folder, per stage folder and per run folder (glob patterns).
 STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json")
-#: Each cell's learning rate, written by the lr stage (``depth_study.write_rates``).
+#: Each cell's learning rate, written by the lr stage (``depth_study_rates.write_rates``).
 RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
 STAGE_FILES = ("splits/fold*.json",)
