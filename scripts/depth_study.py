@@ -547,8 +547,11 @@ def plan(args) -> None:
         full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in PAIRS]
         done = [r for rs in stages.values() for r in rs]
         screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * len(PAIRS) - len(full)
-        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(rates_screen.LRS)}, "
-                f"full {len(full)}/{cells * len(PAIRS)}")
+        beyond = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.all_rates()
+                     if lr not in rates_screen.LRS)
+        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(rates_screen.LRS)}"
+                + (f" (+{beyond} beyond the grid's ends)" if beyond else "")
+                + f", full {len(full)}/{cells * len(PAIRS)}")
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
