@@ -39,7 +39,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .data import collate
 from .device import resolve_device, resolve_dtype
-from .models.ensemble import committee
+from .models.ensemble import range_checked_committee
 
 __all__ = ["MLPotCalculator", "ExtrapolationWarning", "DEFAULT_EXTRAPOLATION_MARGIN"]
 
@@ -151,17 +151,11 @@ class MLPotCalculator(Calculator):
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         batch = self._batch(atoms)
-        outputs, excess = [], []
-        for model in self.models:  # member by member: each checks its own descriptors' range
-            with torch.enable_grad():
-                out = model(batch, forces=True, stress=want_stress, create_graph=False,
-                            descriptors=True)
-            outputs.append({k: v.detach() for k, v in out.items()})
-            if self.extrapolation_mode != "ignore":
-                excess.append(model.range_excess(out["descriptors"], batch.numbers))
-        if excess:
-            self._check_extrapolation(torch.stack(excess).amax(dim=0))
-        mean = {k: v.to("cpu", torch.float64).numpy() for k, v in committee(outputs).items()}
+        mean, excess = range_checked_committee(self.models, batch, stress=want_stress,
+                                               check_range=self.extrapolation_mode != "ignore")
+        if excess is not None:
+            self._check_extrapolation(excess)
+        mean = {k: v.to("cpu", torch.float64).numpy() for k, v in mean.items()}
         self.results = {"energy": float(mean["energy"][0]), "free_energy": float(mean["energy"][0]),
                         "forces": mean["forces"], "energies": mean["atomic_energies"]}
         if want_stress:

@@ -235,22 +235,17 @@ def evaluate(
 
 def _predict(model, batch, stress: bool) -> dict[str, torch.Tensor]:
     """The model's outputs on ``batch`` (detached), with ``range_excess`` (N,) when it can
-    say: a :class:`~mlpot.models.Potential` checks its own descriptors; a committee
-    (:class:`~mlpot.models.Ensemble`) is run member by member, each checking its own, and
-    reports the largest excess (as :class:`~mlpot.calculator.MLPotCalculator` does)."""
-    from .models.ensemble import committee
+    say: a :class:`~mlpot.models.Potential`, or the members of a committee
+    (:class:`~mlpot.models.Ensemble`), each checking its own descriptors
+    (:func:`~mlpot.models.ensemble.range_checked_committee`, as the calculator does)."""
+    from .models.ensemble import range_checked_committee
 
     members = list(getattr(model, "members", [model]))
     if not all(hasattr(m, "range_excess") for m in members):
         out = model(batch, forces=True, stress=stress, create_graph=False)
         return {k: v.detach() for k, v in out.items()}
-    outputs, excess = [], []
-    for member in members:
-        out = member(batch, forces=True, stress=stress, create_graph=False, descriptors=True)
-        excess.append(member.range_excess(out.pop("descriptors"), batch.numbers))
-        outputs.append({k: v.detach() for k, v in out.items()})
-    out = committee(outputs) if len(members) > 1 else outputs[0]
-    out["range_excess"] = torch.stack(excess).amax(dim=0)
+    out, excess = range_checked_committee(members, batch, stress=stress)
+    out["range_excess"] = excess
     return out
 
 

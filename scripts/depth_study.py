@@ -11,11 +11,12 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
 * **Cells**: variant (plain; residual; residual with stochastic depth) × depth
   (1, 2, 3, 4, 6, 8, 12, 16), the width chosen per depth to meet the budget
   (:func:`mlpot.ablation.grid.matched_hidden`).
-* **Stage ``lr``**: every cell trains fold 0, seed 0 at each learning rate of :data:`LRS` for
+* **Stage ``lr``** (``scripts/depth_study_rates.py``): every cell trains fold 0, seed 0 at
+  each learning rate of :data:`depth_study_rates.LRS` for
   :data:`SCREEN_EPOCHS` epochs; the rate of lowest validation loss becomes the cell's. The
   learning rate is thus chosen per depth and variant, not fixed. A cell whose best rate is
   the smallest or largest it has screened is screened again half a decade beyond it
-  (:data:`LOWER_EXTENSION`, :data:`UPPER_EXTENSION`), so that its rate is a minimum, not the
+  (``LOWER_EXTENSION``, ``UPPER_EXTENSION``), so that its rate is a minimum, not the
   end of a grid; the choices and every screened loss go to ``RUNS/<study>/rates.json``, and
   a cell whose rate moved has its full stage trained at the new rate (the runs at the old
   one are superseded: kept, but left out of every later stage and of results.json).

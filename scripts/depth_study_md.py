@@ -94,11 +94,11 @@ def run_lr(run_dir: Path) -> float:
     return float(run_dir.parent.parent.name.removeprefix("full-lr"))
 
 
-def is_current(path: Path, runs: list[tuple[dict, Path]]) -> bool:
-    """Whether the MD result ``path`` of a cell is of the cell's runs now: its model trained at
-    the cell's chosen rate (a result written before the rate moved is stale; one without a
+def is_current(row: dict, runs: list[tuple[dict, Path]]) -> bool:
+    """Whether a cell's MD result ``row`` is of the cell's runs now: its model trained at the
+    cell's chosen rate (a result written before the rate moved is stale; one without a
     recorded rate predates the extension and is kept)."""
-    lr = json.loads(path.read_text()).get("lr")
+    lr = row.get("lr")
     return lr is None or not runs or math.isclose(lr, run_lr(runs[0][1]), rel_tol=1e-9)
 
 
@@ -218,7 +218,7 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         cells = cell_runs(runs_dir / name)
         ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
         done = [k for k in ready if cell_file(runs_dir / name, k).is_file()
-                and is_current(cell_file(runs_dir / name, k), cells[k])]
+                and is_current(json.loads(cell_file(runs_dir / name, k).read_text()), cells[k])]
         todo[name] = [k for k in ready if k not in done]
         left = n_cells - len(done)
         atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
@@ -277,6 +277,6 @@ def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:
         cells = cell_runs(runs_dir / name)
         for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
             row = json.loads(path.read_text())
-            if is_current(path, cells.get((row["variant"], row["depth"]), [])):
+            if is_current(row, cells.get((row["variant"], row["depth"]), [])):
                 rows.append({k: row.get(k) for k in ROW_FIELDS})
     return rows

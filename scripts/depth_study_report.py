@@ -646,8 +646,8 @@ def write_tables(path: Path, studies: list[Study], document: dict, variants: lis
              "Errors: mean ± standard deviation over a cell's (fold, seed) runs, converged or not. ΔF: test force "
              "RMSE minus the plain 2-layer network's on the same (fold, seed), mean and 95 % t interval; * where "
              "the interval excludes 0. lr † : the chosen rate is the smallest or largest the cell was screened at "
-             "(a cell at an end of the grid is screened half a decade further, to 3e-5 or 1e-1; a study screened "
-             "before that, si-2.5k, is judged by the grid's ends). Costs: where a "
+             "(a cell at an end of the grid is screened half a decade further, to 3e-5 or 1e-1; a cell without "
+             "that record, screened before it existed, is judged by the grid's ends). Costs: where a "
              "study has a cost pass, ratios to plain depth 2 of its cells timed side by side in one interleaved "
              "pass (compare cells by these); else medians over runs, timed days apart under changing load (rough).",
              "", "## Missing", ""]

@@ -8,7 +8,8 @@ members' standard deviations beside them, so :func:`mlpot.evaluation.evaluate`,
 :mod:`mlpot.elastic` and ``mlpot evaluate model1.pt model2.pt ...`` take a committee as they
 take one model. :class:`~mlpot.calculator.MLPotCalculator` runs a committee's members one
 by one (each checks the range of its own descriptors) and reduces their outputs with the
-same :func:`committee`.
+same :func:`committee` (:func:`range_checked_committee`, which
+:func:`mlpot.evaluation.evaluate` uses too).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Ensemble", "committee"]
+__all__ = ["Ensemble", "committee", "range_checked_committee"]
 
 _AVERAGED = ("energy", "atomic_energies", "forces", "stress")
 
@@ -90,3 +91,25 @@ def committee(outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
         if key in ("energy", "forces") and len(outputs) > 1:
             result[f"{key}_std"] = stacked.std(dim=0, correction=0)
     return result
+
+
+def range_checked_committee(members: Sequence[nn.Module], batch, stress: bool,
+                            check_range: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Energies and forces (and ``stress``) of ``members`` on ``batch``, member by member,
+    each also checking how far its own descriptors lie beyond its training range.
+
+    Returns:
+        the members' outputs, detached, reduced by :func:`committee` (one member: its mean
+        is its own), and the (N,) float64 largest excess over the members
+        (:meth:`~mlpot.models.Potential.range_excess`), ``None`` when ``check_range`` is off.
+        Shared by :class:`~mlpot.calculator.MLPotCalculator` and :func:`mlpot.evaluation.evaluate`.
+    """
+    outputs, excess = [], []
+    for member in members:
+        with torch.enable_grad():
+            out = member(batch, forces=True, stress=stress, create_graph=False, descriptors=True)
+        descriptors = out.pop("descriptors")
+        outputs.append({k: v.detach() for k, v in out.items()})
+        if check_range:
+            excess.append(member.range_excess(descriptors, batch.numbers))
+    return committee(outputs), (torch.stack(excess).amax(dim=0) if excess else None)
