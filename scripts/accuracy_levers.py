@@ -66,12 +66,13 @@ POOL172 = [
 ]
 
 
-def _with_fine_shells(zetas: str) -> list[str]:
-    """The pool of 172's angular terms (``POOL172[1]``) with G4 terms shifted onto 12 shells
+def _with_fine_shells(zetas: str, kind: str = "G4") -> list[str]:
+    """The pool of 172's angular terms (``POOL172[1]``) with terms shifted onto 12 shells
     from 2.0 to 6.0 Å (0.36 Å apart, against 0.74 Å for the pool's 6 shifted shells) at the
-    ζ of ``zetas`` (e.g. ``"1, 4, 16"``), λ = ±1: the angles of the triplets whose three
-    distances all lie near one shell."""
-    return [POOL172[1][:-1] + f", {{kind: G4, zetas: [{zetas}], lambdas: [-1, 1], "
+    ζ of ``zetas`` (e.g. ``"1, 4, 16"``), λ = ±1. G4: the angles of the triplets whose three
+    distances all lie near one shell (the Gaussian takes r_ij, r_ik and r_jk); G5: of the
+    triplets whose two legs lie near it, whatever r_jk."""
+    return [POOL172[1][:-1] + f", {{kind: {kind}, zetas: [{zetas}], lambdas: [-1, 1], "
                               "grid: {count: 12, mode: shift, r_lower: 2.0, r_upper: 6.0}}]"]
 
 
@@ -291,6 +292,13 @@ LEVERS: dict[str, list[str]] = {
     # the fine shells did; the two had not been put together. ~125k weights per element.
     # (Probed on Mo, seed 0, 600 epochs: force 105.1 against 106.7 meV/Å, energy 3.01 against 2.72.)
     "w128": ["model.width=128"],
+    # The fine shells as G5 in place of G4. A shifted G4 term's Gaussian takes all three sides
+    # of the triangle, exp(−η[(r_ij − r_s)² + (r_ik − r_s)² + (r_jk − r_s)²]) with η = 3.8 Å⁻²
+    # here: it sees near-equilateral triplets only, and bcc Mo has no triangle of three
+    # nearest neighbours (its nearest-neighbour triangles close on the second shell, at 70.5°).
+    # A shifted G5 term leaves r_jk out and sees every angle between two legs on its shell.
+    # Same count (292 terms).
+    "angfine-g5shells": _with_fine_shells("1, 2, 4, 8, 16", kind="G5"),
     # Every training structure in the fit: the recipe holds 10 % out to pick the best epoch,
     # but at 600 epochs the last epoch's validation force RMSE is within 1 % of the best in
     # every run, so the held-out structures can be trained on (GAP and MTP fit all of them);
