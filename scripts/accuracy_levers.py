@@ -297,7 +297,7 @@ LEVERS: dict[str, list[str]] = {
     # here: it sees only triplets whose third side is about as long as the legs. Of the angles
     # between two nearest neighbours of ideal bcc Mo (legs 2.74 Å), 70.5° (third side 3.16 Å)
     # weighs at most 0.49 on the 12 shells, 109.5° (4.47 Å) 4e-4 and 180° (5.47 Å) 5e-9:
-    # the angles that bending a bcc crystal changes are nearly invisible to these terms. A
+    # two of the three nearest-neighbour angles are nearly invisible to these terms. A
     # shifted G5 term leaves r_jk out and weighs all three alike. Same count (292 terms).
     "angfine-g5shells": _with_fine_shells("1, 2, 4, 8, 16", kind="G5"),
     # Every training structure in the fit: the recipe holds 10 % out to pick the best epoch,
