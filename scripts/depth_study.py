@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -529,6 +530,22 @@ def _lean(values: dict) -> dict:
     return values
 
 
+def training_hours_left(done: list[dict], full: list[dict], screen_left: int, full_left: int) -> tuple[float, float]:
+    """(s per epoch of one training process, core-hours of training left) from the finished
+    runs ``done`` (any stage) and ``full`` (the full stage's), with ``screen_left`` screen runs
+    and ``full_left`` full-stage runs still to train.
+
+    A screen run trains alone; the full stage trains a cell's (fold, seed) pairs as one stack,
+    whose epoch costs about what a lone model's does (median over runs, s/epoch: si-25k 0.37
+    screen, 0.33 full; each member's ``train_wall_s`` is its stack's), so the full stage is
+    counted per stack of :data:`PAIRS`, not per model. Epochs to early stopping: the full runs'
+    mean, or a third of the cap until one exists (a guess)."""
+    per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
+    epochs = sum(r["epochs"] for r in full) / len(full) if full else MAX_EPOCHS / 3
+    stacks_left = math.ceil(full_left / len(PAIRS))
+    return per_epoch, (screen_left * SCREEN_EPOCHS + stacks_left * epochs) * per_epoch / 3600
+
+
 def plan(args) -> None:
     """Print every study's stages: runs, finished runs, the measured cost so far and whether
     its cost pass is done."""
@@ -556,13 +573,9 @@ def plan(args) -> None:
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
-            # Measured so far: wall time per epoch and model (trained together, as they run),
-            # and epochs to early stopping (until full runs exist: a third of the cap, a guess).
-            per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
-            epochs = sum(r["epochs"] for r in full) / len(full) if full else MAX_EPOCHS / 3
-            hours = (screen_left * SCREEN_EPOCHS + full_left * epochs) * per_epoch / 3600
+            per_epoch, hours = training_hours_left(done, full, screen_left, full_left)
             total_hours += hours
-            line += f"; {per_epoch:.2f} s/epoch per model, ~{hours:.0f} core-hours left"
+            line += f"; {per_epoch:.2f} s/epoch per training process, ~{hours:.1f} core-hours of training left"
         elif screen_left or full_left:
             unknown.append(name)
             line += "; training time not yet measured (no finished run)"

@@ -51,6 +51,21 @@ def _screened(folder, loss: float) -> None:
     (folder / "result.json").write_text(json.dumps({"version": _RESULT_VERSION, "test": {}}))
 
 
+def test_training_time_left_counts_the_full_stage_per_stack_of_pairs(study):
+    # Two screen runs of 150 epochs at 60 s (0.4 s/epoch) and, for the full stage, stacks
+    # of len(PAIRS) members each reporting its stack's wall time: a stack costs one epoch
+    # of one process, not one per member.
+    screen = [result(epochs=150) for _ in range(2)]
+    full = [dict(result(epochs=300), train_wall_s=120.0) for _ in range(len(study.PAIRS))]
+    per_epoch, hours = study.training_hours_left(screen + full, full, screen_left=10, full_left=11)
+    assert per_epoch == pytest.approx((2 * 60.0 + len(full) * 120.0) / (2 * 150 + len(full) * 300))
+    stacks = math.ceil(11 / len(study.PAIRS))  # 11 runs left: 3 stacks of 5
+    assert hours == pytest.approx((10 * study.SCREEN_EPOCHS + stacks * 300) * per_epoch / 3600)
+    # Until a full run exists its length is a third of the cap, a guess.
+    _, guess = study.training_hours_left(screen, [], screen_left=0, full_left=len(study.PAIRS))
+    assert guess == pytest.approx(study.MAX_EPOCHS / 3 * 0.4 / 3600)
+
+
 def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, monkeypatch):
     """The best of the screened rates, once the best is not the end of what was screened:
     a cell at an end is due the next rate out (half a decade), and one at the end of every
