@@ -108,8 +108,14 @@ class FeatureScaler(nn.Module):
 
     @classmethod
     def from_statistics(cls, stats: FeatureStatistics, mode: str = "scale_center",
-                        s_min: float = 0.0, s_max: float = 1.0) -> "FeatureScaler":
-        """Scaler of the given mode from accumulated training statistics."""
+                        s_min: float = 0.0, s_max: float = 1.0, constant_floor: float = 1.0) -> "FeatureScaler":
+        """Scaler of the given mode from accumulated training statistics.
+
+        A feature whose range is at most 1e-12·max(|max|, ``constant_floor``) is constant: it
+        is left unscaled (its range is rounding, not information). The floor of 1 also counts
+        features whose values all lie below ~1e-12 (a Gaussian's far tail) as constant; the
+        n2p2 importer passes 0, since n2p2 scales such a feature by its range however small
+        its values (the published mlearn Ge and Li potentials have terms of ~1e-15)."""
         scaler = cls(*stats.mean.shape, mode=mode, s_min=s_min, s_max=s_max)
         if (stats.count == 0).any():
             missing = torch.nonzero(stats.count == 0).squeeze(1).tolist()
@@ -119,7 +125,7 @@ class FeatureScaler(nn.Module):
             valid[e, :n] = True
         spread = {"scale": stats.max - stats.min, "scale_center": stats.max - stats.min,
                   "scale_sigma": stats.std, "standard": stats.std}.get(mode)
-        constant = valid & ((stats.max - stats.min) <= 1e-12 * stats.max.abs().clamp(min=1.0))
+        constant = valid & ((stats.max - stats.min) <= 1e-12 * stats.max.abs().clamp(min=constant_floor))
         centre = {"scale": stats.min, "center": stats.mean, "scale_center": stats.mean,
                   "scale_sigma": stats.mean, "standard": stats.mean}.get(mode)
         if spread is None:  # none / center: no division

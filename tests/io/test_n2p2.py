@@ -390,6 +390,28 @@ def test_degenerate_scaling_data_is_refused(folder, change, match):
         read_potential(folder)
 
 
+def test_a_term_of_tiny_values_with_a_real_range_is_scaled_as_n2p2_scales_it(folder):
+    """The published mlearn Ge and Li potentials have terms whose values all lie near 1e-15
+    (a Gaussian's far tail) and span their whole range: n2p2 scales them by
+    (s_max − s_min)/(G_max − G_min), ~1e14, and so must the import (mlpot's own training
+    leaves features below ~1e-12 unscaled, FeatureScaler.from_statistics)."""
+    path = folder / "scaling.data"
+    n = line_of(path, "         1          2 ")
+    lines = path.read_text().splitlines()
+    e, sf, *_ = lines[n - 1].split()
+    g_min, g_max, g_mean, g_sigma = 3.2e-25, 8.6e-15, 1.4e-17, 1.7e-16  # mlearn Ge, term 20
+    lines[n - 1] = f"{e} {sf} {g_min:.17e} {g_max:.17e} {g_mean:.17e} {g_sigma:.17e}"
+    path.write_text("\n".join(lines) + "\n")
+    scaler = read_potential(folder).descriptor.scaler
+    (element, column), = torch.nonzero(scaler.train_max == g_max).tolist()  # the term changed above
+    assert not bool(scaler.constant_mask.any())
+    s_min, s_max = scaler.s_min, scaler.s_max
+    # scale_center, n2p2's ST_SCALECENTER: s_min + (G − G_mean)(s_max − s_min)/(G_max − G_min).
+    assert float(scaler.weight[element, column]) == pytest.approx((s_max - s_min) / (g_max - g_min), rel=1e-12)
+    assert float(scaler.bias[element, column]) == pytest.approx(
+        s_min - g_mean * (s_max - s_min) / (g_max - g_min), rel=1e-12)
+
+
 @pytest.mark.parametrize("old, new, match", [
     ("elements O H", "elements O Xx", r"input\.nn:{line}: unknown element 'Xx'"),
     ("symfunction_short H  2 H ", "symfunction_short H  12 H ",

@@ -92,9 +92,10 @@ def _scaler(path: Path, nn_input: InputNN, perm: dict[str, list[int]]) -> Featur
             k = int(torch.nonzero(spread <= 0)[0])
             raise N2P2Error(f"{path}: element {el}, symmetry function {perm[el][k] + 1} "
                             f"has zero range or sigma; n2p2 would divide by zero")
-    scaler = FeatureScaler.from_statistics(stats, mode, nn_input.scale_min, nn_input.scale_max)
+    scaler = FeatureScaler.from_statistics(stats, mode, nn_input.scale_min, nn_input.scale_max, constant_floor=0.0)
     if mode in ("scale", "scale_center", "scale_sigma") and bool(scaler.constant_mask.any()):
-        # mlpot leaves a feature of range ≤ 1e-12·|max| unscaled, where n2p2 divides by it.
+        # A range ≤ 1e-12·|max| is rounding: n2p2 would amplify it by ≥ 1e12 (mlpot leaves such a
+        # feature unscaled). A term of tiny values with a real range is scaled, as n2p2 does.
         e, k = torch.nonzero(scaler.constant_mask)[0].tolist()
         raise N2P2Error(f"{path}: element {elements[e]}, symmetry function "
                         f"{perm[elements[e]][k] + 1} has a range of ~0 (≤ 1e-12 of its values); n2p2 "
