@@ -394,7 +394,7 @@ def _done(runs: Path, tag: str, args) -> bool:
     if not path.is_file():
         return False
     data = json.loads(path.read_text())
-    seeds = [r for r in data["results"] if r["seed"] != "committee"]
+    seeds = [r for r in data["results"] if isinstance(r["seed"], int)]
     return (sorted(data.get("seeds", [])) == sorted(args.seeds) and {r["element"] for r in seeds} >= set(args.elements)
             and all(r.get("epochs", 0) >= args.epochs for r in seeds))
 
@@ -442,7 +442,7 @@ def _paired_line(el: str, path: Path, base: Path, base_name: str) -> str:
     seeds hides what a paired comparison shows."""
     def by_seed(file: Path) -> dict:
         return {r["seed"]: r for r in json.loads(file.read_text())["results"]
-                if r["element"] == el and r["seed"] != "committee"}
+                if r["element"] == el and isinstance(r["seed"], int)}
 
     rows, reference = by_seed(path), by_seed(base)
     seeds = sorted(set(rows) & set(reference))
@@ -459,7 +459,7 @@ def _paired_line(el: str, path: Path, base: Path, base_name: str) -> str:
 
 def _summary_row(el: str, tag: str, path: Path) -> None:
     """One line of the summary: ``tag``'s mean ± std over seeds for element ``el``."""
-    rows = [r for r in json.loads(path.read_text())["results"] if r["element"] == el and r["seed"] != "committee"]
+    rows = [r for r in json.loads(path.read_text())["results"] if r["element"] == el and isinstance(r["seed"], int)]
     if not rows:
         return
     e = _stats([r["energy_mae_mev_per_atom"] for r in rows])

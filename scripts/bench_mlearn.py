@@ -35,8 +35,13 @@ The recipe is one for every element: ``--elements Ge Li --data DIR`` checks it, 
 other mlearn elements (DIR holds ``<el>/training.json`` and ``<el>/test.json``, as ``data/`` of
 github.com/materialsvirtuallab/mlearn does; their stresses are in the default order).
 
+``--published-nnp DIR`` (``mvl_models/`` of that repository) adds the paper's own NNP of each
+element as one more row, imported with ``mlpot import-n2p2`` and evaluated as the mlpot models
+are: on Si it reproduces the paper's 5.60 meV/atom and 0.11 eV/Å, a check of this harness.
+
 Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--data DIR] [--epochs N] [--force]
-           [--seeds 0 1 2] [--committee] [--tag NAME] [--runs runs] [--set training.device=cuda ...]
+           [--seeds 0 1 2] [--committee] [--published-nnp DIR] [--tag NAME] [--runs runs]
+           [--set training.device=cuda ...]
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ PUBLISHED = {
     "Cu": {"GAP": (0.46, 0.01), "MTP": (0.41, 0.01)},
 }
 DONE = "bench_done.json"  # written beside the run when `mlpot train` returned 0
+#: The "seed" of the row of the paper's own NNP, imported and evaluated here (--published-nnp).
+PAPER_NNP = "paper NNP"
 #: The strain of the elastic constants' central differences (issue 19: ±2 %).
 ELASTIC_AMPLITUDE = 0.02
 
@@ -86,6 +93,10 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders")
     parser.add_argument("--config", type=Path, default=CONFIG, help="training config")
+    parser.add_argument("--published-nnp", type=Path, metavar="DIR",
+                        help="mvl_models/ of github.com/materialsvirtuallab/mlearn: also import the paper's own NNP "
+                             "of each element (DIR/<el>/nnp, n2p2 files in Bohr and Hartree) and evaluate it as the "
+                             "mlpot models are (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE", help="more config overrides, e.g. training.device=cuda")
     args = parser.parse_args()
@@ -115,6 +126,11 @@ def main() -> int:
                 return 1
             rows.append({"element": el, "seed": "committee", "members": len(paths), **metrics,
                          **_physical(el, paths, train_file)})
+
+        if args.published_nnp is not None:
+            row = _paper_nnp(el, args.published_nnp / el / "nnp", args.runs, test_file, train_file)
+            if row is not None:
+                rows.append(row)
 
     if not rows:
         print("no mlearn data found; nothing to report")
@@ -288,6 +304,25 @@ def _evaluate(el: str, models: list[Path], test_file: Path) -> dict | None:
     return json.loads(proc.stdout)
 
 
+def _paper_nnp(el: str, folder: Path, runs: Path, test_file: Path, train_file: Path) -> dict | None:
+    """The row of the paper's own NNP of ``el`` (an n2p2 folder, Bohr and Hartree as mlearn's
+    nnp.py writes them), imported with ``mlpot import-n2p2`` and evaluated as the mlpot models
+    are; None (with a message) when the folder is absent or the import fails."""
+    if not (folder / "input.nn").is_file():
+        print(f"[{el}] paper NNP skipped: {folder / 'input.nn'} not found")
+        return None
+    model = runs / f"mlearn-{el}-paper-nnp.pt"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(_mlpot("import-n2p2", str(folder), str(model), "--units", "bohr_hartree"),
+                          cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"[{el}] paper NNP not imported:\n{proc.stderr}", file=sys.stderr)
+        return None
+    metrics = _evaluate(el, [model], test_file)
+    return None if metrics is None else {"element": el, "seed": PAPER_NNP, **metrics,
+                                         **_physical(el, [model], train_file)}
+
+
 def _history(metrics_csv: Path) -> dict:
     """Epochs run and summed epoch wall time (s) from the run's metrics.csv."""
     with open(metrics_csv, newline="") as fh:
@@ -318,10 +353,13 @@ def _pm(values: list, scale: float = 1.0, spec: str = ".2f") -> str:
 
 
 def _groups(rows: list[dict], el: str) -> list[tuple[str, list[dict]]]:
-    """The element's rows as (label, rows): the seeds (mean ± std), then the committee."""
-    seeds = [r for r in rows if r["element"] == el and r["seed"] != "committee"]
+    """The element's rows as (label, rows): the seeds (mean ± std), the committee, and the
+    paper's own NNP evaluated here (``--published-nnp``)."""
+    seeds = [r for r in rows if r["element"] == el and isinstance(r["seed"], int)]
     committee = [r for r in rows if r["element"] == el and r["seed"] == "committee"]
-    return [("mlpot", seeds)] + [(f"mean of {r['members']}", [r]) for r in committee]
+    paper = [r for r in rows if r["element"] == el and r["seed"] == PAPER_NNP]
+    return ([("mlpot", seeds)] + [(f"mean of {r['members']}", [r]) for r in committee]
+            + [("paper NNP", [r]) for r in paper])
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -53,6 +53,21 @@ def test_bench_mlearn_skips_absent_elements(tmp_path):
     assert f"[Ge] skipped: {tmp_path / 'mlearn' / 'Ge' / 'training.json'}" in proc.stdout
 
 
+def test_bench_mlearn_paper_nnp_row_stands_apart_from_the_seeds(tmp_path, capsys):
+    """--published-nnp: a missing folder is skipped with its path named; the paper's NNP row
+    is its own line of the table, never averaged into the seeds (nor counted by the levers)."""
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    assert bench._paper_nnp("Si", tmp_path / "Si" / "nnp", tmp_path, tmp_path / "t.json", tmp_path / "x.json") is None
+    assert f"[Si] paper NNP skipped: {tmp_path / 'Si' / 'nnp' / 'input.nn'} not found" in capsys.readouterr().out
+    rows = [{"element": "Si", "seed": 0}, {"element": "Si", "seed": 1},
+            {"element": "Si", "seed": "committee", "members": 2}, {"element": "Si", "seed": bench.PAPER_NNP}]
+    groups = dict(bench._groups(rows, "Si"))
+    assert [r["seed"] for r in groups["mlpot"]] == [0, 1]
+    assert groups["paper NNP"] == [rows[3]] and groups["mean of 2"] == [rows[2]]
+
+
 @pytest.mark.slow
 def test_api_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLES / "api_example.py"), "--out", str(tmp_path),
