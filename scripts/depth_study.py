@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -98,6 +97,11 @@ DEPTHS = (1, 2, 3, 4, 6, 8, 12, 16)
 #: plain; residual done fairly (a plain stem to the block width, then equal-width identity
 #: blocks, the branch zero-initialised as in the recipe); and the same with stochastic depth.
 VARIANTS = ("plain", "residual_stem", "residual_sd_stem")
+#: Depths for the residual variants only (issue 20: "24/32 for residual variants if they
+#: still train"): the plain networks are already worse from depth 8 on at both Si budgets.
+RESIDUAL_DEPTHS = (24, 32)
+#: Every (variant, depth) cell of a study.
+CELLS = tuple((v, d) for v in VARIANTS for d in DEPTHS + (RESIDUAL_DEPTHS if v != "plain" else ()))
 SEEDS = (0, 1, 2, 3, 4)
 FOLDS = 3
 #: The full stage's (fold, seed) per cell: every seed its own, the folds in turn. Five seeds
@@ -227,7 +231,7 @@ def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr
                           "early_stopping_patience": 0 if screening else PATIENCE,
                           "early_stopping_min_delta": 0.0 if screening else MIN_DELTA}
     config["ablation"] = {
-        "depths": list(DEPTHS), "widths": ["matched"], "match_reference": {"depth": 2, "width": BUDGETS[budget]},
+        "depths": list(DEPTHS + RESIDUAL_DEPTHS), "widths": ["matched"], "match_reference": {"depth": 2, "width": BUDGETS[budget]},
         "match_tolerance": MATCH_TOLERANCE,
         "variants": list(VARIANTS), "survival": 0.8, "folds": FOLDS,
         "seeds": [0] if screening else list(SEEDS),
@@ -262,7 +266,8 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
 
     study_dir = args.runs / name
     first = stage_config(args.runs, name, data, budget, "lr", rates_screen.LRS[0])
-    screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0]
+    # The ablation grid is a product of variants and depths: the plain deep ones are left out.
+    screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0 and cell(r) in CELLS]
 
     def train(stage: str, lr: float, only: list[str], why: str = "") -> None:
         config = stage_config(args.runs, name, data, budget, stage, lr)
@@ -295,7 +300,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
               + ", ".join(f"{v} d{d} ({rates[v, d]:g})" for v, d in edge), flush=True)
     for lr in sorted(set(rates.values())):
         runs = grid(stage_config(args.runs, name, data, budget, "full", lr))
-        train("full", lr, [r.name for r in runs if rates[cell(r)] == lr and (r.fold, r.seed) in PAIRS])
+        train("full", lr, [r.name for r in runs if rates.get(cell(r)) == lr and (r.fold, r.seed) in PAIRS])
     return True
 
 
@@ -503,7 +508,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                                  **_lean(values)})
     stability = depth_study_md.md_rows(selected, runs_dir)
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
-    document = {"design": {"depths": DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
+    document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
                            "folds": FOLDS, "pairs": PAIRS, "learning_rates": rates_screen.LRS,
                            "learning_rate_extensions": {"lower": rates_screen.LOWER_EXTENSION,
                                                         "upper": rates_screen.UPPER_EXTENSION},
@@ -530,32 +535,17 @@ def _lean(values: dict) -> dict:
     return values
 
 
-def training_hours_left(done: list[dict], full: list[dict], screen_left: int, full_left: int) -> tuple[float, float]:
-    """(s per epoch of one training process, core-hours of training left) from the finished
-    runs ``done`` (any stage) and ``full`` (the full stage's), with ``screen_left`` screen runs
-    and ``full_left`` full-stage runs still to train.
-
-    A screen run trains alone; the full stage trains a cell's (fold, seed) pairs as one stack,
-    whose epoch costs about what a lone model's does (median over runs, s/epoch: si-25k 0.37
-    screen, 0.33 full; each member's ``train_wall_s`` is its stack's), so the full stage is
-    counted per stack of :data:`PAIRS`, not per model. Epochs to early stopping: the full runs'
-    mean, or a third of the cap until one exists (a guess)."""
-    per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
-    epochs = sum(r["epochs"] for r in full) / len(full) if full else MAX_EPOCHS / 3
-    stacks_left = math.ceil(full_left / len(PAIRS))
-    return per_epoch, (screen_left * SCREEN_EPOCHS + stacks_left * epochs) * per_epoch / 3600
-
-
 def plan(args) -> None:
     """Print every study's stages: runs, finished runs, the measured cost so far and whether
     its cost pass is done."""
     import depth_study_cost
     import depth_study_md
 
-    print(f"depth study v2 in {args.runs}: {len(DEPTHS)} depths × {len(VARIANTS)} variants per study; "
+    print(f"depth study v2 in {args.runs}: {len(CELLS)} cells per study ({len(DEPTHS)} depths × {len(VARIANTS)} "
+          f"variants, and depths {', '.join(map(str, RESIDUAL_DEPTHS))} of the residual ones); "
           f"lr screen {len(rates_screen.LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
           f"pairs {PAIRS}, early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
-    cells = len(DEPTHS) * len(VARIANTS)
+    cells = len(CELLS)
     total_hours, unknown = 0.0, []
     for name, _, budget in studies(args.studies):
         study_dir = args.runs / name
@@ -573,13 +563,14 @@ def plan(args) -> None:
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
-            per_epoch, hours = training_hours_left(done, full, screen_left, full_left)
+            per_epoch, hours = depth_study_cost.training_hours_left(
+                done, full, screen_left, full_left, SCREEN_EPOCHS, len(PAIRS), MAX_EPOCHS / 3)
             total_hours += hours
             line += f"; {per_epoch:.2f} s/epoch per training process, ~{hours:.1f} core-hours of training left"
         elif screen_left or full_left:
             unknown.append(name)
             line += "; training time not yet measured (no finished run)"
-        print(f"{line}; {depth_study_cost.status(study_dir)}")
+        print(f"{line}; {depth_study_cost.status(study_dir, len(CELLS))}")
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
@@ -614,7 +605,7 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     depth_study_md.run_md(chosen, args.runs,
-                          len(PAIRS), len(DEPTHS) * len(VARIANTS), replicas=args.replicas, ps=args.ps,
+                          len(PAIRS), len(CELLS), replicas=args.replicas, ps=args.ps,
                           after_cell=lambda study, runs: (cell_observables(study, runs, args.runs),
                                                           archive(args, [study])))
     return 0
@@ -630,7 +621,8 @@ def cost(args) -> int:
 
     for name, data, budget in studies(args.studies):
         config = stage_config(args.runs, name, data, budget, "full", COST_LR)
-        depth_study_cost.run_cost(args.runs / name, name, config, grid(config), args.rounds, args.threads or 1,
+        runs = [r for r in grid(config) if cell(r) in CELLS]
+        depth_study_cost.run_cost(args.runs / name, name, config, runs, args.rounds, args.threads or 1,
                                   log=lambda line, name=name: print(f"[{name}] {line}", flush=True))
     return 0
 

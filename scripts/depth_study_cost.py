@@ -36,6 +36,7 @@ whose numbers it reads.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -220,13 +221,17 @@ def collected(runs_dir: Path, names: list[str]) -> list[dict]:
     return out
 
 
-def status(study_dir: Path) -> str:
-    """For ``plan``: whether the study's cost pass is done, and when."""
+def status(study_dir: Path, n_cells: int) -> str:
+    """For ``plan``: whether the study's cost pass is done, when, and whether it timed all
+    ``n_cells`` cells of the design (a pass from before cells were added is run again: the
+    ratios compare cells timed in one run)."""
     document = load_cost(study_dir)
     if document is None:
         return "cost pass not run"
     p = document.get("protocol") or {}
-    return f"cost pass done ({p.get('rounds')} rounds, {p.get('date', 'date unknown')})"
+    timed = len(document.get("cells", []))
+    missing = f"; it timed {timed} of {n_cells} cells: run `cost` again" if timed < n_cells else ""
+    return f"cost pass done ({p.get('rounds')} rounds, {p.get('date', 'date unknown')}){missing}"
 
 
 # ----------------------------------------------------------------------------- the report's figure
@@ -307,3 +312,20 @@ def plot_cost_vs_depth(f, studies: list, words: Callable[[object], str]) -> None
     fig.suptitle("\n".join(["Cost vs depth", *parts, "memory: per run (median over runs, bars min–max)"]), fontsize=10)
     f.legend(fig, axes.ravel())
     f.save(fig, "cost_vs_depth.png")
+
+
+def training_hours_left(done: list[dict], full: list[dict], screen_left: int, full_left: int,
+                        screen_epochs: int, stack: int, guessed_epochs: float) -> tuple[float, float]:
+    """(s per epoch of one training process, core-hours of training left) from the finished
+    runs ``done`` (any stage) and ``full`` (the full stage's), with ``screen_left`` screen runs
+    of ``screen_epochs`` and ``full_left`` full-stage runs still to train.
+
+    A screen run trains alone; the full stage trains a cell's ``stack`` (fold, seed) pairs as
+    one stack, whose epoch costs about what a lone model's does (median over runs, s/epoch:
+    si-25k 0.37 screen, 0.33 full; each member's ``train_wall_s`` is its stack's), so the full
+    stage is counted per stack, not per model. Epochs to early stopping: the full runs' mean,
+    or ``guessed_epochs`` until one exists."""
+    per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
+    epochs = sum(r["epochs"] for r in full) / len(full) if full else guessed_epochs
+    stacks_left = math.ceil(full_left / stack)
+    return per_epoch, (screen_left * screen_epochs + stacks_left * epochs) * per_epoch / 3600

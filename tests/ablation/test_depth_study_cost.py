@@ -111,6 +111,8 @@ def test_collect_puts_the_cost_pass_into_results_and_plan_says_so(cost, study, t
     study.plan(SimpleNamespace(runs=runs_dir, studies=None, out=tmp_path / "results.json"))
     out = capsys.readouterr().out
     assert "si-2.5k" in out and "cost pass done (3 rounds" in out
+    # fake_pass timed fewer cells than the design has: plan says to run it again.
+    assert f"of {len(study.CELLS)} cells: run `cost` again" in out
     mo = [line for line in out.splitlines() if "mo-2.5k" in line][0]
     assert mo.endswith("cost pass not run") and "its runs are only in results.json" in mo
     assert "only in" not in [line for line in out.splitlines() if "si-2.5k" in line][0]
@@ -122,10 +124,26 @@ def test_cost_subcommand_passes_the_studys_grid(study, tmp_path, monkeypatch):
     one = ("si-2.5k", {"x": 1}, "2.5k")
     monkeypatch.setattr(study, "studies", lambda selected: [one])
     monkeypatch.setattr(study, "stage_config", lambda runs, name, data, budget, stage, lr: {"stage": stage, "lr": lr})
-    monkeypatch.setattr(study, "grid", lambda config: ["run"])
+    # The ablation grid also holds plain networks of the residual-only depths: not timed.
+    kept, deep_plain = SimpleNamespace(variant="residual_stem", depth=32), SimpleNamespace(variant="plain", depth=32)
+    monkeypatch.setattr(study, "grid", lambda config: [kept, deep_plain])
     calls = []
     monkeypatch.setattr(depth_study_cost, "run_cost", lambda *a, **k: calls.append(a))
     monkeypatch.setattr("sys.argv", ["depth_study.py", "cost", "--rounds", "5", "--runs", str(tmp_path),
                                      "--archive", str(tmp_path / "archive")])
     assert study.main() == 0
-    assert calls == [(tmp_path / "si-2.5k", "si-2.5k", {"stage": "full", "lr": study.COST_LR}, ["run"], 5, 1)]
+    assert calls == [(tmp_path / "si-2.5k", "si-2.5k", {"stage": "full", "lr": study.COST_LR}, [kept], 5, 1)]
+
+
+def test_training_time_left_counts_the_full_stage_per_stack(cost):
+    # Two screen runs of 150 epochs at 60 s (0.4 s/epoch) and a stack of five full-stage
+    # members, each reporting its stack's wall time: a stack costs one epoch of one
+    # process, not one per member.
+    screen = [{"train_wall_s": 60.0, "epochs": 150} for _ in range(2)]
+    full = [{"train_wall_s": 120.0, "epochs": 300} for _ in range(5)]
+    per_epoch, hours = cost.training_hours_left(screen + full, full, 10, 11, 150, 5, 1000.0)
+    assert per_epoch == pytest.approx((2 * 60.0 + 5 * 120.0) / (2 * 150 + 5 * 300))
+    assert hours == pytest.approx((10 * 150 + 3 * 300) * per_epoch / 3600)  # 11 runs left: 3 stacks
+    # Until a full run exists, the guessed length.
+    _, guess = cost.training_hours_left(screen, [], 0, 5, 150, 5, 1000.0)
+    assert guess == pytest.approx(1000.0 * 0.4 / 3600)

@@ -51,21 +51,6 @@ def _screened(folder, loss: float) -> None:
     (folder / "result.json").write_text(json.dumps({"version": _RESULT_VERSION, "test": {}}))
 
 
-def test_training_time_left_counts_the_full_stage_per_stack_of_pairs(study):
-    # Two screen runs of 150 epochs at 60 s (0.4 s/epoch) and, for the full stage, stacks
-    # of len(PAIRS) members each reporting its stack's wall time: a stack costs one epoch
-    # of one process, not one per member.
-    screen = [result(epochs=150) for _ in range(2)]
-    full = [dict(result(epochs=300), train_wall_s=120.0) for _ in range(len(study.PAIRS))]
-    per_epoch, hours = study.training_hours_left(screen + full, full, screen_left=10, full_left=11)
-    assert per_epoch == pytest.approx((2 * 60.0 + len(full) * 120.0) / (2 * 150 + len(full) * 300))
-    stacks = math.ceil(11 / len(study.PAIRS))  # 11 runs left: 3 stacks of 5
-    assert hours == pytest.approx((10 * study.SCREEN_EPOCHS + stacks * 300) * per_epoch / 3600)
-    # Until a full run exists its length is a third of the cap, a guess.
-    _, guess = study.training_hours_left(screen, [], screen_left=0, full_left=len(study.PAIRS))
-    assert guess == pytest.approx(study.MAX_EPOCHS / 3 * 0.4 / 3600)
-
-
 def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, monkeypatch):
     """The best of the screened rates, once the best is not the end of what was screened:
     a cell at an end is due the next rate out (half a decade), and one at the end of every
@@ -154,6 +139,36 @@ def test_lr_stage_extends_the_screen_of_cells_at_an_end_and_full_trains_at_the_r
     assert len(depth_study_md.full_runs(tmp_path / "si-25k")) == 3
 
 
+def test_deep_cells_are_residual_only(study, tmp_path, monkeypatch):
+    """Depths 24 and 32 are cells of the residual variants alone: the ablation grid (a
+    product of variants and depths) also holds plain networks of those depths, which are
+    never screened nor trained."""
+    assert ("residual_stem", 32) in study.CELLS and ("residual_sd_stem", 24) in study.CELLS
+    assert ("plain", 24) not in study.CELLS and ("plain", 16) in study.CELLS
+    assert len(study.CELLS) == len(study.DEPTHS) * len(study.VARIANTS) + 2 * (len(study.VARIANTS) - 1)
+    monkeypatch.setattr(study.rates_screen, "LRS", (1e-3, 3e-3, 1e-2))
+    runs = [SimpleNamespace(name=f"d24_{v}_f0_s0", variant=v, depth=24, fold=0, seed=0)
+            for v in ("plain", "residual_stem")]
+    calls = []
+
+    def fake_run_ablation(config, out_dir, only, **kw):
+        calls.append(sorted(only))
+        for name in only:  # a minimum at 3e-3, inside the grid: no extension
+            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
+
+    monkeypatch.setattr(study, "grid", lambda config: runs)
+    monkeypatch.setattr(study, "stage_config", lambda r, n, d, b, stage, lr: {"lr": lr, "stage": stage})
+    monkeypatch.setattr("mlpot.ablation.config.load_ablation", lambda config: config)
+    monkeypatch.setattr("mlpot.ablation.runner.run_ablation", fake_run_ablation)
+    args = SimpleNamespace(runs=tmp_path, jobs=1, threads=1, out=tmp_path / "results.json")
+    assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
+    assert calls == [["d24_residual_stem_f0_s0"]] * 3
+    calls.clear()
+    monkeypatch.setattr(study, "PAIRS", ((0, 0),))
+    assert study.run_stage(args, "si-25k", {}, "25k", "full") is True
+    assert [c for c in calls if c] == [["d24_residual_stem_f0_s0"]]
+
+
 def test_recommendation_pairs_by_fold_and_seed(study):
     rows = []
     for fold in range(3):
@@ -235,7 +250,7 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     args = SimpleNamespace(studies=None, runs=runs_dir, replicas=3, ps=0.02, threads=None, archive=archived)
     assert study.md(args) == 0
     out = capsys.readouterr().out
-    assert "0/24 cells done, 2 ready, 22 waiting" in out and "20 steps" in out
+    assert f"0/{len(study.CELLS)} cells done, 2 ready, {len(study.CELLS) - 2} waiting" in out and "20 steps" in out
     md_dir = runs_dir / "si-2.5k" / "md"
     assert sorted(p.name for p in md_dir.iterdir()) == ["plain_d01.json", "plain_d02.json"]  # no checkpoint left
     gentle, wild = (json.loads((md_dir / f"plain_d0{d}.json").read_text()) for d in (1, 2))
