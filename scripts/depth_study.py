@@ -231,7 +231,8 @@ def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr
                           "early_stopping_patience": 0 if screening else PATIENCE,
                           "early_stopping_min_delta": 0.0 if screening else MIN_DELTA}
     config["ablation"] = {
-        "depths": list(DEPTHS + RESIDUAL_DEPTHS), "widths": ["matched"], "match_reference": {"depth": 2, "width": BUDGETS[budget]},
+        "depths": list(DEPTHS + RESIDUAL_DEPTHS), "widths": ["matched"],
+        "match_reference": {"depth": 2, "width": BUDGETS[budget]},
         "match_tolerance": MATCH_TOLERANCE,
         "variants": list(VARIANTS), "survival": 0.8, "folds": FOLDS,
         "seeds": [0] if screening else list(SEEDS),
@@ -508,7 +509,8 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                                  **_lean(values)})
     stability = depth_study_md.md_rows(selected, runs_dir)
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
-    document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS, "budgets": BUDGETS, "seeds": SEEDS,
+    document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS,
+                           "budgets": BUDGETS, "seeds": SEEDS,
                            "folds": FOLDS, "pairs": PAIRS, "learning_rates": rates_screen.LRS,
                            "learning_rate_extensions": {"lower": rates_screen.LOWER_EXTENSION,
                                                         "upper": rates_screen.UPPER_EXTENSION},
