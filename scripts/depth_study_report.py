@@ -598,7 +598,8 @@ def observables_table(studies: list[Study], variants: list[str]) -> list[str]:
 
 
 def missing(studies: list[Study], design: dict) -> list[str]:
-    """What the results lack: studies without runs, cells without runs or with fewer than the
+    """What the results lack: studies without runs, cells without runs (the design's depths of
+    every variant and its residual-only depths of the others) or with fewer than the
     design's (fold, seed) pairs (seeds × folds when it lists none), cells without an MD row,
     Si/Mo runs and water cells without observables."""
     per_cell = len(design.get("pairs") or ()) or len(design.get("seeds") or ()) * (design.get("folds") or 0)
@@ -610,7 +611,9 @@ def missing(studies: list[Study], design: dict) -> list[str]:
         cells = s.cells()
         variants = list(design.get("variants") or sorted({v for v, _ in cells}))
         depths = list(design.get("depths") or sorted({d for _, d in cells}))
-        expected = [(v, d) for v in variants for d in depths]
+        # The residual-only depths (design "residual_depths", e.g. 24 and 32) have no plain cells.
+        expected = [(v, d) for v in variants for d in depths] + [
+            (v, d) for v in variants if v != "plain" for d in design.get("residual_depths") or ()]
         absent = [c for c in expected if c not in cells]
         short = [c for c in expected if c in cells and per_cell and len(cells[c]) < per_cell]
         no_md = [c for c in expected if c in cells and not any((r["variant"], r["depth"]) == c for r in s.md)]

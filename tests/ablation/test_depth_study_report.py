@@ -214,6 +214,17 @@ def test_partial_results_do_not_crash(report, tmp_path):
     assert table_row(text, "si-2.5k", "plain MLP", 4)[9] == "—"  # no reference cell: no paired difference
 
 
+def test_residual_only_depths_are_expected_of_the_residual_variants_alone(report, tmp_path):
+    """A design's residual_depths (24 and 32 in the study) are cells of the non-plain
+    variants: missing, they are listed; no plain cell of those depths is expected."""
+    doc = document()
+    doc["design"]["residual_depths"] = [8]
+    report.report(write(tmp_path, doc), tmp_path / "deep")
+    text = (tmp_path / "deep" / "tables.md").read_text()
+    assert "si-2.5k: no runs for 1 of 7 cells: residual_stem d8" in text
+    assert "plain d8" not in text
+
+
 def test_empty_results_write_only_the_tables(report, tmp_path):
     names = [p.name for p in report.report(write(tmp_path, {"design": {}, "runs": []}), tmp_path / "e", ["si-25k"])]
     assert names == ["tables.md"]
