@@ -391,7 +391,7 @@ def test_degenerate_scaling_data_is_refused(folder, change, match):
 
 
 def test_a_term_of_tiny_values_with_a_real_range_is_scaled_as_n2p2_scales_it(folder):
-    """The published mlearn Ge and Li potentials have terms whose values all lie near 1e-15
+    """The published mlearn Ge and Li potentials have terms whose values all lie below 1e-12
     (a Gaussian's far tail) and span their whole range: n2p2 scales them by
     (s_max − s_min)/(G_max − G_min), ~1e14, and so must the import (mlpot's own training
     leaves features below ~1e-12 unscaled, FeatureScaler.from_statistics)."""
