@@ -77,6 +77,16 @@ def test_each_cell_takes_the_rate_of_lowest_validation_loss(study, tmp_path, mon
     assert ("plain", 2) not in study.rates_screen.chosen_rates(tmp_path, runs)
 
 
+def fake_stages(study, monkeypatch, tmp_path, runs: list, fake_run_ablation) -> SimpleNamespace:
+    """run_stage on a fixed grid ``runs`` with ``fake_run_ablation`` in place of training: each
+    stage config is just its rate and stage. Returns run_stage's ``args``."""
+    monkeypatch.setattr(study, "grid", lambda config: runs)
+    monkeypatch.setattr(study, "stage_config", lambda r, n, d, b, stage, lr: {"lr": lr, "stage": stage})
+    monkeypatch.setattr("mlpot.ablation.config.load_ablation", lambda config: config)
+    monkeypatch.setattr("mlpot.ablation.runner.run_ablation", fake_run_ablation)
+    return SimpleNamespace(runs=tmp_path, jobs=1, threads=1, out=tmp_path / "results.json")
+
+
 def test_lr_stage_extends_the_screen_of_cells_at_an_end_and_full_trains_at_the_rate_found(study, tmp_path,
                                                                                           monkeypatch):
     """The lr stage screens every cell at LRS, then only the cells whose best rate is an end
@@ -103,11 +113,7 @@ def test_lr_stage_extends_the_screen_of_cells_at_an_end_and_full_trains_at_the_r
                 (out_dir / "runs" / name / "result.json").write_text(
                     json.dumps({**result(depth=depth), "version": _RESULT_VERSION}))
 
-    monkeypatch.setattr(study, "grid", lambda config: runs)
-    monkeypatch.setattr(study, "stage_config", lambda r, n, d, b, stage, lr: {"lr": lr, "stage": stage})
-    monkeypatch.setattr("mlpot.ablation.config.load_ablation", lambda config: config)
-    monkeypatch.setattr("mlpot.ablation.runner.run_ablation", fake_run_ablation)
-    args = SimpleNamespace(runs=tmp_path, jobs=1, threads=1, out=tmp_path / "results.json")
+    args = fake_stages(study, monkeypatch, tmp_path, runs, fake_run_ablation)
     assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
     names = ["d01_plain_f0_s0", "d02_plain_f0_s0"]
     assert calls == [("lr-0.0003", names), ("lr-0.001", names), ("lr-0.003", names),
@@ -156,11 +162,7 @@ def test_deep_cells_are_residual_only(study, tmp_path, monkeypatch):
         for name in only:  # a minimum at 3e-3, inside the grid: no extension
             _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
 
-    monkeypatch.setattr(study, "grid", lambda config: runs)
-    monkeypatch.setattr(study, "stage_config", lambda r, n, d, b, stage, lr: {"lr": lr, "stage": stage})
-    monkeypatch.setattr("mlpot.ablation.config.load_ablation", lambda config: config)
-    monkeypatch.setattr("mlpot.ablation.runner.run_ablation", fake_run_ablation)
-    args = SimpleNamespace(runs=tmp_path, jobs=1, threads=1, out=tmp_path / "results.json")
+    args = fake_stages(study, monkeypatch, tmp_path, runs, fake_run_ablation)
     assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
     assert calls == [["d24_residual_stem_f0_s0"]] * 3
     calls.clear()
