@@ -372,6 +372,17 @@ def test_scaling_data_corrupt_and_misnumbered(folder, tmp_path):
         read_potential(tmp_path / "copy")
 
 
+def change_scaling_row(folder: Path, change) -> None:
+    """Replace the (min, max, mean, sigma) of element 1, symmetry function 2 in
+    scaling.data by ``change(min, max, mean, sigma)``."""
+    path = folder / "scaling.data"
+    n = line_of(path, "         1          2 ")
+    lines = path.read_text().splitlines()
+    e, sf, *values = lines[n - 1].split()
+    lines[n - 1] = f"{e} {sf} " + " ".join(f"{v:.17e}" for v in change(*map(float, values)))
+    path.write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda lo, hi, mean, sigma: (lo, lo, lo, 0.0), "has zero range or sigma"),
     (lambda lo, hi, mean, sigma: (1.0, 1.0 + 1e-14, 1.0, 1e-15), r"has a range of ~0"),
@@ -380,12 +391,7 @@ def test_scaling_data_corrupt_and_misnumbered(folder, tmp_path):
 def test_degenerate_scaling_data_is_refused(folder, change, match):
     """scale_center: n2p2 would divide by the range, which the importer's scaler
     (FeatureScaler.from_statistics) would leave unscaled; refused, naming the function."""
-    path = folder / "scaling.data"
-    n = line_of(path, "         1          2 ")
-    lines = path.read_text().splitlines()
-    e, sf, *values = lines[n - 1].split()
-    lines[n - 1] = f"{e} {sf} " + " ".join(f"{v:.17e}" for v in change(*map(float, values)))
-    path.write_text("\n".join(lines) + "\n")
+    change_scaling_row(folder, change)
     with pytest.raises(N2P2Error, match=rf"scaling\.data: element \w+, symmetry function \d+ {match}"):
         read_potential(folder)
 
@@ -395,13 +401,8 @@ def test_a_term_of_tiny_values_with_a_real_range_is_scaled_as_n2p2_scales_it(fol
     (a Gaussian's far tail) and span their whole range: n2p2 scales them by
     (s_max − s_min)/(G_max − G_min), ~1e14, and so must the import (mlpot's own training
     leaves features below ~1e-12 unscaled, FeatureScaler.from_statistics)."""
-    path = folder / "scaling.data"
-    n = line_of(path, "         1          2 ")
-    lines = path.read_text().splitlines()
-    e, sf, *_ = lines[n - 1].split()
     g_min, g_max, g_mean, g_sigma = 3.2e-25, 8.6e-15, 1.4e-17, 1.7e-16  # mlearn Ge, term 20
-    lines[n - 1] = f"{e} {sf} {g_min:.17e} {g_max:.17e} {g_mean:.17e} {g_sigma:.17e}"
-    path.write_text("\n".join(lines) + "\n")
+    change_scaling_row(folder, lambda *old: (g_min, g_max, g_mean, g_sigma))
     scaler = read_potential(folder).descriptor.scaler
     (element, column), = torch.nonzero(scaler.train_max == g_max).tolist()  # the term changed above
     assert not bool(scaler.constant_mask.any())
