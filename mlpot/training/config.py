@@ -17,8 +17,10 @@ unknown key anywhere is an error that names it::
                  stress_weight_start: null,                              # with the lr
                  huber: {},          # e.g. {forces: 0.1}: a Huber loss on that term
                  energy_size_exponent: 0.0}   # 1: each atom's energy error alike, 2: as ΔE²
-    optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman
-                 kalman: {p0: 0.01, lambda0: 1.0, nu: 0.9987, process_noise: 0.0, block_size: 4096}}
+    optimizer:  {name: adam, lr: 1.0e-3, weight_decay: 0.0,      # adam | adamw | kalman | lbfgs
+                 kalman: {p0: 0.01, lambda0: 1.0, nu: 0.9987, process_noise: 0.0, block_size: 4096},
+                 lbfgs: {max_iter: 20, history_size: 100, tolerance_grad: 1.0e-9,
+                         tolerance_change: 1.0e-12}}
     schedule:   {name: none, warmup_epochs: 0, factor: 0.5, patience: 10, gamma: 0.99,
                  min_lr: 0.0}
     training:   {epochs: 100, batch_size: 16, seed: 0, device: cpu, dtype: float32,
@@ -45,9 +47,10 @@ from ..config import apply_overrides as _apply_overrides
 from ..descriptors import Descriptor, DescriptorConfig, SymmetryFunctions, SymmetryFunctionsConfig, SymmetryFunctionSpec
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
+from .optimizer_config import KalmanConfig, LBFGSConfig, OptimizerConfig, ScheduleConfig
 
 __all__ = [
-    "DataConfig", "ScalingConfig", "LossConfig", "KalmanConfig", "OptimizerConfig", "ScheduleConfig",
+    "DataConfig", "ScalingConfig", "LossConfig", "KalmanConfig", "LBFGSConfig", "OptimizerConfig", "ScheduleConfig",
     "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
     "with_current_defaults",
 ]
@@ -339,98 +342,6 @@ def _group_weight(label, value) -> float:
     return float(number)
 
 
-@dataclass(frozen=True)
-class KalmanConfig:
-    """The Kalman filter (:class:`~mlpot.training.kalman.KalmanFilter`) of ``optimizer.name: kalman``.
-
-    Attributes:
-        p0: initial error covariance P = p0·I (prior variance of each weight).
-        lambda0: initial fading-memory factor λ ≤ 1 (early updates are forgotten faster).
-        nu: λ relaxes to 1 as λ ← ν λ + 1 − ν per update.
-        process_noise: q added to P's diagonal per update.
-        block_size: largest block of the block-diagonal P (memory grows as its square; P is
-            saved in every checkpoint: 411 MB for the 27k-weight mlearn recipe network at 4096).
-
-    The defaults are those that did not harm an Adam-trained mlearn Si model (docs/accuracy.md):
-    with one scalar measurement per update, fading memory (λ < 1) divides P by λ in every
-    direction but one, so P grows as Π 1/λ (e^15 for λ₀ 0.98, ν 0.9987) and the finish
-    diverged; p0 = 1 made the first steps too large for a trained model.
-    """
-
-    p0: float = 0.01
-    lambda0: float = 1.0
-    nu: float = 0.9987
-    process_noise: float = 0.0
-    block_size: int = 4096
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.p0) and self.p0 > 0):
-            _fail("optimizer.kalman.p0", f"must be > 0, got {self.p0}")
-        if not 0 < self.lambda0 <= 1:
-            _fail("optimizer.kalman.lambda0", f"must be in (0, 1], got {self.lambda0}")
-        if not 0 <= self.nu <= 1:
-            _fail("optimizer.kalman.nu", f"must be in [0, 1], got {self.nu}")
-        if not (math.isfinite(self.process_noise) and self.process_noise >= 0):
-            _fail("optimizer.kalman.process_noise", f"must be >= 0, got {self.process_noise}")
-        if self.block_size < 1:
-            _fail("optimizer.kalman.block_size", f"must be >= 1, got {self.block_size}")
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Adam or AdamW, ``lr`` being the peak learning rate (after warm-up); or ``kalman``, an
-    extended Kalman filter (``kalman`` section) that sets its own step size, so ``lr``, the
-    schedule, weight decay and gradient clipping do not apply to it. The filter is a finish:
-    start it from an Adam-trained model (``training.init_weights``) with small batches."""
-
-    name: Literal["adam", "adamw", "kalman"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    kalman: KalmanConfig = field(default_factory=KalmanConfig)
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            _fail("optimizer.lr", f"must be > 0, got {self.lr}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            _fail("optimizer.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if self.name == "kalman" and self.weight_decay > 0:
-            _fail("optimizer.weight_decay", "does not apply to optimizer.name kalman: set it to 0")
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Learning-rate schedule after a linear warm-up of ``warmup_epochs``.
-
-    Attributes:
-        name: ``none`` (constant), ``plateau`` (× ``factor`` after ``patience`` epochs
-            without validation improvement), ``cosine`` (to ``min_lr`` at the last epoch),
-            ``exponential`` (× ``gamma`` per epoch).
-        warmup_epochs: epochs of linear warm-up from ~0 to ``optimizer.lr`` (per step).
-        factor, patience: of ``plateau``.
-        gamma: of ``exponential``.
-        min_lr: floor of every schedule.
-    """
-
-    name: Literal["none", "plateau", "cosine", "exponential"] = "none"
-    warmup_epochs: int = 0
-    factor: float = 0.5
-    patience: int = 10
-    gamma: float = 0.99
-    min_lr: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.warmup_epochs < 0:
-            _fail("schedule.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        if not 0.0 < self.factor < 1.0:
-            _fail("schedule.factor", f"must be in (0, 1), got {self.factor}")
-        if self.patience < 0:
-            _fail("schedule.patience", f"must be >= 0, got {self.patience}")
-        if not 0.0 < self.gamma <= 1.0:
-            _fail("schedule.gamma", f"must be in (0, 1], got {self.gamma}")
-        if not (math.isfinite(self.min_lr) and self.min_lr >= 0):
-            _fail("schedule.min_lr", f"must be >= 0, got {self.min_lr}")
-
-
 # Options that change how a run is executed but not what it computes: a resumed run and
 # an ablation grid's finished runs may differ in them (TrainingOptions field names).
 # ``check_labels`` decides whether a run starts, never what it computes.
@@ -549,23 +460,28 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.descriptor_cutoff) and self.descriptor_cutoff > 0):
             _fail("descriptor_cutoff", f"must be a positive distance in Å, got {self.descriptor_cutoff}")
-        if self.optimizer.name == "kalman":
-            # The filter sets its own step size from P and its measurement from the
-            # unclipped gradient: a schedule or clipping would be silently without effect.
+        finish = self.optimizer.name if self.optimizer.is_finish else None
+        if finish:
+            # The Kalman filter sets its own step size from P and its measurement from the
+            # unclipped gradient; L-BFGS its step by line search on the unclipped loss: a
+            # schedule or clipping would be silently without effect.
             if self.schedule.name != "none" or self.schedule.warmup_epochs:
-                _fail("schedule", "does not apply to optimizer.name kalman (it sets its own step size): "
+                _fail("schedule", f"does not apply to optimizer.name {finish} (it sets its own step size): "
                       "use name none and warmup_epochs 0")
             if self.training.grad_clip > 0:
-                _fail("training.grad_clip", "does not apply to optimizer.name kalman: set it to 0")
-        if self.loss.huber and self.optimizer.name == "kalman":
+                _fail("training.grad_clip", f"does not apply to optimizer.name {finish}: set it to 0")
+        if finish == "lbfgs" and self.training.ema_decay > 0:
+            # One update per epoch: an average over updates would keep the starting weights.
+            _fail("training.ema_decay", "does not apply to optimizer.name lbfgs (one update per epoch): set it to 0")
+        if self.loss.huber and finish == "kalman":
             # The filter updates on the errors themselves (a squared-error measurement model).
             _fail("loss.huber", "does not apply to optimizer.name kalman: leave it out ({})")
-        if self.loss.anneals and (self.optimizer.name == "kalman" or self.schedule.name == "none"):
-            # The weights follow the learning rate: the filter has none, ``none`` keeps it constant.
+        if self.loss.anneals and (finish or self.schedule.name == "none"):
+            # The weights follow the learning rate: the finishes have no schedule, ``none``
+            # keeps it constant.
             start = next(f"loss.{n}_start" for n in LOSS_TERM_WEIGHTS if getattr(self.loss, f"{n}_start") is not None)
-            kalman = self.optimizer.name == "kalman"
             _fail(start, "anneals the weights with the learning rate, which " + (
-                "optimizer.name kalman does not have: leave the start weights out (null)" if kalman
+                f"optimizer.name {finish} does not have: leave the start weights out (null)" if finish
                 else "schedule.name none keeps constant: use schedule.name cosine, exponential or plateau"))
         if isinstance(self.descriptor, dict):  # built in code rather than parsed
             object.__setattr__(self, "descriptor", DescriptorConfig.from_config_value(self.descriptor))

@@ -29,8 +29,8 @@ from .loss import loss_terms
 from .metrics import ErrorAccumulator
 from .state import Learner
 
-__all__ = ["TrainingError", "StepSettings", "EpochResult", "epoch_order", "train_epoch", "evaluate_store",
-           "predict"]
+__all__ = ["TrainingError", "StepSettings", "EpochResult", "epoch_order", "train_epoch", "full_batch_epoch",
+           "evaluate_store", "predict"]
 
 #: ``(predictions, batch, weights) → loss terms`` with a differentiable ``"total"``.
 LossFunction = Callable[[dict, AtomsBatch, LossConfig], dict]
@@ -154,9 +154,14 @@ def train_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, epoch:
         step: what each step needs.
         dist: the process group (:class:`SingleProcess` for one process).
 
+    An optimiser that re-evaluates its objective (L-BFGS) takes one step on the whole of
+    ``order`` instead (:func:`full_batch_epoch`).
+
     Raises:
         TrainingError: on a non-finite loss, on every rank alike, before the update.
     """
+    if isinstance(learner.optimizer, torch.optim.LBFGS):
+        return full_batch_epoch(learner, store, order, epoch, step, dist)
     learner.model.train()
     params = list(learner.params.values())
     acc = ErrorAccumulator()
@@ -202,6 +207,23 @@ def _step(learner: Learner, cached: tuple | None, step: StepSettings, dist: Dist
     Raises:
         TrainingError: on a non-finite loss (``where`` = 0-based epoch and step).
     """
+    value, total, batch, pred = _batch_loss(learner, cached, step, dist, where)
+    learner.optimizer.zero_grad(set_to_none=True)
+    if total is not None:
+        total.backward()
+    dist.sum_gradients(learner.params.values())
+    return value, batch, pred
+
+
+def _batch_loss(learner: Learner, cached: tuple | None, step: StepSettings, dist: Distributed,
+                where: tuple[int, int]) -> tuple[float, torch.Tensor | None, AtomsBatch | None, dict | None]:
+    """The global loss of one batch (a number, the same on every rank), this rank's
+    differentiable part of it (``None`` for an empty share), the shard's batch and its
+    predictions.
+
+    Raises:
+        TrainingError: on a non-finite loss (``where`` = 0-based epoch and step).
+    """
     batch = pred = terms = None
     if cached is not None:  # a rank's share of a short last batch may be empty
         batch, pred = step.predict(learner.model, cached)
@@ -214,11 +236,59 @@ def _step(learner: Learner, cached: tuple | None, step: StepSettings, dist: Dist
             f"non-finite training loss ({value}) at epoch {where[0] + 1}, step {where[1] + 1} ({parts}); "
             f"training stopped before the update: {saved_files_note(step.run_dir)}; try a lower optimizer.lr, "
             "training.grad_clip or float64.")
-    learner.optimizer.zero_grad(set_to_none=True)
-    if total is not None:
-        total.backward()
-    dist.sum_gradients(learner.params.values())
-    return value, batch, pred
+    return value, total, batch, pred
+
+
+def full_batch_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, epoch: int, step: StepSettings,
+                     dist: Distributed) -> EpochResult:
+    """One step of an optimiser that re-evaluates its objective (L-BFGS: up to ``max_iter``
+    iterations with line searches) on the loss of the whole of ``order``: the mean of the
+    losses of its batches of ``step.batch_size``, taken in sorted order so that every epoch
+    minimises the same function and the optimiser's curvature history stays valid.
+
+    The metrics are those of the last evaluation of the objective (the last line-search
+    trial, close to the weights the step ends at); ``loss`` is the objective at the start.
+
+    Raises:
+        TrainingError: on a non-finite loss at any trial point, before the step's update.
+    """
+    learner.model.train()
+    params = list(learner.params.values())
+    ordered = order.sort().values
+    batch_indices = [dist.shard(ordered[lo:lo + step.batch_size]) for lo in range(0, len(ordered), step.batch_size)]
+    n_batches = max(len(batch_indices), 1)
+    last = {"acc": ErrorAccumulator(), "evaluations": 0}
+    bar = progress(desc=f"epoch {epoch + 1}/{step.epochs}", unit="pass", enabled=step.progress)
+
+    def closure() -> torch.Tensor:
+        learner.optimizer.zero_grad(set_to_none=True)
+        acc, loss = ErrorAccumulator(), 0.0
+        cached_batches = store.iter_cached_batches(batch_indices)
+        try:
+            for i, cached in enumerate(cached_batches):
+                value, total, batch, pred = _batch_loss(learner, cached, step, dist, (epoch, i))
+                if total is not None:
+                    (total / n_batches).backward()
+                    acc.update({k: v.detach() for k, v in pred.items()}, batch)
+                loss += value / n_batches
+        finally:
+            cached_batches.close()
+        dist.sum_gradients(params)
+        last["acc"] = acc
+        last["evaluations"] += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4e}")
+        return torch.tensor(loss, dtype=torch.float64)
+
+    try:
+        start_loss = float(learner.optimizer.step(closure))
+    finally:
+        bar.close()
+    learner.schedule.step()
+    grad_norms = torch.tensor([p.grad.detach().double().norm() if p.grad is not None else 0.0 for p in params],
+                              dtype=torch.float64)
+    dist.reduce_metrics(last["acc"])
+    return EpochResult(start_loss, last["acc"].result(), grad_norms, learner.optimizer.param_groups[0]["lr"])
 
 
 def evaluate_store(model: Potential, store: BatchStore, indices: torch.Tensor, batch_size: int,

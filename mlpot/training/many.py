@@ -63,14 +63,14 @@ MEMBER_KEYS = frozenset({"training.seed", "data.split_seed", "data.split_file", 
 
 def check_stackable(configs: Sequence[TrainConfig]) -> None:
     """Raise ``ValueError`` naming the keys in which ``configs`` differ beyond :data:`MEMBER_KEYS`,
-    or a setting that a stack cannot train (the Kalman filter, a warm start)."""
+    or a setting that a stack cannot train (a Kalman or L-BFGS finish, a warm start)."""
     if not configs:
         raise ValueError("train_many needs at least one config")
     for k, config in enumerate(configs):
         # The stacked optimiser is Adam(W) only, and every member starts from its own seed.
-        if config.optimizer.name == "kalman":
-            raise ValueError(f"config {k}: optimizer.name kalman trains one model at a time (mlpot train), "
-                             "not in a stack of models")
+        if config.optimizer.is_finish:
+            raise ValueError(f"config {k}: optimizer.name {config.optimizer.name} trains one model at a time "
+                             "(mlpot train), not in a stack of models")
         if config.training.init_weights is not None:
             raise ValueError(f"config {k}: training.init_weights (a warm start) trains one model at a time "
                              "(mlpot train), not in a stack of models")
