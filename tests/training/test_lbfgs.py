@@ -67,6 +67,15 @@ def test_lbfgs_finish_lowers_the_loss_every_epoch(dataset, adam_model, tmp_path)
     assert start_losses[-1] < 0.9 * start_losses[0], start_losses
 
 
+def test_lbfgs_in_float32_says_that_float64_is_its_setting(dataset, adam_model, tmp_path):  # noqa: F811
+    lines = []
+    train(lbfgs(dataset, adam_model, epochs=1, dtype="float32"), tmp_path / "f32", progress=False, log=lines.append)
+    assert any(line.startswith("L-BFGS in float32") and "training.dtype: float64" in line for line in lines)
+    lines.clear()
+    train(lbfgs(dataset, adam_model, epochs=1), tmp_path / "f64", progress=False, log=lines.append)
+    assert not any("L-BFGS in float32" in line for line in lines)
+
+
 def test_lbfgs_run_resumes_bit_for_bit(dataset, adam_model, tmp_path):  # noqa: F811
     train(lbfgs(dataset, adam_model, epochs=2), tmp_path / "straight", progress=False, log=lambda _: None)
     train(lbfgs(dataset, adam_model, epochs=1), tmp_path / "split", progress=False, log=lambda _: None)
