@@ -39,9 +39,14 @@ github.com/materialsvirtuallab/mlearn does; their stresses are in the default or
 element as one more row, imported with ``mlpot import-n2p2`` and evaluated as the mlpot models
 are: on Si it reproduces the paper's 5.60 meV/atom and 0.11 eV/Å, a check of this harness.
 
+``--finish-of TAG`` trains a finish of the models of another tag: each seed starts from
+RUNS/mlearn-<el>-<TAG>/seed<k>/model.pt (``training.init_weights``) and trains alone (a warm
+start does not train in a stack), with the optimiser that ``--set`` gives, e.g. the L-BFGS
+finish of docs/accuracy.md.
+
 Usage: python scripts/bench_mlearn.py [--elements Si Mo] [--data DIR] [--epochs N] [--force]
            [--seeds 0 1 2] [--committee] [--published-nnp DIR] [--tag NAME] [--runs runs]
-           [--set training.device=cuda ...]
+           [--finish-of TAG] [--set training.device=cuda ...]
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from mlpot.io.files import atomic_write_text
 
@@ -97,6 +103,9 @@ def main() -> int:
                         help="mvl_models/ of github.com/materialsvirtuallab/mlearn: also import the paper's own NNP "
                              "of each element (DIR/<el>/nnp, n2p2 files in Bohr and Hartree) and evaluate it as the "
                              "mlpot models are (default: %(default)s)")
+    parser.add_argument("--finish-of", metavar="TAG",
+                        help="start each seed from the model of the same seed under tag TAG (a finish: give its "
+                             "optimiser with --set) (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE", help="more config overrides, e.g. training.device=cuda")
     args = parser.parse_args()
@@ -112,7 +121,8 @@ def main() -> int:
             continue
         out = run_folder(args.runs, el, args.tag)
         overrides = run_overrides(el, epochs, args.overrides, args.data)
-        dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force)
+        start_from = None if args.finish_of is None else run_folder(args.runs, el, args.finish_of)
+        dirs = _train_seeds(el, out, args.config, overrides, args.seeds, epochs, args.force, start_from)
         for seed, run in zip(args.seeds, dirs):
             metrics = _evaluate(el, [run / "model.pt"], test_file)
             if metrics is None:
@@ -160,14 +170,19 @@ def _rows_of_other_elements(path: Path, elements: set[str], seeds: list[int]) ->
 
 
 def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: list[int], epochs: int,
-                 force: bool) -> list[Path]:
-    """Train (or resume, or skip) the seeds of one element together; their run folders."""
-    from mlpot.training import TrainConfig
+                 force: bool, start_from: Path | None = None) -> list[Path]:
+    """Train (or resume, or skip) the seeds of one element together, or one at a time from
+    the models ``start_from/seed<k>/model.pt`` (a finish); their run folders."""
+    from mlpot.training import TrainConfig, train
     from mlpot.training.many import train_many
+
+    def seed_overrides(seed: int) -> list[str]:
+        start = [] if start_from is None else [f"training.init_weights={start_from / f'seed{seed}' / 'model.pt'}"]
+        return [*overrides, *start]
 
     dirs = [out / f"seed{s}" for s in seeds]
     if not force:
-        _refuse_other_configs(el, config, overrides, seeds, dirs)
+        _refuse_other_configs(el, config, seed_overrides, seeds, dirs)
     todo = []
     for seed, run in zip(seeds, dirs):
         done = run / DONE
@@ -177,18 +192,24 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
             continue
         done.unlink(missing_ok=True)
         todo.append((seed, run))
-    if todo:
-        configs = [TrainConfig.from_yaml(config, [*overrides, f"training.seed={seed}"]) for seed, _ in todo]
-        resume = [not force and (run / "last.pt").is_file() for _, run in todo]
+    if not todo:
+        return dirs
+    configs = [TrainConfig.from_yaml(config, [*seed_overrides(seed), f"training.seed={seed}"]) for seed, _ in todo]
+    resume = [not force and (run / "last.pt").is_file() for _, run in todo]
+    log = lambda line: print(f"[{el}] {line}", flush=True)  # noqa: E731
+    start = time.perf_counter()
+    if start_from is None:
         print(f"[{el}] training seeds {[s for s, _ in todo]} together into {out}", flush=True)
-        start = time.perf_counter()
-        results = train_many(configs, [run for _, run in todo], resume=resume, overwrite=True, progress=False,
-                             log=lambda line: print(f"[{el}] {line}", flush=True))
-        for (_, run), result in zip(todo, results):
-            if result.get("error"):
-                raise RuntimeError(f"[{el}] {run}: {result['error']}")
-            (run / DONE).write_text(json.dumps({"epochs": epochs, "wall_s_this_call": time.perf_counter() - start})
-                                    + "\n")
+        results = train_many(configs, [run for _, run in todo], resume=resume, overwrite=True, progress=False, log=log)
+    else:
+        print(f"[{el}] training seeds {[s for s, _ in todo]} one at a time from {start_from} into {out}", flush=True)
+        results = [train(cfg, run, resume=res, overwrite=True, progress=False, log=log)
+                   for cfg, (_, run), res in zip(configs, todo, resume)]
+    for (_, run), result in zip(todo, results):
+        if result.get("error"):
+            raise RuntimeError(f"[{el}] {run}: {result['error']}")
+        (run / DONE).write_text(json.dumps({"epochs": epochs, "wall_s_this_call": time.perf_counter() - start})
+                                + "\n")
     return dirs
 
 
@@ -233,7 +254,8 @@ def config_changes(run: Path, config: Path, overrides: list[str], seed: int) -> 
     return resume_differences(yaml.safe_load(saved.read_text()), current)
 
 
-def _refuse_other_configs(el: str, config: Path, overrides: list[str], seeds: list[int], dirs: list[Path]) -> None:
+def _refuse_other_configs(el: str, config: Path, overrides_of: Callable[[int], list[str]], seeds: list[int],
+                          dirs: list[Path]) -> None:
     """Stop before a run folder trained with another config stands in for this one.
 
     A finished run is skipped and an unfinished one resumed, so a folder left by an earlier
@@ -243,7 +265,7 @@ def _refuse_other_configs(el: str, config: Path, overrides: list[str], seeds: li
         SystemExit: naming the folder, the keys that differ and the ways on.
     """
     for seed, run in zip(seeds, dirs):
-        changed = config_changes(run, config, overrides, seed)
+        changed = config_changes(run, config, overrides_of(seed), seed)
         if changed:
             raise SystemExit(f"[{el}] {run} was trained with another config (it differs in {changed}): "
                              "--force retrains it, or choose another --tag (or --runs)")

@@ -87,11 +87,54 @@ def test_bench_mlearn_refuses_a_run_folder_of_another_config(tmp_path):
     run.mkdir()
     TrainConfig.from_yaml(bench.CONFIG, [*overrides, "training.seed=0"]).save(run / "config.yaml")
     # The same config, run longer and on another device: it may stand for this one.
-    bench._refuse_other_configs("Si", bench.CONFIG, ["training.epochs=2000", "training.device=cpu"], [0], [run])
+    bench._refuse_other_configs("Si", bench.CONFIG, lambda _: ["training.epochs=2000", "training.device=cpu"], [0],
+                                [run])
     with pytest.raises(SystemExit, match=r"seed0 was trained with another config .*'loss.energy_weight'.*--force"):
-        bench._refuse_other_configs("Si", bench.CONFIG, [*overrides, "loss.energy_weight=3000"], [0], [run])
+        bench._refuse_other_configs("Si", bench.CONFIG, lambda _: [*overrides, "loss.energy_weight=3000"], [0], [run])
     with pytest.raises(SystemExit, match=r"'training.seed'"):
-        bench._refuse_other_configs("Si", bench.CONFIG, overrides, [1], [run])
+        bench._refuse_other_configs("Si", bench.CONFIG, lambda _: overrides, [1], [run])
+
+
+def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
+    """--finish-of TAG: seed k starts from TAG's seed k (training.init_weights), trains alone,
+    and a second call finds it finished; another start model is refused as another config."""
+    import ase.io
+    import numpy as np
+    import yaml
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    rng = np.random.default_rng(0)
+    cells = []
+    for _ in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        cells.append(atoms)
+    ase.io.write(tmp_path / "cu.extxyz", cells)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"train": str(tmp_path / "cu.extxyz"), "val_fraction": 0.0},
+        "descriptor": {"cutoff": 4.0, "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": []},
+        "model": {"depth": 1, "width": 4}, "training": {"epochs": 1, "batch_size": 4, "dtype": "float64"}}))
+    base = bench._train_seeds("Cu", tmp_path / "mlearn-Cu-base", config, [], [0, 1], 1, False)
+    finish = ["optimizer.name=lbfgs", "optimizer.lr=1", "optimizer.lbfgs.max_iter=2"]
+    dirs = bench._train_seeds("Cu", tmp_path / "mlearn-Cu-lbfgs", config, finish, [0, 1], 1, False,
+                              start_from=tmp_path / "mlearn-Cu-base")
+    for seed, run in enumerate(dirs):
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["training"]["init_weights"] == str(base[seed] / "model.pt")
+        assert saved["optimizer"]["name"] == "lbfgs" and (run / bench.DONE).is_file()
+    assert bench._train_seeds("Cu", tmp_path / "mlearn-Cu-lbfgs", config, finish, [0], 1, False,
+                              start_from=tmp_path / "mlearn-Cu-base") == dirs[:1]
+    with pytest.raises(SystemExit, match=r"'training.init_weights'"):
+        bench._train_seeds("Cu", tmp_path / "mlearn-Cu-lbfgs", config, finish, [0], 1, False,
+                           start_from=tmp_path / "elsewhere")
 
 
 def test_accuracy_levers_tells_a_lever_finished_on_an_earlier_recipe(tmp_path):
