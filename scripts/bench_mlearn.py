@@ -87,18 +87,18 @@ ELASTIC_AMPLITUDE = 0.02
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), help="mlearn elements")
+    parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), help="mlearn elements (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=MLEARN,
                         help="folder of the mlearn data, <el>/training.json and <el>/test.json per element (Ge, Li, "
-                             "Ni, Cu: data/ of github.com/materialsvirtuallab/mlearn)")
-    parser.add_argument("--epochs", type=int, help="override training.epochs of the config")
+                             "Ni, Cu: data/ of github.com/materialsvirtuallab/mlearn) (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help="override training.epochs of the config (default: the config's)")
     parser.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together) (default: %(default)s)")
     parser.add_argument("--committee", action="store_true",
                         help="also evaluate the committee (mean) of the seeds' models")
-    parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders")
-    parser.add_argument("--config", type=Path, default=CONFIG, help="training config")
+    parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name) (default: none)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: %(default)s)")
     parser.add_argument("--published-nnp", type=Path, metavar="DIR",
                         help="mvl_models/ of github.com/materialsvirtuallab/mlearn: also import the paper's own NNP "
                              "of each element (DIR/<el>/nnp, n2p2 files in Bohr and Hartree) and evaluate it as the "
