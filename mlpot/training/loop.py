@@ -250,14 +250,16 @@ def full_batch_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, e
     trial, close to the weights the step ends at); ``loss`` is the objective at the start.
 
     Raises:
-        TrainingError: on a non-finite loss at any trial point, before the step's update.
+        TrainingError: on a non-finite loss at any trial point of the line search (the
+            weights in memory are then that trial's; the files of the last finished epoch
+            stay as they were).
     """
     learner.model.train()
     params = list(learner.params.values())
     ordered = order.sort().values
     batch_indices = [dist.shard(ordered[lo:lo + step.batch_size]) for lo in range(0, len(ordered), step.batch_size)]
     n_batches = max(len(batch_indices), 1)
-    last = {"acc": ErrorAccumulator(), "evaluations": 0}
+    last = {"acc": ErrorAccumulator()}
     bar = progress(desc=f"epoch {epoch + 1}/{step.epochs}", unit="pass", enabled=step.progress)
 
     def closure() -> torch.Tensor:
@@ -275,7 +277,6 @@ def full_batch_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, e
             cached_batches.close()
         dist.sum_gradients(params)
         last["acc"] = acc
-        last["evaluations"] += 1
         bar.update()
         bar.set_postfix(loss=f"{loss:.4e}")
         return torch.tensor(loss, dtype=torch.float64)
@@ -285,8 +286,8 @@ def full_batch_epoch(learner: Learner, store: BatchStore, order: torch.Tensor, e
     finally:
         bar.close()
     learner.schedule.step()
-    grad_norms = torch.tensor([p.grad.detach().double().norm() if p.grad is not None else 0.0 for p in params],
-                              dtype=torch.float64)
+    grad_norms = torch.stack([p.grad.detach().double().norm().cpu() if p.grad is not None
+                              else torch.zeros((), dtype=torch.float64) for p in params])
     dist.reduce_metrics(last["acc"])
     return EpochResult(start_loss, last["acc"].result(), grad_norms, learner.optimizer.param_groups[0]["lr"])
 
