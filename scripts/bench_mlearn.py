@@ -87,17 +87,20 @@ ELASTIC_AMPLITUDE = 0.02
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--elements", nargs="+", default=list(ELEMENTS), help="mlearn elements (default: %(default)s)")
+    parser.add_argument("--elements", nargs="+", default=list(ELEMENTS),
+                        help="mlearn elements (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=MLEARN,
                         help="folder of the mlearn data, <el>/training.json and <el>/test.json per element (Ge, Li, "
                              "Ni, Cu: data/ of github.com/materialsvirtuallab/mlearn) (default: %(default)s)")
     parser.add_argument("--epochs", type=int, help="override training.epochs of the config (default: the config's)")
     parser.add_argument("--force", action="store_true", help="retrain finished runs from scratch")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (trained together) (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="training seeds (trained together) (default: %(default)s)")
     parser.add_argument("--committee", action="store_true",
                         help="also evaluate the committee (mean) of the seeds' models")
     parser.add_argument("--tag", default="", help="suffix of the run folders (a lever's name) (default: none)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the run folders (default: %(default)s)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs",
+                        help="folder of the run folders (default: %(default)s)")
     parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: %(default)s)")
     parser.add_argument("--published-nnp", type=Path, metavar="DIR",
                         help="mvl_models/ of github.com/materialsvirtuallab/mlearn: also import the paper's own NNP "
@@ -196,7 +199,10 @@ def _train_seeds(el: str, out: Path, config: Path, overrides: list[str], seeds: 
         return dirs
     configs = [TrainConfig.from_yaml(config, [*seed_overrides(seed), f"training.seed={seed}"]) for seed, _ in todo]
     resume = [not force and (run / "last.pt").is_file() for _, run in todo]
-    log = lambda line: print(f"[{el}] {line}", flush=True)  # noqa: E731
+
+    def log(line: str) -> None:
+        print(f"[{el}] {line}", flush=True)
+
     start = time.perf_counter()
     if start_from is None:
         print(f"[{el}] training seeds {[s for s, _ in todo]} together into {out}", flush=True)
