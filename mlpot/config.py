@@ -67,11 +67,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
               for key, value in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
     except TypeError as exc:  # a required field without a default
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
     except ValueError as exc:  # the dataclass's own check: name where it sits unless it does
+        # (a section nested under another, e.g. finish.optimizer, names its keys as at the top)
         message = str(exc)
         if where and not message.startswith(where.split(".")[0].split("[")[0]):
             message = f"{where}: {message}"

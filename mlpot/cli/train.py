@@ -2,7 +2,8 @@
 
 The run folder (default ``runs/<config name>``) receives config.yaml, split.json,
 metrics.csv, last.pt, best.pt, model.pt (the best model, for ``mlpot.load``) and, with a
-test set, test_metrics.json. ``--set key.path=value`` overrides config entries (values are
+test set, test_metrics.json; with a ``finish:`` section, its stage trains in <out>/finish and
+its model becomes <out>/model.pt. ``--set key.path=value`` overrides config entries (values are
 YAML), e.g. ``--set training.epochs=5 model.hidden=[64,64]``.
 
 Data-parallel training: ``--nproc N`` starts N local processes (through torchrun; gloo on
@@ -61,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if not report:
         return 0
     best = result["best_epoch"]
-    print(f"model (best epoch {best}): {out / 'model.pt'}")
-    print(f"metrics: {out / 'metrics.csv'}")
+    if config.finish is None:
+        print(f"model (best epoch {best}): {out / 'model.pt'}")
+        print(f"metrics: {out / 'metrics.csv'}")
+    else:
+        print(f"model (after the finish's epoch {best}): {out / 'model.pt'}")
+        print(f"metrics: {out / 'metrics.csv'} (first stage), {out / 'finish' / 'metrics.csv'} (finish)")
     if result["test"] is not None:
         print(f"test metrics: {out / 'test_metrics.json'}")
     return 0

@@ -28,6 +28,9 @@ unknown key anywhere is an error that names it::
                  checkpoint_every: 1, descriptor_cache: memory,   # memory | hdf5 | none
                  descriptor_cache_dir: null, descriptor_cache_max_gib: 4.0, check_labels: true,
                  init_weights: null}          # a model file to start from (warm start)
+    finish:     null            # a second stage from the first one's model, e.g.
+                                # {epochs: 5, dtype: float64, optimizer: {name: lbfgs, lr: 1.0},
+                                #  loss: {forces_weight: 10.0}}   (FinishConfig)
 
 Overrides are ``key.path=value`` strings whose value is parsed as YAML
 (``training.epochs=5``, ``model.hidden=[64,64]``, ``data.test=null``).
@@ -47,10 +50,10 @@ from ..config import apply_overrides as _apply_overrides
 from ..descriptors import Descriptor, DescriptorConfig, SymmetryFunctions, SymmetryFunctionsConfig, SymmetryFunctionSpec
 from ..descriptors.scaling import SCALING_MODES
 from ..models import NetworkConfig
-from .optimizer_config import KalmanConfig, LBFGSConfig, OptimizerConfig, ScheduleConfig
+from .optimizer_config import FinishConfig, KalmanConfig, LBFGSConfig, OptimizerConfig, ScheduleConfig
 
 __all__ = [
-    "DataConfig", "ScalingConfig", "LossConfig", "KalmanConfig", "LBFGSConfig", "OptimizerConfig", "ScheduleConfig",
+    "DataConfig", "ScalingConfig", "LossConfig", "FinishConfig", "KalmanConfig", "LBFGSConfig", "OptimizerConfig", "ScheduleConfig",
     "TrainingOptions", "TrainConfig", "apply_overrides", "config_differences", "resolve_data_paths",
     "with_current_defaults",
 ]
@@ -456,10 +459,13 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     training: TrainingOptions = field(default_factory=TrainingOptions)
+    finish: FinishConfig | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.descriptor_cutoff) and self.descriptor_cutoff > 0):
             _fail("descriptor_cutoff", f"must be a positive distance in Å, got {self.descriptor_cutoff}")
+        if self.finish is not None:  # its stage is checked whole now, not after the first one
+            self.finish_stage("the first stage's model.pt")
         finish = self.optimizer.name if self.optimizer.is_finish else None
         if finish:
             # The Kalman filter sets its own step size from P and its measurement from the
@@ -518,6 +524,27 @@ class TrainConfig:
             return self.descriptor.spec(list(elements))
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"descriptor: {exc}") from None
+
+    def finish_stage(self, start_model: str | Path) -> "TrainConfig":
+        """The config of the ``finish`` stage (see :class:`FinishConfig`): this one with the
+        finish's epochs, dtype, optimiser and loss entries, no schedule, EMA, clipping or early
+        stopping, started from ``start_model`` (the first stage's model file).
+
+        Raises:
+            ConfigError: the finish's settings are not a valid training config (named, after
+                ``finish:``).
+        """
+        if self.finish is None:
+            raise ValueError("this config has no finish section")
+        f = self.finish
+        loss = {**to_dict(self.loss), **{f"{name}_start": None for name in LOSS_TERM_WEIGHTS}, **f.loss}
+        try:
+            return replace(self, finish=None, loss=from_dict(LossConfig, loss, "loss"), optimizer=f.optimizer,
+                           schedule=ScheduleConfig(),
+                           training=replace(self.training, epochs=f.epochs, dtype=f.dtype, ema_decay=0.0,
+                                            grad_clip=0.0, early_stopping_patience=0, init_weights=str(start_model)))
+        except ConfigError as exc:
+            raise ConfigError(f"finish: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "TrainConfig":

@@ -15,6 +15,10 @@ size and weight decay, schedule, epochs, early stopping, EMA, clipping); anythin
 would change the shape of the computation and is refused, naming the key. Member
 checkpoints are ordinary checkpoints: ``resume=True`` continues every member from its
 ``last.pt`` (a lone ``mlpot train --resume`` can continue one as well).
+
+With a ``finish`` section the first stages train together and then each member's finish
+alone, as :func:`~mlpot.training.train` runs it (``<run>/finish``; the finished model becomes
+the run's ``model.pt``); a resume continues each member at the stage where it stopped.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from .stack_loop import StackedTraining, evaluate_members, stacked_epoch
 from .stack_optim import StackedAdam, StackedEMA
 from .state import RunState, early_stopping_note
 from .trainer import (_Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model,
-                      structure_weights)
+                      discard_finish, finish_started, run_finish, structure_weights)
 
 __all__ = ["train_many", "MEMBER_KEYS", "check_stackable"]
 
@@ -126,17 +130,51 @@ def train_many(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], r
     Returns:
         Per member, what :func:`~mlpot.training.train` returns, with ``error`` (``None``,
         or why the member stopped: a non-finite loss stops that member only) and
-        ``members`` (how many models trained together).
+        ``members`` (how many models trained together); with a finish, the finish's result
+        and ``first_stage`` (as :func:`~mlpot.training.train` gives them).
     """
     if len(configs) != len(out_dirs):
         raise ValueError(f"{len(configs)} configs but {len(out_dirs)} output folders")
     check_stackable(configs)
+    resumes = [bool(resume)] * len(configs) if isinstance(resume, bool) else [bool(r) for r in resume]
+    if configs[0].finish is None:  # (the same in every member: not a MEMBER_KEY)
+        return _train_stack(configs, out_dirs, resumes, overwrite, progress, log, on_epoch)
+    return _train_with_finish(configs, [Path(o) for o in out_dirs], resumes, overwrite, progress, log, on_epoch)
+
+
+def _train_with_finish(configs: Sequence[TrainConfig], outs: list[Path], resumes: list[bool], overwrite: bool,
+                       progress: bool, log: Callable[[str], None], on_epoch) -> list[dict]:
+    """The members' first stages together (of those whose finish has not started), then
+    each member's finish alone (:func:`~mlpot.training.trainer.run_finish`: L-BFGS and the
+    Kalman filter train one model at a time)."""
+    todo = [k for k, (out, again) in enumerate(zip(outs, resumes)) if not (again and finish_started(out))]
+    for k in todo:
+        if not resumes[k]:
+            discard_finish(outs[k], overwrite)
+    firsts: dict[int, dict] = {}
+    if todo:
+        stacked = _train_stack([configs[k] for k in todo], [outs[k] for k in todo], [resumes[k] for k in todo],
+                               overwrite, progress, log, on_epoch)
+        firsts = dict(zip(todo, stacked))
+    results = []
+    for k, (config, out) in enumerate(zip(configs, outs)):
+        first = firsts.get(k)
+        if first is not None and first["error"]:  # a failed first stage is not finished
+            results.append(first)
+            continue
+        finish = run_finish(config, out, SingleProcess(), config.training.device, progress, _prefixed(log, k))
+        results.append(finish | {"first_stage": first, "error": None, "members": len(todo)})
+    return results
+
+
+def _train_stack(configs: Sequence[TrainConfig], out_dirs: Sequence[str | Path], resumes: list[bool],
+                 overwrite: bool, progress: bool, log: Callable[[str], None], on_epoch) -> list[dict]:
+    """:func:`train_many` of one stage: every member in one stack."""
     base = configs[0]
     device = resolve_device(base.training.device, "training.device")
     dtype = resolve_dtype(base.training.dtype, "training.dtype")
     members = [_Member(_Run(c, Path(o), SingleProcess(), device, dtype, False, _prefixed(log, k)))
                for k, (c, o) in enumerate(zip(configs, out_dirs))]
-    resumes = [bool(resume)] * len(members) if isinstance(resume, bool) else [bool(r) for r in resume]
     for m, again in zip(members, resumes):
         m.checkpoint = _open_run_folder(m.run.out, m.config, again, overwrite)
     store = _set_up(members, progress, log)

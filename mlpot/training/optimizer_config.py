@@ -1,16 +1,17 @@
-"""The ``optimizer:`` and ``schedule:`` sections of a training config: Adam(W), and two
-finishes that start from a trained model (``training.init_weights``), the extended Kalman
-filter and L-BFGS; the learning-rate schedule of the first-order optimisers."""
+"""The ``optimizer:``, ``schedule:`` and ``finish:`` sections of a training config: Adam(W),
+and two finishes that start from a trained model (``training.init_weights``), the extended
+Kalman filter and L-BFGS; the learning-rate schedule of the first-order optimisers; and a
+finish as a second stage of the same run."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..config import ConfigError
 
-__all__ = ["KalmanConfig", "LBFGSConfig", "OptimizerConfig", "ScheduleConfig"]
+__all__ = ["FinishConfig", "KalmanConfig", "LBFGSConfig", "OptimizerConfig", "ScheduleConfig"]
 
 
 def _fail(key: str, message: str) -> None:
@@ -146,3 +147,32 @@ class ScheduleConfig:
             _fail("schedule.gamma", f"must be in (0, 1], got {self.gamma}")
         if not (math.isfinite(self.min_lr) and self.min_lr >= 0):
             _fail("schedule.min_lr", f"must be >= 0, got {self.min_lr}")
+
+
+@dataclass(frozen=True)
+class FinishConfig:
+    """The ``finish:`` section: a second stage of the run, trained after the first stage's
+    epochs from its model (:meth:`~mlpot.training.config.TrainConfig.finish_stage` gives its
+    config; :func:`~mlpot.training.train` runs both). A finish has no schedule, EMA, gradient
+    clipping or early stopping: it refines the first stage's model, it does not train one.
+
+    Attributes:
+        epochs: epochs of the finish (with L-BFGS each is one optimiser step of up to
+            ``optimizer.lbfgs.max_iter`` iterations on the whole training set).
+        dtype: of the finish: float64, where L-BFGS's line searches do not stall at the
+            rounding of the loss (measured in float32 on the mlearn Mo model: they did).
+        optimizer: its ``optimizer:`` section; the default is L-BFGS with a first trial step
+            of 1 (a section written here starts from the ``optimizer:`` defaults: Adam, lr 1e-3).
+        loss: the ``loss:`` entries that change for the finish, e.g. ``{forces_weight: 10}``;
+            the annealed start weights are dropped (a finish has no schedule to anneal with),
+            so the first stage's final weights hold unless given here.
+    """
+
+    epochs: int = 5
+    dtype: Literal["float32", "float64"] = "float64"
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="lbfgs", lr=1.0))
+    loss: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            _fail("finish.epochs", f"must be >= 1, got {self.epochs}")

@@ -9,6 +9,11 @@
 - ``model.pt``: the best model (EMA weights when EMA is on), loadable with :func:`mlpot.load`;
 - ``test_metrics.json``: errors of that model on the test set, if one is given.
 
+A config with a ``finish`` section (:class:`~mlpot.training.config.FinishConfig`) trains in
+two stages: the first as above, then the finish in ``out_dir/finish`` (a run folder of its
+own) from the first stage's model, kept there as ``start.pt``; the finished model and its
+test metrics then become ``out_dir``'s ``model.pt`` and ``test_metrics.json``.
+
 Resuming (``resume=True``) continues from ``last.pt``; in float64 on the CPU the weights are
 bit-identical to an uninterrupted run (seeded per-epoch shuffles, restored RNG, optimiser,
 schedule and EMA state).
@@ -31,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -43,7 +49,7 @@ from ..data import Split, element_symbols, load_split, random_split, read
 from ..data.checks import check_labels
 from ..descriptors import Descriptor, SymmetryFunctions
 from ..device import resolve_device, resolve_dtype
-from ..io.files import atomic_write_text
+from ..io.files import atomic_path, atomic_write_text
 from ..io.model_file import save_model
 from ..models import Potential
 from .cache import DescriptorCache
@@ -61,12 +67,17 @@ from .state import Learner, early_stopping_note
 from .warm_start import warm_start_model
 
 __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "resume_differences",
-           "METRIC_COLUMNS"]
+           "METRIC_COLUMNS", "FINISH_DIR", "finish_started", "discard_finish", "run_finish"]
 
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
 _RESUME_MAY_CHANGE = ({f"training.{k}" for k in RESULT_NEUTRAL_TRAINING_OPTIONS | TRAINING_LENGTH_OPTIONS}
-                      | {"data.test"})
+                      | {"data.test", "finish"})  # the finish stage checks its own settings when it resumes
+
+#: The finish stage's run folder inside the run's; it starts from the first stage's model,
+#: copied there as ``start.pt``, and ``result.json`` there says how far it has finished.
+FINISH_DIR = "finish"
+_FINISH_START, _FINISH_RESULT = "start.pt", "result.json"
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
@@ -77,7 +88,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         config: the resolved configuration.
         out_dir: run folder (created if needed).
         resume: continue from ``out_dir/last.pt`` (``config`` may change only the number
-            of epochs, early-stopping patience, checkpoint interval, device and test set).
+            of epochs, early-stopping patience, checkpoint interval, device and test set);
+            with a finish, continue whichever stage stopped.
         overwrite: allow starting afresh in a folder that already holds a run.
         progress: show a progress bar per epoch.
         log: receives one summary line per epoch and the final report.
@@ -85,6 +97,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     Returns:
         ``epochs`` completed, ``best_epoch``, ``best_val_loss``, ``stopped_early``, the
         ``train`` and ``val`` metrics of the best epoch, and ``test`` metrics (or ``None``).
+        With a finish: the finish's, and ``first_stage``, the first stage's (``None`` when it
+        had finished before this call).
 
     Raises:
         TrainingError: on a non-finite loss (the files of the last good epoch are kept).
@@ -99,17 +113,77 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
     finished = False
     try:
         out = Path(out_dir)
-        # Nothing is written (not even the folder) until the data and config have passed every check.
-        checkpoint = _open_run_folder(out, config, resume, overwrite, create=False)
-        run = _Run(config, out, dist, resolve_device(device_name, "training.device"),
-                   resolve_dtype(config.training.dtype, "training.dtype"), progress, log)
-        # The descriptor cache (an HDF5 file, possibly) is closed also on errors.
-        with DescriptorCache.from_options(config.training, out, log, progress) as cache:
-            result = _train(run, cache, checkpoint, resume)
+        if config.finish is None:
+            result = _train_stage(config, out, dist, device_name, resume, overwrite, progress, log)
+        else:
+            first = None
+            if not (resume and finish_started(out)):
+                if dist.is_main and not resume:
+                    discard_finish(out, overwrite)
+                dist.barrier()
+                first = _train_stage(config, out, dist, device_name, resume, overwrite, progress, log)
+            result = run_finish(config, out, dist, device_name, progress, log) | {"first_stage": first}
         finished = True
         return result
     finally:
-        dist.close(synchronize=finished)  # after an error the other ranks may never arrive
+        dist.close(synchronize=finished)
+
+
+def _train_stage(config: TrainConfig, out: Path, dist: Distributed, device_name: str, resume: bool,
+                 overwrite: bool, progress: bool, log: Callable[[str], None]) -> dict:
+    """One stage of training into ``out`` (:func:`train` without its finish)."""
+    # Nothing is written (not even the folder) until the data and config have passed every check.
+    checkpoint = _open_run_folder(out, config, resume, overwrite, create=False)
+    run = _Run(config, out, dist, resolve_device(device_name, "training.device"),
+               resolve_dtype(config.training.dtype, "training.dtype"), progress, log)
+    # The descriptor cache (an HDF5 file, possibly) is closed also on errors.
+    with DescriptorCache.from_options(config.training, out, log, progress) as cache:
+        return _train(run, cache, checkpoint, resume)
+
+
+def finish_started(out: str | Path) -> bool:
+    """Whether the run in ``out`` has finished its first stage and started its finish."""
+    return (Path(out) / FINISH_DIR / _FINISH_START).is_file()
+
+
+def discard_finish(out: str | Path, overwrite: bool) -> None:
+    """Before a first stage starts afresh in ``out``: remove a finish left there by an
+    earlier run (with ``overwrite``, or when no first stage is there to keep it company),
+    which would otherwise be taken for this run's."""
+    out = Path(out)
+    if overwrite or not (out / "last.pt").exists():
+        shutil.rmtree(out / FINISH_DIR, ignore_errors=True)
+
+
+def run_finish(config: TrainConfig, out: Path, dist: Distributed, device_name: str, progress: bool,
+               log: Callable[[str], None]) -> dict:
+    """The finish stage of the run in ``out``, whose first stage has finished: from its
+    ``model.pt`` (copied to ``out/finish/start.pt``) into ``out/finish``, resumed there if
+    it had stopped; then its model and test metrics become ``out``'s. Returns its result."""
+    folder = out / FINISH_DIR
+    start, done = folder / _FINISH_START, folder / _FINISH_RESULT
+    if dist.is_main and not start.is_file():
+        folder.mkdir(exist_ok=True)
+        with atomic_path(start) as tmp:
+            shutil.copyfile(out / "model.pt", tmp)
+    dist.barrier()
+    stage = config.finish_stage(start)
+    result = json.loads(done.read_text()) if done.is_file() else None
+    if result is None or result["epochs"] < stage.training.epochs:  # not run, stopped, or to be extended
+        log(f"finish: {stage.training.epochs} epochs of {stage.optimizer.name} in {stage.training.dtype} from the "
+            f"first stage's model ({start}) into {folder}")
+        result = _train_stage(stage, folder, dist, device_name, (folder / "last.pt").is_file(), True, progress,
+                              lambda line: log(f"[finish] {line}"))
+        if dist.is_main:
+            atomic_write_text(done, json.dumps(result, indent=1) + "\n")
+    if dist.is_main:
+        for name in ("model.pt", "test_metrics.json"):
+            if (folder / name).is_file():
+                with atomic_path(out / name) as tmp:
+                    shutil.copyfile(folder / name, tmp)
+    dist.barrier()
+    log(f"finished model: {out / 'model.pt'} (the first stage's: {start})")
+    return result
 
 
 def build_model(config: TrainConfig, elements: list[str], train_structures: Sequence | None = None,
