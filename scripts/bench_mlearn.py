@@ -130,7 +130,7 @@ def main() -> int:
             metrics = _evaluate(el, [run / "model.pt"], test_file)
             if metrics is None:
                 return 1
-            rows.append({"element": el, "seed": seed, **metrics, **_history(run / "metrics.csv"),
+            rows.append({"element": el, "seed": seed, **metrics, **_history(run),
                          **_physical(el, [run / "model.pt"], train_file)})
         if args.committee and len(dirs) > 1:
             paths = [run / "model.pt" for run in dirs]
@@ -351,11 +351,18 @@ def _paper_nnp(el: str, folder: Path, runs: Path, test_file: Path, train_file: P
                                          **_physical(el, [model], train_file)}
 
 
-def _history(metrics_csv: Path) -> dict:
-    """Epochs run and summed epoch wall time (s) from the run's metrics.csv."""
-    with open(metrics_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {"epochs": len(rows), "train_wall_s": sum(float(r["wall_s"]) for r in rows)}
+def _history(run: Path) -> dict:
+    """Epochs run and summed epoch wall time (s) from the run's metrics.csv; with a finish
+    (``run/finish``, a second stage), its epochs too (``finish_epochs``) and its wall time
+    in the total."""
+    def rows(metrics_csv: Path) -> list[dict]:
+        with open(metrics_csv, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    first = rows(run / "metrics.csv")
+    finish = rows(run / "finish" / "metrics.csv") if (run / "finish" / "metrics.csv").is_file() else []
+    history = {"epochs": len(first), "train_wall_s": sum(float(r["wall_s"]) for r in first + finish)}
+    return history | ({"finish_epochs": len(finish)} if finish else {})
 
 
 def _f(value, spec: str) -> str:

@@ -137,6 +137,50 @@ def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
                            start_from=tmp_path / "elsewhere")
 
 
+def test_bench_mlearn_trains_a_config_with_a_finish_stage(tmp_path):
+    """A recipe with a finish: section: the seeds' first stages train together, each seed's
+    finish alone into <run>/finish, and the history counts the finish's epochs and time."""
+    import ase.io
+    import numpy as np
+    import yaml
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    rng = np.random.default_rng(1)
+    cells = []
+    for _ in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        cells.append(atoms)
+    ase.io.write(tmp_path / "cu.extxyz", cells)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"train": str(tmp_path / "cu.extxyz"), "val_fraction": 0.0},
+        "descriptor": {"cutoff": 4.0, "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
+                       "angular": []},
+        "model": {"depth": 1, "width": 4}, "training": {"epochs": 2, "batch_size": 4, "dtype": "float64"},
+        "finish": {"epochs": 1, "optimizer": {"name": "lbfgs", "lr": 1.0, "lbfgs": {"max_iter": 2}}}}))
+    dirs = bench._train_seeds("Cu", tmp_path / "mlearn-Cu", config, [], [0, 1], 2, False)
+    for run in dirs:
+        assert (run / "finish" / "start.pt").is_file() and (run / bench.DONE).is_file()
+        history = bench._history(run)
+        assert history["epochs"] == 2 and history["finish_epochs"] == 1
+        first = sum(float(r["wall_s"]) for r in csv_rows(run / "metrics.csv"))
+        assert history["train_wall_s"] > first
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_accuracy_levers_tells_a_lever_finished_on_an_earlier_recipe(tmp_path):
     from scripts_for_tests import load_script
 
