@@ -189,6 +189,22 @@ def test_two_processes_equal_one_with_annealed_weights(dataset, tmp_path):
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-9), key
 
 
+def test_two_processes_train_a_finish_as_one(dataset, tmp_path):
+    """A run with a finish stage (L-BFGS) under two processes: the first stage, the copy of
+    its model, the finish and its install into the run folder, with the group held across
+    both stages; the finished model equals one process's, and rank 0 alone writes."""
+    cfg = config(dataset) | {"finish": {"epochs": 1, "optimizer": {"name": "lbfgs", "lr": 1.0,
+                                                                   "lbfgs": {"max_iter": 3}}}}
+    run_distributed(cfg, tmp_path / "ddp")
+    train(TrainConfig.from_dict(cfg), tmp_path / "single", progress=False, log=lambda _: None)
+    for name in ("model.pt", "finish/start.pt"):
+        ddp, single = (torch.load(tmp_path / run / name, weights_only=False)["state_dict"] for run in ("ddp", "single"))
+        assert_same_weights(ddp, single, 1e-8)
+    assert (tmp_path / "ddp" / "finish" / "result.json").is_file()
+    written = {r: json.loads((tmp_path / "ddp" / f"written-rank{r}.json").read_text()) for r in (0, 1)}
+    assert written[1]["files"] == [] and written[0]["files"].count("model.pt") >= 2  # both stages'
+
+
 def test_shard_loss_gradient_equals_global(dataset):
     """The rescaled per-shard losses add up to the global-batch loss (no process group: the
     count all-reduce is replaced by the sum over shards)."""
