@@ -126,7 +126,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
         finished = True
         return result
     finally:
-        dist.close(synchronize=finished)
+        dist.close(synchronize=finished)  # after an error the other ranks may never arrive
 
 
 def _train_stage(config: TrainConfig, out: Path, dist: Distributed, device_name: str, resume: bool,
@@ -149,7 +149,9 @@ def finish_started(out: str | Path) -> bool:
 def discard_finish(out: str | Path, overwrite: bool) -> None:
     """Before a first stage starts afresh in ``out``: remove a finish left there by an
     earlier run (with ``overwrite``, or when no first stage is there to keep it company),
-    which would otherwise be taken for this run's."""
+    which a resume of the new run would otherwise take for its own. (With ``overwrite`` it
+    goes even if the new run then fails its checks: the earlier first stage stays, and a
+    resume of the earlier config finishes it again.)"""
     out = Path(out)
     if overwrite or not (out / "last.pt").exists():
         shutil.rmtree(out / FINISH_DIR, ignore_errors=True)
