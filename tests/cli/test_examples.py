@@ -95,19 +95,15 @@ def test_bench_mlearn_refuses_a_run_folder_of_another_config(tmp_path):
         bench._refuse_other_configs("Si", bench.CONFIG, lambda _: overrides, [1], [run])
 
 
-def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
-    """--finish-of TAG: seed k starts from TAG's seed k (training.init_weights), trains alone,
-    and a second call finds it finished; another start model is refused as another config."""
+def tiny_cu_config(tmp_path, seed: int, training: dict, **sections):
+    """A config of a one-layer net on 8 rattled EMT Cu cells (written to ``tmp_path``)."""
     import ase.io
     import numpy as np
     import yaml
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from scripts_for_tests import load_script
-
-    bench = load_script("bench_mlearn")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     cells = []
     for _ in range(8):
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
@@ -121,7 +117,20 @@ def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
         "data": {"train": str(tmp_path / "cu.extxyz"), "val_fraction": 0.0},
         "descriptor": {"cutoff": 4.0, "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
                        "angular": []},
-        "model": {"depth": 1, "width": 4}, "training": {"epochs": 1, "batch_size": 4, "dtype": "float64"}}))
+        "model": {"depth": 1, "width": 4},
+        "training": {"batch_size": 4, "dtype": "float64", **training}, **sections}))
+    return config
+
+
+def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
+    """--finish-of TAG: seed k starts from TAG's seed k (training.init_weights), trains alone,
+    and a second call finds it finished; another start model is refused as another config."""
+    import yaml
+
+    from scripts_for_tests import load_script
+
+    bench = load_script("bench_mlearn")
+    config = tiny_cu_config(tmp_path, seed=0, training={"epochs": 1})
     base = bench._train_seeds("Cu", tmp_path / "mlearn-Cu-base", config, [], [0, 1], 1, False)
     finish = ["optimizer.name=lbfgs", "optimizer.lr=1", "optimizer.lbfgs.max_iter=2"]
     dirs = bench._train_seeds("Cu", tmp_path / "mlearn-Cu-lbfgs", config, finish, [0, 1], 1, False,
@@ -140,31 +149,11 @@ def test_bench_mlearn_finish_starts_each_seed_from_its_own_model(tmp_path):
 def test_bench_mlearn_trains_a_config_with_a_finish_stage(tmp_path):
     """A recipe with a finish: section: the seeds' first stages train together, each seed's
     finish alone into <run>/finish, and the history counts the finish's epochs and time."""
-    import ase.io
-    import numpy as np
-    import yaml
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-
     from scripts_for_tests import load_script
 
     bench = load_script("bench_mlearn")
-    rng = np.random.default_rng(1)
-    cells = []
-    for _ in range(8):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
-        atoms.calc = EMT()
-        atoms.get_forces()
-        cells.append(atoms)
-    ase.io.write(tmp_path / "cu.extxyz", cells)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"train": str(tmp_path / "cu.extxyz"), "val_fraction": 0.0},
-        "descriptor": {"cutoff": 4.0, "radial": [{"grid": {"count": 4, "mode": "shift", "r_lower": 1.5}}],
-                       "angular": []},
-        "model": {"depth": 1, "width": 4}, "training": {"epochs": 2, "batch_size": 4, "dtype": "float64"},
-        "finish": {"epochs": 1, "optimizer": {"name": "lbfgs", "lr": 1.0, "lbfgs": {"max_iter": 2}}}}))
+    config = tiny_cu_config(tmp_path, seed=1, training={"epochs": 2},
+                            finish={"epochs": 1, "optimizer": {"name": "lbfgs", "lr": 1.0, "lbfgs": {"max_iter": 2}}})
     dirs = bench._train_seeds("Cu", tmp_path / "mlearn-Cu", config, [], [0, 1], 2, False)
     for run in dirs:
         assert (run / "finish" / "start.pt").is_file() and (run / bench.DONE).is_file()
