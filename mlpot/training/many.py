@@ -54,7 +54,7 @@ from .stack_loop import StackedTraining, evaluate_members, stacked_epoch
 from .stack_optim import StackedAdam, StackedEMA
 from .state import RunState, early_stopping_note
 from .trainer import (_Data, _evaluate_test, _initial_gradients, _open_run_folder, _Run, _set_up_scaling, build_model,
-                      discard_finish, finish_started, run_finish, structure_weights)
+                      first_stage_to_train, run_finish, structure_weights)
 
 __all__ = ["train_many", "MEMBER_KEYS", "check_stackable"]
 
@@ -147,10 +147,7 @@ def _train_with_finish(configs: Sequence[TrainConfig], outs: list[Path], resumes
     """The members' first stages together (of those whose finish has not started), then
     each member's finish alone (:func:`~mlpot.training.trainer.run_finish`: L-BFGS and the
     Kalman filter train one model at a time)."""
-    todo = [k for k, (out, again) in enumerate(zip(outs, resumes)) if not (again and finish_started(out))]
-    for k in todo:
-        if not resumes[k]:
-            discard_finish(outs[k], overwrite)
+    todo = [k for k, (out, again) in enumerate(zip(outs, resumes)) if first_stage_to_train(out, again, overwrite)]
     firsts: dict[int, dict] = {}
     if todo:
         stacked = _train_stack([configs[k] for k in todo], [outs[k] for k in todo], [resumes[k] for k in todo],

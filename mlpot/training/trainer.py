@@ -67,7 +67,7 @@ from .state import Learner, early_stopping_note
 from .warm_start import warm_start_model
 
 __all__ = ["TrainingError", "train", "build_model", "evaluate_store", "structure_weights", "resume_differences",
-           "METRIC_COLUMNS", "FINISH_DIR", "finish_started", "discard_finish", "run_finish"]
+           "METRIC_COLUMNS", "FINISH_DIR", "first_stage_to_train", "run_finish"]
 
 # Settings a resumed run may change; anything else must match the checkpoint.
 # A resume may also extend the run and change the test set.
@@ -117,10 +117,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, overwr
             result = _train_stage(config, out, dist, device_name, resume, overwrite, progress, log)
         else:
             first = None
-            if not (resume and finish_started(out)):
-                if dist.is_main and not resume:
-                    discard_finish(out, overwrite)
-                dist.barrier()
+            if first_stage_to_train(out, resume, overwrite, discard=dist.is_main):
+                dist.barrier()  # rank 0 has removed an earlier run's finish
                 first = _train_stage(config, out, dist, device_name, resume, overwrite, progress, log)
             result = run_finish(config, out, dist, device_name, progress, log) | {"first_stage": first}
         finished = True
@@ -141,20 +139,23 @@ def _train_stage(config: TrainConfig, out: Path, dist: Distributed, device_name:
         return _train(run, cache, checkpoint, resume)
 
 
-def finish_started(out: str | Path) -> bool:
-    """Whether the run in ``out`` has finished its first stage and started its finish."""
-    return (Path(out) / FINISH_DIR / _FINISH_START).is_file()
+def first_stage_to_train(out: str | Path, resume: bool, overwrite: bool, discard: bool = True) -> bool:
+    """Whether the first stage of a run with a finish trains in this call into ``out``: not
+    when a resume finds its finish started (the first stage's model copied to
+    ``out/finish/start.pt``).
 
-
-def discard_finish(out: str | Path, overwrite: bool) -> None:
-    """Before a first stage starts afresh in ``out``: remove a finish left there by an
-    earlier run (with ``overwrite``, or when no first stage is there to keep it company),
-    which a resume of the new run would otherwise take for its own. (With ``overwrite`` it
-    goes even if the new run then fails its checks: the earlier first stage stays, and a
-    resume of the earlier config finishes it again.)"""
+    A first stage that starts afresh removes, when ``discard`` (the process that writes the
+    files), a finish left there by an earlier run, which a resume of the new run would
+    otherwise take for its own: with ``overwrite``, or when no first stage is there to keep it
+    company. With ``overwrite`` it goes even if the new run then fails its checks: the earlier
+    first stage stays, and a resume of the earlier config finishes it again.
+    """
     out = Path(out)
-    if overwrite or not (out / "last.pt").exists():
+    if resume:
+        return not (out / FINISH_DIR / _FINISH_START).is_file()
+    if discard and (overwrite or not (out / "last.pt").exists()):
         shutil.rmtree(out / FINISH_DIR, ignore_errors=True)
+    return True
 
 
 def run_finish(config: TrainConfig, out: Path, dist: Distributed, device_name: str, progress: bool,
