@@ -266,6 +266,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     from mlpot.ablation.runner import run_ablation
 
     study_dir = args.runs / name
+    depth_study_archive.check_data(study_dir, data)
     first = stage_config(args.runs, name, data, budget, "lr", rates_screen.LRS[0])
     # The ablation grid is a product of variants and depths: the plain deep ones are left out.
     screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0 and cell(r) in CELLS]
@@ -604,6 +605,8 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     chosen = [study for study in chosen if study[0] not in skipped]
     if not chosen:
         return 0
+    for name, data, _ in chosen:
+        depth_study_archive.check_data(args.runs / name, data)
     if args.threads:
         torch.set_num_threads(args.threads)
     depth_study_md.run_md(chosen, args.runs,

@@ -8,7 +8,8 @@ relative paths as ``runs/depth-v2``, only what the study's later stages and ``co
 read back:
 
 * per study: its recipe copy, its resolved descriptor, its learning rates (``rates.json``:
-  each cell's rate and the screen's losses), the cost pass;
+  each cell's rate and the screen's losses), the cost pass, and the sha256 of its data
+  files (``data.json``, :func:`check_data`);
 * per stage: the folds' splits (``collect`` counts each run's training atoms from them);
 * per finished run: ``result.json`` (the runner's measurements), ``observables.json`` (the
   Si/Mo observables, computed before archiving because they need the model) and
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import hashlib
 import json
 import math
 import shutil
@@ -36,7 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 #: Files kept per study folder, per stage folder and per run folder (glob patterns).
-STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json")
+STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json", "data.json")
+#: The sha256 of each data file a study trains and tests on (:func:`check_data`).
+DATA_FILE = "data.json"
 #: Each cell's learning rate, written by the lr stage (``depth_study_rates.write_rates``).
 RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
@@ -217,6 +221,43 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     for line in lines:
         print(line, flush=True)
     return lines
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_data(study_dir: Path, data: dict) -> None:
+    """Refuse to go on with a study whose data files changed since it started.
+
+    A study's runs span sessions, and its data need not be committed: the teacher's water
+    is regenerated in each fresh clone (``scripts/make_teacher_water.py``, deterministic
+    given its settings) and mlearn lives in ../shared. Runs trained on other data would be
+    mixed into a cell silently, so the first call records the sha256 of each file
+    (``train``, ``test``) in ``study_dir/data.json`` (archived with the study), and every
+    later call compares: a difference raises ``SystemExit`` naming the file."""
+    from mlpot.io.files import atomic_write_text
+
+    now = {role: {"path": str(data[role]), "sha256": _sha256(Path(data[role]))}
+           for role in ("train", "test") if data.get(role)}
+    saved = study_dir / DATA_FILE
+    if not saved.is_file():
+        study_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, json.dumps(now, indent=1) + "\n")
+        return
+    recorded = json.loads(saved.read_text())
+    for role in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(role, {}).get("sha256"), now.get(role, {}).get("sha256")
+        if before != after:
+            path = now.get(role, recorded.get(role, {})).get("path")
+            raise SystemExit(f"{study_dir.name}: its {role} data changed since the study started ({path}: "
+                             f"sha256 {after} now, {before} recorded in {saved}). Its runs would mix two data "
+                             "sets: restore the original file (for the teacher's water, regenerate it with the "
+                             "settings in its plan.json), or start the study again in another --runs folder.")
 
 
 def read_rates(study_dir: Path) -> dict[tuple[str, int], float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -393,12 +394,15 @@ def test_md_stage_skips_water_unless_named(study, monkeypatch, capsys):
     water = ("water-4traj-2.5k", {"group_by": "trajectory"}, "2.5k")
     si = ("si-2.5k", {"format": "mlearn"}, "2.5k")
     monkeypatch.setattr(study, "studies", lambda selected: [si, water])
-    ran = []
+    ran, checked = [], []
     monkeypatch.setattr(depth_study_md, "run_md", lambda chosen, *a, **k: ran.append([n for n, _, _ in chosen]) or 0)
-    study.md(SimpleNamespace(studies=None, runs=None, replicas=10, ps=50.0, threads=None), [si, water])
+    monkeypatch.setattr(study.depth_study_archive, "check_data", lambda folder, data: checked.append(folder.name))
+    runs = Path("runs")
+    study.md(SimpleNamespace(studies=None, runs=runs, replicas=10, ps=50.0, threads=None), [si, water])
     assert ran == [["si-2.5k"]] and "skips water-4traj-2.5k" in capsys.readouterr().out
-    study.md(SimpleNamespace(studies=["water-4traj-2.5k"], runs=None, replicas=10, ps=50.0, threads=None), [water])
+    study.md(SimpleNamespace(studies=["water-4traj-2.5k"], runs=runs, replicas=10, ps=50.0, threads=None), [water])
     assert ran[-1] == ["water-4traj-2.5k"]
+    assert checked == ["si-2.5k", "water-4traj-2.5k"]  # each study's data, before its MD
 
 
 def test_every_study_trains_with_the_first_studys_recipe(study, tmp_path, monkeypatch):
@@ -473,6 +477,37 @@ def test_archive_keeps_what_a_fresh_clone_needs_and_restore_brings_it_back(study
     depth_study_archive.archive_study(runs_dir, archived, "si-2.5k", [])
     assert not (archived / "si-2.5k" / "md" / "plain_d01.checkpoint.json").exists()
     assert (archived / "si-2.5k" / "md" / "plain_d01.json").is_file()
+
+
+def test_a_study_refuses_data_that_changed_since_it_started(study, tmp_path):
+    """The teacher's water is regenerated in every fresh clone: a study records the sha256 of
+    its files when it starts, goes on while they are the same, and refuses, naming the file,
+    once one differs; the record is archived with the study."""
+    import hashlib
+
+    import depth_study_archive
+
+    train, test = tmp_path / "train.extxyz", tmp_path / "test.extxyz"
+    train.write_text("frames of four trajectories\n")
+    test.write_text("held-out trajectories\n")
+    data = {"train": str(train), "test": str(test)}
+    study_dir = tmp_path / "runs" / "water-4traj-2.5k"
+    depth_study_archive.check_data(study_dir, data)
+    recorded = json.loads((study_dir / "data.json").read_text())
+    assert recorded["train"]["sha256"] == hashlib.sha256(train.read_bytes()).hexdigest()
+    assert recorded["test"]["sha256"] == hashlib.sha256(test.read_bytes()).hexdigest()
+    depth_study_archive.check_data(study_dir, data)  # unchanged: goes on
+    # The same bytes at another path (another clone's ../shared) are the same data.
+    moved = tmp_path / "elsewhere.extxyz"
+    moved.write_bytes(train.read_bytes())
+    depth_study_archive.check_data(study_dir, {**data, "train": str(moved)})
+
+    test.write_text("held-out trajectories, regenerated differently\n")
+    with pytest.raises(SystemExit, match=r"water-4traj-2\.5k: its test data changed .*test\.extxyz"):
+        depth_study_archive.check_data(study_dir, data)
+    with pytest.raises(SystemExit, match="its test data changed"):  # a file dropped is a change too
+        depth_study_archive.check_data(study_dir, {"train": str(train)})
+    assert "data.json" in depth_study_archive.STUDY_FILES
 
 
 def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_path):
