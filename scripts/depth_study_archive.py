@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import filecmp
-import hashlib
 import json
 import math
 import shutil
@@ -223,14 +222,6 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     return lines
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_data(study_dir: Path, data: dict) -> None:
     """Refuse to go on with a study whose data files changed since it started.
 
@@ -240,9 +231,9 @@ def check_data(study_dir: Path, data: dict) -> None:
     mixed into a cell silently, so the first call records the sha256 of each file
     (``train``, ``test``) in ``study_dir/data.json`` (archived with the study), and every
     later call compares: a difference raises ``SystemExit`` naming the file."""
-    from mlpot.io.files import atomic_write_text
+    from mlpot.io.files import atomic_write_text, file_sha256
 
-    now = {role: {"path": str(data[role]), "sha256": _sha256(Path(data[role]))}
+    now = {role: {"path": str(data[role]), "sha256": file_sha256(data[role])}
            for role in ("train", "test") if data.get(role)}
     saved = study_dir / DATA_FILE
     if not saved.is_file():

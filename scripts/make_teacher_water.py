@@ -48,7 +48,6 @@ Usage: python scripts/make_teacher_water.py [--out runs/teacher-water] [--trajec
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -174,18 +173,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------- setup
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _source_sha256(folder: Path) -> dict[str, str]:
     """sha256 of the files the n2p2 import reads."""
+    from mlpot.io.files import file_sha256
+
     names = ["input.nn", "scaling.data", *sorted(p.name for p in folder.glob("weights.*.data"))]
-    return {name: _sha256(folder / name) for name in names if (folder / name).is_file()}
+    return {name: file_sha256(folder / name) for name in names if (folder / name).is_file()}
 
 
 def _check_plan(out: Path, settings: dict, force: bool) -> bool:
@@ -371,6 +364,8 @@ def _read_extxyz(path: Path) -> list:
 def _assemble(out: Path, args, settings: dict, teacher_file: Path, start_idx: list[int], md_wall: float,
               wall: float) -> None:
     """trajectories.extxyz, the ladder and manifest.json from the per-trajectory files."""
+    from mlpot.io.files import file_sha256
+
     K = args.trajectories
     trajs = {k: _read_extxyz(_traj_path(out, k)) for k in range(K)}
     bad = {k: len(f) for k, f in trajs.items() if len(f) != args.frames}
@@ -392,7 +387,7 @@ def _assemble(out: Path, args, settings: dict, teacher_file: Path, start_idx: li
     extrapolating = sum(a.info.get("teacher_extrapolating_atoms", 0) for f in trajs.values() for a in f)
     manifest = {
         "settings": settings, "sizes": args.sizes, "test_trajectories": test_ids,
-        "teacher_file": str(teacher_file), "teacher_sha256": _sha256(teacher_file),
+        "teacher_file": str(teacher_file), "teacher_sha256": file_sha256(teacher_file),
         "start_frames": start_idx,
         "frames_per_trajectory": {str(k): len(f) for k, f in trajs.items()},
         "frames": sum(len(f) for f in trajs.values()),

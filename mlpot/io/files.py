@@ -9,11 +9,12 @@ interruption (an error, ``kill -9``, a full disk) leaves either the old file or 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_torch_save", "file_sha256"]
 
 
 @contextlib.contextmanager
@@ -46,3 +47,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks: a large data file is
+    identified without being held in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
