@@ -166,6 +166,23 @@ def studies(selected: list[str] | None) -> list[tuple[str, dict, str]]:
     return [(n, data[n.rsplit("-", 1)[0]], n.rsplit("-", 1)[1]) for n in names]
 
 
+def unavailable_studies() -> list[tuple[str, str]]:
+    """(study, what to do) for each study of :data:`ORDER` whose data are not here: mlearn
+    lives in ../shared, the teacher's water is made by scripts/make_teacher_water.py."""
+    data = datasets()
+    missing = []
+    for name in ORDER:
+        dataset = name.rsplit("-", 1)[0]
+        if dataset in data:
+            continue
+        if dataset.startswith("water"):
+            why = f"no teacher data in {TEACHER} (python scripts/make_teacher_water.py, ~20 min on one core)"
+        else:
+            why = f"no mlearn data in {MLEARN}"
+        missing.append((name, why))
+    return missing
+
+
 def recipe(study_dir: Path) -> dict:
     """The recipe a study trains with: the study-wide copy of examples/mlearn.yaml
     (``RUNS/recipe.yaml``, taken when the first study started), kept in each study as it
@@ -574,6 +591,9 @@ def plan(args) -> None:
             unknown.append(name)
             line += "; training time not yet measured (no finished run)"
         print(f"{line}; {depth_study_cost.status(study_dir, len(CELLS))}")
+    for name, why in unavailable_studies():
+        if not args.studies or name in args.studies:
+            print(f"  {name:<18} not available here: {why}")
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))

@@ -510,6 +510,22 @@ def test_a_study_refuses_data_that_changed_since_it_started(study, tmp_path):
     assert "data.json" in depth_study_archive.STUDY_FILES
 
 
+def test_plan_names_the_studies_whose_data_are_missing_and_how_to_make_them(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "MLEARN", tmp_path / "no-mlearn")
+    monkeypatch.setattr(study, "TEACHER", tmp_path / "teacher-water")
+    missing = dict(study.unavailable_studies())
+    assert sorted(missing) == sorted(study.ORDER)
+    assert "make_teacher_water.py" in missing["water-4traj-2.5k"] and "no-mlearn" in missing["si-25k"]
+    # With the teacher's 4-trajectory rung made, its two studies are available, the others not.
+    teacher = tmp_path / "teacher-water"
+    teacher.mkdir()
+    for name in ("train-4traj.extxyz", "test.extxyz", "teacher.pt"):
+        (teacher / name).write_text("")
+    missing = dict(study.unavailable_studies())
+    assert "water-4traj-2.5k" not in missing and "water-4traj-25k" not in missing
+    assert "water-6traj-2.5k" in missing and "si-2.5k" in missing
+
+
 def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_path):
     import depth_study_archive
 
