@@ -36,10 +36,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-#: Files kept per study folder, per stage folder and per run folder (glob patterns).
-STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json", "data.json")
 #: The sha256 of each data file a study trains and tests on (:func:`check_data`).
 DATA_FILE = "data.json"
+#: Files kept per study folder, per stage folder and per run folder (glob patterns).
+STUDY_FILES = ("recipe.yaml", "descriptor.json", "rates.json", "cost.json", DATA_FILE)
 #: Each cell's learning rate, written by the lr stage (``depth_study_rates.write_rates``).
 RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
