@@ -329,7 +329,7 @@ def test_crystal_observables_of_mlearn_si(study, shared_datasets):
     data = study.datasets()["si"]
     torch.manual_seed(0)
     model = Potential(SymmetryFunctionSpec.default(["Si"], cutoff=4.0), NetworkConfig(depth=1, width=4)).double()
-    values = study.crystal_observables(model, data)
+    values = load_script("depth_study_observables").crystal_observables(model, data)
     assert values["eos_reference"]["a0_a"] == pytest.approx(5.4687, abs=1e-3)
     assert values["eos_reference"]["bulk_modulus_gpa"] == pytest.approx(values["elastic_reference"]["B"])
     assert values["eos"]["a0_a"] is None and values["eos"]["fit_error"] and values["vacancy"] is None
@@ -350,16 +350,18 @@ def test_water_rdf_against_a_cached_teacher(study, tmp_path, monkeypatch):
     teacher.energy_scale.fill_(1e-3)
     mlpot.save(teacher, tmp_path / "teacher.pt")
     ase.io.write(tmp_path / "test.extxyz", [water_box(0), water_box(1)])
-    monkeypatch.setattr(study, "TEACHER", tmp_path)
-    monkeypatch.setattr(study, "RDF_PROTOCOL", {**study.RDF_PROTOCOL, "equilibrate": 2, "steps": 4, "every": 2,
-                                                 "r_max": 3.0, "bins": 30})
+    observables = load_script("depth_study_observables")
+    monkeypatch.setattr(observables, "RDF_PROTOCOL", {**observables.RDF_PROTOCOL, "equilibrate": 2, "steps": 4,
+                                                       "every": 2, "r_max": 3.0, "bins": 30})
     data = {"test": str(tmp_path / "test.extxyz"), "format": "ase", "read_options": {}}
-    result = study.water_rdf(mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64), data, tmp_path / "runs")
+    assert observables.teacher_path(data) == tmp_path / "teacher.pt"  # the teacher beside its data
+    student = mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64)
+    result = observables.water_rdf(student, data, tmp_path / "runs")
     assert set(result["difference_vs_teacher"]) == {"O-O", "O-H", "H-H"}
     assert all(d == pytest.approx(0.0, abs=1e-12) for d in result["difference_vs_teacher"].values())
     cache = tmp_path / "runs" / "teacher-rdf.json"
     stamp = cache.stat().st_mtime_ns
-    study.water_rdf(mlpot.load(tmp_path / "teacher.pt", dtype=torch.float64), data, tmp_path / "runs")
+    observables.water_rdf(student, data, tmp_path / "runs")
     assert cache.stat().st_mtime_ns == stamp  # the teacher's g(r) is computed once
 
 
