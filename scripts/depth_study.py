@@ -75,9 +75,9 @@ import time
 from pathlib import Path
 
 import depth_study_archive
-from depth_study_observables import RDF_PROTOCOL, cell_observables, observables
-import yaml
 import depth_study_rates as rates_screen
+import yaml
+from depth_study_observables import RDF_PROTOCOL, cell_observables, observables
 from depth_study_rates import cell
 
 from mlpot.ablation.report import collect_results
