@@ -22,7 +22,9 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   one are superseded: kept, but left out of every later stage and of results.json).
 * **Stage ``full``**: every cell at its rate, the (fold, seed) pairs of :data:`PAIRS`: five
   seeds, each on one fold of a 3-fold cross-validation over the training set in turn, the
-  same pairs in every cell, so comparisons pair by (fold, seed); a plateau schedule and
+  same pairs in every cell, so comparisons pair by (fold, seed) (water: one fixed split by
+  trajectory and five seeds, tested on the held-out trajectories, :data:`TRAJECTORY_PAIRS`);
+  a plateau schedule and
   early stopping (no 1 % improvement in :data:`PATIENCE` epochs, :data:`MIN_DELTA`) up to
   :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
   converged.
@@ -107,6 +109,23 @@ FOLDS = 3
 #: crossed with three folds (15 runs a cell) cost ~12 h of this machine for the cheapest study
 #: alone; five pairs keep five independent initialisations and every fold, at a third.
 PAIRS = tuple((seed % FOLDS, seed) for seed in SEEDS)
+#: Water's (fold, seed): no cross-validation. Its held-out trajectories (test.extxyz) are the
+#: test set, and a 3-fold split by trajectory of a 4-trajectory ladder rung would train on
+#: one or two trajectories of the four, a different number per fold: the data-size axis
+#: would measure the folds. One split keeps every rung's training set at its size less the
+#: validation trajectory; the five seeds vary the initialisation.
+TRAJECTORY_PAIRS = tuple((0, seed) for seed in SEEDS)
+
+
+def folds(data: dict) -> int:
+    """Cross-validation folds of a data set's studies: 1 (a fixed split, tested on the
+    held-out trajectories) for data split by trajectory, :data:`FOLDS` otherwise."""
+    return 1 if data.get("group_by") == "trajectory" else FOLDS
+
+
+def pairs(data: dict) -> tuple[tuple[int, int], ...]:
+    """The full stage's (fold, seed) pairs of a data set's studies."""
+    return TRAJECTORY_PAIRS if folds(data) == 1 else PAIRS
 SCREEN_EPOCHS = 150
 #: Early stopping: a run ends once PATIENCE epochs have not lowered its validation loss by
 #: MIN_DELTA (relative), a plateau. With any decrease counting (as at first, with a cap of
@@ -250,7 +269,7 @@ def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr
         "depths": list(DEPTHS + RESIDUAL_DEPTHS), "widths": ["matched"],
         "match_reference": {"depth": 2, "width": BUDGETS[budget]},
         "match_tolerance": MATCH_TOLERANCE,
-        "variants": list(VARIANTS), "survival": 0.8, "folds": FOLDS,
+        "variants": list(VARIANTS), "survival": 0.8, "folds": folds(data),
         "seeds": [0] if screening else list(SEEDS),
         "md": {"steps": 0}, "inference_repeats": 3, "vectorize": True,
     }
@@ -318,7 +337,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
               + ", ".join(f"{v} d{d} ({rates[v, d]:g})" for v, d in edge), flush=True)
     for lr in sorted(set(rates.values())):
         runs = grid(stage_config(args.runs, name, data, budget, "full", lr))
-        train("full", lr, [r.name for r in runs if rates.get(cell(r)) == lr and (r.fold, r.seed) in PAIRS])
+        train("full", lr, [r.name for r in runs if rates.get(cell(r)) == lr and (r.fold, r.seed) in pairs(data)])
     return True
 
 
@@ -395,11 +414,11 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
         structures = None
         # Water observables (an MD each) only for the median run of each finished cell.
         medians = {depth_study_md.representative(runs)[1] for runs in depth_study_md.cell_runs(runs_dir / name).values()
-                   if len(runs) >= len(PAIRS)} if data.get("format") != "mlearn" else set()
+                   if len(runs) >= len(pairs(data))} if data.get("format") != "mlearn" else set()
         for lr, folder, result in depth_study_md.full_runs(runs_dir / name):
             if structures is None:
                 structures = read(data["train"], format=data["format"], **data["read_options"])
-            if (result["fold"], result["seed"]) not in PAIRS:
+            if (result["fold"], result["seed"]) not in pairs(data):
                 continue  # a run of another design (trained before PAIRS): not comparable
             split = load_split(folder / "splits" / f"fold{result['fold']}.json")
             atoms = sum(len(structures[k]) for k in split.train)
@@ -414,7 +433,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
     document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS,
                            "budgets": BUDGETS, "seeds": SEEDS,
-                           "folds": FOLDS, "pairs": PAIRS, "learning_rates": rates_screen.LRS,
+                           "folds": FOLDS, "pairs": PAIRS, "trajectory_pairs": TRAJECTORY_PAIRS, "learning_rates": rates_screen.LRS,
                            "learning_rate_extensions": {"lower": rates_screen.LOWER_EXTENSION,
                                                         "upper": rates_screen.UPPER_EXTENSION},
                            "max_epochs": MAX_EPOCHS,
@@ -452,24 +471,25 @@ def plan(args) -> None:
           f"pairs {PAIRS}, early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
     cells = len(CELLS)
     total_hours, unknown = 0.0, []
-    for name, _, budget in studies(args.studies):
+    for name, data, budget in studies(args.studies):
         study_dir = args.runs / name
+        n_pairs = len(pairs(data))
         # Each stage folder's finished runs, read once.
         stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
         screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.LRS)
-        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in PAIRS]
+        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in pairs(data)]
         done = [r for rs in stages.values() for r in rs]
-        screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * len(PAIRS) - len(full)
+        screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * n_pairs - len(full)
         beyond = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.all_rates()
                      if lr not in rates_screen.LRS)
         line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(rates_screen.LRS)}"
                 + (f" (+{beyond} beyond the grid's ends)" if beyond else "")
-                + f", full {len(full)}/{cells * len(PAIRS)}")
+                + f", full {len(full)}/{cells * n_pairs}")
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
             per_epoch, hours = depth_study_cost.training_hours_left(
-                done, full, screen_left, full_left, SCREEN_EPOCHS, len(PAIRS), MAX_EPOCHS / 3)
+                done, full, screen_left, full_left, SCREEN_EPOCHS, n_pairs, MAX_EPOCHS / 3)
             total_hours += hours
             line += f"; {per_epoch:.2f} s/epoch per training process, ~{hours:.1f} core-hours of training left"
         elif screen_left or full_left:

@@ -626,3 +626,25 @@ def test_results_json_lists_each_studys_screened_rates_and_keeps_the_others(stud
     previous.write_text(json.dumps({"learning_rates": {"mo-2.5k": ["mo"], "si-25k": ["old"]}}))
     found = study.rates_screen.collected(tmp_path, ["si-25k", "si-2.5k"], previous)
     assert found == {"mo-2.5k": ["mo"], "si-25k": cells}
+
+
+def test_water_studies_train_on_every_trajectory_but_the_validation_one(study, tmp_path, monkeypatch):
+    """Water is tested on its held-out trajectories, not by cross-validation: one fold, five
+    seeds, and the split of a 4-trajectory rung trains on 3 whole trajectories (3-fold CV
+    by trajectory would train on 1 or 2, a different number per fold)."""
+    import numpy as np
+    from mlpot.data import random_split
+
+    water = {"train": "train-4traj.extxyz", "test": "test.extxyz", "format": "ase", "read_options": {},
+             "val_fraction": 0.1, "split_seed": 0, "group_by": "trajectory"}
+    mlearn = {"train": "training.json", "test": "test.json", "format": "mlearn", "read_options": {}}
+    assert study.folds(water) == 1 and study.pairs(water) == tuple((0, s) for s in study.SEEDS)
+    assert study.folds(mlearn) == study.FOLDS and study.pairs(mlearn) == study.PAIRS
+    monkeypatch.setattr(study, "teacher_descriptor", lambda: {"kind": "symmetry_functions"})
+    config = study.stage_config(tmp_path, "water-4traj-2.5k", water, "2.5k", "full", 1e-3)
+    assert config["ablation"]["folds"] == 1 and config["data"]["test"] == "test.extxyz"
+    # The split the runner makes for folds: 1 with a test file (mlpot.ablation.runner).
+    trajectory = np.repeat(np.arange(4), 20)
+    split = random_split(80, water["val_fraction"], 0.0, seed=water["split_seed"], groups=trajectory)
+    train, val = set(trajectory[list(split.train)]), set(trajectory[list(split.val)])
+    assert len(train) == 3 and len(val) == 1 and not train & val and len(split.test) == 0
