@@ -116,16 +116,6 @@ PAIRS = tuple((seed % FOLDS, seed) for seed in SEEDS)
 #: validation trajectory; the five seeds vary the initialisation.
 TRAJECTORY_PAIRS = tuple((0, seed) for seed in SEEDS)
 
-
-def folds(data: dict) -> int:
-    """Cross-validation folds of a data set's studies: 1 (a fixed split, tested on the
-    held-out trajectories) for data split by trajectory, :data:`FOLDS` otherwise."""
-    return 1 if data.get("group_by") == "trajectory" else FOLDS
-
-
-def pairs(data: dict) -> tuple[tuple[int, int], ...]:
-    """The full stage's (fold, seed) pairs of a data set's studies."""
-    return TRAJECTORY_PAIRS if folds(data) == 1 else PAIRS
 SCREEN_EPOCHS = 150
 #: Early stopping: a run ends once PATIENCE epochs have not lowered its validation loss by
 #: MIN_DELTA (relative), a plateau. With any decrease counting (as at first, with a cap of
@@ -149,6 +139,17 @@ ORDER = ("si-2.5k", "si-25k", "water-4traj-2.5k", "water-12traj-2.5k", "water-8t
 #: three trajectories, so that the three folds and the validation set are whole trajectories;
 #: four sizes (issue 20), all that the 12 training trajectories of the ladder allow.
 WATER_SIZES = (4, 6, 8, 12)
+
+
+def folds(data: dict) -> int:
+    """Cross-validation folds of a data set's studies: 1 (a fixed split, tested on the
+    held-out trajectories) for data split by trajectory, :data:`FOLDS` otherwise."""
+    return 1 if data.get("group_by") == "trajectory" else FOLDS
+
+
+def pairs(data: dict) -> tuple[tuple[int, int], ...]:
+    """The full stage's (fold, seed) pairs of a data set's studies."""
+    return TRAJECTORY_PAIRS if folds(data) == 1 else PAIRS
 
 
 def datasets() -> dict[str, dict]:
@@ -335,9 +336,10 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     if edge:
         print(f"[{name}] {len(edge)} of {len(rates)} cells chose a rate at the end of {rates_screen.all_rates()}: "
               + ", ".join(f"{v} d{d} ({rates[v, d]:g})" for v, d in edge), flush=True)
+    study_pairs = pairs(data)
     for lr in sorted(set(rates.values())):
         runs = grid(stage_config(args.runs, name, data, budget, "full", lr))
-        train("full", lr, [r.name for r in runs if rates.get(cell(r)) == lr and (r.fold, r.seed) in pairs(data)])
+        train("full", lr, [r.name for r in runs if rates.get(cell(r)) == lr and (r.fold, r.seed) in study_pairs])
     return True
 
 
@@ -411,14 +413,14 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     rows, physical = [], []
     for name, data, budget in selected:
         dataset = name.rsplit("-", 1)[0]
-        structures = None
+        structures, study_pairs = None, pairs(data)
         # Water observables (an MD each) only for the median run of each finished cell.
         medians = {depth_study_md.representative(runs)[1] for runs in depth_study_md.cell_runs(runs_dir / name).values()
-                   if len(runs) >= len(pairs(data))} if data.get("format") != "mlearn" else set()
+                   if len(runs) >= len(study_pairs)} if data.get("format") != "mlearn" else set()
         for lr, folder, result in depth_study_md.full_runs(runs_dir / name):
             if structures is None:
                 structures = read(data["train"], format=data["format"], **data["read_options"])
-            if (result["fold"], result["seed"]) not in pairs(data):
+            if (result["fold"], result["seed"]) not in study_pairs:
                 continue  # a run of another design (trained before PAIRS): not comparable
             split = load_split(folder / "splits" / f"fold{result['fold']}.json")
             atoms = sum(len(structures[k]) for k in split.train)
@@ -433,7 +435,8 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
     document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS,
                            "budgets": BUDGETS, "seeds": SEEDS,
-                           "folds": FOLDS, "pairs": PAIRS, "trajectory_pairs": TRAJECTORY_PAIRS, "learning_rates": rates_screen.LRS,
+                           "folds": FOLDS, "pairs": PAIRS, "trajectory_pairs": TRAJECTORY_PAIRS,
+                           "learning_rates": rates_screen.LRS,
                            "learning_rate_extensions": {"lower": rates_screen.LOWER_EXTENSION,
                                                         "upper": rates_screen.UPPER_EXTENSION},
                            "max_epochs": MAX_EPOCHS,
@@ -468,16 +471,17 @@ def plan(args) -> None:
     print(f"depth study v2 in {args.runs}: {len(CELLS)} cells per study ({len(DEPTHS)} depths × {len(VARIANTS)} "
           f"variants, and depths {', '.join(map(str, RESIDUAL_DEPTHS))} of the residual ones); "
           f"lr screen {len(rates_screen.LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
-          f"pairs {PAIRS}, early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
+          f"pairs {PAIRS} (water: one split by trajectory, {TRAJECTORY_PAIRS}), early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
     cells = len(CELLS)
     total_hours, unknown = 0.0, []
     for name, data, budget in studies(args.studies):
         study_dir = args.runs / name
-        n_pairs = len(pairs(data))
+        study_pairs = pairs(data)
+        n_pairs = len(study_pairs)
         # Each stage folder's finished runs, read once.
         stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
         screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.LRS)
-        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in pairs(data)]
+        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in study_pairs]
         done = [r for rs in stages.values() for r in rs]
         screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * n_pairs - len(full)
         beyond = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.all_rates()
