@@ -9,8 +9,9 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   potential as a known truth, at several training-set sizes. Budgets: the weights of a plain
   2-layer network of width 32, 139 and 296 on the recipe's descriptor (≈ 2.5k, 25k, 100k).
 * **Cells**: variant (plain; residual; residual with stochastic depth) × depth
-  (1, 2, 3, 4, 6, 8, 12, 16), the width chosen per depth to meet the budget
-  (:func:`mlpot.ablation.grid.matched_hidden`).
+  (1, 2, 3, 4, 6, 8, 12, 16, and 24, 32 of the residual ones), the width chosen per depth
+  to meet the budget (:func:`mlpot.ablation.grid.matched_hidden`). Water, the data-size
+  axis, trains the ten cells of :data:`WATER_CELLS`.
 * **Stage ``lr``** (``scripts/depth_study_rates.py``): every cell trains fold 0, seed 0 at
   each learning rate of :data:`depth_study_rates.LRS` for
   :data:`SCREEN_EPOCHS` epochs; the rate of lowest validation loss becomes the cell's. The
@@ -130,26 +131,47 @@ MATCH_TOLERANCE = 0.1
 #: Studies in the order they run, the cheap and most informative first: the budget axis on
 #: Si (2.5k, 25k: the recipe's size), then the data-size axis (water, smallest and largest
 #: set first), then the largest budget, the second element and water at 25k.
-ORDER = ("si-2.5k", "si-25k", "water-4traj-2.5k", "water-12traj-2.5k", "water-8traj-2.5k", "water-6traj-2.5k",
-         "si-100k", "mo-2.5k", "mo-25k", "mo-100k", "water-4traj-25k", "water-12traj-25k", "water-8traj-25k",
-         "water-6traj-25k")
+ORDER = ("si-2.5k", "si-25k", "water-2traj-2.5k", "water-4traj-2.5k", "water-8traj-2.5k", "water-12traj-2.5k",
+         "si-100k", "mo-2.5k", "mo-25k", "mo-100k", "water-2traj-25k", "water-4traj-25k", "water-8traj-25k",
+         "water-12traj-25k")
 
 
-#: Teacher-labelled water training sets used (trajectories of train-<n>traj.extxyz): at least
-#: three trajectories, so that the three folds and the validation set are whole trajectories;
-#: four sizes (issue 20), all that the 12 training trajectories of the ladder allow.
-WATER_SIZES = (4, 6, 8, 12)
+#: Teacher-labelled water training sets used (trajectories of train-<n>traj.extxyz, 20 frames
+#: of 192 atoms each): four sizes (issue 20), one trajectory of each held out for validation,
+#: so 1, 3, 7 and 10 trajectories train (the 12-trajectory rung's 10 % validation share is
+#: two whole trajectories): an 11-fold range of data from the 12 training trajectories of
+#: the ladder. (Until 2026-12-07 the rungs were 4, 6, 8 and 12: a 3.7-fold range.)
+WATER_SIZES = (2, 4, 8, 12)
+#: The cells of the data-size axis (water), a subset of :data:`CELLS`. A water rung costs
+#: 1.3–5 s per epoch (192-atom frames, the teacher's 12-bohr symmetry functions) against
+#: Si's 0.5: all 28 cells at four sizes were ~160 core-hours, weeks of this machine. The
+#: axis asks whether the best depth moves with data, so it keeps plain depth 1–8 around
+#: the optimum Si and Mo found (plain 12 and 16 lose at every Si/Mo budget), the residual
+#: network at 4, 8 and 16 (does it catch up with more data?), and stochastic depth at 8
+#: (a regulariser, if anywhere useful at little data), paired with residual 8.
+WATER_CELLS = (("plain", 1), ("plain", 2), ("plain", 3), ("plain", 4), ("plain", 6), ("plain", 8),
+               ("residual_stem", 4), ("residual_stem", 8), ("residual_stem", 16), ("residual_sd_stem", 8))
+
+
+def by_trajectory(data: dict) -> bool:
+    """Whether a data set is split by trajectory (the teacher's water)."""
+    return data.get("group_by") == "trajectory"
 
 
 def folds(data: dict) -> int:
     """Cross-validation folds of a data set's studies: 1 (a fixed split, tested on the
     held-out trajectories) for data split by trajectory, :data:`FOLDS` otherwise."""
-    return 1 if data.get("group_by") == "trajectory" else FOLDS
+    return 1 if by_trajectory(data) else FOLDS
 
 
 def pairs(data: dict) -> tuple[tuple[int, int], ...]:
     """The full stage's (fold, seed) pairs of a data set's studies."""
-    return TRAJECTORY_PAIRS if folds(data) == 1 else PAIRS
+    return TRAJECTORY_PAIRS if by_trajectory(data) else PAIRS
+
+
+def cells(data: dict) -> tuple[tuple[str, int], ...]:
+    """The (variant, depth) cells of a data set's studies."""
+    return WATER_CELLS if by_trajectory(data) else CELLS
 
 
 def datasets() -> dict[str, dict]:
@@ -253,7 +275,7 @@ def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr
     config["data"] = {**config.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
     if data.get("test") is None:
         config["data"].pop("test", None)
-    if data.get("group_by") == "trajectory":
+    if by_trajectory(data):
         # The teacher's own symmetry functions: the truth is then a function of the student's
         # descriptor, and the study isolates the network (the recipe's grid is made for Si/Mo).
         config["descriptor"] = teacher_descriptor()
@@ -305,7 +327,7 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     depth_study_archive.check_data(study_dir, data)
     first = stage_config(args.runs, name, data, budget, "lr", rates_screen.LRS[0])
     # The ablation grid is a product of variants and depths: the plain deep ones are left out.
-    screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0 and cell(r) in CELLS]
+    screen = [r for r in grid(first) if r.fold == 0 and r.seed == 0 and cell(r) in cells(data)]
 
     def train(stage: str, lr: float, only: list[str], why: str = "") -> None:
         config = stage_config(args.runs, name, data, budget, stage, lr)
@@ -324,10 +346,10 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
         # Trained before the archive: its screen is lost, its choices are not.
         print(f"[{name}] full: no lr screen on disk; the {len(recorded)} cells take the rates in {args.out.name}")
         rates = recorded
-    cells = {cell(r) for r in screen}
-    if len(rates) < len(cells):
+    screened = {cell(r) for r in screen}
+    if len(rates) < len(screened):
         due = len(rates_screen.pending_rates(study_dir, screen))
-        print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len(cells)} cells have their rate; "
+        print(f"[{name}] full: waiting for the lr screen ({len(rates)} of {len(screened)} cells have their rate; "
               f"{due} are due a screen beyond the end of their rates)")
         return False
     if rates is not recorded:
@@ -434,6 +456,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
     stability = depth_study_md.md_rows(selected, runs_dir)
     cost = depth_study_cost.collected(runs_dir, [name for name, _, _ in selected])
     document = {"design": {"depths": DEPTHS, "residual_depths": RESIDUAL_DEPTHS, "variants": VARIANTS,
+                           "water_cells": WATER_CELLS, "water_sizes": WATER_SIZES,
                            "budgets": BUDGETS, "seeds": SEEDS,
                            "folds": FOLDS, "pairs": PAIRS, "trajectory_pairs": TRAJECTORY_PAIRS,
                            "learning_rates": rates_screen.LRS,
@@ -469,26 +492,28 @@ def plan(args) -> None:
     import depth_study_md
 
     print(f"depth study v2 in {args.runs}: {len(CELLS)} cells per study ({len(DEPTHS)} depths × {len(VARIANTS)} "
-          f"variants, and depths {', '.join(map(str, RESIDUAL_DEPTHS))} of the residual ones); "
+          f"variants, and depths {', '.join(map(str, RESIDUAL_DEPTHS))} of the residual ones; water: "
+          f"{len(WATER_CELLS)} of them); "
           f"lr screen {len(rates_screen.LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
           f"pairs {PAIRS} (water: one split by trajectory, {TRAJECTORY_PAIRS}), early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
-    cells = len(CELLS)
     total_hours, unknown = 0.0, []
     for name, data, budget in studies(args.studies):
         study_dir = args.runs / name
-        study_pairs = pairs(data)
-        n_pairs = len(study_pairs)
-        # Each stage folder's finished runs, read once.
-        stages = {p.name: collect_results(p) for p in study_dir.glob("*") if p.is_dir()}
+        study_pairs, study_cells = pairs(data), cells(data)
+        n_pairs, n_cells = len(study_pairs), len(study_cells)
+        # Each stage folder's finished runs of the study's cells, read once.
+        stages = {p.name: [r for r in collect_results(p) if (r["variant"], r["depth"]) in study_cells]
+                  for p in study_dir.glob("*") if p.is_dir()}
         screen_done = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.LRS)
-        full = [r for _, _, r in depth_study_md.full_runs(study_dir) if (r["fold"], r["seed"]) in study_pairs]
+        full = [r for _, _, r in depth_study_md.full_runs(study_dir)
+                if (r["fold"], r["seed"]) in study_pairs and (r["variant"], r["depth"]) in study_cells]
         done = [r for rs in stages.values() for r in rs]
-        screen_left, full_left = cells * len(rates_screen.LRS) - screen_done, cells * n_pairs - len(full)
+        screen_left, full_left = n_cells * len(rates_screen.LRS) - screen_done, n_cells * n_pairs - len(full)
         beyond = sum(len(stages.get(f"lr-{lr:g}", [])) for lr in rates_screen.all_rates()
                      if lr not in rates_screen.LRS)
-        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{cells * len(rates_screen.LRS)}"
+        line = (f"  {name:<18} budget {budget:>5}: lr screen {screen_done}/{n_cells * len(rates_screen.LRS)}"
                 + (f" (+{beyond} beyond the grid's ends)" if beyond else "")
-                + f", full {len(full)}/{cells * n_pairs}")
+                + f", full {len(full)}/{n_cells * n_pairs}")
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
@@ -499,7 +524,7 @@ def plan(args) -> None:
         elif screen_left or full_left:
             unknown.append(name)
             line += "; training time not yet measured (no finished run)"
-        print(f"{line}; {depth_study_cost.status(study_dir, len(CELLS))}")
+        print(f"{line}; {depth_study_cost.status(study_dir, n_cells)}")
     for name, why in unavailable_studies():
         if not args.studies or name in args.studies:
             print(f"  {name:<18} not available here: {why}")
@@ -512,7 +537,9 @@ def archive(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
     """Copy what the selected studies have measured into the committed archive
     (:func:`depth_study_archive.archive_studies`)."""
     chosen = studies(args.studies) if selected is None else selected
-    written = depth_study_archive.archive_studies(args.runs, args.archive, chosen, len(PAIRS), observables)
+    # One study at a time: each data set has its own (fold, seed) pairs per cell.
+    written = sum(depth_study_archive.archive_studies(args.runs, args.archive, [study], len(pairs(study[1])),
+                                                      observables) for study in chosen)
     print(f"archive: {written} file(s) written to {args.archive}", flush=True)
     return 0
 
@@ -538,10 +565,11 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
         depth_study_archive.check_data(args.runs / name, data)
     if args.threads:
         torch.set_num_threads(args.threads)
-    depth_study_md.run_md(chosen, args.runs,
-                          len(PAIRS), len(CELLS), replicas=args.replicas, ps=args.ps,
-                          after_cell=lambda study, runs: (cell_observables(study, runs, args.runs),
-                                                          archive(args, [study])))
+    for study in chosen:  # one at a time: each data set has its own cells and pairs per cell
+        depth_study_md.run_md([study], args.runs, len(pairs(study[1])), len(cells(study[1])),
+                              replicas=args.replicas, ps=args.ps,
+                              after_cell=lambda study, runs: (cell_observables(study, runs, args.runs),
+                                                              archive(args, [study])))
     return 0
 
 
@@ -555,7 +583,7 @@ def cost(args) -> int:
 
     for name, data, budget in studies(args.studies):
         config = stage_config(args.runs, name, data, budget, "full", COST_LR)
-        runs = [r for r in grid(config) if cell(r) in CELLS]
+        runs = [r for r in grid(config) if cell(r) in cells(data)]
         depth_study_cost.run_cost(args.runs / name, name, config, runs, args.rounds, args.threads or 1,
                                   log=lambda line, name=name: print(f"[{name}] {line}", flush=True))
     return 0

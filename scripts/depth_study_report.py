@@ -611,9 +611,12 @@ def missing(studies: list[Study], design: dict) -> list[str]:
         cells = s.cells()
         variants = list(design.get("variants") or sorted({v for v, _ in cells}))
         depths = list(design.get("depths") or sorted({d for _, d in cells}))
-        # The residual-only depths (design "residual_depths", e.g. 24 and 32) have no plain cells.
+        # The residual-only depths (design "residual_depths", e.g. 24 and 32) have no plain cells;
+        # the data-size axis (water) trains the design's subset "water_cells".
         expected = [(v, d) for v in variants for d in depths] + [
             (v, d) for v in variants if v != "plain" for d in design.get("residual_depths") or ()]
+        if s.dataset.startswith("water") and design.get("water_cells"):
+            expected = [tuple(c) for c in design["water_cells"]]
         absent = [c for c in expected if c not in cells]
         short = [c for c in expected if c in cells and per_cell and len(cells[c]) < per_cell]
         no_md = [c for c in expected if c in cells and not any((r["variant"], r["depth"]) == c for r in s.md)]

@@ -225,6 +225,18 @@ def test_residual_only_depths_are_expected_of_the_residual_variants_alone(report
     assert "plain d8" not in text
 
 
+def test_water_studies_are_expected_to_have_the_designs_water_cells_only(report, tmp_path):
+    """The data-size axis trains a subset of the cells (design "water_cells"): a water study
+    lacks only those of them it has no runs for; Si keeps the full grid."""
+    doc = document()
+    doc["design"]["water_cells"] = [["plain", 1], ["plain", 2], ["residual_stem", 4], ["plain", 8]]
+    report.report(write(tmp_path, doc), tmp_path / "water")
+    missing = (tmp_path / "water" / "tables.md").read_text().split("## Missing")[1].split("\n## ")[0]
+    assert "water-4traj-2.5k: no runs for 2 of 4 cells: residual_stem d4, plain d8" in missing
+    assert "water-4traj-2.5k: no MD stability for 2 cells" in missing  # plain d1, d2: the cells it has
+    assert not any("si-2.5k: no runs" in line for line in missing.splitlines())
+
+
 def test_empty_results_write_only_the_tables(report, tmp_path):
     names = [p.name for p in report.report(write(tmp_path, {"design": {}, "runs": []}), tmp_path / "e", ["si-25k"])]
     assert names == ["tables.md"]

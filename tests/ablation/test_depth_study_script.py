@@ -525,7 +525,7 @@ def test_plan_names_the_studies_whose_data_are_missing_and_how_to_make_them(stud
         (teacher / name).write_text("")
     missing = dict(study.unavailable_studies())
     assert "water-4traj-2.5k" not in missing and "water-4traj-25k" not in missing
-    assert "water-6traj-2.5k" in missing and "si-2.5k" in missing
+    assert "water-8traj-2.5k" in missing and "si-2.5k" in missing
 
 
 def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_path):
@@ -640,6 +640,9 @@ def test_water_studies_train_on_every_trajectory_but_the_validation_one(study, t
     mlearn = {"train": "training.json", "test": "test.json", "format": "mlearn", "read_options": {}}
     assert study.folds(water) == 1 and study.pairs(water) == tuple((0, s) for s in study.SEEDS)
     assert study.folds(mlearn) == study.FOLDS and study.pairs(mlearn) == study.PAIRS
+    # The data-size axis trains a subset of the cells, each with a plain depth-2 partner to pair with.
+    assert study.cells(mlearn) == study.CELLS and set(study.cells(water)) < set(study.CELLS)
+    assert ("plain", 2) in study.cells(water) and len(study.cells(water)) == len(set(study.cells(water)))
     monkeypatch.setattr(study, "teacher_descriptor", lambda: {"kind": "symmetry_functions"})
     config = study.stage_config(tmp_path, "water-4traj-2.5k", water, "2.5k", "full", 1e-3)
     assert config["ablation"]["folds"] == 1 and config["data"]["test"] == "test.extxyz"
