@@ -80,7 +80,7 @@ from pathlib import Path
 import depth_study_archive
 import depth_study_rates as rates_screen
 import yaml
-from depth_study_observables import RDF_PROTOCOL, cell_observables, observables
+from depth_study_observables import RDF_PROTOCOL, cell_observables, observables, teacher_path
 from depth_study_rates import cell
 
 from mlpot.ablation.report import collect_results
@@ -185,7 +185,7 @@ def datasets() -> dict[str, dict]:
     test = TEACHER / "test.extxyz"
     for size in WATER_SIZES:
         path = TEACHER / f"train-{size}traj.extxyz"
-        if path.is_file() and test.is_file() and (TEACHER / "teacher.pt").is_file():
+        if path.is_file() and test.is_file() and teacher_path({"test": test}).is_file():
             # Split by trajectory (frames 20 fs apart are near-copies); the held-out
             # trajectories of test.extxyz are the external test.
             found[f"water-{size}traj"] = {"train": str(path), "test": str(test), "format": "ase",
@@ -239,10 +239,11 @@ def recipe(study_dir: Path) -> dict:
     return yaml.safe_load(saved.read_text())
 
 
-def teacher_descriptor() -> dict:
+def teacher_descriptor(data: dict) -> dict:
+    """The descriptor of the teacher that labelled a water data set."""
     import mlpot
 
-    return mlpot.load(TEACHER / "teacher.pt").spec.to_dict()
+    return mlpot.load(teacher_path(data)).spec.to_dict()
 
 
 def fixed_descriptor(study_dir: Path, config: dict) -> dict:
@@ -278,7 +279,7 @@ def stage_config(runs: Path, study: str, data: dict, budget: str, stage: str, lr
     if by_trajectory(data):
         # The teacher's own symmetry functions: the truth is then a function of the student's
         # descriptor, and the study isolates the network (the recipe's grid is made for Si/Mo).
-        config["descriptor"] = teacher_descriptor()
+        config["descriptor"] = teacher_descriptor(data)
     else:
         config["descriptor"] = fixed_descriptor(runs / study, config)
     config["optimizer"] = {**config.get("optimizer", {}), "lr": lr}

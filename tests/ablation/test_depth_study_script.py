@@ -643,7 +643,7 @@ def test_water_studies_train_on_every_trajectory_but_the_validation_one(study, t
     # The data-size axis trains a subset of the cells, each with a plain depth-2 partner to pair with.
     assert study.cells(mlearn) == study.CELLS and set(study.cells(water)) < set(study.CELLS)
     assert ("plain", 2) in study.cells(water) and len(study.cells(water)) == len(set(study.cells(water)))
-    monkeypatch.setattr(study, "teacher_descriptor", lambda: {"kind": "symmetry_functions"})
+    monkeypatch.setattr(study, "teacher_descriptor", lambda data: {"kind": "symmetry_functions"})
     config = study.stage_config(tmp_path, "water-4traj-2.5k", water, "2.5k", "full", 1e-3)
     assert config["ablation"]["folds"] == 1 and config["data"]["test"] == "test.extxyz"
     # The split the runner makes for folds: 1 with a test file (mlpot.ablation.runner).
