@@ -366,8 +366,10 @@ def run_stage(args, name: str, data: dict, budget: str, stage: str) -> bool:
     return True
 
 
-def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int) -> dict:
-    """One trained model as results.json lists it."""
+def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int,
+            train_structures: int | None = None) -> dict:
+    """One trained model as results.json lists it (``train_atoms``, ``train_structures``: its
+    training set)."""
     val, test = result.get("val") or {}, result.get("test") or {}
     external = result.get("external_test") or {}
     epochs, best = result["epochs"], result["best_epoch"]
@@ -375,6 +377,7 @@ def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int
         "dataset": dataset, "budget": budget, "depth": result["depth"], "width": result["width"],
         "hidden": result["hidden"], "variant": result["variant"], "activation": result["activation"],
         "seed": result["seed"], "fold": result["fold"], "n_params": result["n_parameters_model"],
+        "train_structures": train_structures, "train_atoms": train_atoms,
         "epochs_run": epochs, "best_epoch": best,
         # Stopped early (patience exhausted) or best epoch outside the last 10 %: a plateau.
         "converged": bool(epochs < MAX_EPOCHS or best <= 0.9 * epochs), "lr": lr,
@@ -447,7 +450,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                 continue  # a run of another design (trained before PAIRS): not comparable
             split = load_split(folder / "splits" / f"fold{result['fold']}.json")
             atoms = sum(len(structures[k]) for k in split.train)
-            rows.append(run_row(result, dataset, budget, lr, atoms))
+            rows.append(run_row(result, dataset, budget, lr, atoms, len(split.train)))
             run_dir = folder / "runs" / result["name"]
             values = observables(run_dir, data, runs_dir, rdf=run_dir in medians)
             if values is not None:

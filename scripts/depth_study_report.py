@@ -34,7 +34,7 @@ FORCE, ENERGY = "test_force_rmse_mev_per_a", "test_energy_rmse_mev_per_atom"
 #: The reference cell of the paired differences: the plain network of 2 hidden layers.
 REFERENCE = ("plain", 2)
 #: Depths drawn as lines in water_size.png (those present): more would not be readable.
-WATER_DEPTHS = (1, 2, 4, 8, 16)
+WATER_DEPTHS = (1, 2, 3, 4, 8, 16)
 #: Observables of observables.png: label → (model path, DFT path) in an observables row.
 ELASTIC = {"bulk modulus (EOS)": (("eos", "bulk_modulus_gpa"), ("eos_reference", "bulk_modulus_gpa")),
            "C11": (("elastic_model", "C11"), ("elastic_reference", "C11")),
@@ -391,11 +391,25 @@ def plot_md_stability(f: Figures, studies: list[Study]) -> None:
     f.save(fig, "md_stability.png")
 
 
+#: Frames per trajectory of the teacher's water (scripts/make_teacher_water.py).
+FRAMES_PER_TRAJECTORY = 20
+
+
+def training_frames(study: Study, trajectories: int) -> int:
+    """The frames a water study trains on: the median of its runs' ``train_structures``, or
+    (rows collected before that field) the rung's trajectories less one held for validation."""
+    counts = [r["train_structures"] for r in study.runs if r.get("train_structures")]
+    return int(statistics.median(counts)) if counts else (trajectories - 1) * FRAMES_PER_TRAJECTORY
+
+
 def plot_water_size(f: Figures, studies: list[Study]) -> None:
-    """``water_size.png``: test force RMSE against the teacher vs the number of teacher
-    trajectories trained on, one line per depth (of :data:`WATER_DEPTHS`), one panel per
-    variant (columns) and budget (rows), mean with 95 % t interval; one y axis for all."""
-    water = [(int(m.group(1)), s) for s in studies if s.runs and (m := re.fullmatch(r"water-(\d+)traj", s.dataset))]
+    """``water_size.png``: test force RMSE against the teacher vs the training frames (the
+    runs' ``train_structures``; for rows without it, the rung's trajectories less one for
+    validation, 20 frames each), log scale, one line per depth (of :data:`WATER_DEPTHS`),
+    one panel per variant (columns) and budget (rows), mean with 95 % t interval; one y axis
+    for all."""
+    water = [(training_frames(s, int(m.group(1))), s) for s in studies
+             if s.runs and (m := re.fullmatch(r"water-(\d+)traj", s.dataset))]
     if not water:
         return
     budgets = list(dict.fromkeys(s.budget for _, s in water))
@@ -414,8 +428,10 @@ def plot_water_size(f: Figures, studies: list[Study]) -> None:
                 if points:
                     ax.errorbar([n for n, _, _ in points], [m for _, m, _ in points], yerr=[h or 0 for *_, h in points],
                                 color=colour, marker="o", ms=4, capsize=3, label=f"{d} hidden layer{'s' * (d > 1)}")
+            ax.set_xscale("log")
             ax.set_xticks(sizes, [str(n) for n in sizes])
-            ax.set_xlabel("training trajectories (teacher water)")
+            ax.minorticks_off()
+            ax.set_xlabel("training frames (teacher water, 192 atoms each)")
             ax.set_title(f"{f.style(v)['label']}, budget ≈{budget} weights", fontsize=9)
             ax.grid(alpha=0.3)
             if j == 0:

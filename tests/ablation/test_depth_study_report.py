@@ -237,6 +237,17 @@ def test_water_studies_are_expected_to_have_the_designs_water_cells_only(report,
     assert not any("si-2.5k: no runs" in line for line in missing.splitlines())
 
 
+def test_water_size_axis_counts_the_frames_trained_on(report):
+    """The data-size axis is in training frames: the runs' own count when results.json has
+    it, else the rung's trajectories less the validation one, 20 frames each."""
+    study = report.Study("water-4traj", "2.5k")
+    study.runs = [run("water-4traj", "plain", 2, 0, s) for s in SEEDS]
+    assert report.training_frames(study, 4) == 60
+    for r, n in zip(study.runs, (180, 200)):
+        r["train_structures"] = n
+    assert report.training_frames(study, 12) == 190
+
+
 def test_empty_results_write_only_the_tables(report, tmp_path):
     names = [p.name for p in report.report(write(tmp_path, {"design": {}, "runs": []}), tmp_path / "e", ["si-25k"])]
     assert names == ["tables.md"]
