@@ -535,6 +535,10 @@ def plan(args) -> None:
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
+    # The MD stage, from the µs per atom-step of the cells already run (water's MD is not run here).
+    crystals = [study for study in studies(args.studies) if not by_trajectory(study[1])]
+    if crystals:
+        depth_study_md.plan_md(crystals, args.runs, len(PAIRS), len(CELLS), args.replicas, args.ps)
 
 
 def archive(args, selected: list[tuple[str, dict, str]] | None = None) -> int:

@@ -209,6 +209,16 @@ def _measured(studies: list[tuple[str, dict, str]], runs_dir: Path) -> dict[str,
     return {kind: statistics.fmean(values) for kind, values in cost.items()}
 
 
+def md_priority(key: tuple[str, int], cells: list[tuple[str, int]]) -> tuple:
+    """The order a study's MD cells run in: first each variant's depth 1, 2 and deepest cell
+    (where failures appeared, the reference, and the deepest networks), then the rest by
+    variant and depth. A study that stops part-way then has its MD answer in outline: at
+    1518 K si-25k lost replicas only at depth 1, so the middle cells add survivals."""
+    variant, depth = key
+    deepest = max(d for v, d in cells if v == variant)
+    return (0 if depth in (1, 2) or depth == deepest else 1, variant, depth)
+
+
 def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: int, n_cells: int,
             replicas: int, ps: float) -> dict[str, list[tuple[str, int]]]:
     """Print the stage's plan (cells, replicas, steps, cost of the cells not yet done, from the
@@ -222,7 +232,7 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
         done = [k for k in ready if cell_file(runs_dir / name, k).is_file()
                 and is_current(json.loads(cell_file(runs_dir / name, k).read_text()), cells[k])]
-        todo[name] = [k for k in ready if k not in done]
+        todo[name] = sorted((k for k in ready if k not in done), key=lambda k: md_priority(k, ready))
         left = n_cells - len(done)
         atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
         line = (f"  {name:<18} {cond.temperature_K:g} K, {cond.timestep_fs:g} fs × {steps} steps: "

@@ -294,6 +294,16 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert (row["dataset"], row["budget"], row["n_failed"], row["ps_per_replica"]) == ("si", "2.5k", 3, 0.02)
 
 
+def test_md_runs_each_variants_shallow_and_deepest_cells_first(study):
+    import depth_study_md
+
+    cells = [(v, d) for v in ("plain", "residual_stem") for d in (1, 2, 4, 8)] + [("residual_stem", 32)]
+    order = sorted(cells, key=lambda k: depth_study_md.md_priority(k, cells))
+    assert order[:6] == [("plain", 1), ("plain", 2), ("plain", 8), ("residual_stem", 1), ("residual_stem", 2),
+                         ("residual_stem", 32)]
+    assert order[6:] == [("plain", 4), ("residual_stem", 4), ("residual_stem", 8)]
+
+
 def test_start_structures_prefer_the_nearest_aimd_temperature(study, monkeypatch):
     import depth_study_md
     from ase import Atoms
