@@ -65,7 +65,8 @@ runs only that stage. ``cost`` times every cell of a study side by side in one p
 interleaved (``RUNS/<study>/cost.json``, ``scripts/depth_study_cost.py``): its ratios to plain
 depth 2 are the costs to compare cells by, as the per-run costs in ``"runs"`` were measured
 days apart under changing load. ``collect`` writes results.json (cost passes under
-``"cost"``); ``report`` draws the figures and tables.md from it (``scripts/depth_study_report.py``).
+``"cost"``); ``report`` draws the figures and tables.md from it (``scripts/depth_study_report.py``,
+``depth_study_tables.py``, both reading it through ``depth_study_results.py``).
 """
 
 from __future__ import annotations
@@ -535,8 +536,9 @@ def plan(args) -> None:
     print(f"estimated time left for the measured studies: ~{total_hours:.0f} core-hours (--jobs N on N cores "
           "divides it by about N)"
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
-    # The MD stage, from the µs per atom-step of the cells already run (water's MD is not run here).
-    crystals = [study for study in studies(args.studies) if not by_trajectory(study[1])]
+    # The MD stage, from the µs per atom-step of the cells already run (water's MD is not run
+    # here; the MD starts from the held-out test set, so a data set without one has none).
+    crystals = [study for study in studies(args.studies) if not by_trajectory(study[1]) and study[1].get("test")]
     if crystals:
         depth_study_md.plan_md(crystals, args.runs, len(PAIRS), len(CELLS), args.replicas, args.ps)
 

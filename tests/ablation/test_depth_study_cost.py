@@ -108,7 +108,7 @@ def test_collect_puts_the_cost_pass_into_results_and_plan_says_so(cost, study, t
     # mo-2.5k's runs are only in results.json (its runs folder lost): plan says so.
     document["runs"] = [{"dataset": "mo", "budget": "2.5k", "variant": "plain", "depth": 2, "lr": 1e-3}]
     (tmp_path / "results.json").write_text(json.dumps(document))
-    study.plan(SimpleNamespace(runs=runs_dir, studies=None, out=tmp_path / "results.json"))
+    study.plan(SimpleNamespace(runs=runs_dir, studies=None, out=tmp_path / "results.json", replicas=10, ps=50.0))
     out = capsys.readouterr().out
     assert "si-2.5k" in out and "cost pass done (3 rounds" in out
     # fake_pass timed fewer cells than the design has: plan says to run it again.
