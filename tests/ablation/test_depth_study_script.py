@@ -172,6 +172,30 @@ def test_deep_cells_are_residual_only(study, tmp_path, monkeypatch):
     assert [c for c in calls if c] == [["d24_residual_stem_f0_s0"]]
 
 
+def test_a_water_study_screens_and_trains_only_the_water_cells(study, tmp_path, monkeypatch):
+    """The data-size axis: of a grid that holds every cell, a water study screens and trains
+    the cells of WATER_CELLS alone, with its own (fold, seed) pairs."""
+    monkeypatch.setattr(study.rates_screen, "LRS", (1e-3, 3e-3, 1e-2))
+    kept, left_out = ("plain", 3), ("plain", 16)
+    assert kept in study.WATER_CELLS and left_out not in study.WATER_CELLS
+    runs = [SimpleNamespace(name=f"d{d:02d}_{v}_f0_s{s}", variant=v, depth=d, fold=0, seed=s)
+            for v, d in (kept, left_out) for s in (0, 1)]
+    calls = []
+
+    def fake_run_ablation(config, out_dir, only, **kw):
+        calls.append(sorted(only))
+        for name in only:  # a minimum at 3e-3, inside the grid: no extension
+            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
+
+    args = fake_stages(study, monkeypatch, tmp_path, runs, fake_run_ablation)
+    water = {"group_by": "trajectory"}
+    assert study.run_stage(args, "water-4traj-2.5k", water, "2.5k", "lr") is True
+    assert calls == [["d03_plain_f0_s0"]] * 3
+    calls.clear()
+    assert study.run_stage(args, "water-4traj-2.5k", water, "2.5k", "full") is True
+    assert [c for c in calls if c] == [["d03_plain_f0_s0", "d03_plain_f0_s1"]]
+
+
 def test_recommendation_pairs_by_fold_and_seed(study):
     rows = []
     for fold in range(3):
