@@ -411,8 +411,9 @@ def recommend(rows: list[dict]) -> dict:
         if not ranked:
             continue
         best = ranked[0]
+        # cells_compared: a study still training recommends from the cells it has so far.
         entry = {"variant": best[0], "depth": best[1], "width": best[2], "activation": best[3],
-                 "runs": len(cells[best])}
+                 "runs": len(cells[best]), "cells_compared": len(ranked)}
         if len(ranked) > 1:
             runner_up = ranked[1]
             entry["runner_up"] = {"variant": runner_up[0], "depth": runner_up[1]}

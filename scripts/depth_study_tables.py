@@ -105,10 +105,10 @@ def recommendation_table(recommendation: dict) -> list[str]:
     for key, e in recommendation.items():
         up = e.get("runner_up") or {}
         rows.append([key, f"{VARIANT_WORDS.get(e['variant'], e['variant'])}, depth {e['depth']}", str(e.get("width")),
-                     str(e.get("activation")), str(e.get("runs")),
+                     str(e.get("activation")), str(e.get("runs")), str(e.get("cells_compared", "—")),
                      f"{VARIANT_WORDS.get(up.get('variant'), up.get('variant'))}, depth {up['depth']}" if up else "—",
                      interval(e.get("paired_difference_vs_runner_up"))])
-    return _table(["data set / budget", "best cell", "width", "activation", "converged runs", "runner-up",
+    return _table(["data set / budget", "best cell", "width", "activation", "converged runs", "cells compared", "runner-up",
                    "ΔF best − runner-up (meV/Å), 95 % CI"], rows)
 
 

@@ -207,6 +207,7 @@ def test_recommendation_pairs_by_fold_and_seed(study):
                                              best=study.MAX_EPOCHS, force=50.0), "si", "2.5k", 1e-3, 900))
     best = study.recommend(rows)["si/2.5k"]
     assert (best["variant"], best["depth"], best["runs"]) == ("plain", 2, 15)  # depth 16 never converged
+    assert best["cells_compared"] == 2  # depths 2 and 8: the recommendation says how many cells it ranked
     diff = best["paired_difference_vs_runner_up"]
     assert best["runner_up"]["depth"] == 8 and diff["n"] == 15
     assert diff["mean"] == pytest.approx(-4.0) and diff["resolved"]
