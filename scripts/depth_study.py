@@ -502,8 +502,8 @@ def plan(args) -> None:
           f"{len(WATER_CELLS)} of them); "
           f"lr screen {len(rates_screen.LRS)} rates × {SCREEN_EPOCHS} epochs (fold 0, seed 0); full {len(PAIRS)} (fold, seed) "
           f"pairs {PAIRS} (water: one split by trajectory, {TRAJECTORY_PAIRS}), early stopping (no {MIN_DELTA:.0%} improvement in {PATIENCE} epochs, at most {MAX_EPOCHS})")
-    total_hours, unknown = 0.0, []
-    for name, data, budget in studies(args.studies):
+    total_hours, unknown, selected = 0.0, [], studies(args.studies)
+    for name, data, budget in selected:
         study_dir = args.runs / name
         study_pairs, study_cells = pairs(data), cells(data)
         n_pairs, n_cells = len(study_pairs), len(study_cells)
@@ -539,7 +539,7 @@ def plan(args) -> None:
           + (f"; not yet measured: {len(unknown)} studies" if unknown else ""))
     # The MD stage, from the µs per atom-step of the cells already run (water's MD is not run
     # here; the MD starts from the held-out test set, so a data set without one has none).
-    crystals = [study for study in studies(args.studies) if not by_trajectory(study[1]) and study[1].get("test")]
+    crystals = [study for study in selected if not by_trajectory(study[1]) and study[1].get("test")]
     if crystals:
         depth_study_md.plan_md(crystals, args.runs, len(PAIRS), len(CELLS), args.replicas, args.ps)
 
@@ -565,7 +565,7 @@ def md(args, selected: list[tuple[str, dict, str]] | None = None) -> int:
 
     chosen = studies(args.studies) if selected is None else selected
     named = set(args.studies or ())
-    skipped = [name for name, data, _ in chosen if data.get("group_by") == "trajectory" and name not in named]
+    skipped = [name for name, data, _ in chosen if by_trajectory(data) and name not in named]
     if skipped:
         print(f"md stage: skips {', '.join(skipped)} (water: ~11 h per cell here; name a study in --studies "
               "to run it)", flush=True)

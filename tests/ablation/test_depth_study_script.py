@@ -146,6 +146,17 @@ def test_lr_stage_extends_the_screen_of_cells_at_an_end_and_full_trains_at_the_r
     assert len(depth_study_md.full_runs(tmp_path / "si-25k")) == 3
 
 
+def minimum_at_3e3(calls: list):
+    """A fake run_ablation whose runs reach their lowest validation loss at 3e-3, inside the
+    screened grid (so no cell is screened beyond it); each call's run names go to ``calls``."""
+    def fake_run_ablation(config, out_dir, only, **kw):
+        calls.append(sorted(only))
+        for name in only:
+            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
+
+    return fake_run_ablation
+
+
 def test_deep_cells_are_residual_only(study, tmp_path, monkeypatch):
     """Depths 24 and 32 are cells of the residual variants alone: the ablation grid (a
     product of variants and depths) also holds plain networks of those depths, which are
@@ -157,13 +168,7 @@ def test_deep_cells_are_residual_only(study, tmp_path, monkeypatch):
     runs = [SimpleNamespace(name=f"d24_{v}_f0_s0", variant=v, depth=24, fold=0, seed=0)
             for v in ("plain", "residual_stem")]
     calls = []
-
-    def fake_run_ablation(config, out_dir, only, **kw):
-        calls.append(sorted(only))
-        for name in only:  # a minimum at 3e-3, inside the grid: no extension
-            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
-
-    args = fake_stages(study, monkeypatch, tmp_path, runs, fake_run_ablation)
+    args = fake_stages(study, monkeypatch, tmp_path, runs, minimum_at_3e3(calls))
     assert study.run_stage(args, "si-25k", {}, "25k", "lr") is True
     assert calls == [["d24_residual_stem_f0_s0"]] * 3
     calls.clear()
@@ -181,13 +186,7 @@ def test_a_water_study_screens_and_trains_only_the_water_cells(study, tmp_path, 
     runs = [SimpleNamespace(name=f"d{d:02d}_{v}_f0_s{s}", variant=v, depth=d, fold=0, seed=s)
             for v, d in (kept, left_out) for s in (0, 1)]
     calls = []
-
-    def fake_run_ablation(config, out_dir, only, **kw):
-        calls.append(sorted(only))
-        for name in only:  # a minimum at 3e-3, inside the grid: no extension
-            _screened(out_dir / "runs" / name, 0.1 + abs(math.log10(config["lr"] / 3e-3)))
-
-    args = fake_stages(study, monkeypatch, tmp_path, runs, fake_run_ablation)
+    args = fake_stages(study, monkeypatch, tmp_path, runs, minimum_at_3e3(calls))
     water = {"group_by": "trajectory"}
     assert study.run_stage(args, "water-4traj-2.5k", water, "2.5k", "lr") is True
     assert calls == [["d03_plain_f0_s0"]] * 3
