@@ -1,0 +1,122 @@
+"""Held-out structures beyond the training range: does a depth-study run extrapolate gracefully?
+
+A fold's test structures can hold atoms whose descriptors lie beyond the range of that fold's
+training set (mlearn Mo: hot AIMD frames with a pair closer than any in training). Every
+model extrapolates there, and its test force error rises; a run whose error there is many
+times that of the other runs of its fold fails out of distribution, which the study's test
+RMSE shows only as one large number. For one study and one fold, this evaluates every run
+that kept its ``model.pt`` on that fold's test structures and splits its force RMSE into the
+structures with an atom beyond the training range by more than ``--excess`` (in units of the
+feature's range: :func:`mlpot.evaluation.per_structure_errors`) and the rest.
+
+    python scripts/depth_study_extrapolation.py mo-2.5k --fold 0
+    python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --extra runs/probe/mo-d3-lr3e-3
+
+Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) are
+listed as skipped. ``--json FILE`` writes the table as a list of objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlpot.ablation.config import load_ablation
+from mlpot.data.readers import read
+from mlpot.evaluation import evaluate, per_structure_errors
+from mlpot.io import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_folders(study_dir: Path, fold: int, extra: list[Path]) -> list[Path]:
+    """Every run folder of ``fold`` (its name ends ``_f<fold>_s<seed>``) under the study's
+    full stage and the ``extra`` grids, sorted by name."""
+    grids = sorted(study_dir.glob("full-lr*")) + list(extra)
+    found = [d for g in grids for d in (g / "runs").glob(f"*_f{fold}_s*") if d.is_dir()]
+    return sorted(found, key=lambda d: (d.name, str(d)))
+
+
+def split_errors(model_path: Path, structures: list, excess: float) -> dict:
+    """Force RMSE (meV/Å) of one model over the ``structures`` beyond the training range by
+    more than ``excess`` and over the rest, and the indices (into ``structures``) beyond."""
+    model = load_model(model_path)
+    _, predictions = evaluate(model, structures)
+    errors = per_structure_errors(predictions)
+    if np.isnan(errors.max_excess).all():
+        raise SystemExit(f"{model_path}: its predictions carry no training range (a model "
+                         "written before range checks); cannot split by extrapolation")
+    beyond = errors.max_excess > excess
+
+    def rms(mask: np.ndarray) -> float | None:
+        return float(np.sqrt(np.mean(errors.force_rmse[mask] ** 2))) if mask.any() else None
+
+    return {"beyond": np.flatnonzero(beyond).tolist(), "force_rmse_beyond_mev_per_a": rms(beyond),
+            "force_rmse_inside_mev_per_a": rms(~beyond), "force_rmse_mev_per_a": rms(np.ones_like(beyond))}
+
+
+def fold_table(folders: list[Path], structures: list, fold: int, excess: float) -> tuple[list[dict], list[str]]:
+    """:func:`split_errors` of every run folder that holds a ``model.pt``, on the test structures
+    of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by all its runs);
+    ``structures`` is the whole data file. Returns the rows (``beyond`` as indices into the data
+    file) and the names of the folders skipped for want of a model."""
+    subsets: dict[tuple[int, ...], list] = {}
+    rows, skipped = [], []
+    for folder in folders:
+        if not (folder / "model.pt").is_file():
+            skipped.append(folder.name)
+            continue
+        test = tuple(json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())["test"])
+        subset = subsets.setdefault(test, [structures[i] for i in test])
+        row = {"run": folder.name, "grid": folder.parent.parent.name, **split_errors(folder / "model.pt", subset, excess)}
+        row["beyond"] = [test[k] for k in row["beyond"]]
+        rows.append(row)
+    return rows, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("study", help="a study of scripts/depth_study.py (e.g. mo-2.5k)")
+    parser.add_argument("--fold", type=int, default=0, help="the fold whose test structures are evaluated")
+    parser.add_argument("--excess", type=float, default=0.2,
+                        help="a structure is beyond the training range when one of its atoms lies "
+                             "beyond it by more than this, in units of the feature's range")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[],
+                        help="further ablation grids (folders with runs/) trained on the same data")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    study_dir = args.runs / args.study
+    folders = run_folders(study_dir, args.fold, args.extra)
+    if not folders:
+        raise SystemExit(f"no runs of fold {args.fold} under {study_dir}/full-lr*/runs")
+    data = load_ablation(folders[0].parent.parent / "ablation.yaml").base.data
+    structures = read(data.train, format=data.format, **data.read_options)
+    rows, skipped = fold_table(folders, structures, args.fold, args.excess)
+    for row in rows:
+        print(f"{row['run']:58s} {row['grid']:14s} beyond {_fmt(row['force_rmse_beyond_mev_per_a'])}  "
+              f"inside {_fmt(row['force_rmse_inside_mev_per_a'])}  all {_fmt(row['force_rmse_mev_per_a'])} meV/Å")
+    if rows:
+        print(f"structures beyond the range (indices in {data.train}): {sorted({i for r in rows for i in r['beyond']})}")
+    if skipped:
+        print(f"skipped (no model.pt): {len(skipped)} runs", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:7.0f}" if value is not None else "      –"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""scripts/depth_study_extrapolation.py: a run's test force error split into the structures
+beyond its training range and the rest, checked against errors computed by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from scripts_for_tests import load_script
+
+import mlpot
+from mlpot.data import collate, labelled_atoms
+from mlpot.descriptors import SymmetryFunctionSpec
+from mlpot.models import NetworkConfig, Potential
+
+
+def emt_cells(n: int, squeeze: float = 1.0) -> list:
+    """Rattled 4-atom Cu cells, optionally compressed by ``squeeze``, labelled by EMT."""
+    out = []
+    for k in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6 * squeeze, cubic=True)
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = EMT()
+        out.append(labelled_atoms(atoms.numbers, atoms.positions, atoms.cell.array, True,
+                                  energy=atoms.get_potential_energy(), forces=atoms.get_forces()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("depth_study_extrapolation")
+
+
+def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_path, one_thread):
+    """Data file: 4 normal cells (0–3), then 2 compressed by 7 % (4, 5). The model's range is
+    fitted on cells 0–3, so fold 0's test set {1, 4, 5} has exactly 4 and 5 beyond it; the
+    split RMSEs are those of the per-structure force errors, computed here from the model's own
+    forces; a run folder without a model is skipped, not failed."""
+    structures = emt_cells(4) + emt_cells(2, squeeze=0.93)
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Cu"], cutoff=4.0), NetworkConfig(depth=2, width=8)).double()
+    model.fit_to_data([collate(structures[:4], cutoff=model.cutoff)])
+    grid = tmp_path / "mo-2.5k" / "full-lr0.003"
+    (grid / "splits").mkdir(parents=True)
+    (grid / "splits" / "fold0.json").write_text(json.dumps({"train": [0, 2, 3], "val": [], "test": [1, 4, 5]}))
+    trained = grid / "runs" / "d02_plain_matched_xavier_uniform_silu_f0_s0"
+    trained.mkdir(parents=True)
+    mlpot.save(model, trained / "model.pt")
+    (grid / "runs" / "d03_plain_matched_xavier_uniform_silu_f0_s0").mkdir()  # a result without its model
+    (grid / "runs" / "d02_plain_matched_xavier_uniform_silu_f1_s1").mkdir()  # another fold
+
+    folders = script.run_folders(tmp_path / "mo-2.5k", 0, [])
+    assert [f.name for f in folders] == ["d02_plain_matched_xavier_uniform_silu_f0_s0",
+                                         "d03_plain_matched_xavier_uniform_silu_f0_s0"]
+    rows, skipped = script.fold_table(folders, structures, fold=0, excess=0.0)
+    assert skipped == ["d03_plain_matched_xavier_uniform_silu_f0_s0"]
+    (row,) = rows
+    assert row["beyond"] == [4, 5] and row["grid"] == "full-lr0.003"
+
+    def force_rmse_mev(atoms) -> float:
+        batch = collate([atoms], cutoff=model.cutoff)
+        predicted = model(batch, forces=True)["forces"].detach().numpy()
+        return 1000.0 * float(np.sqrt(np.mean((predicted - atoms.get_forces()) ** 2)))
+
+    per_structure = {i: force_rmse_mev(structures[i]) for i in (1, 4, 5)}
+    beyond = np.sqrt((per_structure[4] ** 2 + per_structure[5] ** 2) / 2)
+    assert row["force_rmse_beyond_mev_per_a"] == pytest.approx(beyond, rel=1e-9)
+    assert row["force_rmse_inside_mev_per_a"] == pytest.approx(per_structure[1], rel=1e-9)
+    assert row["force_rmse_mev_per_a"] == pytest.approx(np.sqrt(np.mean([v ** 2 for v in per_structure.values()])), rel=1e-9)
+    # A threshold above every excess puts all three inside.
+    (loose,), _ = script.fold_table(folders[:1], structures, fold=0, excess=1e6)
+    assert loose["beyond"] == [] and loose["force_rmse_beyond_mev_per_a"] is None
