@@ -373,6 +373,8 @@ def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int
     training set)."""
     val, test = result.get("val") or {}, result.get("test") or {}
     external = result.get("external_test") or {}
+    # Runs measured before 2026-12-07 have no split by training range (None below).
+    extrapolation = (result.get("extrapolation") or {}).get("test") or {}
     epochs, best = result["epochs"], result["best_epoch"]
     return {
         "dataset": dataset, "budget": budget, "depth": result["depth"], "width": result["width"],
@@ -386,6 +388,10 @@ def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int
         **{f"test_{k}": test.get(k) for k in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom",
                                               "force_rmse_mev_per_a", "force_mae_mev_per_a", "stress_rmse_gpa")},
         **{f"external_test_{k}": external.get(k) for k in ("energy_mae_mev_per_atom", "force_mae_mev_per_a")},
+        # The test force error over the structures beyond the training range, and the rest.
+        "test_structures_beyond_range": len(extrapolation["beyond"]) if extrapolation else None,
+        "test_force_rmse_beyond_range_mev_per_a": extrapolation.get("force_rmse_beyond_mev_per_a"),
+        "test_force_rmse_inside_range_mev_per_a": extrapolation.get("force_rmse_inside_mev_per_a"),
         "train_us_per_atom": 1e6 * result["train_wall_s"] / max(epochs * train_atoms, 1),
         "infer_us_per_atom": result.get("inference_us_per_atom"),
         "peak_activation_mib": result.get("train_step_peak_mib"),

@@ -7,7 +7,8 @@ times that of the other runs of its fold fails out of distribution, which the st
 RMSE shows only as one large number. For one study and one fold, this evaluates every run
 that kept its ``model.pt`` on that fold's test structures and splits its force RMSE into the
 structures with an atom beyond the training range by more than ``--excess`` (in units of the
-feature's range: :func:`mlpot.evaluation.per_structure_errors`) and the rest.
+feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs trained since
+2026-12-07 record the same split in their result.json (``extrapolation``) and results.json.
 
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --extra runs/probe/mo-d3-lr3e-3
@@ -21,14 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mlpot.ablation.config import load_ablation
 from mlpot.data.readers import read
-from mlpot.evaluation import evaluate, per_structure_errors
+from mlpot.ablation.stats import BEYOND_RANGE_EXCESS, range_split
+from mlpot.evaluation import evaluate
 from mlpot.io import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,28 +44,21 @@ def run_folders(study_dir: Path, fold: int, extra: list[Path]) -> list[Path]:
     return sorted(found, key=lambda d: (d.name, str(d)))
 
 
-def split_errors(model_path: Path, structures: list, excess: float) -> dict:
-    """Force RMSE (meV/Å) of one model over the ``structures`` beyond the training range by
-    more than ``excess`` and over the rest, and the indices (into ``structures``) beyond."""
+def split_errors(model_path: Path, structures: list, indices: Sequence[int], excess: float) -> dict:
+    """:func:`mlpot.ablation.stats.range_split` of one model on ``structures`` (their indices
+    in the data file: ``indices``), with the force RMSE over all of them (meV/Å)."""
     model = load_model(model_path)
-    _, predictions = evaluate(model, structures)
-    errors = per_structure_errors(predictions)
-    if np.isnan(errors.max_excess).all():
-        raise SystemExit(f"{model_path}: its predictions carry no training range (a model "
-                         "written before range checks); cannot split by extrapolation")
-    beyond = errors.max_excess > excess
-
-    def rms(mask: np.ndarray) -> float | None:
-        return float(np.sqrt(np.mean(errors.force_rmse[mask] ** 2))) if mask.any() else None
-
-    return {"beyond": np.flatnonzero(beyond).tolist(), "force_rmse_beyond_mev_per_a": rms(beyond),
-            "force_rmse_inside_mev_per_a": rms(~beyond), "force_rmse_mev_per_a": rms(np.ones_like(beyond))}
+    metrics, predictions = evaluate(model, structures)
+    split = range_split(predictions, indices, excess)
+    if split is None:
+        raise SystemExit(f"{model_path}: its predictions carry no training range; cannot split by extrapolation")
+    return {**split, "force_rmse_mev_per_a": metrics["force_rmse_mev_per_a"]}
 
 
 def fold_table(folders: list[Path], structures: list, fold: int, excess: float) -> tuple[list[dict], list[str]]:
     """:func:`split_errors` of every run folder that holds a ``model.pt``, on the test structures
     of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by all its runs);
-    ``structures`` is the whole data file. Returns the rows (``beyond`` as indices into the data
+    ``structures`` is the whole data file. Returns the rows (``beyond``: indices into the data
     file) and the names of the folders skipped for want of a model."""
     subsets: dict[tuple[int, ...], list] = {}
     rows, skipped = [], []
@@ -73,8 +68,8 @@ def fold_table(folders: list[Path], structures: list, fold: int, excess: float) 
             continue
         test = tuple(json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())["test"])
         subset = subsets.setdefault(test, [structures[i] for i in test])
-        row = {"run": folder.name, "grid": folder.parent.parent.name, **split_errors(folder / "model.pt", subset, excess)}
-        row["beyond"] = [test[k] for k in row["beyond"]]
+        row = {"run": folder.name, "grid": folder.parent.parent.name,
+               **split_errors(folder / "model.pt", subset, test, excess)}
         rows.append(row)
     return rows, skipped
 
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("study", help="a study of scripts/depth_study.py (e.g. mo-2.5k)")
     parser.add_argument("--fold", type=int, default=0, help="the fold whose test structures are evaluated")
-    parser.add_argument("--excess", type=float, default=0.2,
+    parser.add_argument("--excess", type=float, default=BEYOND_RANGE_EXCESS,
                         help="a structure is beyond the training range when one of its atoms lies "
                              "beyond it by more than this, in units of the feature's range")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "depth-v2", help="folder of the studies")

@@ -334,8 +334,8 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
         # each run's share of the epochs' wall time (metrics.csv) are what they report.
         "trained_together": summary.get("members", 1),
     }
-    result["external_test"], result["outliers"] = _test_errors(model, structures, split, external,
-                                                               config.training.batch_size)
+    result["external_test"], result["outliers"], result["extrapolation"] = _test_errors(
+        model, structures, split, external, config.training.batch_size)
     result["inference_us_per_atom"] = inference_time(model, test, setup.ablation.inference_repeats)
     md_cfg = setup.ablation.md
     if md_cfg.steps and test:
@@ -354,23 +354,26 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
     return result
 
 
-def _test_errors(model, structures, split, external, batch_size: int) -> tuple[dict | None, dict]:
+def _test_errors(model, structures, split, external, batch_size: int) -> tuple[dict | None, dict, dict]:
     """The external test set's metrics (with folds, data.test is an extra, external check;
-    ``None`` without one) and the outlier structures of the fold's test part and of the
-    external test set (:func:`~mlpot.ablation.stats.outlier_structures`)."""
+    ``None`` without one), and for the fold's test part and the external test set: the
+    outlier structures (:func:`~mlpot.ablation.stats.outlier_structures`) and the force error
+    beyond the training range and inside it (:func:`~mlpot.ablation.stats.range_split`)."""
     from ..evaluation import evaluate
-    from .stats import outlier_structures, structure_errors
+    from .stats import outlier_structures, range_split, structure_errors
 
-    metrics, outliers = None, {}
-    if split.test:
-        _, pred = evaluate(model, [structures[i] for i in split.test], batch_size=batch_size)
-        outliers["test"] = outlier_structures(structure_errors(pred), list(split.test))
+    metrics, outliers, extrapolation = None, {}, {}
+    parts = [("test", [structures[i] for i in split.test], list(split.test))] if split.test else []
     if external is not None:
-        metrics, pred = evaluate(model, external, batch_size=batch_size)
-        outliers["external_test"] = outlier_structures(structure_errors(pred), list(range(len(external))))
-        if not split.test:  # without folds data.test is the run's own test set (summary["test"])
-            metrics = None
-    return metrics, outliers
+        parts.append(("external_test", external, list(range(len(external)))))
+    for part, test, indices in parts:
+        part_metrics, pred = evaluate(model, test, batch_size=batch_size)
+        outliers[part] = outlier_structures(structure_errors(pred), indices)
+        extrapolation[part] = range_split(pred, indices)
+        # Without folds data.test is the run's own test set (summary["test"]), not an extra.
+        if part == "external_test" and split.test:
+            metrics = part_metrics
+    return metrics, outliers, extrapolation
 
 
 def inference_time(model, structures, repeats: int = 5, max_atoms: int = 2000) -> float | None:

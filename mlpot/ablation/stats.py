@@ -12,6 +12,11 @@ Outliers: per-structure errors of a test set (force RMSE per structure, |energy 
 atom) far above the rest: above ``OUTLIER_FACTOR`` × the median structure's error and more
 than ``OUTLIER_Z`` robust standard deviations (1.4826 × the median absolute deviation) above
 the median.
+
+Extrapolation: a test structure with an atom whose descriptors lie beyond the model's
+training range by more than ``BEYOND_RANGE_EXCESS`` of a feature's range is an extrapolation;
+:func:`range_split` gives a run's force error over those structures and over the rest, so
+that a network that extrapolates badly is told from one that fits badly.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from ..training.gradients import layer_of
 
 __all__ = ["is_finite_number", "ranking_metric", "paired_difference", "pareto_front", "costed",
-           "structure_errors", "outlier_structures", "recurring_outliers", "layer_sizes", "rms_per_weight",
+           "structure_errors", "outlier_structures", "recurring_outliers", "range_split", "BEYOND_RANGE_EXCESS", "layer_sizes", "rms_per_weight",
            "OUTLIER_FACTOR", "OUTLIER_Z", "METRIC_WORDS"]
 
 #: A structure's error must exceed this multiple of the median structure's error ...
@@ -34,6 +39,13 @@ OUTLIER_FACTOR = 5.0
 OUTLIER_Z = 6.0
 #: Most outliers kept per run and test set (the largest errors).
 MAX_OUTLIERS = 10
+
+#: A structure lies beyond the training range when one of its atoms does by more than this
+#: fraction of a feature's range (:attr:`mlpot.evaluation.StructureErrors.max_excess`). Any
+#: excess at all is n2p2's warning; hot frames graze the range edge by a few per cent, and
+#: this counts only a clear departure (mlearn Mo, fold 0: 6 of 65 test frames, the largest
+#: 1.26, a pair 0.1 Å closer than any in training).
+BEYOND_RANGE_EXCESS = 0.2
 
 #: Test-metric key → how the report names it.
 METRIC_WORDS = {"force_rmse_mev_per_a": "test force RMSE (meV/Å)",
@@ -158,6 +170,37 @@ def outlier_structures(errors: dict[str, np.ndarray], indices: Sequence[int]) ->
     return {"structures": [{"index": int(indices[k]), "force_rmse_mev_per_a": value(force[k]),
                             "energy_error_mev_per_atom": value(energy[k])} for k in picked],
             "median_force_rmse_mev_per_a": f_median, "median_energy_error_mev_per_atom": e_median}
+
+
+def range_split(predictions, indices: Sequence[int], excess: float = BEYOND_RANGE_EXCESS) -> dict | None:
+    """A test set's force error over its structures beyond the training range and over the rest.
+
+    Args:
+        predictions: :class:`~mlpot.evaluation.Predictions` of one model on the test set, with
+            ``range_excess`` (``None`` for a model without a training range: no split).
+        indices: each structure's index in its data file.
+        excess: the threshold of :data:`BEYOND_RANGE_EXCESS`.
+
+    Returns:
+        ``excess``, ``beyond`` (the indices of the structures beyond), and
+        ``force_rmse_beyond_mev_per_a`` / ``force_rmse_inside_mev_per_a``: the force RMSE over
+        all components of those structures / of the rest, meV/Å (``None`` for an empty part).
+    """
+    from ..evaluation import per_structure_errors
+
+    if predictions.range_excess is None:
+        return None
+    errors = per_structure_errors(predictions)
+    beyond = errors.max_excess > excess
+    components = 3.0 * errors.n_atoms
+    squares = errors.force_rmse ** 2 * components  # each structure's sum of squared errors
+
+    def rmse(mask: np.ndarray) -> float | None:
+        keep = mask & np.isfinite(squares)
+        return float(np.sqrt(squares[keep].sum() / components[keep].sum())) if keep.any() else None
+
+    return {"excess": excess, "beyond": [int(indices[k]) for k in np.flatnonzero(beyond)],
+            "force_rmse_beyond_mev_per_a": rmse(beyond), "force_rmse_inside_mev_per_a": rmse(~beyond)}
 
 
 def recurring_outliers(runs: Sequence[dict], split: str) -> list[dict]:

@@ -262,6 +262,10 @@ def test_run_resume_skips_finished_and_reruns_broken(emt_data, tmp_path):
         batch = r["train_step_batch"]  # one batch (8) of the fold's training part (5 structures)
         assert batch == {"structures": 5, "atoms": 20} and "profiler" in r["train_step_method"]
         assert set(r["outliers"]) == {"test"} and r["outliers"]["test"]["median_force_rmse_mev_per_a"] > 0
+        # The fold's test half split by the training range: each held-out structure in one part.
+        split = r["extrapolation"]["test"]
+        assert set(split["beyond"]) <= set(json.loads((out / "splits" / f"fold{r['fold']}.json").read_text())["test"])
+        assert (split["force_rmse_inside_mev_per_a"] or split["force_rmse_beyond_mev_per_a"]) > 0
     # A deeper network needs more memory per step: the column now differs between runs.
     by_depth = {d: {r["train_step_peak_mib"] for r in results if r["depth"] == d} for d in (1, 2)}
     assert min(by_depth[2]) > max(by_depth[1])
@@ -459,6 +463,29 @@ def test_outlier_structures_flag_only_far_errors():
     assert found["median_force_rmse_mev_per_a"] == pytest.approx(60, rel=0.2)
     run = {"outliers": {"external_test": found}}
     assert recurring_outliers([run, run, {"outliers": {}}], "external_test")[0]["runs"] == 2
+
+
+def test_range_split_by_hand():
+    """Structures 0 (2 atoms, one 0.3 beyond the range) and 2 (2 atoms, 0.25) are beyond 0.2;
+    structure 1 (1 atom, 0.05) is inside. Each part's RMSE runs over its force components,
+    so a 2-atom structure weighs twice a 1-atom one; without a range there is no split."""
+    from mlpot.ablation.stats import range_split
+    from mlpot.evaluation import Predictions
+
+    nan = float("nan")
+    forces_ref = np.zeros((5, 3))
+    forces = np.array([[0.3, 0, 0], [0, 0, 0], [0, 0.06, 0], [0, 0, 0.6], [0, 0, 0]])  # eV/Å
+    fields = dict(energy=np.zeros(3), energy_ref=np.zeros(3), n_atoms=np.array([2, 1, 2]),
+                  forces=forces, forces_ref=forces_ref, numbers=np.full(5, 42),
+                  system_idx=np.array([0, 0, 1, 2, 2]), stress=np.full((3, 3, 3), nan),
+                  stress_ref=np.full((3, 3, 3), nan))
+    split = range_split(Predictions(**fields, range_excess=np.array([0.0, 0.3, 0.05, 0.25, 0.0])), [10, 11, 12])
+    assert split["beyond"] == [10, 12] and split["excess"] == 0.2
+    assert split["force_rmse_beyond_mev_per_a"] == pytest.approx(1e3 * np.sqrt((0.3**2 + 0.6**2) / 12))
+    assert split["force_rmse_inside_mev_per_a"] == pytest.approx(1e3 * np.sqrt(0.06**2 / 3))
+    everything = range_split(Predictions(**fields, range_excess=np.full(5, 0.5)), [10, 11, 12])
+    assert everything["beyond"] == [10, 11, 12] and everything["force_rmse_inside_mev_per_a"] is None
+    assert range_split(Predictions(**fields), [10, 11, 12]) is None
 
 
 # ----------------------------------------------------------------------------- memory

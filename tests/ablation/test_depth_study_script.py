@@ -41,6 +41,12 @@ def test_convergence_flag_and_per_atom_cost(study):
                 "test_energy_rmse_mev_per_atom", "test_force_rmse_mev_per_a", "train_us_per_atom",
                 "infer_us_per_atom", "peak_activation_mib"):
         assert key in stopped, key
+    # A run measured before the split by training range has none; one measured since, its own.
+    assert stopped["test_force_rmse_beyond_range_mev_per_a"] is None and stopped["test_structures_beyond_range"] is None
+    split = {"excess": 0.2, "beyond": [4, 9], "force_rmse_beyond_mev_per_a": 410.0, "force_rmse_inside_mev_per_a": 220.0}
+    row = study.run_row({**result(), "extrapolation": {"test": split, "external_test": None}}, "mo", "2.5k", 1e-3, 900)
+    assert (row["test_structures_beyond_range"], row["test_force_rmse_beyond_range_mev_per_a"],
+            row["test_force_rmse_inside_range_mev_per_a"]) == (2, 410.0, 220.0)
 
 
 def _screened(folder, loss: float) -> None:
