@@ -165,6 +165,24 @@ def cost_pass(dataset: str, depths=DEPTHS) -> dict:
             "cells": cells}
 
 
+def test_the_split_at_the_training_range_gets_a_column_where_runs_record_it(report, tmp_path):
+    """si-2.5k: plain d2's runs record beyond 400 + fold and inside 200 (means 401 and 200 over
+    folds 0–2), plain d1's six runs have no structure beyond (—); the other cells, measured
+    before the split, show —. water, where no run records it, has no such column."""
+    doc = document(partial=True)
+    for r in doc["runs"]:
+        if r["dataset"] == "si" and r["variant"] == "plain" and r["depth"] in (1, 2):
+            r["test_force_rmse_beyond_range_mev_per_a"] = 400.0 + r["fold"] if r["depth"] == 2 else None
+            r["test_force_rmse_inside_range_mev_per_a"] = 200.0
+    report.report(write(tmp_path, doc), tmp_path / "v2")
+    text = (tmp_path / "v2" / "tables.md").read_text()
+    assert table_row(text, "si-2.5k", "plain MLP", 2)[10] == "401 / 200 (6)"
+    assert table_row(text, "si-2.5k", "plain MLP", 1)[10] == "— / 200 (6)"
+    assert table_row(text, "si-2.5k", "plain MLP", 4)[10] == "—"
+    assert "beyond / inside" in text.split("## si-2.5k")[1].split("\n## ")[0]
+    assert "beyond / inside" not in text.split("## water-4traj-2.5k")[1].split("\n## ")[0]
+
+
 def test_costs_from_the_cost_pass(report, tmp_path):
     """With a cost pass, the tables give its ratios to plain depth 2 (the water study, without
     one, keeps the per-run medians) and the figure is drawn, also for a study of a cost pass
