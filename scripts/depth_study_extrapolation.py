@@ -12,6 +12,7 @@ feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs tr
 
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --extra runs/probe/mo-d3-lr3e-3
+    python scripts/depth_study_extrapolation.py mo-2.5k --fold 1 --record
 
 Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) are
 listed as skipped. ``--json FILE`` writes the table as a list of objects.
@@ -31,7 +32,7 @@ from mlpot.ablation.config import load_ablation
 from mlpot.data.readers import read
 from mlpot.ablation.stats import BEYOND_RANGE_EXCESS, range_split
 from mlpot.evaluation import evaluate
-from mlpot.io import load_model
+from mlpot.io import atomic_write_text, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,11 +56,13 @@ def split_errors(model_path: Path, structures: list, indices: Sequence[int], exc
     return {**split, "force_rmse_mev_per_a": metrics["force_rmse_mev_per_a"]}
 
 
-def fold_table(folders: list[Path], structures: list, fold: int, excess: float) -> tuple[list[dict], list[str]]:
+def fold_table(folders: list[Path], structures: list, fold: int,
+               excess: float) -> tuple[list[tuple[Path, dict]], list[str]]:
     """:func:`split_errors` of every run folder that holds a ``model.pt``, on the test structures
     of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by all its runs);
-    ``structures`` is the whole data file. Returns the rows (``beyond``: indices into the data
-    file) and the names of the folders skipped for want of a model."""
+    ``structures`` is the whole data file. Returns each evaluated folder with its row
+    (``beyond``: indices into the data file) and the names of the folders skipped for want of
+    a model."""
     subsets: dict[tuple[int, ...], list] = {}
     rows, skipped = [], []
     for folder in folders:
@@ -70,8 +73,23 @@ def fold_table(folders: list[Path], structures: list, fold: int, excess: float) 
         subset = subsets.setdefault(test, [structures[i] for i in test])
         row = {"run": folder.name, "grid": folder.parent.parent.name,
                **split_errors(folder / "model.pt", subset, test, excess)}
-        rows.append(row)
+        rows.append((folder, row))
     return rows, skipped
+
+
+def record(folder: Path, row: dict) -> bool:
+    """Add ``row``'s split to the run's result.json as the runner writes it since 2026-12-07
+    (``extrapolation.test``), for a run measured before; returns whether it wrote. The model
+    is the one the runner measured (the test RMSE over all structures reproduces the run's)."""
+    path = folder / "result.json"
+    result = json.loads(path.read_text())
+    if ((result.get("extrapolation") or {}).get("test")) is not None:
+        return False
+    result.setdefault("extrapolation", {})["test"] = {k: row[k] for k in (
+        "excess", "beyond", "force_rmse_beyond_mev_per_a", "force_rmse_inside_mev_per_a")}
+    result["extrapolation"]["recorded_by"] = "scripts/depth_study_extrapolation.py"
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="further ablation grids (folders with runs/) trained on the same data")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="also write the table here")
+    parser.add_argument("--record", action="store_true",
+                        help="write the split into the result.json of each run of the study that lacks it "
+                             "(runs measured before 2026-12-07), for collect to carry into results.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -96,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no runs of fold {args.fold} under {study_dir}/full-lr*/runs")
     data = load_ablation(folders[0].parent.parent / "ablation.yaml").base.data
     structures = read(data.train, format=data.format, **data.read_options)
-    rows, skipped = fold_table(folders, structures, args.fold, args.excess)
+    if args.record and args.excess != BEYOND_RANGE_EXCESS:
+        raise SystemExit(f"--record writes the split at the runner's threshold, {BEYOND_RANGE_EXCESS}; "
+                         f"drop --excess {args.excess:g}")
+    evaluated, skipped = fold_table(folders, structures, args.fold, args.excess)
+    rows = [row for _, row in evaluated]
     for row in rows:
         print(f"{row['run']:58s} {row['grid']:14s} beyond {_fmt(row['force_rmse_beyond_mev_per_a'])}  "
               f"inside {_fmt(row['force_rmse_inside_mev_per_a'])}  all {_fmt(row['force_rmse_mev_per_a'])} meV/Å")
@@ -106,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped (no model.pt): {len(skipped)} runs", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.record:
+        written = sum(record(folder, row) for folder, row in evaluated if folder.parent.parent.parent == study_dir)
+        print(f"recorded the split in {written} result.json file(s) of {args.study} (the others had it)")
     return 0
 
 

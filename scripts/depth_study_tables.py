@@ -12,8 +12,8 @@ from depth_study_results import (ELASTIC, ENERGY, FORCE, REFERENCE, VARIANT_WORD
 
 from mlpot.ablation.stats import is_finite_number
 
-#: results.json keys of a run's test force RMSE beyond the training range and inside it.
-BEYOND, INSIDE = "test_force_rmse_beyond_range_mev_per_a", "test_force_rmse_inside_range_mev_per_a"
+#: results.json key of a run's test force RMSE over the structures beyond its training range.
+BEYOND = "test_force_rmse_beyond_range_mev_per_a"
 
 
 def decimals(centre, spread=None) -> int:
@@ -84,7 +84,8 @@ def study_table(study: Study, variants: list[str], rates: list[float],
     paired = paired_vs_reference(study)
     timed = {(c["variant"], c["depth"]): c for c in (study.cost or {}).get("cells", [])}
     keys = ("infer_ratio", "train_ratio") if study.cost else ("infer_us_per_atom", "train_us_per_atom")
-    split = any(r.get(INSIDE) is not None for r in study.runs)  # runs measured since 2026-12-07
+    split = any(is_finite_number(r.get(BEYOND)) for r in study.runs)  # runs measured since 2026-12-07
+    paired_beyond = paired_vs_reference(study, BEYOND) if split else {}
     rows = []
     for (v, d), runs in sorted(study.cells().items(), key=lambda kv: cell_order(variants)(kv[0])):
         lr = _spread(r.get("lr") for r in runs)
@@ -95,27 +96,28 @@ def study_table(study: Study, variants: list[str], rates: list[float],
                      str(sum(bool(r.get("converged")) for r in runs)), mean_std(r.get(ENERGY) for r in runs),
                      mean_std(r.get(FORCE) for r in runs),
                      "reference" if (v, d) == REFERENCE else interval(paired.get((v, d)))]
-                    + ([range_split_cell(runs)] if split else [])
+                    + ([beyond_range_cell(runs, paired_beyond.get((v, d)), (v, d) == REFERENCE)] if split else [])
                     + [num((timed.get((v, d)) or {}).get(k), 2) if study.cost else num(median(r.get(k) for r in runs))
                        for k in keys])
     costs = (["inference × plain-2 (cost pass)", "training step × plain-2 (cost pass)"] if study.cost
              else ["inference (µs/atom)", "training (µs/atom)"])
     header = ["variant", "depth", "width", "parameters", "lr", "runs", "converged", "test E RMSE (meV/atom)",
               "test F RMSE (meV/Å)", "ΔF vs plain-2 (meV/Å), 95 % CI"]
-    header += ["test F RMSE beyond / inside the training range (meV/Å; runs)"] if split else []
+    header += ["ΔF beyond the training range vs plain-2 (meV/Å), 95 % CI"] if split else []
     header += costs
     return _table(header, rows)
 
 
-def range_split_cell(runs: list[dict]) -> str:
-    """Mean test force RMSE over the structures beyond the training range / inside it, over the
-    runs that record the split (— where none of their test structures lies beyond)."""
-    measured = [r for r in runs if r.get(INSIDE) is not None]
-    if not measured:
+def beyond_range_cell(runs: list[dict], paired: dict | None, reference: bool) -> str:
+    """The test force RMSE over the structures beyond the training range: for the reference
+    cell its mean over the runs that record it, for the others the paired difference to it
+    (the folds hold different structures beyond the range, so only pairs compare)."""
+    if reference:
+        values = [r[BEYOND] for r in runs if is_finite_number(r.get(BEYOND))]
+        return f"reference: {num(statistics.fmean(values), 0)} (n = {len(values)})" if values else "—"
+    if not paired or not paired.get("n"):
         return "—"
-    beyond = [r[BEYOND] for r in measured if r.get(BEYOND) is not None]
-    return (f"{num(statistics.fmean(beyond), 0) if beyond else '—'} / "
-            f"{num(statistics.fmean(r[INSIDE] for r in measured), 0)} ({len(measured)})")
+    return interval(paired) + ("" if paired.get("low") is None else f" (n = {paired['n']})")
 
 
 def recommendation_table(recommendation: dict) -> list[str]:
@@ -224,9 +226,10 @@ def write_tables(path: Path, studies: list[Study], document: dict, variants: lis
              "that record, screened before it existed, is judged by the grid's ends). Costs: where a "
              "study has a cost pass, ratios to plain depth 2 of its cells timed side by side in one interleaved "
              "pass (compare cells by these); else medians over runs, timed days apart under changing load (rough). "
-             "Beyond / inside (runs trained since 2026-12-07): the test force RMSE over the structures with an atom "
-             "beyond the run's training range by more than 0.2 of a feature's range, and over the rest: a cell "
-             "that extrapolates badly against one that fits badly.",
+             "ΔF beyond the training range (runs trained since 2026-12-07, and earlier runs that kept their "
+             "model): the test force RMSE over the structures with an atom beyond the run's training range by more "
+             "than 0.2 of a feature's range, paired with plain depth 2 as ΔF is; n counts the pairs where both "
+             "runs have such structures. A cell that extrapolates badly, told from one that fits badly.",
              "", "## Missing", ""]
     lines += [f"- {m}" for m in gone] or ["- nothing: every cell of every study has its runs, MD and observables"]
     lines += ["", "## Recommendation per budget", "",

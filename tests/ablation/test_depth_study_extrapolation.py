@@ -58,7 +58,8 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
                                          "d03_plain_matched_xavier_uniform_silu_f0_s0"]
     rows, skipped = script.fold_table(folders, structures, fold=0, excess=0.0)
     assert skipped == ["d03_plain_matched_xavier_uniform_silu_f0_s0"]
-    (row,) = rows
+    ((folder, row),) = rows
+    assert folder == trained
     assert row["beyond"] == [4, 5] and row["grid"] == "full-lr0.003"
 
     def force_rmse_mev(atoms) -> float:
@@ -72,5 +73,11 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     assert row["force_rmse_inside_mev_per_a"] == pytest.approx(per_structure[1], rel=1e-9)
     assert row["force_rmse_mev_per_a"] == pytest.approx(np.sqrt(np.mean([v ** 2 for v in per_structure.values()])), rel=1e-9)
     # A threshold above every excess puts all three inside.
-    (loose,), _ = script.fold_table(folders[:1], structures, fold=0, excess=1e6)
+    ((_, loose),), _ = script.fold_table(folders[:1], structures, fold=0, excess=1e6)
     assert loose["beyond"] == [] and loose["force_rmse_beyond_mev_per_a"] is None
+
+    # --record: into a result.json without the split, once; one that has it is left alone.
+    (trained / "result.json").write_text(json.dumps({"name": trained.name, "test": {}}))
+    assert script.record(trained, row) and not script.record(trained, loose)
+    written = json.loads((trained / "result.json").read_text())
+    assert written["extrapolation"]["test"]["beyond"] == [4, 5] and written["name"] == trained.name

@@ -165,22 +165,30 @@ def cost_pass(dataset: str, depths=DEPTHS) -> dict:
             "cells": cells}
 
 
-def test_the_split_at_the_training_range_gets_a_column_where_runs_record_it(report, tmp_path):
-    """si-2.5k: plain d2's runs record beyond 400 + fold and inside 200 (means 401 and 200 over
-    folds 0–2), plain d1's six runs have no structure beyond (—); the other cells, measured
-    before the split, show —. water, where no run records it, has no such column."""
+def test_the_error_beyond_the_training_range_is_paired_with_plain_2(report, tmp_path):
+    """si-2.5k: plain d2's runs record 400 + fold beyond the range, plain d4's 410 + 2·fold: a
+    paired difference of 10 + fold, mean 11 over the six pairs (folds 0–2, two seeds each),
+    resolved; plain d1's runs have no structure beyond (—); cells measured before the split
+    show —; water, where no run records it, has no such column."""
+    from mlpot.ablation.stats import paired_difference
+
     doc = document(partial=True)
     for r in doc["runs"]:
-        if r["dataset"] == "si" and r["variant"] == "plain" and r["depth"] in (1, 2):
-            r["test_force_rmse_beyond_range_mev_per_a"] = 400.0 + r["fold"] if r["depth"] == 2 else None
-            r["test_force_rmse_inside_range_mev_per_a"] = 200.0
+        if r["dataset"] == "si" and r["variant"] == "plain":
+            r["test_force_rmse_beyond_range_mev_per_a"] = {1: None, 2: 400.0 + r["fold"], 4: 410.0 + 2 * r["fold"]}[r["depth"]]
     report.report(write(tmp_path, doc), tmp_path / "v2")
     text = (tmp_path / "v2" / "tables.md").read_text()
-    assert table_row(text, "si-2.5k", "plain MLP", 2)[10] == "401 / 200 (6)"
-    assert table_row(text, "si-2.5k", "plain MLP", 1)[10] == "— / 200 (6)"
-    assert table_row(text, "si-2.5k", "plain MLP", 4)[10] == "—"
-    assert "beyond / inside" in text.split("## si-2.5k")[1].split("\n## ")[0]
-    assert "beyond / inside" not in text.split("## water-4traj-2.5k")[1].split("\n## ")[0]
+    runs = [r for r in doc["runs"] if r["dataset"] == "si" and r["variant"] == "plain"]
+    as_test = lambda d: [{"fold": r["fold"], "seed": r["seed"], "test": {"x": r["test_force_rmse_beyond_range_mev_per_a"]}}
+                         for r in runs if r["depth"] == d]
+    p = paired_difference(as_test(4), as_test(2), "x")
+    assert p["n"] == 6 and p["mean"] == pytest.approx(11.0) and p["resolved"]
+    assert table_row(text, "si-2.5k", "plain MLP", 4)[10] == sys.modules["depth_study_tables"].interval(p) + " (n = 6)"
+    assert table_row(text, "si-2.5k", "plain MLP", 2)[10] == "reference: 401 (n = 6)"
+    assert table_row(text, "si-2.5k", "plain MLP", 1)[10] == "—"
+    assert table_row(text, "si-2.5k", "residual (stem + identity blocks)", 4)[10] == "—"
+    assert "beyond the training range vs plain-2" in text.split("## si-2.5k")[1].split("\n## ")[0]
+    assert "beyond the training range vs plain-2" not in text.split("## water-4traj-2.5k")[1].split("\n## ")[0]
 
 
 def test_costs_from_the_cost_pass(report, tmp_path):
