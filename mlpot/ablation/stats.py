@@ -30,8 +30,8 @@ import numpy as np
 from ..training.gradients import layer_of
 
 __all__ = ["is_finite_number", "ranking_metric", "paired_difference", "pareto_front", "costed",
-           "structure_errors", "outlier_structures", "recurring_outliers", "range_split", "BEYOND_RANGE_EXCESS", "layer_sizes", "rms_per_weight",
-           "OUTLIER_FACTOR", "OUTLIER_Z", "METRIC_WORDS"]
+           "structure_errors", "outlier_structures", "recurring_outliers", "range_split", "layer_sizes",
+           "rms_per_weight", "OUTLIER_FACTOR", "OUTLIER_Z", "BEYOND_RANGE_EXCESS", "METRIC_WORDS"]
 
 #: A structure's error must exceed this multiple of the median structure's error ...
 OUTLIER_FACTOR = 5.0
