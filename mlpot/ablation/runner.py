@@ -358,7 +358,8 @@ def _test_errors(model, structures, split, external, batch_size: int) -> tuple[d
     """The external test set's metrics (with folds, data.test is an extra, external check;
     ``None`` without one), and for the fold's test part and the external test set: the
     outlier structures (:func:`~mlpot.ablation.stats.outlier_structures`) and the force error
-    beyond the training range and inside it (:func:`~mlpot.ablation.stats.range_split`)."""
+    beyond the training range and inside it (:func:`~mlpot.ablation.stats.range_split`; under
+    ``"test"`` that of the run's own test set, which without folds is data.test)."""
     from ..evaluation import evaluate
     from .stats import outlier_structures, range_split, structure_errors
 
@@ -369,9 +370,11 @@ def _test_errors(model, structures, split, external, batch_size: int) -> tuple[d
     for part, test, indices in parts:
         part_metrics, pred = evaluate(model, test, batch_size=batch_size)
         outliers[part] = outlier_structures(structure_errors(pred), indices)
-        extrapolation[part] = range_split(pred, indices)
-        # Without folds data.test is the run's own test set (summary["test"]), not an extra.
-        if part == "external_test" and split.test:
+        # Without folds data.test is the run's own test set (summary["test"]), not an extra:
+        # its split by the training range is the run's "test" one.
+        own = part == "test" or not split.test
+        extrapolation["test" if own else "external_test"] = range_split(pred, indices)
+        if not own:
             metrics = part_metrics
     return metrics, outliers, extrapolation
 

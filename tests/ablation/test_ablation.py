@@ -488,6 +488,32 @@ def test_range_split_by_hand():
     assert range_split(Predictions(**fields), [10, 11, 12]) is None
 
 
+def test_test_errors_key_the_split_by_the_runs_own_test_set(emt_data):
+    """With folds, the fold's test part is the run's "test" and data.test an extra
+    ("external_test", with its metrics); without folds data.test is the run's own test set,
+    so its split by the training range is "test" and it has no external metrics."""
+    from types import SimpleNamespace
+
+    import ase.io
+
+    from mlpot.ablation.runner import _test_errors
+    from mlpot.data import collate
+    from mlpot.descriptors import SymmetryFunctionSpec
+    from mlpot.models import NetworkConfig, Potential
+
+    structures = ase.io.read(emt_data, ":")
+    torch.manual_seed(0)
+    model = Potential(SymmetryFunctionSpec.default(["Cu", "Au"], cutoff=4.0), NetworkConfig(depth=1, width=4)).double()
+    model.fit_to_data([collate(structures[:8], cutoff=model.cutoff)])
+    external = structures[12:]
+    metrics, outliers, extrapolation = _test_errors(model, structures, SimpleNamespace(test=[8, 9, 10]), external, 4)
+    assert set(extrapolation) == {"test", "external_test"} and metrics["n_structures"] == len(external)
+    assert set(extrapolation["test"]["beyond"]) <= {8, 9, 10}
+    metrics, outliers, extrapolation = _test_errors(model, structures, SimpleNamespace(test=[]), external, 4)
+    assert metrics is None and set(extrapolation) == {"test"} and set(outliers) == {"external_test"}
+    assert set(extrapolation["test"]["beyond"]) <= set(range(len(external)))
+
+
 # ----------------------------------------------------------------------------- memory
 def test_training_step_memory_grows_with_depth(emt_data):
     from mlpot.ablation.memory import peak_allocated_bytes, training_step_memory
