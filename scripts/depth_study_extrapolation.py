@@ -15,7 +15,8 @@ feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs tr
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 1 --record
 
 Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) are
-listed as skipped. ``--json FILE`` writes the table as a list of objects.
+skipped and counted. Water's studies have no folds (their test set is data.test, split by
+trajectory); their runs record the split themselves, and this script refuses them. ``--json FILE`` writes the table as a list of objects.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from pathlib import Path
 import torch
 
 from mlpot.ablation.config import load_ablation
-from mlpot.data.readers import read
 from mlpot.ablation.stats import BEYOND_RANGE_EXCESS, range_split
+from mlpot.data.readers import read
 from mlpot.evaluation import evaluate
 from mlpot.io import atomic_write_text, load_model
 
@@ -70,6 +71,9 @@ def fold_table(folders: list[Path], structures: list, fold: int,
             skipped.append(folder.name)
             continue
         test = tuple(json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())["test"])
+        if not test:
+            raise SystemExit(f"{folder.parent.parent}: fold {fold} holds no test structures (a study without "
+                             "folds, such as water's: its runs record the split in result.json themselves)")
         subset = subsets.setdefault(test, [structures[i] for i in test])
         row = {"run": folder.name, "grid": folder.parent.parent.name,
                **split_errors(folder / "model.pt", subset, test, excess)}

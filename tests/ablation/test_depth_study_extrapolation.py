@@ -81,3 +81,8 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     assert script.record(trained, row) and not script.record(trained, loose)
     written = json.loads((trained / "result.json").read_text())
     assert written["extrapolation"]["test"]["beyond"] == [4, 5] and written["name"] == trained.name
+
+    # A study without folds (water: one split, data.test its test set) is refused by name.
+    (grid / "splits" / "fold0.json").write_text(json.dumps({"train": [0, 1, 2, 3], "val": [], "test": []}))
+    with pytest.raises(SystemExit, match="no test structures"):
+        script.fold_table(folders[:1], structures, fold=0, excess=0.2)
