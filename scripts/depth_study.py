@@ -529,10 +529,13 @@ def plan(args) -> None:
         if not done and depth_study_archive.recorded_rates(args.out, name):
             line += f" (its runs are only in {args.out.name}; the md stage retrains them: run --stages full md)"
         if done:
-            per_epoch, hours = depth_study_cost.training_hours_left(
-                done, full, screen_left, full_left, SCREEN_EPOCHS, n_pairs, MAX_EPOCHS / 3)
+            screened = [r for stage, rs in stages.items() if stage.startswith("lr-") for r in rs]
+            lone, stacked, hours = depth_study_cost.training_hours_left(
+                screened, full, screen_left, full_left, SCREEN_EPOCHS, n_pairs, MAX_EPOCHS / 3)
             total_hours += hours
-            line += f"; {per_epoch:.2f} s/epoch per training process, ~{hours:.1f} core-hours of training left"
+            line += (f"; {lone:.2f} s/epoch per screen run, "
+                     + (f"{stacked:.2f} per full-stage stack" if stacked else "no full-stage stack finished (a lower bound)")
+                     + f", ~{hours:.1f} core-hours of training left")
         elif screen_left or full_left:
             unknown.append(name)
             line += "; training time not yet measured (no finished run)"

@@ -314,18 +314,27 @@ def plot_cost_vs_depth(f, studies: list, words: Callable[[object], str]) -> None
     f.save(fig, "cost_vs_depth.png")
 
 
-def training_hours_left(done: list[dict], full: list[dict], screen_left: int, full_left: int,
-                        screen_epochs: int, stack: int, guessed_epochs: float) -> tuple[float, float]:
-    """(s per epoch of one training process, core-hours of training left) from the finished
-    runs ``done`` (any stage) and ``full`` (the full stage's), with ``screen_left`` screen runs
-    of ``screen_epochs`` and ``full_left`` full-stage runs still to train.
+def training_hours_left(screen: list[dict], full: list[dict], screen_left: int, full_left: int,
+                        screen_epochs: int, stack: int, guessed_epochs: float) -> tuple[float, float | None, float]:
+    """(s per epoch of a screen run, s per epoch of a full-stage stack or ``None`` before one
+    has finished, core-hours of training left) from the finished ``screen`` and ``full`` runs,
+    with ``screen_left`` screen runs of ``screen_epochs`` and ``full_left`` full-stage runs
+    still to train.
 
     A screen run trains alone; the full stage trains a cell's ``stack`` (fold, seed) pairs as
-    one stack, whose epoch costs about what a lone model's does (median over runs, s/epoch:
-    si-25k 0.37 screen, 0.33 full; each member's ``train_wall_s`` is its stack's), so the full
-    stage is counted per stack, not per model. Epochs to early stopping: the full runs' mean,
-    or ``guessed_epochs`` until one exists."""
-    per_epoch = sum(r["train_wall_s"] for r in done) / sum(max(r["epochs"], 1) for r in done)
+    one stack, counted per stack, not per model (each member's ``train_wall_s`` is its
+    stack's). A stack's epoch costs what its finished members say: about one lone model's on
+    Si and Mo (s/epoch, screen against stack: si-25k 0.44 and 0.55, si-100k 0.81 and 0.58,
+    mo-2.5k 0.54 and 0.41), but 2.7 on the smallest water rung (0.51 against 1.4 s from its
+    first stack's metrics.csv, water-2traj-2.5k), where an epoch has few batches and the
+    networks, not the shared descriptors, dominate. Until a stack has finished, a lone epoch stands in: a lower
+    bound. Epochs to early stopping: the full runs' mean, or ``guessed_epochs`` until one exists."""
+    def per_epoch(runs: list[dict]) -> float | None:
+        return sum(r["train_wall_s"] for r in runs) / sum(max(r["epochs"], 1) for r in runs) if runs else None
+
+    lone, stacked = per_epoch(screen), per_epoch(full)
     epochs = sum(r["epochs"] for r in full) / len(full) if full else guessed_epochs
     stacks_left = math.ceil(full_left / stack)
-    return per_epoch, (screen_left * screen_epochs + stacks_left * epochs) * per_epoch / 3600
+    hours = (screen_left * screen_epochs * (lone or stacked or 0.0)
+             + stacks_left * epochs * (stacked or lone or 0.0)) / 3600
+    return lone or stacked, stacked, hours
