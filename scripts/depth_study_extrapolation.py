@@ -14,8 +14,8 @@ feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs tr
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --extra runs/probe/mo-d3-lr3e-3
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 1 --record
 
-Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) are
-skipped and counted. Water's studies have no folds (their test set is data.test, split by
+Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) or
+``result.json`` (still training) are skipped and counted. Water's studies have no folds (their test set is data.test, split by
 trajectory); their runs record the split themselves, and this script refuses them. ``--json FILE`` writes the table as a list of objects.
 """
 
@@ -59,15 +59,16 @@ def split_errors(model_path: Path, structures: list, indices: Sequence[int], exc
 
 def fold_table(folders: list[Path], structures: list, fold: int,
                excess: float) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """:func:`split_errors` of every run folder that holds a ``model.pt``, on the test structures
+    """:func:`split_errors` of every finished run folder that holds a ``model.pt``, on the test structures
     of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by all its runs);
     ``structures`` is the whole data file. Returns each evaluated folder with its row
-    (``beyond``: indices into the data file) and the names of the folders skipped for want of
-    a model."""
+    (``beyond``: indices into the data file) and the names of the folders skipped: unfinished
+    (no result.json), or without their model."""
     subsets: dict[tuple[int, ...], list] = {}
     rows, skipped = [], []
     for folder in folders:
-        if not (folder / "model.pt").is_file():
+        # A run still training has a model.pt (its checkpoints) but no result.json yet.
+        if not ((folder / "model.pt").is_file() and (folder / "result.json").is_file()):
             skipped.append(folder.name)
             continue
         test = tuple(json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())["test"])
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print(f"structures beyond the range (indices in {data.train}): {sorted({i for r in rows for i in r['beyond']})}")
     if skipped:
-        print(f"skipped (no model.pt): {len(skipped)} runs", file=sys.stderr)
+        print(f"skipped (unfinished, or no model.pt): {len(skipped)} runs", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.record:

@@ -50,14 +50,19 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     trained = grid / "runs" / "d02_plain_matched_xavier_uniform_silu_f0_s0"
     trained.mkdir(parents=True)
     mlpot.save(model, trained / "model.pt")
+    (trained / "result.json").write_text(json.dumps({"name": trained.name, "test": {}}))
     (grid / "runs" / "d03_plain_matched_xavier_uniform_silu_f0_s0").mkdir()  # a result without its model
+    training = grid / "runs" / "d04_plain_matched_xavier_uniform_silu_f0_s0"  # still training: no result.json
+    training.mkdir()
+    mlpot.save(model, training / "model.pt")
     (grid / "runs" / "d02_plain_matched_xavier_uniform_silu_f1_s1").mkdir()  # another fold
 
     folders = script.run_folders(tmp_path / "mo-2.5k", 0, [])
     assert [f.name for f in folders] == ["d02_plain_matched_xavier_uniform_silu_f0_s0",
-                                         "d03_plain_matched_xavier_uniform_silu_f0_s0"]
+                                         "d03_plain_matched_xavier_uniform_silu_f0_s0",
+                                         "d04_plain_matched_xavier_uniform_silu_f0_s0"]
     rows, skipped = script.fold_table(folders, structures, fold=0, excess=0.0)
-    assert skipped == ["d03_plain_matched_xavier_uniform_silu_f0_s0"]
+    assert skipped == ["d03_plain_matched_xavier_uniform_silu_f0_s0", "d04_plain_matched_xavier_uniform_silu_f0_s0"]
     ((folder, row),) = rows
     assert folder == trained
     assert row["beyond"] == [4, 5] and row["grid"] == "full-lr0.003"
@@ -77,7 +82,6 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     assert loose["beyond"] == [] and loose["force_rmse_beyond_mev_per_a"] is None
 
     # --record: into a result.json without the split, once; one that has it is left alone.
-    (trained / "result.json").write_text(json.dumps({"name": trained.name, "test": {}}))
     assert script.record(trained, row) and not script.record(trained, loose)
     written = json.loads((trained / "result.json").read_text())
     assert written["extrapolation"]["test"]["beyond"] == [4, 5] and written["name"] == trained.name
