@@ -327,8 +327,9 @@ def training_hours_left(screen: list[dict], full: list[dict], screen_left: int, 
     Si and Mo (s/epoch, screen against stack: si-25k 0.44 and 0.55, si-100k 0.81 and 0.58,
     mo-2.5k 0.54 and 0.41), but 2.7 on the smallest water rung (0.51 against 1.4 s from its
     first stack's metrics.csv, water-2traj-2.5k), where an epoch has few batches and the
-    networks, not the shared descriptors, dominate. Until a stack has finished, a lone epoch stands in: a lower
-    bound. Epochs to early stopping: the full runs' mean, or ``guessed_epochs`` until one exists."""
+    networks, not the shared descriptors, dominate. Until a stack has finished, a lone epoch
+    stands in: a lower bound. Epochs to early stopping: the full runs' mean, or
+    ``guessed_epochs`` until one exists."""
     def per_epoch(runs: list[dict]) -> float | None:
         return sum(r["train_wall_s"] for r in runs) / sum(max(r["epochs"], 1) for r in runs) if runs else None
 
