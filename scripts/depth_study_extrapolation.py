@@ -15,8 +15,10 @@ feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs tr
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 1 --record
 
 Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) or
-``result.json`` (still training) are skipped and counted. Water's studies have no folds (their test set is data.test, split by
-trajectory); their runs record the split themselves, and this script refuses them. ``--json FILE`` writes the table as a list of objects.
+``result.json`` (still training) are skipped and counted. Water's studies have no folds
+(their test set is data.test, split by trajectory): their runs record the split
+themselves, and this script refuses them. ``--json FILE`` writes the table as a list of
+objects.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['run']:58s} {row['grid']:14s} beyond {_fmt(row['force_rmse_beyond_mev_per_a'])}  "
               f"inside {_fmt(row['force_rmse_inside_mev_per_a'])}  all {_fmt(row['force_rmse_mev_per_a'])} meV/Å")
     if rows:
-        print(f"structures beyond the range (indices in {data.train}): {sorted({i for r in rows for i in r['beyond']})}")
+        beyond = sorted({i for r in rows for i in r["beyond"]})
+        print(f"structures beyond the range (indices in {data.train}): {beyond}")
     if skipped:
         print(f"skipped (unfinished, or no model.pt): {len(skipped)} runs", file=sys.stderr)
     if args.json:
