@@ -61,9 +61,9 @@ def split_errors(model_path: Path, structures: list, indices: Sequence[int], exc
 
 def fold_table(folders: list[Path], structures: list, fold: int,
                excess: float) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """:func:`split_errors` of every finished run folder that holds a ``model.pt``, on the test structures
-    of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by all its runs);
-    ``structures`` is the whole data file. Returns each evaluated folder with its row
+    """:func:`split_errors` of every finished run folder that holds a ``model.pt``, on the
+    test structures of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by
+    all its runs); ``structures`` is the whole data file. Returns each evaluated folder with its row
     (``beyond``: indices into the data file) and the names of the folders skipped: unfinished
     (no result.json), or without their model."""
     subsets: dict[tuple[int, ...], list] = {}
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the split into the result.json of each run of the study that lacks it "
                              "(runs measured before 2026-12-07), for collect to carry into results.json")
     args = parser.parse_args(argv)
+    if args.record and args.excess != BEYOND_RANGE_EXCESS:
+        raise SystemExit(f"--record writes the split at the runner's threshold, {BEYOND_RANGE_EXCESS}; "
+                         f"drop --excess {args.excess:g}")
     torch.set_num_threads(args.threads)
 
     study_dir = args.runs / args.study
@@ -124,9 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no runs of fold {args.fold} under {study_dir}/full-lr*/runs")
     data = load_ablation(folders[0].parent.parent / "ablation.yaml").base.data
     structures = read(data.train, format=data.format, **data.read_options)
-    if args.record and args.excess != BEYOND_RANGE_EXCESS:
-        raise SystemExit(f"--record writes the split at the runner's threshold, {BEYOND_RANGE_EXCESS}; "
-                         f"drop --excess {args.excess:g}")
     evaluated, skipped = fold_table(folders, structures, args.fold, args.excess)
     rows = [row for _, row in evaluated]
     for row in rows:
