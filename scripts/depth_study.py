@@ -531,10 +531,11 @@ def plan(args) -> None:
         if done:
             screened = [r for stage, rs in stages.items() if stage.startswith("lr-") for r in rs]
             lone, stacked, hours = depth_study_cost.training_hours_left(
-                screened, full, screen_left, full_left, SCREEN_EPOCHS, n_pairs, MAX_EPOCHS / 3)
+                screened, full, screen_left, full_left, SCREEN_EPOCHS, MAX_EPOCHS / 3)
             total_hours += hours
             line += (f"; {lone:.2f} s/epoch per screen run, "
-                     + (f"{stacked:.2f} per full-stage stack" if stacked else "no full-stage stack finished (a lower bound)")
+                     + (f"{stacked:.2f} per member-epoch of a full-stage stack" if stacked
+                        else "no full-stage stack finished (the lone rate: an upper bound)")
                      + f", ~{hours:.1f} core-hours of training left")
         elif screen_left or full_left:
             unknown.append(name)

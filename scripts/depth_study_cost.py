@@ -36,7 +36,6 @@ whose numbers it reads.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import time
@@ -315,27 +314,25 @@ def plot_cost_vs_depth(f, studies: list, words: Callable[[object], str]) -> None
 
 
 def training_hours_left(screen: list[dict], full: list[dict], screen_left: int, full_left: int,
-                        screen_epochs: int, stack: int, guessed_epochs: float) -> tuple[float, float | None, float]:
-    """(s per epoch of a screen run, s per epoch of a full-stage stack or ``None`` before one
-    has finished, core-hours of training left) from the finished ``screen`` and ``full`` runs,
-    with ``screen_left`` screen runs of ``screen_epochs`` and ``full_left`` full-stage runs
-    still to train.
+                        screen_epochs: int, guessed_epochs: float) -> tuple[float, float | None, float]:
+    """(s per epoch of a screen run, s per member-epoch of a full-stage stack or ``None`` before
+    one has finished, core-hours of training left) from the finished ``screen`` and ``full``
+    runs, with ``screen_left`` screen runs of ``screen_epochs`` and ``full_left`` full-stage
+    runs still to train.
 
-    A screen run trains alone; the full stage trains a cell's ``stack`` (fold, seed) pairs as
-    one stack, counted per stack, not per model (each member's ``train_wall_s`` is its
-    stack's). A stack's epoch costs what its finished members say: about one lone model's on
-    Si and Mo (s/epoch, screen against stack: si-25k 0.44 and 0.55, si-100k 0.81 and 0.58,
-    mo-2.5k 0.54 and 0.41), but 2.7 on the smallest water rung (0.51 against 1.4 s from its
-    first stack's metrics.csv, water-2traj-2.5k), where an epoch has few batches and the
-    networks, not the shared descriptors, dominate. Until a stack has finished, a lone epoch
-    stands in: a lower bound. Epochs to early stopping: the full runs' mean, or
-    ``guessed_epochs`` until one exists."""
+    A screen run trains alone; the full stage trains a cell's (fold, seed) pairs together in
+    one process, and each member's ``train_wall_s`` is its share of every epoch it was live in
+    (``mlpot.training.many`` divides an epoch's wall time among the live members), so the
+    members' times add up to the stack's and sum(wall) / sum(epochs) is the cost of one
+    member-epoch. Stacking makes that cheaper than a lone epoch (s/epoch, screen against
+    member-epoch: si-100k 0.81 and 0.59, water-2traj-2.5k 0.51 and 0.36), so until a stack has
+    finished, the lone rate stands in: an upper bound. Epochs to early stopping: the full
+    runs' mean, or ``guessed_epochs`` until one exists."""
     def per_epoch(runs: list[dict]) -> float | None:
         return sum(r["train_wall_s"] for r in runs) / sum(max(r["epochs"], 1) for r in runs) if runs else None
 
     lone, stacked = per_epoch(screen), per_epoch(full)
     epochs = sum(r["epochs"] for r in full) / len(full) if full else guessed_epochs
-    stacks_left = math.ceil(full_left / stack)
     hours = (screen_left * screen_epochs * (lone or stacked or 0.0)
-             + stacks_left * epochs * (stacked or lone or 0.0)) / 3600
+             + full_left * epochs * (stacked or lone or 0.0)) / 3600
     return lone or stacked, stacked, hours

@@ -135,18 +135,19 @@ def test_cost_subcommand_passes_the_studys_grid(study, tmp_path, monkeypatch):
     assert calls == [(tmp_path / "si-2.5k", "si-2.5k", {"stage": "full", "lr": study.COST_LR}, [kept], 5, 1)]
 
 
-def test_training_time_left_counts_the_full_stage_per_stack(cost):
+def test_training_time_left_counts_the_full_stage_per_member_epoch(cost):
     # Two screen runs of 150 epochs at 60 s (0.4 s/epoch) and a stack of five full-stage
-    # members, each reporting its stack's wall time (1.2 s/epoch: a stack costs one epoch of
-    # one process, not one per member, at its own measured rate).
+    # members that each report their share of the stack's epochs (mlpot.training.many):
+    # 90 s over 300 epochs, 0.3 s per member-epoch. The 11 runs left cost 11 members' epochs,
+    # however they are stacked.
     screen = [{"train_wall_s": 60.0, "epochs": 150} for _ in range(2)]
-    full = [{"train_wall_s": 360.0, "epochs": 300} for _ in range(5)]
-    lone, stacked, hours = cost.training_hours_left(screen, full, 10, 11, 150, 5, 1000.0)
-    assert (lone, stacked) == (pytest.approx(0.4), pytest.approx(1.2))
-    assert hours == pytest.approx((10 * 150 * 0.4 + 3 * 300 * 1.2) / 3600)  # 11 runs left: 3 stacks
-    # Until a full run exists, the guessed length at the lone rate (a lower bound).
-    lone, stacked, guess = cost.training_hours_left(screen, [], 0, 5, 150, 5, 1000.0)
-    assert stacked is None and guess == pytest.approx(1000.0 * 0.4 / 3600)
-    # A full stage without its screen runs on disk (restored from the archive) prices both by its stacks.
-    lone, stacked, hours = cost.training_hours_left([], full, 4, 5, 150, 5, 1000.0)
-    assert lone == stacked == pytest.approx(1.2) and hours == pytest.approx((4 * 150 + 300) * 1.2 / 3600)
+    full = [{"train_wall_s": 90.0, "epochs": 300} for _ in range(5)]
+    lone, stacked, hours = cost.training_hours_left(screen, full, 10, 11, 150, 1000.0)
+    assert (lone, stacked) == (pytest.approx(0.4), pytest.approx(0.3))
+    assert hours == pytest.approx((10 * 150 * 0.4 + 11 * 300 * 0.3) / 3600)
+    # Until a full run exists, the guessed length at the lone rate (an upper bound).
+    lone, stacked, guess = cost.training_hours_left(screen, [], 0, 5, 150, 1000.0)
+    assert stacked is None and guess == pytest.approx(5 * 1000.0 * 0.4 / 3600)
+    # A full stage without its screen runs on disk (restored from the archive) prices both by its members.
+    lone, stacked, hours = cost.training_hours_left([], full, 4, 5, 150, 1000.0)
+    assert lone == stacked == pytest.approx(0.3) and hours == pytest.approx((4 * 150 + 5 * 300) * 0.3 / 3600)
