@@ -121,18 +121,15 @@ def costed(groups: list[dict]) -> list[dict]:
 
 
 def structure_errors(predictions) -> dict[str, np.ndarray]:
-    """Per-structure errors of :class:`~mlpot.evaluation.Predictions` (B structures):
-    ``force_rmse_mev_per_a`` (B,) RMSE over the structure's force components, meV/Å, and
-    ``energy_error_mev_per_atom`` (B,) |predicted − reference| / atoms, meV/atom (NaN where a
-    label is missing)."""
-    n = len(predictions.n_atoms)
-    sq = np.square(predictions.forces - predictions.forces_ref).sum(axis=1)  # (N,) eV²/Å²
-    components = np.bincount(predictions.system_idx, weights=np.isfinite(sq) * 3.0, minlength=n)
-    sums = np.bincount(predictions.system_idx, weights=np.nan_to_num(sq, nan=0.0), minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        force = np.where(components > 0, np.sqrt(sums / components) * 1e3, np.nan)
-        energy = np.abs(predictions.energy - predictions.energy_ref) / predictions.n_atoms * 1e3
-    return {"force_rmse_mev_per_a": force, "energy_error_mev_per_atom": energy}
+    """Per-structure errors of :class:`~mlpot.evaluation.Predictions` (B structures), the
+    two that outliers are judged by: ``force_rmse_mev_per_a`` (B,) RMSE over the structure's
+    force components, meV/Å, and ``energy_error_mev_per_atom`` (B,) |predicted − reference|
+    / atoms, meV/atom (NaN where a label is missing). A view of
+    :func:`~mlpot.evaluation.per_structure_errors`, which ``mlpot evaluate --by`` reports."""
+    from ..evaluation import per_structure_errors
+
+    errors = per_structure_errors(predictions)
+    return {"force_rmse_mev_per_a": errors.force_rmse, "energy_error_mev_per_atom": np.abs(errors.energy_error)}
 
 
 def _outlying(values: np.ndarray) -> tuple[np.ndarray, float | None]:
