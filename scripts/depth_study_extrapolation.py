@@ -13,6 +13,12 @@ feature's range: :func:`mlpot.ablation.stats.range_split`) and the rest. Runs tr
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --extra runs/probe/mo-d3-lr3e-3
     python scripts/depth_study_extrapolation.py mo-2.5k --fold 1 --record
+    python scripts/depth_study_extrapolation.py mo-2.5k --fold 0 --slopes
+
+``--slopes`` adds how steep each network is where it extrapolates: the largest per-atom
+|∂E_i/∂G̃_i| (eV per unit of the scaled descriptor, the network's own input) over the atoms
+of the structures beyond the range, beside the largest over the fold's training atoms. A
+network whose energy turns steeply just past its data shows a ratio well above 1 there.
 
 Runs whose folder lacks ``model.pt`` (the committed archive keeps results, not models) or
 ``result.json`` (still training) are skipped and counted. Water's studies have no folds
@@ -29,10 +35,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mlpot.ablation.config import load_ablation
 from mlpot.ablation.stats import BEYOND_RANGE_EXCESS, range_split
+from mlpot.data import collate
 from mlpot.data.readers import read
 from mlpot.evaluation import evaluate
 from mlpot.io import atomic_write_text, load_model
@@ -48,24 +56,52 @@ def run_folders(study_dir: Path, fold: int, extra: list[Path]) -> list[Path]:
     return sorted(found, key=lambda d: (d.name, str(d)))
 
 
-def split_errors(model_path: Path, structures: list, indices: Sequence[int], excess: float) -> dict:
-    """:func:`mlpot.ablation.stats.range_split` of one model on ``structures`` (their indices
-    in the data file: ``indices``), with the force RMSE over all of them (meV/Å)."""
-    model = load_model(model_path)
+def split_errors(model, structures: list, indices: Sequence[int], excess: float, name: str) -> dict:
+    """:func:`mlpot.ablation.stats.range_split` of ``model`` (read from ``name``) on
+    ``structures`` (their indices in the data file: ``indices``), with the force RMSE over
+    all of them (meV/Å)."""
     metrics, predictions = evaluate(model, structures)
     split = range_split(predictions, indices, excess)
     if split is None:
-        raise SystemExit(f"{model_path}: its predictions carry no training range; cannot split by extrapolation")
+        raise SystemExit(f"{name}: its predictions carry no training range; cannot split by extrapolation")
     return {**split, "force_rmse_mev_per_a": metrics["force_rmse_mev_per_a"]}
 
 
-def fold_table(folders: list[Path], structures: list, fold: int,
-               excess: float) -> tuple[list[tuple[Path, dict]], list[str]]:
+def atom_slopes(model, structures: Sequence, batch_size: int = 16) -> np.ndarray:
+    """(N,) |∂E_i/∂G̃_i| of every atom of ``structures`` in order: the norm of the gradient of
+    the atom's energy (eV) with respect to its scaled descriptor G̃_i (the element network's
+    input, dimensionless), in eval mode and the model's dtype."""
+    model.eval()
+    norms = []
+    for lo in range(0, len(structures), batch_size):
+        batch = collate(structures[lo:lo + batch_size], cutoff=model.cutoff, dtype=model.dtype)
+        species = model.descriptor.species(batch.numbers)
+        with torch.no_grad():
+            raw = model.descriptor(batch, scaled=False)
+        scaled = model.descriptor.scale(raw, species).detach().requires_grad_(True)
+        energy = model.energy_scale.to(scaled.dtype) * model.networks(scaled, species, None)
+        (grad,) = torch.autograd.grad(energy.sum(), scaled)
+        norms.append(grad.norm(dim=1).detach())
+    return torch.cat(norms).cpu().numpy() if norms else np.zeros(0)
+
+
+def slope_columns(model, structures: list, train: Sequence[int], beyond: Sequence[int]) -> dict:
+    """The steepest :func:`atom_slopes` over the atoms of the ``beyond`` structures and over
+    those of the ``train`` ones (indices into ``structures``, the data file), and their ratio
+    (``None`` where there are no structures beyond)."""
+    steepest_train = float(atom_slopes(model, [structures[i] for i in train]).max())
+    steepest_beyond = float(atom_slopes(model, [structures[i] for i in beyond]).max()) if beyond else None
+    return {"steepest_slope_train": steepest_train, "steepest_slope_beyond": steepest_beyond,
+            "steepest_slope_ratio": None if steepest_beyond is None else steepest_beyond / steepest_train}
+
+
+def fold_table(folders: list[Path], structures: list, fold: int, excess: float,
+               slopes: bool = False) -> tuple[list[tuple[Path, dict]], list[str]]:
     """:func:`split_errors` of every finished run folder that holds a ``model.pt``, on the
     test structures of its grid's split of ``fold`` (``<grid>/splits/fold<K>.json``, shared by
     all its runs); ``structures`` is the whole data file. Returns each evaluated folder with its row
     (``beyond``: indices into the data file) and the names of the folders skipped: unfinished
-    (no result.json), or without their model."""
+    (no result.json), or without their model. ``slopes`` adds :func:`slope_columns`."""
     subsets: dict[tuple[int, ...], list] = {}
     rows, skipped = [], []
     for folder in folders:
@@ -73,13 +109,17 @@ def fold_table(folders: list[Path], structures: list, fold: int,
         if not ((folder / "model.pt").is_file() and (folder / "result.json").is_file()):
             skipped.append(folder.name)
             continue
-        test = tuple(json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())["test"])
+        split = json.loads((folder.parent.parent / "splits" / f"fold{fold}.json").read_text())
+        test = tuple(split["test"])
         if not test:
             raise SystemExit(f"{folder.parent.parent}: fold {fold} holds no test structures (a study without "
                              "folds, such as water's: its runs record the split in result.json themselves)")
         subset = subsets.setdefault(test, [structures[i] for i in test])
+        model = load_model(folder / "model.pt")
         row = {"run": folder.name, "grid": folder.parent.parent.name,
-               **split_errors(folder / "model.pt", subset, test, excess)}
+               **split_errors(model, subset, test, excess, str(folder / "model.pt"))}
+        if slopes:
+            row.update(slope_columns(model, structures, split["train"], row["beyond"]))
         rows.append((folder, row))
     return rows, skipped
 
@@ -112,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="further ablation grids (folders with runs/) trained on the same data")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="also write the table here")
+    parser.add_argument("--slopes", action="store_true",
+                        help="add each network's steepest |dE_i/dG~_i| beyond the range and on its training atoms")
     parser.add_argument("--record", action="store_true",
                         help="write the split into the result.json of each run of the study that lacks it "
                              "(runs measured before 2026-12-07), for collect to carry into results.json")
@@ -127,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no runs of fold {args.fold} under {study_dir}/full-lr*/runs")
     data = load_ablation(folders[0].parent.parent / "ablation.yaml").base.data
     structures = read(data.train, format=data.format, **data.read_options)
-    evaluated, skipped = fold_table(folders, structures, args.fold, args.excess)
+    evaluated, skipped = fold_table(folders, structures, args.fold, args.excess, args.slopes)
     rows = [row for _, row in evaluated]
     for row in rows:
         print(f"{row['run']:58s} {row['grid']:14s} beyond {_fmt(row['force_rmse_beyond_mev_per_a'])}  "
-              f"inside {_fmt(row['force_rmse_inside_mev_per_a'])}  all {_fmt(row['force_rmse_mev_per_a'])} meV/Å")
+              f"inside {_fmt(row['force_rmse_inside_mev_per_a'])}  all {_fmt(row['force_rmse_mev_per_a'])} meV/Å"
+              + (f"  steepest |dE/dG~| beyond {_fmt(row['steepest_slope_beyond'], 2)} / training "
+                 f"{_fmt(row['steepest_slope_train'], 2)}" if args.slopes else ""))
     if rows:
         beyond = sorted({i for r in rows for i in r["beyond"]})
         print(f"structures beyond the range (indices in {data.train}): {beyond}")
@@ -145,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return f"{value:7.0f}" if value is not None else "      –"
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return f"{value:7.{digits}f}" if value is not None else "      –"
 
 
 if __name__ == "__main__":

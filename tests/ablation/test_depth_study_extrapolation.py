@@ -77,6 +77,13 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     assert row["force_rmse_beyond_mev_per_a"] == pytest.approx(beyond, rel=1e-9)
     assert row["force_rmse_inside_mev_per_a"] == pytest.approx(per_structure[1], rel=1e-9)
     assert row["force_rmse_mev_per_a"] == pytest.approx(np.sqrt(np.mean([v ** 2 for v in per_structure.values()])), rel=1e-9)
+    # --slopes: the steepest atom of structures 4 and 5, and of the training split {0, 2, 3}.
+    ((_, sloped),), _ = script.fold_table(folders[:1], structures, fold=0, excess=0.0, slopes=True)
+    beyond_max = script.atom_slopes(model, structures[4:6]).max()
+    train_max = script.atom_slopes(model, [structures[i] for i in (0, 2, 3)]).max()
+    assert sloped["steepest_slope_beyond"] == pytest.approx(beyond_max, rel=1e-12)
+    assert sloped["steepest_slope_train"] == pytest.approx(train_max, rel=1e-12)
+    assert sloped["steepest_slope_ratio"] == pytest.approx(beyond_max / train_max, rel=1e-12)
     # A threshold above every excess puts all three inside.
     ((_, loose),), _ = script.fold_table(folders[:1], structures, fold=0, excess=1e6)
     assert loose["beyond"] == [] and loose["force_rmse_beyond_mev_per_a"] is None
@@ -90,3 +97,32 @@ def test_fold_table_splits_the_force_error_at_the_training_range(script, tmp_pat
     (grid / "splits" / "fold0.json").write_text(json.dumps({"train": [0, 1, 2, 3], "val": [], "test": []}))
     with pytest.raises(SystemExit, match="no test structures"):
         script.fold_table(folders[:1], structures, fold=0, excess=0.2)
+
+
+def test_atom_slopes_are_each_atoms_energy_gradient_in_its_scaled_descriptor(script, one_thread):
+    """|∂E_i/∂G̃_i| against central differences of Potential.atomic_energies (the energy
+    formula, from raw descriptors through the scaler) along each raw feature, each step
+    converted to scaled units by the scaler itself; and the same whatever the batch."""
+    structures = emt_cells(2) + emt_cells(1, squeeze=0.93)
+    torch.manual_seed(1)
+    model = Potential(SymmetryFunctionSpec.default(["Cu"], cutoff=4.0), NetworkConfig(depth=3, width=6)).double()
+    model.fit_to_data([collate(structures[:2], cutoff=model.cutoff)])
+    slopes = script.atom_slopes(model, structures, batch_size=2)
+    assert slopes.shape == (12,)
+    np.testing.assert_allclose(script.atom_slopes(model, structures, batch_size=1), slopes, rtol=1e-12)
+
+    batch = collate(structures, cutoff=model.cutoff, dtype=torch.float64)
+    species = model.descriptor.species(batch.numbers)
+    with torch.no_grad():
+        raw = model.descriptor(batch, scaled=False)
+        h = 1e-5 * raw.abs().amax(dim=0).clamp(min=1e-3)
+        for atom in (0, 5, 9):
+            gradient = []
+            for k in range(raw.shape[1]):
+                up, down = raw.clone(), raw.clone()
+                up[atom, k] += h[k]
+                down[atom, k] -= h[k]
+                d_energy = (model.atomic_energies(up, species)[atom] - model.atomic_energies(down, species)[atom])
+                d_scaled = (model.descriptor.scale(up, species)[atom, k] - model.descriptor.scale(down, species)[atom, k])
+                gradient.append(float(d_energy / d_scaled))
+            assert slopes[atom] == pytest.approx(np.linalg.norm(gradient), rel=1e-6)
