@@ -160,8 +160,9 @@ def cell_file(study_dir: Path, key: tuple[str, int]) -> Path:
 
 
 def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tuple[dict, Path]],
-             out: Path, replicas: int, ps: float, log: Callable[[str], None]) -> dict:
-    """Run (or continue) one cell's MD and write its result to ``out`` (atomically)."""
+             out: Path, replicas: int, ps: float, log: Callable[[str], None], cond: Condition | None = None) -> dict:
+    """Run (or continue) one cell's MD and write its result to ``out`` (atomically); at
+    ``cond``, or the study's own :data:`CONDITIONS` entry when ``None``."""
     import torch
 
     import mlpot
@@ -170,7 +171,7 @@ def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tupl
 
     name, data, budget = study
     dataset = name.rsplit("-", 1)[0]
-    cond = condition(dataset)
+    cond = condition(dataset) if cond is None else cond
     result, run_dir = representative(runs)
     config = md_config(cond, replicas, ps)
     starts = start_structures(data, cond.temperature_K, replicas)

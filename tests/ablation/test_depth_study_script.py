@@ -691,3 +691,36 @@ def test_water_studies_train_on_every_trajectory_but_the_validation_one(study, t
     split = random_split(80, water["val_fraction"], 0.0, seed=water["split_seed"], groups=trajectory)
     train, val = set(trajectory[list(split.train)]), set(trajectory[list(split.val)])
     assert len(train) == 3 and len(val) == 1 and not train & val and len(split.test) == 0
+
+
+def test_md_probe_runs_named_cells_at_its_own_condition_beside_the_study(fake_study, monkeypatch, capsys, tmp_path):
+    """scripts/depth_study_md_probe.py: the md stage's protocol at another temperature, into
+    md-<T>K/ (the study's md/ untouched), skipping cells done, refusing unfinished cells."""
+    probe = load_script("depth_study_md_probe")
+    runs_dir, one = fake_study
+    monkeypatch.setattr(probe.depth_study, "studies", lambda selected: [one])
+    monkeypatch.setattr(probe.depth_study, "SEEDS", (0,))
+    monkeypatch.setattr(probe.depth_study, "FOLDS", 2)
+    monkeypatch.setattr(probe.depth_study, "PAIRS", ((0, 0), (1, 0)))
+    monkeypatch.setattr(probe.depth_study_md, "CHECK_EVERY", 5)
+    table = tmp_path / "probe.json"
+    argv = ["si-2.5k", "--cells", "plain:1", "plain:2", "--temperature", "3000", "--ps", "0.02", "--replicas", "2",
+            "--runs", str(runs_dir), "--json", str(table)]
+    assert probe.main(argv) == 0
+    out_dir = runs_dir / "si-2.5k" / "md-3000K"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["plain_d01.json", "plain_d02.json"]
+    assert not (runs_dir / "si-2.5k" / "md").exists()
+    gentle, wild = json.loads(table.read_text())
+    assert (gentle["temperature_k"], gentle["timestep_fs"], gentle["replicas"]) == (3000.0, 1.0, 2)
+    assert gentle["n_failed"] == 0 and gentle["median_time_to_failure_ps"] is None
+    assert wild["n_failed"] == 2 and 0 < wild["median_time_to_failure_ps"] <= 0.02
+    assert "plain depth 2: 2 of 2 replicas failed" in capsys.readouterr().out
+    # Run again: both cells are done and are read, not run.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    assert probe.main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == stamps
+    # A cell with one of its two runs is not finished: refused by name.
+    with pytest.raises(SystemExit, match="residual_stem"):
+        probe.main([*argv[:2], "residual_stem:1", *argv[4:]])
+    with pytest.raises(SystemExit):
+        probe.main(["si-2.5k", "--cells", "plain", "--temperature", "3000"])

@@ -1,0 +1,98 @@
+"""The depth study's MD protocol for chosen cells under another condition: a probe.
+
+The md stage (``scripts/depth_study_md.py``) runs every cell at one condition per data set
+(Si: 1518 K). Where that condition cannot rank the cells (si-25k: every network of depth
+2 to 32 kept all ten replicas for 50 ps), a hotter bath or a longer run may. This runs the
+same protocol (each cell's median-validation model, Langevin NVT, held-out start frames
+nearest the temperature, the same failure tests) for the cells named, at ``--temperature``
+for ``--ps`` per replica, into ``RUNS/<study>/md-<T>K/`` (not the study's ``md/``: a probe
+is not part of results.json). Cells already done there are skipped; a stopped cell resumes
+from its checkpoint.
+
+    python scripts/depth_study_md_probe.py si-25k --temperature 3000 --ps 10 \\
+        --cells plain:1 plain:2 plain:4 plain:16 residual_stem:32 --json docs/depth-study/v2/si-25k-md-3000K.json
+
+``--json`` writes one row per cell done (its failures and times to failure) for the docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import depth_study
+import depth_study_md
+
+from mlpot.io import atomic_write_text
+
+
+def parse_cell(text: str) -> tuple[str, int]:
+    """``variant:depth`` → (variant, depth)."""
+    variant, _, depth = text.partition(":")
+    if not depth.isdigit():
+        raise argparse.ArgumentTypeError(f"a cell is variant:depth (plain:2), not {text!r}")
+    return variant, int(depth)
+
+
+def probe_dir(runs: Path, study: str, temperature_K: float) -> Path:
+    return runs / study / f"md-{temperature_K:g}K"
+
+
+def summary_row(row: dict) -> dict:
+    """The fields of a cell's MD result that the probe reports."""
+    times = [t for t in row["time_to_failure_ps"] if t is not None]
+    return {k: row[k] for k in ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "lr", "temperature_k",
+                                "timestep_fs", "replicas", "ps_per_replica", "n_failed", "time_to_failure_ps")} | {
+        "median_time_to_failure_ps": statistics.median(times) if times else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("study", help="a study of scripts/depth_study.py whose cells have finished (e.g. si-25k)")
+    parser.add_argument("--cells", type=parse_cell, nargs="+", required=True, help="variant:depth, e.g. plain:2")
+    parser.add_argument("--temperature", type=float, required=True, help="bath temperature, K")
+    parser.add_argument("--ps", type=float, default=10.0, help="ps per replica")
+    parser.add_argument("--replicas", type=int, default=10)
+    parser.add_argument("--timestep", type=float, help="fs (default: the study's md stage's)")
+    parser.add_argument("--runs", type=Path, default=depth_study.ROOT / "runs" / "depth-v2")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--json", type=Path, help="also write the cells' rows here")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    (study,) = depth_study.studies([args.study])
+    own = depth_study_md.condition(study[0].rsplit("-", 1)[0])
+    cond = depth_study_md.Condition(args.temperature, args.timestep or own.timestep_fs,
+                                    f"probe ({own.temperature_K:g} K in the md stage)")
+    cells = depth_study_md.cell_runs(args.runs / args.study)
+    missing = [c for c in args.cells if len(cells.get(c, [])) < len(depth_study.pairs(study[1]))]
+    if missing:
+        raise SystemExit(f"{args.study}: cells {missing} have not finished their full stage here")
+    out_dir = probe_dir(args.runs, args.study, args.temperature)
+    print(f"{args.study}: {len(args.cells)} cells × {args.replicas} replicas × {args.ps:g} ps at "
+          f"{args.temperature:g} K ({cond.timestep_fs:g} fs) into {out_dir}", flush=True)
+    rows = []
+    for key in args.cells:
+        out = out_dir / f"{key[0]}_d{key[1]:02d}.json"
+        row = json.loads(out.read_text()) if out.is_file() else None
+        if row is None or row["ps_per_replica"] != args.ps or row["replicas"] != args.replicas:
+            row = depth_study_md.run_cell(study, key, cells[key], out, args.replicas, args.ps,
+                                          log=lambda line: print(line, flush=True), cond=cond)
+        rows.append(summary_row(row))
+        print(f"{key[0]} depth {key[1]}: {row['n_failed']} of {row['replicas']} replicas failed "
+              f"(median time to failure {_fmt(rows[-1]['median_time_to_failure_ps'])} ps)", flush=True)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
