@@ -12,7 +12,8 @@ from its checkpoint.
     python scripts/depth_study_md_probe.py si-25k --temperature 3000 --ps 10 \\
         --cells plain:1 plain:2 plain:4 plain:16 residual_stem:32 --json docs/depth-study/v2/si-25k-md-3000K.json
 
-``--json`` writes one row per cell done (its failures and times to failure) for the docs.
+``--json`` writes one row per cell done (its failures and times to failure) for the docs,
+rewritten after each cell.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(summary_row(row))
         print(f"{key[0]} depth {key[1]}: {row['n_failed']} of {row['replicas']} replicas failed "
               f"(median time to failure {_fmt(rows[-1]['median_time_to_failure_ps'])} ps)", flush=True)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
+        if args.json:  # after every cell: a probe stopped part-way keeps its table so far
+            atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
     return 0
 
 
