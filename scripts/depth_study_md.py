@@ -160,9 +160,11 @@ def cell_file(study_dir: Path, key: tuple[str, int]) -> Path:
 
 
 def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tuple[dict, Path]],
-             out: Path, replicas: int, ps: float, log: Callable[[str], None], cond: Condition | None = None) -> dict:
+             out: Path, replicas: int, ps: float, log: Callable[[str], None], cond: Condition | None = None,
+             run: tuple[dict, Path] | None = None) -> dict:
     """Run (or continue) one cell's MD and write its result to ``out`` (atomically); at
-    ``cond``, or the study's own :data:`CONDITIONS` entry when ``None``."""
+    ``cond``, or the study's own :data:`CONDITIONS` entry when ``None``; with ``run`` (one of
+    ``runs``), that model rather than the cell's :func:`representative`."""
     import torch
 
     import mlpot
@@ -172,7 +174,7 @@ def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tupl
     name, data, budget = study
     dataset = name.rsplit("-", 1)[0]
     cond = condition(dataset) if cond is None else cond
-    result, run_dir = representative(runs)
+    result, run_dir = representative(runs) if run is None else run
     config = md_config(cond, replicas, ps)
     starts = start_structures(data, cond.temperature_K, replicas)
     model = mlpot.load(run_dir / "model.pt", dtype=torch.float64)  # failures are the potential's, not rounding

@@ -12,7 +12,9 @@ from its checkpoint.
     python scripts/depth_study_md_probe.py si-25k --temperature 3000 --ps 10 \\
         --cells plain:1 plain:2 plain:4 plain:16 residual_stem:32 --json docs/depth-study/v2/si-25k-md-3000K.json
 
-``--json`` writes one row per cell done (its failures and times to failure) for the docs,
+``--all-runs`` runs every model of each cell (its five (fold, seed) pairs), not only the
+median one, into ``<variant>_dNN_f<fold>_s<seed>.json``: whether a cell's failures belong to
+the cell or to one seed. ``--json`` writes one row per cell (or run) done (its failures and times to failure) for the docs,
 rewritten after each cell.
 """
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timestep", type=float, help="fs (default: the study's md stage's)")
     parser.add_argument("--runs", type=Path, default=depth_study.ROOT / "runs" / "depth-v2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--all-runs", action="store_true", help="every model of each cell, not only its median one")
     parser.add_argument("--json", type=Path, help="also write the cells' rows here")
     args = parser.parse_args(argv)
     import torch
@@ -78,17 +81,35 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.temperature:g} K ({cond.timestep_fs:g} fs) into {out_dir}", flush=True)
     rows = []
     for key in args.cells:
-        out = out_dir / f"{key[0]}_d{key[1]:02d}.json"
-        row = json.loads(out.read_text()) if out.is_file() else None
-        if row is None or row["ps_per_replica"] != args.ps or row["replicas"] != args.replicas:
-            row = depth_study_md.run_cell(study, key, cells[key], out, args.replicas, args.ps,
-                                          log=lambda line: print(line, flush=True), cond=cond)
-        rows.append(summary_row(row))
-        print(f"{key[0]} depth {key[1]}: {row['n_failed']} of {row['replicas']} replicas failed "
-              f"(median time to failure {_fmt(rows[-1]['median_time_to_failure_ps'])} ps)", flush=True)
+        cell_out = out_dir / f"{key[0]}_d{key[1]:02d}.json"
+        todo = ([(cell_out, None)] if not args.all_runs else
+                [(out_dir / f"{key[0]}_d{key[1]:02d}_f{r['fold']}_s{r['seed']}.json", (r, d))
+                 for r, d in sorted(cells[key], key=lambda rd: (rd[0]["fold"], rd[0]["seed"]))])
+        for out, run in todo:
+            row = _done(out, args) or (_done(cell_out, args, run) if run is not None else None)
+            if row is None:
+                row = depth_study_md.run_cell(study, key, cells[key], out, args.replicas, args.ps,
+                                              log=lambda line: print(line, flush=True), cond=cond, run=run)
+            rows.append(summary_row(row))
+            print(f"{key[0]} depth {key[1]} (fold {row['fold']}, seed {row['seed']}): {row['n_failed']} of "
+                  f"{row['replicas']} replicas failed (median time to failure "
+                  f"{_fmt(rows[-1]['median_time_to_failure_ps'])} ps)", flush=True)
         if args.json:  # after every cell: a probe stopped part-way keeps its table so far
             atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def _done(out: Path, args, run: tuple[dict, Path] | None = None) -> dict | None:
+    """The result in ``out`` if it is of this probe's length and replicas (and of ``run``'s
+    model, when given: the median run's cell file serves its own (fold, seed)), else ``None``."""
+    if not out.is_file():
+        return None
+    row = json.loads(out.read_text())
+    if row["ps_per_replica"] != args.ps or row["replicas"] != args.replicas:
+        return None
+    if run is not None and (row["fold"], row["seed"]) != (run[0]["fold"], run[0]["seed"]):
+        return None
+    return row
 
 
 def _fmt(value: float | None) -> str:

@@ -714,11 +714,16 @@ def test_md_probe_runs_named_cells_at_its_own_condition_beside_the_study(fake_st
     assert (gentle["temperature_k"], gentle["timestep_fs"], gentle["replicas"]) == (3000.0, 1.0, 2)
     assert gentle["n_failed"] == 0 and gentle["median_time_to_failure_ps"] is None
     assert wild["n_failed"] == 2 and 0 < wild["median_time_to_failure_ps"] <= 0.02
-    assert "plain depth 2: 2 of 2 replicas failed" in capsys.readouterr().out
+    assert "plain depth 2 (fold 0, seed 0): 2 of 2 replicas failed" in capsys.readouterr().out
     # Run again: both cells are done and are read, not run.
     stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     assert probe.main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()} == stamps
+    # --all-runs: every model of the cell; the median one (fold 0) is the cell's file, reused.
+    assert probe.main([*argv[:2], "plain:1", *argv[4:], "--all-runs"]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["plain_d01.json", "plain_d01_f1_s0.json", "plain_d02.json"]
+    assert [(r["fold"], r["n_failed"]) for r in json.loads(table.read_text())] == [(0, 0), (1, 0)]
+    assert (out_dir / "plain_d01.json").stat().st_mtime_ns == stamps["plain_d01.json"]
     # A cell with one of its two runs is not finished: refused by name.
     with pytest.raises(SystemExit, match="residual_stem"):
         probe.main([*argv[:2], "residual_stem:1", *argv[4:]])
