@@ -14,8 +14,8 @@ from its checkpoint.
 
 ``--all-runs`` runs every model of each cell (its five (fold, seed) pairs), not only the
 median one, into ``<variant>_dNN_f<fold>_s<seed>.json``: whether a cell's failures belong to
-the cell or to one seed. ``--json`` writes one row per cell (or run) done (its failures and times to failure) for the docs,
-rewritten after each cell.
+the cell or to one seed. ``--json`` writes one row per cell (or run) done, its failures and
+times to failure, for the docs; it is rewritten after each cell.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 [(out_dir / f"{key[0]}_d{key[1]:02d}_f{r['fold']}_s{r['seed']}.json", (r, d))
                  for r, d in sorted(cells[key], key=lambda rd: (rd[0]["fold"], rd[0]["seed"]))])
         for out, run in todo:
-            row = _done(out, args) or (_done(cell_out, args, run) if run is not None else None)
+            row = _done(out, args, cond, cells[key]) or (
+                _done(cell_out, args, cond, cells[key], run) if run is not None else None)
             if row is None:
                 row = depth_study_md.run_cell(study, key, cells[key], out, args.replicas, args.ps,
                                               log=lambda line: print(line, flush=True), cond=cond, run=run)
@@ -99,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _done(out: Path, args, run: tuple[dict, Path] | None = None) -> dict | None:
-    """The result in ``out`` if it is of this probe's length and replicas (and of ``run``'s
-    model, when given: the median run's cell file serves its own (fold, seed)), else ``None``."""
+def _done(out: Path, args, cond, runs: list, run: tuple[dict, Path] | None = None) -> dict | None:
+    """The result in ``out`` if it is of this probe's length, replicas and timestep, of the
+    cell's models now (:func:`depth_study_md.is_current`), and of ``run``'s model when given
+    (the median run's cell file serves its own (fold, seed)); else ``None``."""
     if not out.is_file():
         return None
     row = json.loads(out.read_text())
-    if row["ps_per_replica"] != args.ps or row["replicas"] != args.replicas:
+    if (row["ps_per_replica"], row["replicas"], row["timestep_fs"]) != (args.ps, args.replicas, cond.timestep_fs):
+        return None
+    if not depth_study_md.is_current(row, runs):
         return None
     if run is not None and (row["fold"], row["seed"]) != (run[0]["fold"], run[0]["seed"]):
         return None
