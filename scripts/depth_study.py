@@ -535,7 +535,7 @@ def plan(args) -> None:
             total_hours += hours
             line += (f"; {lone:.2f} s/epoch per screen run, "
                      + (f"{stacked:.2f} per member-epoch of a full-stage stack" if stacked
-                        else "no full-stage stack finished (the lone rate: an upper bound)")
+                        else "no full-stage stack finished (priced at the lone rate)")
                      + f", ~{hours:.1f} core-hours of training left")
         elif screen_left or full_left:
             unknown.append(name)

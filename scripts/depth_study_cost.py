@@ -324,10 +324,10 @@ def training_hours_left(screen: list[dict], full: list[dict], screen_left: int, 
     one process, and each member's ``train_wall_s`` is its share of every epoch it was live in
     (``mlpot.training.many`` divides an epoch's wall time among the live members), so the
     members' times add up to the stack's and sum(wall) / sum(epochs) is the cost of one
-    member-epoch. Stacking makes that cheaper than a lone epoch (s/epoch, screen against
-    member-epoch: si-100k 0.81 and 0.59, water-2traj-2.5k 0.51 and 0.36), so until a stack has
-    finished, the lone rate stands in: an upper bound. Epochs to early stopping: the full
-    runs' mean, or ``guessed_epochs`` until one exists."""
+    member-epoch. It is within about 30 % of a lone epoch either way (s/epoch, screen against
+    member-epoch: si-25k 0.44 and 0.55, mo-2.5k 0.54 and 0.41, si-100k 0.81 and 0.59,
+    water-2traj-2.5k 0.51 and 0.36), so until a stack has finished, the lone rate stands in.
+    Epochs to early stopping: the full runs' mean, or ``guessed_epochs`` until one exists."""
     def per_epoch(runs: list[dict]) -> float | None:
         return sum(r["train_wall_s"] for r in runs) / sum(max(r["epochs"], 1) for r in runs) if runs else None
 

@@ -145,7 +145,7 @@ def test_training_time_left_counts_the_full_stage_per_member_epoch(cost):
     lone, stacked, hours = cost.training_hours_left(screen, full, 10, 11, 150, 1000.0)
     assert (lone, stacked) == (pytest.approx(0.4), pytest.approx(0.3))
     assert hours == pytest.approx((10 * 150 * 0.4 + 11 * 300 * 0.3) / 3600)
-    # Until a full run exists, the guessed length at the lone rate (an upper bound).
+    # Until a full run exists, the guessed length at the lone rate.
     lone, stacked, guess = cost.training_hours_left(screen, [], 0, 5, 150, 1000.0)
     assert stacked is None and guess == pytest.approx(5 * 1000.0 * 0.4 / 3600)
     # A full stage without its screen runs on disk (restored from the archive) prices both by its members.
