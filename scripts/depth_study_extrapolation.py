@@ -79,8 +79,7 @@ def atom_slopes(model, structures: Sequence, batch_size: int = 16) -> np.ndarray
         with torch.no_grad():
             raw = model.descriptor(batch, scaled=False)
         scaled = model.descriptor.scale(raw, species).detach().requires_grad_(True)
-        energy = model.energy_scale.to(scaled.dtype) * model.networks(scaled, species, None)
-        (grad,) = torch.autograd.grad(energy.sum(), scaled)
+        (grad,) = torch.autograd.grad(model.atomic_energies_from_features(scaled, species).sum(), scaled)
         norms.append(grad.norm(dim=1).detach())
     return torch.cat(norms).cpu().numpy() if norms else np.zeros(0)
 

@@ -397,11 +397,17 @@ class Potential(nn.Module):
     def atomic_energies(self, raw: torch.Tensor, species: torch.Tensor,
                         keep: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) atomic energies e_ref(Z_i) + s · NN_{Z_i}(G̃_i), eV, from (n, F) raw
-        descriptors of atoms of ``species`` (n,): the energy formula, here only.
+        descriptors of atoms of ``species`` (n,), scaled to G̃ here.
 
         ``keep`` (n, n_blocks): each atom's stochastic-depth row (:meth:`draw_depth_mask`,
         training only; ``None`` in eval mode)."""
-        features = self.descriptor.scale(raw, species)
+        return self.atomic_energies_from_features(self.descriptor.scale(raw, species), species, keep)
+
+    def atomic_energies_from_features(self, features: torch.Tensor, species: torch.Tensor,
+                                      keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) atomic energies e_ref(Z_i) + s · NN_{Z_i}(G̃_i), eV, from (n, F) scaled
+        descriptors G̃ (the networks' input): the energy formula, here only. ``keep`` as for
+        :meth:`atomic_energies`."""
         dtype = features.dtype
         return (self.reference_energies.to(dtype)[species]
                 + self.energy_scale.to(dtype) * self.networks(features, species, keep))
