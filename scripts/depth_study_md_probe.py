@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = [c for c in args.cells if len(cells.get(c, [])) < len(depth_study.pairs(study[1]))]
     if missing:
         raise SystemExit(f"{args.study}: cells {missing} have not finished their full stage here")
+    models = [d / "model.pt" for key in args.cells
+              for _, d in (cells[key] if args.all_runs else [depth_study_md.representative(cells[key])])]
+    absent = [str(m.relative_to(args.runs)) for m in models if not m.is_file()]
+    if absent:  # before any MD: a probe that stops at its third cell has wasted the first two's hours
+        raise SystemExit(f"{args.study}: {len(absent)} model files are not here: {', '.join(absent[:3])}"
+                         f"{' …' if len(absent) > 3 else ''}. The committed archive keeps each cell's median model "
+                         f"only: --all-runs needs the cell's runs trained on this machine (or drop --all-runs)")
     out_dir = probe_dir(args.runs, args.study, args.temperature)
     print(f"{args.study}: {len(args.cells)} cells × {args.replicas} replicas × {args.ps:g} ps at "
           f"{args.temperature:g} K ({cond.timestep_fs:g} fs) into {out_dir}", flush=True)

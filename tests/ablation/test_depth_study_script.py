@@ -724,6 +724,12 @@ def test_md_probe_runs_named_cells_at_its_own_condition_beside_the_study(fake_st
     assert sorted(p.name for p in out_dir.iterdir()) == ["plain_d01.json", "plain_d01_f1_s0.json", "plain_d02.json"]
     assert [(r["fold"], r["n_failed"]) for r in json.loads(table.read_text())] == [(0, 0), (1, 0)]
     assert (out_dir / "plain_d01.json").stat().st_mtime_ns == stamps["plain_d01.json"]
+    # A run whose model is gone (the archive keeps medians only): refused before any MD, by name.
+    run_dir = next(d for _, d in probe.depth_study_md.cell_runs(runs_dir / "si-2.5k")[("plain", 2)])
+    (run_dir / "model.pt").rename(run_dir / "model.pt.away")
+    with pytest.raises(SystemExit, match=f"1 model files are not here: .*{run_dir.name}/model.pt"):
+        probe.main([*argv[:2], "plain:2", *argv[4:], "--all-runs"])
+    (run_dir / "model.pt.away").rename(run_dir / "model.pt")
     # A cell with one of its two runs is not finished: refused by name.
     with pytest.raises(SystemExit, match="residual_stem"):
         probe.main([*argv[:2], "residual_stem:1", *argv[4:]])
