@@ -105,6 +105,15 @@ def is_current(row: dict, runs: list[tuple[dict, Path]]) -> bool:
     return lr is None or not runs or math.isclose(lr, run_lr(runs[0][1]), rel_tol=1e-9)
 
 
+def current_result(path: Path, runs: list[tuple[dict, Path]]) -> dict | None:
+    """The MD result in ``path`` if there is one and it :func:`is_current` for the cell's
+    ``runs``; else ``None`` (the cell is to be run, or run again)."""
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    return row if is_current(row, runs) else None
+
+
 def representative(runs: list[tuple[dict, Path]]) -> tuple[dict, Path]:
     """The run of median validation force RMSE (the lower middle of an even count; ties by
     fold, then seed): the cell's typical model, picked without the test set."""
@@ -233,8 +242,7 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         steps = md_config(cond, replicas, ps).steps
         cells = cell_runs(runs_dir / name)
         ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
-        done = [k for k in ready if cell_file(runs_dir / name, k).is_file()
-                and is_current(json.loads(cell_file(runs_dir / name, k).read_text()), cells[k])]
+        done = [k for k in ready if current_result(cell_file(runs_dir / name, k), cells[k]) is not None]
         todo[name] = sorted((k for k in ready if k not in done), key=lambda k: md_priority(k, ready))
         left = n_cells - len(done)
         atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0

@@ -111,12 +111,9 @@ def _done(out: Path, args, cond, runs: list, run: tuple[dict, Path] | None = Non
     """The result in ``out`` if it is of this probe's length, replicas and timestep, of the
     cell's models now (:func:`depth_study_md.is_current`), and of ``run``'s model when given
     (the median run's cell file serves its own (fold, seed)); else ``None``."""
-    if not out.is_file():
-        return None
-    row = json.loads(out.read_text())
-    if (row["ps_per_replica"], row["replicas"], row["timestep_fs"]) != (args.ps, args.replicas, cond.timestep_fs):
-        return None
-    if not depth_study_md.is_current(row, runs):
+    row = depth_study_md.current_result(out, runs)
+    if row is None or (row["ps_per_replica"], row["replicas"], row["timestep_fs"]) != (
+            args.ps, args.replicas, cond.timestep_fs):
         return None
     if run is not None and (row["fold"], row["seed"]) != (run[0]["fold"], run[0]["seed"]):
         return None
