@@ -30,9 +30,10 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
   converged.
 * **Stage ``md``** (``scripts/depth_study_md.py``): per cell whose full stage has finished,
-  its median-validation run runs ``--replicas`` NVT replicas of ``--ps`` ps at a high
-  temperature of its data set from held-out frames, until each fails; one result file per
-  cell, checkpointed while it runs. After each cell it computes the cell's observables.
+  its median-validation run runs ``--replicas`` NVT replicas at each MD condition of its
+  data set (a high temperature and a length: Si 3000 K for 10 ps, then 1518 K for 50 ps; Mo
+  3000 K for 50 ps) from held-out frames, until each fails; one result file per cell and
+  condition, checkpointed while it runs. After each cell it computes the cell's observables.
 * **Observables** (``scripts/depth_study_observables.py``, cached beside each run): Si/Mo:
   elastic constants, equation of state and vacancy formation energy of every model; water:
   the g(r) of each cell's median run against the teacher's.
@@ -53,7 +54,7 @@ every study keeps using it even if the example changes later).
 Usage:
     python scripts/depth_study.py plan    [--studies si-2.5k ...] [--runs runs/depth-v2]
     python scripts/depth_study.py run     [--studies ...] [--stages lr full md] [--jobs 1]
-    python scripts/depth_study.py md      [--studies ...] [--replicas 10] [--ps 50] [--threads 1]
+    python scripts/depth_study.py md      [--studies ...] [--replicas 10] [--ps PS] [--threads 1]
     python scripts/depth_study.py archive [--studies ...] [--archive docs/depth-study/archive]
     python scripts/depth_study.py cost    [--studies ...] [--rounds 31] [--threads 1]
     python scripts/depth_study.py collect [--runs runs/depth-v2]
@@ -476,7 +477,7 @@ def collect(runs_dir: Path, selected: list[tuple[str, dict, str]], out: Path) ->
                                                         "upper": rates_screen.UPPER_EXTENSION},
                            "max_epochs": MAX_EPOCHS,
                            "patience": PATIENCE, "min_delta": MIN_DELTA,
-                           "md": {k: vars(v) for k, v in depth_study_md.CONDITIONS.items()},
+                           "md": {k: [vars(c) for c in v] for k, v in depth_study_md.CONDITIONS.items()},
                            "rdf": RDF_PROTOCOL},
                 "runs": rows, "observables": physical, "md_stability": stability, "cost": cost,
                 "learning_rates": rates_screen.collected(runs_dir, [name for name, _, _ in selected], out)}
@@ -628,7 +629,8 @@ def main() -> int:
     parser.add_argument("--figures", type=Path, default=RESULTS.parent / "v2",
                         help="report: folder of the figures and tables.md")
     parser.add_argument("--replicas", type=int, default=10, help="md: replicas per cell")
-    parser.add_argument("--ps", type=float, default=50.0, help="md: simulated time per replica, ps")
+    parser.add_argument("--ps", type=float, help="md: simulated time per replica, ps, at every condition "
+                        "(default: each condition's own, scripts/depth_study_md.py CONDITIONS)")
     args = parser.parse_args()
     if args.command == "report":  # from results.json alone: needs no data
         import depth_study_report

@@ -45,7 +45,7 @@ RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
 STAGE_FILES = ("splits/fold*.json",)
 RUN_FILES = ("result.json", "observables.json", "archive.json")
-MD_FILES = ("md/*.json",)
+MD_FILES = ("md/*.json", "md-*K/*.json")  # each MD condition's folder (depth_study_md.CONDITIONS)
 RUN_SUMMARY = "archive.json"
 
 
@@ -120,7 +120,7 @@ def archive_study(runs_dir: Path, archive_dir: Path, study: str, models: list[Pa
     for run_dir in models:
         written += _copy_if_changed(run_dir / "model.pt", target / run_dir.relative_to(source) / "model.pt")
     # A cell that finished since its checkpoint was archived: the checkpoint is stale.
-    for stale in sorted((target / "md").glob("*.checkpoint.json")):
+    for stale in sorted(p for folder in MD_FILES for p in target.glob(folder.replace("*.json", "*.checkpoint.json"))):
         if _finished_cell(stale).is_file():
             stale.unlink()
             written += 1

@@ -14,6 +14,12 @@ structures, until each fails or the time is up (:func:`mlpot.ablation.md_stabili
   Mo at 3000 K (the mlearn AIMD temperature nearest Mo's melting point, 2896 K; the data
   go to 6000 K); water at 400 K, 100 K above the teacher's 300 K trajectories (liquid at
   this density, and a mild extrapolation that tells a robust student from a fragile one).
+  Si has a second, hotter condition, run first: 3000 K for 10 ps, a hot liquid still
+  inside its AIMD data. At 1518 K every si-25k network of depth 2 to 32 kept all ten
+  replicas for 50 ps, so that condition cannot rank them; at 3000 K plain depths 1, 2 and
+  3 lost 10, 7 and 2 of ten within 10 ps and depth 4 none (docs/depth-study.md), at a
+  fifth of the cost. Each condition keeps its cells in its own folder (``md``,
+  ``md-3000K``).
 * **Start structures**: the held-out test set's bulk MD frames (mlearn ``AIMD-NVT``, the
   teacher's test trajectories), those whose AIMD temperature is nearest the MD temperature
   first and spread evenly over the ties; each replica draws its own velocities (seed + k),
@@ -38,34 +44,48 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpot.ablation.report import collect_results
+from mlpot.ablation.stats import is_finite_number
+
+
+MD_DIR = "md"  # the folder of a data set's main condition in its study's folder
 
 
 @dataclass(frozen=True)
 class Condition:
-    """The MD of one data set: bath temperature (K), timestep (fs) and why."""
+    """One MD condition of a data set: bath temperature (K), timestep (fs), why, the
+    simulated time per replica (ps) and the folder of a study that holds its cells."""
 
     temperature_K: float
     timestep_fs: float
     why: str
+    ps: float = 50.0
+    folder: str = MD_DIR
 
 
-CONDITIONS = {
-    "si": Condition(1518.0, 1.0, "AIMD temperature of the training data just below the melting point (1687 K)"),
+#: Each data set's conditions, in the order the md stage runs them.
+CONDITIONS: dict[str, tuple[Condition, ...]] = {
+    "si": (Condition(3000.0, 1.0, "a hot liquid inside the training data (AIMD to 3374 K): it ranks the networks "
+                     "that all survive 1518 K", ps=10.0, folder="md-3000K"),
+           Condition(1518.0, 1.0, "AIMD temperature of the training data just below the melting point (1687 K)")),
     # 2 fs: Mo's highest phonon (~8.5 THz) is ~1.8× slower than Si's (15.5 THz), so 2 fs takes
     # about as many steps per period as Si's 1 fs; NVE at 3000 K on a mo-2.5k model: RMS
     # fluctuation of the total energy 0.08 meV/atom over 5 ps (1 fs: 0.02), and half the cost.
-    "mo": Condition(3000.0, 2.0, "AIMD temperature of the training data nearest the melting point (2896 K)"),
+    "mo": (Condition(3000.0, 2.0, "AIMD temperature of the training data nearest the melting point (2896 K)"),),
     # 0.5 fs as the teacher's own trajectories: the O–H stretch (~9 fs period) needs it.
-    "water": Condition(400.0, 0.5, "100 K above the teacher's 300 K trajectories"),
+    "water": (Condition(400.0, 0.5, "100 K above the teacher's 300 K trajectories"),),
 }
 CHECK_EVERY = 20  # steps between failure checks and energy samples
 CHECKPOINT_S = 120.0  # seconds of MD between checkpoints
-MD_DIR = "md"
+
+
+def conditions(dataset: str) -> tuple[Condition, ...]:
+    """The MD conditions of a data set (``water-4traj`` → water's), in the order they run."""
+    return CONDITIONS[dataset.split("-")[0]]
 
 
 def condition(dataset: str) -> Condition:
-    """The MD condition of a data set (``water-4traj`` → water's)."""
-    return CONDITIONS[dataset.split("-")[0]]
+    """A data set's main MD condition: the one in :data:`MD_DIR`."""
+    return next(c for c in conditions(dataset) if c.folder == MD_DIR)
 
 
 def full_runs(study_dir: Path) -> list[tuple[float, Path, dict]]:
@@ -105,13 +125,28 @@ def is_current(row: dict, runs: list[tuple[dict, Path]]) -> bool:
     return lr is None or not runs or math.isclose(lr, run_lr(runs[0][1]), rel_tol=1e-9)
 
 
-def current_result(path: Path, runs: list[tuple[dict, Path]]) -> dict | None:
-    """The MD result in ``path`` if there is one and it :func:`is_current` for the cell's
-    ``runs``; else ``None`` (the cell is to be run, or run again)."""
+def protocol(cond: Condition, replicas: int, ps: float) -> dict[str, float]:
+    """The fields of an MD result that say how it was run (its :func:`run_cell` row's names)."""
+    return {"temperature_k": cond.temperature_K, "timestep_fs": cond.timestep_fs, "replicas": replicas,
+            "ps_per_replica": ps}
+
+
+def current_result(path: Path, runs: list[tuple[dict, Path]], expected: dict[str, float] | None = None) -> dict | None:
+    """The MD result in ``path`` if there is one, it :func:`is_current` for the cell's
+    ``runs`` and was run as ``expected`` (a :func:`protocol`, when given); else ``None``
+    (the cell is to be run, or run again)."""
     if not path.is_file():
         return None
     row = json.loads(path.read_text())
+    if expected and departures(row, expected):
+        return None
     return row if is_current(row, runs) else None
+
+
+def departures(row: dict, expected: dict[str, float]) -> dict[str, object]:
+    """The fields of ``row`` that differ from the :func:`protocol` ``expected``, with their values."""
+    return {k: row.get(k) for k, v in expected.items()
+            if not (is_finite_number(row.get(k)) and math.isclose(row[k], v, rel_tol=1e-9))}
 
 
 def representative(runs: list[tuple[dict, Path]]) -> tuple[dict, Path]:
@@ -164,8 +199,9 @@ def md_config(cond: Condition, replicas: int, ps: float):
                              check_every=CHECK_EVERY, seed=0)
 
 
-def cell_file(study_dir: Path, key: tuple[str, int]) -> Path:
-    return study_dir / MD_DIR / f"{key[0]}_d{key[1]:02d}.json"
+def cell_file(study_dir: Path, key: tuple[str, int], cond: Condition | None = None) -> Path:
+    """Where a cell's MD result at ``cond`` (the main condition when ``None``) lives."""
+    return study_dir / (MD_DIR if cond is None else cond.folder) / f"{key[0]}_d{key[1]:02d}.json"
 
 
 def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tuple[dict, Path]],
@@ -186,12 +222,16 @@ def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tupl
     result, run_dir = representative(runs) if run is None else run
     config = md_config(cond, replicas, ps)
     starts = start_structures(data, cond.temperature_K, replicas)
+    checkpoint = out.with_suffix(".checkpoint.json")
+    if out.is_file():
+        other = departures(json.loads(out.read_text()), protocol(cond, replicas, ps))
+        if other:  # hours of MD: not replaced by a run of another length, silently
+            raise FileExistsError(f"{out} holds a result run otherwise ({other}); move it away to run this "
+                                  f"cell at {cond.temperature_K:g} K, {replicas} replicas × {ps:g} ps")
+        out.unlink()  # stale (is_current): the cell's rate has moved, its model with it
+        checkpoint.unlink(missing_ok=True)
     model = mlpot.load(run_dir / "model.pt", dtype=torch.float64)  # failures are the potential's, not rounding
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = out.with_suffix(".checkpoint.json")
-    if out.is_file():  # stale (is_current): the cell's rate has moved, its model with it
-        out.unlink()
-        checkpoint.unlink(missing_ok=True)
     stability = md_stability(model, starts, config, checkpoint=checkpoint, checkpoint_every_s=CHECKPOINT_S,
                              log=lambda line: log(f"[{name} {key[0]} d{key[1]}] {line}"))
     ttf = [rep["time_to_failure_ps"] for rep in stability["replicas"]]
@@ -214,7 +254,8 @@ def _measured(studies: list[tuple[str, dict, str]], runs_dir: Path) -> dict[str,
     """Mean µs per atom-step of the finished cells, per data set kind (si, mo, water)."""
     cost: dict[str, list[float]] = {}
     for name, _, _ in studies:
-        for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
+        for path in sorted(p for cond in conditions(name.rsplit("-", 1)[0])
+                           for p in (runs_dir / name / cond.folder).glob("*_d??.json")):
             row = json.loads(path.read_text())
             if row.get("us_per_atom_step"):
                 cost.setdefault(name.split("-")[0], []).append(row["us_per_atom_step"])
@@ -232,59 +273,67 @@ def md_priority(key: tuple[str, int], cells: list[tuple[str, int]]) -> tuple:
 
 
 def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: int, n_cells: int,
-            replicas: int, ps: float) -> dict[str, list[tuple[str, int]]]:
-    """Print the stage's plan (cells, replicas, steps, cost of the cells not yet done, from the
-    µs per atom-step measured on finished cells) and return each study's cells ready to run."""
+            replicas: int, ps: float | None = None) -> dict[tuple[str, Condition], list[tuple[str, int]]]:
+    """Print the stage's plan (per study and condition: cells, replicas, steps, the cost of the
+    cells not yet done from the µs per atom-step measured on finished cells) and return the
+    cells ready to run per (study, condition). ``ps`` overrides each condition's own length."""
     measured = _measured(studies, runs_dir)
     todo, hours, unmeasured = {}, 0.0, []
     for name, data, _ in studies:
-        cond = condition(name.rsplit("-", 1)[0])
-        steps = md_config(cond, replicas, ps).steps
         cells = cell_runs(runs_dir / name)
         ready = sorted(k for k, runs in cells.items() if len(runs) >= runs_per_cell)
-        done = [k for k in ready if current_result(cell_file(runs_dir / name, k), cells[k]) is not None]
-        todo[name] = sorted((k for k in ready if k not in done), key=lambda k: md_priority(k, ready))
-        left = n_cells - len(done)
-        atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
-        line = (f"  {name:<18} {cond.temperature_K:g} K, {cond.timestep_fs:g} fs × {steps} steps: "
-                f"{len(done)}/{n_cells} cells done, {len(todo[name])} ready, {n_cells - len(ready)} waiting "
-                f"for the full stage; {atom_steps:.2g} atom-steps per cell")
-        kind = name.split("-")[0]
-        if left and kind in measured:
-            cell_h = atom_steps * measured[kind] * 1e-6 / 3600
-            hours += cell_h * left
-            line += f", {measured[kind]:.0f} µs/atom-step measured: ~{cell_h:.1f} h per cell, ~{cell_h * left:.0f} h left"
-        elif left:
-            unmeasured.append(name)
-        print(line)
+        for cond in conditions(name.rsplit("-", 1)[0]):
+            length = cond.ps if ps is None else ps
+            steps = md_config(cond, replicas, length).steps
+            expected = protocol(cond, replicas, length)
+            done = [k for k in ready if current_result(cell_file(runs_dir / name, k, cond), cells[k], expected)]
+            todo[name, cond] = sorted((k for k in ready if k not in done), key=lambda k: md_priority(k, ready))
+            left = n_cells - len(done)
+            atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
+            line = (f"  {name:<18} {cond.temperature_K:g} K, {length:g} ps ({cond.timestep_fs:g} fs × {steps} steps): "
+                    f"{len(done)}/{n_cells} cells done, {len(todo[name, cond])} ready, {n_cells - len(ready)} waiting "
+                    f"for the full stage; {atom_steps:.2g} atom-steps per cell")
+            kind = name.split("-")[0]
+            if left and kind in measured:
+                cell_h = atom_steps * measured[kind] * 1e-6 / 3600
+                hours += cell_h * left
+                line += (f", {measured[kind]:.0f} µs/atom-step measured: ~{cell_h:.1f} h per cell, "
+                         f"~{cell_h * left:.0f} h left")
+            elif left and name not in unmeasured:
+                unmeasured.append(name)
+            print(line)
     left_line = (f"~{hours:.0f} h left for the studies whose cost is measured"
                  if len(unmeasured) < len(studies) else "no cell finished yet, so no time estimate")
-    print(f"md stage: {replicas} replicas × {ps:g} ps per cell (NVT); {left_line}"
-          + (f"; cost measured after the first cell of: {', '.join(unmeasured)}" if unmeasured else ""), flush=True)
+    print(f"md stage: {replicas} replicas per cell (NVT), the conditions of each data set in the order above; "
+          f"{left_line}" + (f"; cost measured after the first cell of: {', '.join(unmeasured)}" if unmeasured else ""),
+          flush=True)
     return todo
 
 
 def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: int, n_cells: int,
-           replicas: int = 10, ps: float = 50.0, after_cell: Callable | None = None) -> int:
-    """Run every ready cell not yet done; returns the number of cells run. ``after_cell(study,
+           replicas: int = 10, ps: float | None = None, after_cell: Callable | None = None) -> int:
+    """Run every ready cell not yet done, at each condition of its data set in turn (``ps``:
+    every condition's length, when given); returns the number of cells run. ``after_cell(study,
     runs)`` is called after each (the depth study computes the cell's observables there)."""
     todo = plan_md(studies, runs_dir, runs_per_cell, n_cells, replicas, ps)
     ran, start = 0, time.perf_counter()
     for study in studies:
         name = study[0]
-        cells = cell_runs(runs_dir / name) if todo[name] else {}
-        for k, key in enumerate(todo[name]):
-            row = run_cell(study, key, cells[key], cell_file(runs_dir / name, key), replicas, ps,
-                           log=lambda line: print(line, flush=True))
-            ran += 1
-            # The study's other ready cells cost about as much as this one (same data, same steps).
-            left = len(todo[name]) - k - 1
-            print(f"[{name} {key[0]} d{key[1]}] done: {row['n_failed']} of {replicas} replicas failed; "
-                  f"{row['us_per_atom_step']:.0f} µs/atom-step, {row['wall_s'] / 3600:.2f} h; {left} ready cells "
-                  f"left here, ~{left * row['wall_s'] / 3600:.1f} h; {time.perf_counter() - start:.0f} s so far",
-                  flush=True)
-            if after_cell is not None:
-                after_cell(study, cells[key])
+        cells = cell_runs(runs_dir / name)
+        for cond in conditions(name.rsplit("-", 1)[0]):
+            length = cond.ps if ps is None else ps
+            for k, key in enumerate(todo[name, cond]):
+                row = run_cell(study, key, cells[key], cell_file(runs_dir / name, key, cond), replicas, length,
+                               log=lambda line: print(line, flush=True), cond=cond)
+                ran += 1
+                # The condition's other ready cells cost about as much as this one (same data, same steps).
+                left = len(todo[name, cond]) - k - 1
+                print(f"[{name} {key[0]} d{key[1]}] {cond.temperature_K:g} K done: {row['n_failed']} of {replicas} "
+                      f"replicas failed; {row['us_per_atom_step']:.0f} µs/atom-step, {row['wall_s'] / 3600:.2f} h; "
+                      f"{left} ready cells left at this condition, ~{left * row['wall_s'] / 3600:.1f} h; "
+                      f"{time.perf_counter() - start:.0f} s so far", flush=True)
+                if after_cell is not None:
+                    after_cell(study, cells[key])
     return ran
 
 
@@ -295,11 +344,12 @@ ROW_FIELDS = ("dataset", "budget", "variant", "depth", "width", "seed", "fold", 
 
 
 def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:
-    """One object per finished cell for results.json's ``"md_stability"``."""
+    """One object per finished cell and condition for results.json's ``"md_stability"``."""
     rows = []
     for name, _, _ in studies:
         cells = cell_runs(runs_dir / name)
-        for path in sorted((runs_dir / name / MD_DIR).glob("*_d??.json")):
+        for path in sorted(p for cond in conditions(name.rsplit("-", 1)[0])
+                           for p in (runs_dir / name / cond.folder).glob("*_d??.json")):
             row = json.loads(path.read_text())
             if is_current(row, cells.get((row["variant"], row["depth"]), [])):
                 rows.append({k: row.get(k) for k in ROW_FIELDS})

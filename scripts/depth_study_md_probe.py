@@ -1,13 +1,17 @@
 """The depth study's MD protocol for chosen cells under another condition: a probe.
 
-The md stage (``scripts/depth_study_md.py``) runs every cell at one condition per data set
-(Si: 1518 K). Where that condition cannot rank the cells (si-25k: every network of depth
-2 to 32 kept all ten replicas for 50 ps), a hotter bath or a longer run may. This runs the
-same protocol (each cell's median-validation model, Langevin NVT, held-out start frames
-nearest the temperature, the same failure tests) for the cells named, at ``--temperature``
-for ``--ps`` per replica, into ``RUNS/<study>/md-<T>K/`` (not the study's ``md/``: a probe
-is not part of results.json). Cells already done there are skipped; a stopped cell resumes
-from its checkpoint.
+The md stage (``scripts/depth_study_md.py``) runs every cell at its data set's conditions
+(Si: 3000 K for 10 ps, then 1518 K for 50 ps). Another bath or length may rank what those
+cannot, or check them: this runs the same protocol (each cell's median-validation model,
+Langevin NVT, held-out start frames nearest the temperature, the same failure tests) for
+the cells named, at ``--temperature`` for ``--ps`` per replica, into ``RUNS/<study>/md-<T>K/``.
+That is the md stage's own folder where it has a condition at that temperature (Si at
+3000 K: a probe there with the stage's length is the stage's cell, and a cell done by
+either is done for both; a probe of another length is refused rather than overwrite it);
+elsewhere it is a folder that results.json does not read. Cells already done there are
+skipped; a stopped cell resumes from its checkpoint. The si-25k rows of
+``docs/depth-study/v2/si-25k-md-3000K.json`` were run this way before 3000 K became a
+condition of the stage.
 
     python scripts/depth_study_md_probe.py si-25k --temperature 3000 --ps 10 \\
         --cells plain:1 plain:2 plain:4 plain:16 residual_stem:32 --json docs/depth-study/v2/si-25k-md-3000K.json
@@ -111,9 +115,8 @@ def _done(out: Path, args, cond, runs: list, run: tuple[dict, Path] | None = Non
     """The result in ``out`` if it is of this probe's length, replicas and timestep, of the
     cell's models now (:func:`depth_study_md.is_current`), and of ``run``'s model when given
     (the median run's cell file serves its own (fold, seed)); else ``None``."""
-    row = depth_study_md.current_result(out, runs)
-    if row is None or (row["ps_per_replica"], row["replicas"], row["timestep_fs"]) != (
-            args.ps, args.replicas, cond.timestep_fs):
+    row = depth_study_md.current_result(out, runs, depth_study_md.protocol(cond, args.replicas, args.ps))
+    if row is None:
         return None
     if run is not None and (row["fold"], row["seed"]) != (run[0]["fold"], run[0]["seed"]):
         return None

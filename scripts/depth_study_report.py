@@ -243,19 +243,23 @@ def plot_gradient_flow(f: Figures, studies: list[Study]) -> None:
 
 
 def plot_md_stability(f: Figures, studies: list[Study]) -> None:
-    """``md_stability.png``: per study (rows), the fraction of NVT replicas that ran their whole
-    time without failing (with its 95 % Wilson interval over replicas) and the mean time to
-    failure, survivors counted at the run length (dotted line), vs depth. One model per cell
-    (its median-validation run), so there is no spread over seeds here."""
-    studies = [s for s in studies if s.md]
-    if not studies:
+    """``md_stability.png``: per study and MD condition (rows), the fraction of NVT replicas
+    that ran their whole time without failing (with its 95 % Wilson interval over replicas)
+    and the mean time to failure, survivors counted at the run length (dotted line), vs
+    depth. One model per cell (its median-validation run), so there is no spread over seeds
+    here."""
+    panels = [(s, t, [r for r in s.md if r.get("temperature_k") == t]) for s in studies
+              for t in sorted({r.get("temperature_k") for r in s.md if is_finite_number(r.get("temperature_k"))},
+                              reverse=True)]
+    if not panels:
         return
-    fig, axes = f.plt.subplots(len(studies), 2, figsize=(10, 2.9 * len(studies) + 0.8), sharey="col",
-                               squeeze=False, layout="constrained")
+    # Not sharey: each condition's time axis ends at its own run length.
+    fig, axes = f.plt.subplots(len(panels), 2, figsize=(10, 2.9 * len(panels) + 0.8), squeeze=False,
+                               layout="constrained")
     depths = _depths(studies)
-    for i, s in enumerate(studies):
+    for i, (s, temperature, md) in enumerate(panels):
         for v in f.variants:
-            rows = sorted((r for r in s.md if r["variant"] == v), key=lambda r: r["depth"])
+            rows = sorted((r for r in md if r["variant"] == v), key=lambda r: r["depth"])
             sums = [(r["depth"], md_summary(r)) for r in rows]
             f.errorbar(axes[i][0], [(d, (m["survived"], (m["survived"] - m["interval"][0],
                                                          m["interval"][1] - m["survived"]), m["replicas"]))
@@ -263,14 +267,15 @@ def plot_md_stability(f: Figures, studies: list[Study]) -> None:
             tt = [(d, m["mean_ttf_ps"]) for d, m in sums if m["mean_ttf_ps"] is not None]
             if tt:
                 axes[i][1].plot([d * f.dodge(v) for d, _ in tt], [t for _, t in tt], ms=4, **f.style(v))
-        for ps in sorted({r["ps_per_replica"] for r in s.md if is_finite_number(r.get("ps_per_replica"))}):
+        lengths = sorted({r["ps_per_replica"] for r in md if is_finite_number(r.get("ps_per_replica"))})
+        for ps in lengths:
             axes[i][1].axhline(ps, color="grey", ls=":", lw=1)
-        temps = sorted({r.get("temperature_k") for r in s.md if is_finite_number(r.get("temperature_k"))})
-        axes[i][0].set_title(f"{study_words(s)}, NVT at {', '.join(f'{t:g}' for t in temps)} K", fontsize=9, loc="left")
+        axes[i][0].set_title(f"{study_words(s)}, NVT at {temperature:g} K for {', '.join(f'{p:g}' for p in lengths)} ps",
+                             fontsize=9, loc="left")
         axes[i][0].set_ylabel("fraction of replicas surviving")
         axes[i][0].set_ylim(-0.05, 1.05)
         axes[i][1].set_ylabel("mean time to failure (ps)")
-        axes[i][1].set_ylim(bottom=0)
+        axes[i][1].set_ylim(0, 1.05 * max(lengths, default=1.0))
         for ax in axes[i]:
             f.depth_axis(ax, depths)
     fig.suptitle("MD stability vs depth (one model per cell; bars: 95 % Wilson interval over replicas)", fontsize=10)

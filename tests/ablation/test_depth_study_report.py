@@ -51,10 +51,11 @@ def observable(variant: str, depth: int, fold: int, seed: int) -> dict:
             "vacancy": None}
 
 
-def md_row(variant: str, depth: int) -> dict:
+def md_row(variant: str, depth: int, temperature: float = 1518.0, ps: float = 50.0) -> dict:
     ttf = [None] * 8 + [12.0, 30.0] if depth == 4 else [None] * 10
+    ttf = [t if t is None else t * ps / 50.0 for t in ttf]
     return {"dataset": "si", "budget": "2.5k", "variant": variant, "depth": depth, "width": 40 - 4 * depth, "seed": 0,
-            "fold": 0, "temperature_k": 1518.0, "timestep_fs": 1.0, "replicas": 10, "ps_per_replica": 50.0,
+            "fold": 0, "temperature_k": temperature, "timestep_fs": 1.0, "replicas": 10, "ps_per_replica": ps,
             "time_to_failure_ps": ttf, "n_failed": sum(t is not None for t in ttf), "failure_reasons": [],
             "ensemble": "nvt", "us_per_atom_step": 30.0}
 
@@ -71,7 +72,8 @@ def document(partial: bool = False) -> dict:
     if not partial:
         doc["observables"] = [observable(v, d, f, s) for v in VARIANTS for d in DEPTHS for f in range(FOLDS)
                               for s in SEEDS]
-        doc["md_stability"] = [md_row(v, d) for v in VARIANTS for d in DEPTHS]
+        doc["md_stability"] = [md_row(v, d, *condition) for condition in ((3000.0, 10.0), (1518.0, 50.0))
+                               for v in VARIANTS for d in DEPTHS]
         doc["recommendation"] = {"si/2.5k": {"variant": "residual_stem", "depth": 4, "width": 24, "activation": "silu",
                                              "runs": 6, "runner_up": {"variant": "plain", "depth": 2},
                                              "paired_difference_vs_runner_up": {"n": 6, "mean": -1.5, "se": 0.0,
@@ -107,6 +109,10 @@ def test_figures_and_tables_from_complete_results(report, tmp_path):
         assert (out / name).read_bytes().startswith(PNG), name
 
     text = (out / "tables.md").read_text()
+    # The MD table: a row per cell and condition, each with its temperature and length.
+    md_lines = [line for line in text.splitlines() if line.startswith("| si-2.5k |") and "× " in line]
+    assert len(md_lines) == 2 * len(VARIANTS) * len(DEPTHS)
+    assert sum("| 3000 | 10 × 10.0 |" in line for line in md_lines) == len(VARIANTS) * len(DEPTHS)
     # Paired differences against plain depth 2, by hand: the offsets, with a zero-width interval.
     residual_2 = table_row(text, "si-2.5k", "residual (stem + identity blocks)", 2)
     assert residual_2[9] == "+2.50 [+2.50, +2.50] *"

@@ -269,6 +269,9 @@ def fake_study(tmp_path):
 
 
 def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study, monkeypatch, capsys, tmp_path):
+    """Each ready cell runs once at each of its data set's conditions (Si: the hot one
+    first, each in its own folder), is skipped when done, rerun when its rate moved, never
+    overwritten by a run of another length, and listed by collect per condition."""
     import depth_study_md
 
     runs_dir, one = fake_study
@@ -284,17 +287,22 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert study.md(args) == 0
     out = capsys.readouterr().out
     assert f"0/{len(study.CELLS)} cells done, 2 ready, {len(study.CELLS) - 2} waiting" in out and "20 steps" in out
-    md_dir = runs_dir / "si-2.5k" / "md"
-    assert sorted(p.name for p in md_dir.iterdir()) == ["plain_d01.json", "plain_d02.json"]  # no checkpoint left
+    assert out.index("3000 K, 0.02 ps") < out.index("1518 K, 0.02 ps")  # the plan, hot condition first
+    assert out.index("3000 K done") < out.index("1518 K done")
+    hot_dir, md_dir = runs_dir / "si-2.5k" / "md-3000K", runs_dir / "si-2.5k" / "md"
+    for folder in (hot_dir, md_dir):
+        assert sorted(p.name for p in folder.iterdir()) == ["plain_d01.json", "plain_d02.json"]  # no checkpoint left
     gentle, wild = (json.loads((md_dir / f"plain_d0{d}.json").read_text()) for d in (1, 2))
     # The median of two runs is the lower: fold 0 (val force RMSE 100 against 110).
     assert (gentle["fold"], gentle["seed"], gentle["temperature_k"], gentle["timestep_fs"]) == (0, 0, 1518.0, 1.0)
+    assert json.loads((hot_dir / "plain_d01.json").read_text())["temperature_k"] == 3000.0
     assert gentle["replicas"] == 3 and gentle["n_failed"] == 0 and gentle["time_to_failure_ps"] == [None] * 3
     assert wild["n_failed"] == 3 and all(0 < t <= 0.02 for t in wild["time_to_failure_ps"])
     assert len(wild["failure_reasons"]) == 3 and gentle["us_per_atom_step"] > 0
-    assert observed == [[0, 1], [0, 1]]  # each finished cell's observables, after its MD
-    # ... and each cell's MD result and the representative's model archived after it.
-    assert sorted(p.name for p in (archived / "si-2.5k" / "md").iterdir()) == ["plain_d01.json", "plain_d02.json"]
+    assert observed == [[0, 1]] * 4  # each finished cell's observables, after its MD at each condition
+    # ... and each cell's MD results and the representative's model archived after it.
+    for folder in ("md-3000K", "md"):
+        assert sorted(p.name for p in (archived / "si-2.5k" / folder).iterdir()) == ["plain_d01.json", "plain_d02.json"]
     assert len(list(archived.rglob("model.pt"))) == 2
 
     # Resumed: the done cells are skipped, and the plan now prices the rest from them.
@@ -302,13 +310,18 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.02) == 0
     assert {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()} == stamps
     again = capsys.readouterr().out
-    assert "2/24 cells done, 0 ready" in again and "µs/atom-step measured" in again
+    assert again.count("2/24 cells done, 0 ready") == 2 and "µs/atom-step measured" in again
+    # A run of another length does not count as done, and does not overwrite the cell: refused.
+    with pytest.raises(FileExistsError, match="plain_d01.json holds a result run otherwise"):
+        depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.01)
+    assert {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()} == stamps
     # A cell whose rate moved after its MD ran: that result is stale, left out and run again.
     stale = md_dir / "plain_d01.json"
     row = json.loads(stale.read_text())
     assert row["lr"] == 1e-3
     stale.write_text(json.dumps({**row, "lr": 3e-4}))
-    assert [r["depth"] for r in depth_study_md.md_rows([one], runs_dir)] == [2]
+    assert sorted((r["temperature_k"], r["depth"]) for r in depth_study_md.md_rows([one], runs_dir)) == [
+        (1518.0, 2), (3000.0, 1), (3000.0, 2)]
     assert depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.02) == 1
     assert json.loads(stale.read_text())["lr"] == 1e-3
     assert "1/24 cells done, 1 ready" in capsys.readouterr().out
@@ -316,8 +329,9 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     monkeypatch.setattr(study, "observables", lambda *a, **k: None)
     study.collect(runs_dir, [one], tmp_path / "results.json")
     document = json.loads((tmp_path / "results.json").read_text())
-    assert len(document["runs"]) == 5 and len(document["md_stability"]) == 2
-    row = next(r for r in document["md_stability"] if r["depth"] == 2)
+    assert len(document["runs"]) == 5 and len(document["md_stability"]) == 4
+    assert [c["temperature_K"] for c in document["design"]["md"]["si"]] == [3000.0, 1518.0]
+    row = next(r for r in document["md_stability"] if r["depth"] == 2 and r["temperature_k"] == 1518.0)
     for key in ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "temperature_k", "timestep_fs",
                 "replicas", "ps_per_replica", "time_to_failure_ps", "n_failed", "failure_reasons"):
         assert key in row, key
