@@ -113,8 +113,14 @@ def cell_runs(study_dir: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]
 
 
 def run_lr(run_dir: Path) -> float:
-    """The learning rate a full-stage run folder (``…/full-lr<lr>/runs/<name>``) trained at."""
-    return float(run_dir.parent.parent.name.removeprefix("full-lr"))
+    """The learning rate a run folder trained at: a full stage's (``…/full-lr<lr>/runs/<name>``)
+    from its stage's name, any other from its ``config.yaml``."""
+    stage = run_dir.parent.parent.name
+    if stage.startswith("full-lr"):
+        return float(stage.removeprefix("full-lr"))
+    import yaml
+
+    return float(yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr"])
 
 
 def is_current(row: dict, runs: list[tuple[dict, Path]]) -> bool:

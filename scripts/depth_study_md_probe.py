@@ -18,7 +18,9 @@ condition of the stage.
 
 ``--all-runs`` runs every model of each cell (its five (fold, seed) pairs), not only the
 median one, into ``<variant>_dNN_f<fold>_s<seed>.json``: whether a cell's failures belong to
-the cell or to one seed. ``--json`` writes one row per cell (or run) done, its failures and
+the cell or to one seed. ``--models DIR`` takes every model of the named cells from another
+``mlpot ablate`` folder instead (e.g. a cell's runs trained again where the archive kept
+only the median model), into ``DIR/md-<T>K/``; the study still gives the start frames. ``--json`` writes one row per cell (or run) done, its failures and
 times to failure, for the docs; it is rewritten after each cell.
 """
 
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=depth_study.ROOT / "runs" / "depth-v2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--all-runs", action="store_true", help="every model of each cell, not only its median one")
+    parser.add_argument("--models", type=Path, help="an mlpot ablate folder whose runs of the cells to run "
+                        "instead of the study's own (implies --all-runs)")
     parser.add_argument("--json", type=Path, help="also write the cells' rows here")
     args = parser.parse_args(argv)
     import torch
@@ -76,18 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     own = depth_study_md.condition(study[0].rsplit("-", 1)[0])
     cond = depth_study_md.Condition(args.temperature, args.timestep or own.timestep_fs,
                                     f"probe ({own.temperature_K:g} K in the md stage)")
-    cells = depth_study_md.cell_runs(args.runs / args.study)
-    missing = [c for c in args.cells if len(cells.get(c, [])) < len(depth_study.pairs(study[1]))]
+    if args.models:
+        cells, base, out_dir = other_runs(args.models), args.models, probe_dir(args.models.parent, args.models.name,
+                                                                               args.temperature)
+        args.all_runs = True
+        missing = [c for c in args.cells if not cells.get(c)]
+    else:
+        cells, base, out_dir = (depth_study_md.cell_runs(args.runs / args.study), args.runs,
+                                probe_dir(args.runs, args.study, args.temperature))
+        missing = [c for c in args.cells if len(cells.get(c, [])) < len(depth_study.pairs(study[1]))]
     if missing:
-        raise SystemExit(f"{args.study}: cells {missing} have not finished their full stage here")
+        raise SystemExit(f"{args.models or args.study}: cells {missing} have not finished their full stage here")
     models = [d / "model.pt" for key in args.cells
               for _, d in (cells[key] if args.all_runs else [depth_study_md.representative(cells[key])])]
-    absent = [str(m.relative_to(args.runs)) for m in models if not m.is_file()]
+    absent = [str(m.relative_to(base)) for m in models if not m.is_file()]
     if absent:  # before any MD: a probe that stops at its third cell has wasted the first two's hours
         raise SystemExit(f"{args.study}: {len(absent)} model files are not here: {', '.join(absent[:3])}"
                          f"{' …' if len(absent) > 3 else ''}. The committed archive keeps each cell's median model "
                          f"only: --all-runs needs the cell's runs trained on this machine (or drop --all-runs)")
-    out_dir = probe_dir(args.runs, args.study, args.temperature)
     print(f"{args.study}: {len(args.cells)} cells × {args.replicas} replicas × {args.ps:g} ps at "
           f"{args.temperature:g} K ({cond.timestep_fs:g} fs) into {out_dir}", flush=True)
     rows = []
@@ -109,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:  # after every cell: a probe stopped part-way keeps its table so far
             atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def other_runs(folder: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
+    """The finished runs of an ``mlpot ablate`` folder by cell (variant, depth): (result, run folder)."""
+    from mlpot.ablation.report import collect_results
+
+    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
+    for result in collect_results(folder):
+        cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
+    return cells
 
 
 def _done(out: Path, args, cond, runs: list, run: tuple[dict, Path] | None = None) -> dict | None:

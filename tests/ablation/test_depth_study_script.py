@@ -738,6 +738,19 @@ def test_md_probe_runs_named_cells_at_its_own_condition_beside_the_study(fake_st
     assert sorted(p.name for p in out_dir.iterdir()) == ["plain_d01.json", "plain_d01_f1_s0.json", "plain_d02.json"]
     assert [(r["fold"], r["n_failed"]) for r in json.loads(table.read_text())] == [(0, 0), (1, 0)]
     assert (out_dir / "plain_d01.json").stat().st_mtime_ns == stamps["plain_d01.json"]
+    # --models: the cells' runs from another ablate folder (its rate from config.yaml), into its md-<T>K/.
+    import shutil
+
+    other = tmp_path / "retrained"
+    shutil.copytree(runs_dir / "si-2.5k" / "full-lr0.001", other)
+    for run_dir in (other / "runs").iterdir():
+        (run_dir / "config.yaml").write_text("optimizer: {name: adam, lr: 0.002}\n")
+    assert probe.main([*argv[:2], "plain:1", *argv[4:], "--models", str(other)]) == 0
+    assert sorted(p.name for p in (other / "md-3000K").iterdir()) == ["plain_d01_f0_s0.json", "plain_d01_f1_s0.json"]
+    assert {json.loads(p.read_text())["lr"] for p in (other / "md-3000K").iterdir()} == {0.002}
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}["plain_d01.json"] == stamps["plain_d01.json"]
+    with pytest.raises(SystemExit, match="have not finished"):
+        probe.main([*argv[:2], "plain:3", *argv[4:], "--models", str(other)])
     # A run whose model is gone (the archive keeps medians only): refused before any MD, by name.
     run_dir = next(d for _, d in probe.depth_study_md.cell_runs(runs_dir / "si-2.5k")[("plain", 2)])
     (run_dir / "model.pt").rename(run_dir / "model.pt.away")
