@@ -17,8 +17,10 @@ structures, until each fails or the time is up (:func:`mlpot.ablation.md_stabili
   Si has a second, hotter condition, run first: 3000 K for 10 ps, a hot liquid still
   inside its AIMD data. At 1518 K every si-25k network of depth 2 to 32 kept all ten
   replicas for 50 ps, so that condition cannot rank them; at 3000 K plain depths 1, 2 and
-  3 lost 10, 7 and 2 of ten within 10 ps and depth 4 none (docs/depth-study.md), at a
-  fifth of the cost. Each condition keeps its cells in its own folder (``md``,
+  3 lost 10, 7 and 2 of ten within 10 ps and depth 4 none, at a fifth of the cost. There
+  a model mostly survives or fails whole and the models of a cell differ (plain depth 2's
+  five: 10, 0, 10, 4 and 7 lost; docs/depth-study.md), so one model per cell separates
+  depth 1 from the rest and no more. Each condition keeps its cells in its own folder (``md``,
   ``md-3000K``).
 * **Start structures**: the held-out test set's bulk MD frames (mlearn ``AIMD-NVT``, the
   teacher's test trajectories), those whose AIMD temperature is nearest the MD temperature
