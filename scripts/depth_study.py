@@ -396,6 +396,9 @@ def run_row(result: dict, dataset: str, budget: str, lr: float, train_atoms: int
         "train_us_per_atom": 1e6 * result["train_wall_s"] / max(epochs * train_atoms, 1),
         "infer_us_per_atom": result.get("inference_us_per_atom"),
         "peak_activation_mib": result.get("train_step_peak_mib"),
+        # The commit that trained it (runs measured before 2026-12-08: None); retraining at
+        # another commit or in another stack need not repeat its errors (docs/depth-study.md).
+        "git_commit": (result.get("code") or {}).get("git_commit"),
         "peak_activation_checkpointed_mib": result.get("train_step_peak_checkpointed_mib"),
         # Gradient flow per layer as the RMS gradient per weight (comparable across widths).
         "grad_init_rms": result.get("grad_init_rms"),

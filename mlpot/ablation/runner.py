@@ -33,6 +33,7 @@ import torch
 from ..data import element_symbols, kfold_splits, load_split, random_split, read
 from ..device import resolve_device
 from ..io.files import atomic_write_text
+from ..provenance import code_version
 from ..training.fixed_terms import choose_terms_once
 from ..workers import worker_pool
 from .config import AblationSetup
@@ -333,6 +334,7 @@ def measure_run(setup: AblationSetup, run: RunSpec, run_dir: Path, split_file: s
         # Runs of one grid point trained together share a process: its peak resident set and
         # each run's share of the epochs' wall time (metrics.csv) are what they report.
         "trained_together": summary.get("members", 1),
+        "code": code_version(),  # a run trained again at another commit need not repeat these errors
     }
     result["external_test"], result["outliers"], result["extrapolation"] = _test_errors(
         model, structures, split, external, config.training.batch_size)

@@ -321,6 +321,7 @@ def test_vectorized_grid_equals_one_by_one(emt_data, tmp_path):
     for name, together in results[True].items():
         alone = results[False][name]
         assert together["trained_together"] == 4 and alone["trained_together"] == 1
+        assert together["code"]["mlpot"] and together["code"].keys() == {"mlpot", "torch", "git_commit", "git_dirty"}
         for key in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_a"):
             assert together["test"][key] == pytest.approx(alone["test"][key], rel=1e-6)
         assert together["best_epoch"] == alone["best_epoch"]
