@@ -45,7 +45,8 @@ RATES_FILE = "rates.json"
 SHARED_FILES = ("recipe.yaml", "teacher-rdf.json")
 STAGE_FILES = ("splits/fold*.json",)
 RUN_FILES = ("result.json", "observables.json", "archive.json")
-MD_FILES = ("md/*.json", "md-*K/*.json")  # each MD condition's folder (depth_study_md.CONDITIONS)
+# Each MD condition's folder (depth_study_md.CONDITIONS), and its per-model parts.
+MD_FILES = ("md/*.json", "md-*/*.json", "md-*/models/*.json")
 RUN_SUMMARY = "archive.json"
 
 

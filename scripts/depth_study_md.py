@@ -5,9 +5,10 @@ median validation force RMSE among the cell's seeds × folds, runs ``replicas`` 
 (NVT) replicas for ``ps`` ps each at a high temperature of its data set, from held-out
 structures, until each fails or the time is up (:func:`mlpot.ablation.md_stability`).
 
-* **Why the median run**: the cell's typical model, neither a lucky nor an unlucky seed;
-  chosen on the validation split, so the test set plays no part; and one model per cell,
-  because 10 replicas × 50 ps cost ~10⁸ atom-steps per model.
+* **Why the median run** (where a condition runs one model per cell): the cell's typical
+  model, neither a lucky nor an unlucky seed; chosen on the validation split, so the test
+  set plays no part; and one model per cell, because 10 replicas × 50 ps cost ~10⁸
+  atom-steps per model.
 * **Temperatures** (:data:`CONDITIONS`): within what the training data sample, near their
   hot end, where a potential is most often driven out of its data: Si at 1518 K (the
   mlearn AIMD temperature just below Si's melting point, 1687 K; the data go to 3374 K);
@@ -20,8 +21,11 @@ structures, until each fails or the time is up (:func:`mlpot.ablation.md_stabili
   3 lost 10, 7 and 2 of ten within 10 ps and depth 4 none, at a fifth of the cost. There
   a model mostly survives or fails whole and the models of a cell differ (plain depth 2's
   five: 10, 0, 10, 4 and 7 lost; docs/depth-study.md), so one model per cell separates
-  depth 1 from the rest and no more. Each condition keeps its cells in its own folder (``md``,
-  ``md-3000K``).
+  depth 1 from the rest and no more. Since 2026-12-08 that condition runs every model of a
+  cell with two replicas each (:attr:`Condition.per_model`; as many replicas as ten of one
+  model), each model's part in ``models/`` beside the cell's row, which lists per model
+  its failures; it needs every model of a cell on disk (the archive keeps the median one).
+  Each condition keeps its cells in its own folder (``md``, ``md-3000K-models``).
 * **Start structures**: the held-out test set's bulk MD frames (mlearn ``AIMD-NVT``, the
   teacher's test trajectories), those whose AIMD temperature is nearest the MD temperature
   first and spread evenly over the ties; each replica draws its own velocities (seed + k),
@@ -62,12 +66,16 @@ class Condition:
     why: str
     ps: float = 50.0
     folder: str = MD_DIR
+    #: 0: the cell's median model runs ``replicas`` replicas; n > 0: every model of the cell
+    #: runs n (where one model's replicas mostly all fail or all survive, the cell is its models).
+    per_model: int = 0
 
 
 #: Each data set's conditions, in the order the md stage runs them.
 CONDITIONS: dict[str, tuple[Condition, ...]] = {
-    "si": (Condition(3000.0, 1.0, "a hot liquid inside the training data (AIMD to 3374 K): it ranks the networks "
-                     "that all survive 1518 K", ps=10.0, folder="md-3000K"),
+    "si": (Condition(3000.0, 1.0, "a hot liquid inside the training data (AIMD to 3374 K): it separates networks "
+                     "that all survive 1518 K; a model there survives or fails whole, so every model counts",
+                     ps=10.0, folder="md-3000K-models", per_model=2),
            Condition(1518.0, 1.0, "AIMD temperature of the training data just below the melting point (1687 K)")),
     # 2 fs: Mo's highest phonon (~8.5 THz) is ~1.8× slower than Si's (15.5 THz), so 2 fs takes
     # about as many steps per period as Si's 1 fs; NVE at 3000 K on a mo-2.5k model: RMS
@@ -258,6 +266,42 @@ def run_cell(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tupl
     return row
 
 
+def models_file(cell_out: Path, run: tuple[dict, Path]) -> Path:
+    """Where one model's part of a per-model cell (``cell_out``) lives."""
+    result = run[0]
+    return cell_out.parent / "models" / f"{cell_out.stem}_f{result['fold']}_s{result['seed']}.json"
+
+
+def run_cell_models(study: tuple[str, dict, str], key: tuple[str, int], runs: list[tuple[dict, Path]],
+                    out: Path, ps: float, log: Callable[[str], None], cond: Condition) -> dict:
+    """A cell at a per-model condition: each of its models (by fold, seed) runs
+    ``cond.per_model`` replicas by :func:`run_cell` into its own file (skipped when done, so a
+    stop loses at most one model's MD), then the cell's row, written to ``out``: the replicas
+    of all models together, and per model its outcome (``"models"``)."""
+    from mlpot.io.files import atomic_write_text
+
+    parts = []
+    for run in sorted(runs, key=lambda rd: (rd[0]["fold"], rd[0]["seed"])):
+        part_out = models_file(out, run)
+        part = current_result(part_out, runs, protocol(cond, cond.per_model, ps))
+        parts.append(part or run_cell(study, key, runs, part_out, cond.per_model, ps, log, cond=cond, run=run))
+    ttf = [t for p in parts for t in p["time_to_failure_ps"]]
+    row = {**{k: parts[0][k] for k in ("dataset", "budget", "variant", "depth", "width", "lr", "temperature_k",
+                                       "timestep_fs", "ensemble", "ps_per_replica")},
+           "seed": None, "fold": None, "run": None, "replicas": len(ttf), "replicas_per_model": cond.per_model,
+           "time_to_failure_ps": ttf, "n_failed": sum(t is not None for t in ttf),
+           "failure_reasons": [r for p in parts for r in p["failure_reasons"]],
+           "models": [{k: p[k] for k in ("fold", "seed", "run", "val_force_rmse_mev_per_a", "n_failed",
+                                         "time_to_failure_ps")} for p in parts],
+           "models_failed": sum(p["n_failed"] > 0 for p in parts),
+           "start_structures": parts[0]["start_structures"],
+           "us_per_atom_step": statistics.fmean(p["us_per_atom_step"] for p in parts),
+           "wall_s": sum(p["wall_s"] for p in parts)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(row, indent=1) + "\n")
+    return row
+
+
 def _measured(studies: list[tuple[str, dict, str]], runs_dir: Path) -> dict[str, float]:
     """Mean µs per atom-step of the finished cells, per data set kind (si, mo, water)."""
     cost: dict[str, list[float]] = {}
@@ -293,14 +337,25 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
         for cond in conditions(name.rsplit("-", 1)[0]):
             length = cond.ps if ps is None else ps
             steps = md_config(cond, replicas, length).steps
-            expected = protocol(cond, replicas, length)
+            # Per model: each model's replicas from the same frames; else the median model's.
+            per_cell, starts = ((runs_per_cell * cond.per_model, cond.per_model) if cond.per_model
+                                else (replicas, replicas))
+            expected = protocol(cond, per_cell, length)
             done = [k for k in ready if current_result(cell_file(runs_dir / name, k, cond), cells[k], expected)]
-            todo[name, cond] = sorted((k for k in ready if k not in done), key=lambda k: md_priority(k, ready))
+            # A per-model cell needs every model; the archive keeps each cell's median one only.
+            modelless = [k for k in ready if k not in done and cond.per_model
+                         and not all((d / "model.pt").is_file() for _, d in cells[k])]
+            todo[name, cond] = sorted((k for k in ready if k not in done and k not in modelless),
+                                      key=lambda k: md_priority(k, ready))
             left = n_cells - len(done)
-            atom_steps = sum(len(a) for a in start_structures(data, cond.temperature_K, replicas)) * steps if left else 0
-            line = (f"  {name:<18} {cond.temperature_K:g} K, {length:g} ps ({cond.timestep_fs:g} fs × {steps} steps): "
+            atom_steps = (sum(len(a) for a in start_structures(data, cond.temperature_K, starts)) * steps
+                          * (per_cell // starts) if left else 0)
+            line = (f"  {name:<18} {cond.temperature_K:g} K, {length:g} ps ({cond.timestep_fs:g} fs × {steps} steps"
+                    + (f"; every model × {cond.per_model} replicas" if cond.per_model else "") + "): "
                     f"{len(done)}/{n_cells} cells done, {len(todo[name, cond])} ready, {n_cells - len(ready)} waiting "
-                    f"for the full stage; {atom_steps:.2g} atom-steps per cell")
+                    f"for the full stage"
+                    + (f", {len(modelless)} without all their models here (retrain them)" if modelless else "")
+                    + f"; {atom_steps:.2g} atom-steps per cell")
             kind = name.split("-")[0]
             if left and kind in measured:
                 cell_h = atom_steps * measured[kind] * 1e-6 / 3600
@@ -331,12 +386,13 @@ def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: 
         for cond in conditions(name.rsplit("-", 1)[0]):
             length = cond.ps if ps is None else ps
             for k, key in enumerate(todo[name, cond]):
-                row = run_cell(study, key, cells[key], cell_file(runs_dir / name, key, cond), replicas, length,
-                               log=lambda line: print(line, flush=True), cond=cond)
+                out, log = cell_file(runs_dir / name, key, cond), lambda line: print(line, flush=True)
+                row = (run_cell_models(study, key, cells[key], out, length, log, cond) if cond.per_model else
+                       run_cell(study, key, cells[key], out, replicas, length, log, cond=cond))
                 ran += 1
                 # The condition's other ready cells cost about as much as this one (same data, same steps).
                 left = len(todo[name, cond]) - k - 1
-                print(f"[{name} {key[0]} d{key[1]}] {cond.temperature_K:g} K done: {row['n_failed']} of {replicas} "
+                print(f"[{name} {key[0]} d{key[1]}] {cond.temperature_K:g} K done: {row['n_failed']} of {row['replicas']} "
                       f"replicas failed; {row['us_per_atom_step']:.0f} µs/atom-step, {row['wall_s'] / 3600:.2f} h; "
                       f"{left} ready cells left at this condition, ~{left * row['wall_s'] / 3600:.1f} h; "
                       f"{time.perf_counter() - start:.0f} s so far", flush=True)
@@ -348,7 +404,7 @@ def run_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell: 
 #: The fields of a cell's result that results.json lists under "md_stability".
 ROW_FIELDS = ("dataset", "budget", "variant", "depth", "width", "seed", "fold", "lr", "temperature_k", "timestep_fs",
               "replicas", "ps_per_replica", "time_to_failure_ps", "n_failed", "failure_reasons",
-              "ensemble", "us_per_atom_step")
+              "ensemble", "us_per_atom_step", "replicas_per_model", "models", "models_failed")
 
 
 def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:

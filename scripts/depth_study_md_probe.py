@@ -1,17 +1,16 @@
 """The depth study's MD protocol for chosen cells under another condition: a probe.
 
 The md stage (``scripts/depth_study_md.py``) runs every cell at its data set's conditions
-(Si: 3000 K for 10 ps, then 1518 K for 50 ps). Another bath or length may rank what those
-cannot, or check them: this runs the same protocol (each cell's median-validation model,
+(Si: every model of a cell at 3000 K for 10 ps, then the median model at 1518 K for 50
+ps). Another bath or length may rank what those cannot, or check them: this runs the same protocol (each cell's median-validation model,
 Langevin NVT, held-out start frames nearest the temperature, the same failure tests) for
 the cells named, at ``--temperature`` for ``--ps`` per replica, into ``RUNS/<study>/md-<T>K/``.
-That is the md stage's own folder where it has a condition at that temperature (Si at
-3000 K: a probe there with the stage's length is the stage's cell, and a cell done by
-either is done for both; a probe of another length is refused rather than overwrite it);
-elsewhere it is a folder that results.json does not read. Cells already done there are
-skipped; a stopped cell resumes from its checkpoint. The si-25k rows of
-``docs/depth-study/v2/si-25k-md-3000K.json`` were run this way before 3000 K became a
-condition of the stage.
+results.json does not read that folder (the stage's Si condition at 3000 K runs every
+model of a cell, in ``md-3000K-models/``); a probe of another length than a result already
+there is refused rather than overwrite it. Cells already done there are skipped; a stopped
+cell resumes from its checkpoint. ``docs/depth-study/v2/si-25k-md-3000K.json`` holds the
+median models of 15 si-25k cells at 3000 K, 7 of them run on 2026-12-08 by the md stage
+while it still ran one model per cell (into this same folder).
 
     python scripts/depth_study_md_probe.py si-25k --temperature 3000 --ps 10 \\
         --cells plain:1 plain:2 plain:4 plain:16 residual_stem:32 --json docs/depth-study/v2/si-25k-md-3000K.json

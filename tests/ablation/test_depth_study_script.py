@@ -289,20 +289,29 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert f"0/{len(study.CELLS)} cells done, 2 ready, {len(study.CELLS) - 2} waiting" in out and "20 steps" in out
     assert out.index("3000 K, 0.02 ps") < out.index("1518 K, 0.02 ps")  # the plan, hot condition first
     assert out.index("3000 K done") < out.index("1518 K done")
-    hot_dir, md_dir = runs_dir / "si-2.5k" / "md-3000K", runs_dir / "si-2.5k" / "md"
-    for folder in (hot_dir, md_dir):
-        assert sorted(p.name for p in folder.iterdir()) == ["plain_d01.json", "plain_d02.json"]  # no checkpoint left
+    hot_dir, md_dir = runs_dir / "si-2.5k" / "md-3000K-models", runs_dir / "si-2.5k" / "md"
+    for folder in (hot_dir, md_dir):  # no checkpoint left
+        assert sorted(p.name for p in folder.glob("*.json")) == ["plain_d01.json", "plain_d02.json"]
     gentle, wild = (json.loads((md_dir / f"plain_d0{d}.json").read_text()) for d in (1, 2))
     # The median of two runs is the lower: fold 0 (val force RMSE 100 against 110).
     assert (gentle["fold"], gentle["seed"], gentle["temperature_k"], gentle["timestep_fs"]) == (0, 0, 1518.0, 1.0)
-    assert json.loads((hot_dir / "plain_d01.json").read_text())["temperature_k"] == 3000.0
+    # At 3000 K every model of the cell (folds 0 and 1) runs two replicas, each in its own file.
+    assert sorted(p.name for p in (hot_dir / "models").iterdir()) == [
+        f"plain_d0{d}_f{f}_s0.json" for d in (1, 2) for f in (0, 1)]
+    hot_gentle, hot_wild = (json.loads((hot_dir / f"plain_d0{d}.json").read_text()) for d in (1, 2))
+    assert hot_gentle["temperature_k"] == 3000.0 and hot_gentle["fold"] is None
+    assert [(m["fold"], len(m["time_to_failure_ps"])) for m in hot_gentle["models"]] == [(0, 2), (1, 2)]
+    assert hot_gentle["replicas"] == 4 and hot_gentle["models_failed"] == 0
+    assert hot_wild["n_failed"] == 4 and hot_wild["models_failed"] == 2
     assert gentle["replicas"] == 3 and gentle["n_failed"] == 0 and gentle["time_to_failure_ps"] == [None] * 3
     assert wild["n_failed"] == 3 and all(0 < t <= 0.02 for t in wild["time_to_failure_ps"])
     assert len(wild["failure_reasons"]) == 3 and gentle["us_per_atom_step"] > 0
     assert observed == [[0, 1]] * 4  # each finished cell's observables, after its MD at each condition
     # ... and each cell's MD results and the representative's model archived after it.
-    for folder in ("md-3000K", "md"):
-        assert sorted(p.name for p in (archived / "si-2.5k" / folder).iterdir()) == ["plain_d01.json", "plain_d02.json"]
+    for folder in ("md-3000K-models", "md"):
+        assert sorted(p.name for p in (archived / "si-2.5k" / folder).glob("*.json")) == [
+            "plain_d01.json", "plain_d02.json"]
+    assert len(list((archived / "si-2.5k" / "md-3000K-models" / "models").glob("*.json"))) == 4
     assert len(list(archived.rglob("model.pt"))) == 2
 
     # Resumed: the done cells are skipped, and the plan now prices the rest from them.
@@ -312,7 +321,7 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     again = capsys.readouterr().out
     assert again.count("2/24 cells done, 0 ready") == 2 and "µs/atom-step measured" in again
     # A run of another length does not count as done, and does not overwrite the cell: refused.
-    with pytest.raises(FileExistsError, match="plain_d01.json holds a result run otherwise"):
+    with pytest.raises(FileExistsError, match="plain_d01_f0_s0.json holds a result run otherwise"):
         depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.01)
     assert {p.name: p.stat().st_mtime_ns for p in md_dir.iterdir()} == stamps
     # A cell whose rate moved after its MD ran: that result is stale, left out and run again.
@@ -325,6 +334,17 @@ def test_md_stage_runs_ready_cells_once_and_collect_lists_them(study, fake_study
     assert depth_study_md.run_md([one], runs_dir, 2, 24, replicas=3, ps=0.02) == 1
     assert json.loads(stale.read_text())["lr"] == 1e-3
     assert "1/24 cells done, 1 ready" in capsys.readouterr().out
+
+    # A per-model cell whose models are not all here (the archive keeps medians) is not run.
+    cells = depth_study_md.cell_runs(runs_dir / "si-2.5k")
+    away = cells["plain", 1][1][1] / "model.pt"
+    away.rename(away.with_suffix(".away"))
+    (hot_dir / "plain_d01.json").rename(hot_dir / "plain_d01.kept")
+    todo = depth_study_md.plan_md([one], runs_dir, 2, 24, replicas=3, ps=0.02)
+    assert "1 without all their models here" in capsys.readouterr().out
+    assert [k for (name, cond), keys in todo.items() for k in keys] == []
+    away.with_suffix(".away").rename(away)
+    (hot_dir / "plain_d01.kept").rename(hot_dir / "plain_d01.json")
 
     monkeypatch.setattr(study, "observables", lambda *a, **k: None)
     study.collect(runs_dir, [one], tmp_path / "results.json")
