@@ -187,7 +187,19 @@ def _unit(entry: dict, key: str) -> tuple:
     else per cell (data set, budget, variant, depth)."""
     if key == "cost":
         return (entry.get("study"),)
-    return tuple(entry.get(k) for k in ("dataset", "budget", "variant", "depth"))
+    cell = tuple(entry.get(k) for k in ("dataset", "budget", "variant", "depth"))
+    return cell + (entry.get("temperature_k"),) if key == "md_stability" else cell
+
+
+def _of_a_condition(entry: dict) -> bool:
+    """Whether an MD row was run as one of its data set's conditions now are (temperature,
+    length, one model or every model): a row of a changed protocol is not carried over."""
+    import depth_study_md
+
+    return any(math.isclose(entry.get("temperature_k") or 0, c.temperature_K)
+               and math.isclose(entry.get("ps_per_replica") or 0, c.ps)
+               and (entry.get("replicas_per_model") or 0) == c.per_model
+               for c in depth_study_md.conditions(entry.get("dataset") or ""))
 
 
 def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[str]:
@@ -196,7 +208,8 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
     archive existed, and its runs folder was lost with a session's clone. Each of runs,
     observables and md_stability is kept per cell, and the cost pass per study, only where
     ``document`` has no entry of that cell (or study): a cell retrained since replaces its
-    old entries whole. The entries of every study not in ``names`` (not collected this time)
+    old entries whole; an MD row is kept per cell and temperature, and only if it was run as
+    a condition of today's (:func:`_of_a_condition`). The entries of every study not in ``names`` (not collected this time)
     are kept whole: collecting one study never drops another's. Returns what was kept, as
     lines for the log."""
     previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
@@ -213,7 +226,8 @@ def carry_over(previous_file: Path, document: dict, names: list[str]) -> list[st
         kept = {}
         for key in ("runs", "observables", "md_stability", "cost"):
             present = {_unit(e, key) for e in document[key] if _of_study(e, key, name)}
-            kept[key] = [e for e in previous.get(key, []) if _of_study(e, key, name) and _unit(e, key) not in present]
+            kept[key] = [e for e in previous.get(key, []) if _of_study(e, key, name) and _unit(e, key) not in present
+                         and (key != "md_stability" or _of_a_condition(e))]
             document[key].extend(kept[key])
         counts = ", ".join(f"{len(v)} {k}" for k, v in kept.items() if v)
         if counts:

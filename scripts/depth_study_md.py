@@ -19,8 +19,8 @@ structures, until each fails or the time is up (:func:`mlpot.ablation.md_stabili
   inside its AIMD data. At 1518 K every si-25k network of depth 2 to 32 kept all ten
   replicas for 50 ps, so that condition cannot rank them; at 3000 K plain depths 1, 2 and
   3 lost 10, 7 and 2 of ten within 10 ps and depth 4 none, at a fifth of the cost. There
-  a model mostly survives or fails whole and the models of a cell differ (plain depth 2's
-  five: 10, 0, 10, 4 and 7 lost; docs/depth-study.md), so one model per cell separates
+  the models of a cell differ widely (plain depth 2's five: 10, 0, 10, 4 and 7 lost; plain
+  depth 3's: 3, 8, 9, 10 and 2; docs/depth-study.md), so one model per cell separates
   depth 1 from the rest and no more. Since 2026-12-08 that condition runs every model of a
   cell with two replicas each (:attr:`Condition.per_model`; as many replicas as ten of one
   model), each model's part in ``models/`` beside the cell's row, which lists per model
@@ -67,14 +67,14 @@ class Condition:
     ps: float = 50.0
     folder: str = MD_DIR
     #: 0: the cell's median model runs ``replicas`` replicas; n > 0: every model of the cell
-    #: runs n (where one model's replicas mostly all fail or all survive, the cell is its models).
+    #: runs n (where the models of a cell differ more than one model's replicas, the cell is its models).
     per_model: int = 0
 
 
 #: Each data set's conditions, in the order the md stage runs them.
 CONDITIONS: dict[str, tuple[Condition, ...]] = {
     "si": (Condition(3000.0, 1.0, "a hot liquid inside the training data (AIMD to 3374 K): it separates networks "
-                     "that all survive 1518 K; a model there survives or fails whole, so every model counts",
+                     "that all survive 1518 K; there the models of a cell differ, so every model counts",
                      ps=10.0, folder="md-3000K-models", per_model=2),
            Condition(1518.0, 1.0, "AIMD temperature of the training data just below the melting point (1687 K)")),
     # 2 fs: Mo's highest phonon (~8.5 THz) is ~1.8× slower than Si's (15.5 THz), so 2 fs takes

@@ -636,6 +636,17 @@ def test_collect_keeps_the_previous_entries_of_a_study_with_nothing_on_disk(tmp_
     assert document["observables"] == [row("si-2.5k", seed=0, **d2)]
     assert {"study": "si-2.5k"} in document["cost"]
     assert lines[0] == "[si-2.5k] not collected this time: its 4 entries kept from results.json"
+    # MD rows: kept per cell and temperature, and only if run as a condition of today's
+    # (Si 3000 K counts every model, two replicas each; a one-model row there is stale).
+    md = [row("si-25k", temperature_k=1518.0, ps_per_replica=50.0, **d4),
+          row("si-25k", temperature_k=3000.0, ps_per_replica=10.0, **d4),
+          row("si-25k", temperature_k=3000.0, ps_per_replica=10.0, replicas_per_model=2, **d2)]
+    path.write_text(json.dumps({**previous, "md_stability": md}))
+    document = {"runs": [], "observables": [], "cost": [],
+                "md_stability": [row("si-25k", temperature_k=1518.0, ps_per_replica=50.0, **d2)]}
+    depth_study_archive.carry_over(path, document, ["si-25k"])
+    assert sorted((r["depth"], r["temperature_k"]) for r in document["md_stability"]) == [
+        (2, 1518.0), (2, 3000.0), (4, 1518.0)]
     # The cells' learning rates as recorded (a lost screen's choices), per study.
     path.write_text(json.dumps({"runs": [row("si-2.5k", lr=3e-3, **d2), row("si-25k", lr=1e-3, **d2)]}))
     assert depth_study_archive.recorded_rates(path, "si-2.5k") == {("plain", 2): 3e-3}
