@@ -45,7 +45,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,13 +113,30 @@ def full_runs(study_dir: Path) -> list[tuple[float, Path, dict]]:
     return found
 
 
+def by_cell(found: Iterable[tuple[dict, Path]]) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
+    """(result, ablation folder) pairs grouped by cell (variant, depth) as (result, run folder)."""
+    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
+    for result, folder in found:
+        cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
+    return cells
+
+
 def cell_runs(study_dir: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
     """The finished full-stage runs of a study by cell (variant, depth): (result, run folder),
     at each cell's chosen rate (:func:`full_runs`)."""
-    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
-    for _, folder, result in full_runs(study_dir):
-        cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
-    return cells
+    return by_cell((result, folder) for _, folder, result in full_runs(study_dir))
+
+
+def missing_models(runs: list[tuple[dict, Path]]) -> list[Path]:
+    """The ``model.pt`` files of ``runs`` that are not on disk (the archive keeps each cell's
+    median model only)."""
+    return [d / "model.pt" for _, d in runs if not (d / "model.pt").is_file()]
+
+
+def cell_results(study_dir: Path) -> list[Path]:
+    """The cells' MD result files of a study, at every condition of its data set."""
+    dataset = study_dir.name.rsplit("-", 1)[0]
+    return sorted(p for cond in conditions(dataset) for p in (study_dir / cond.folder).glob("*_d??.json"))
 
 
 def run_lr(run_dir: Path) -> float:
@@ -306,8 +323,7 @@ def _measured(studies: list[tuple[str, dict, str]], runs_dir: Path) -> dict[str,
     """Mean µs per atom-step of the finished cells, per data set kind (si, mo, water)."""
     cost: dict[str, list[float]] = {}
     for name, _, _ in studies:
-        for path in sorted(p for cond in conditions(name.rsplit("-", 1)[0])
-                           for p in (runs_dir / name / cond.folder).glob("*_d??.json")):
+        for path in cell_results(runs_dir / name):
             row = json.loads(path.read_text())
             if row.get("us_per_atom_step"):
                 cost.setdefault(name.split("-")[0], []).append(row["us_per_atom_step"])
@@ -343,8 +359,7 @@ def plan_md(studies: list[tuple[str, dict, str]], runs_dir: Path, runs_per_cell:
             expected = protocol(cond, per_cell, length)
             done = [k for k in ready if current_result(cell_file(runs_dir / name, k, cond), cells[k], expected)]
             # A per-model cell needs every model; the archive keeps each cell's median one only.
-            modelless = [k for k in ready if k not in done and cond.per_model
-                         and not all((d / "model.pt").is_file() for _, d in cells[k])]
+            modelless = [k for k in ready if k not in done and cond.per_model and missing_models(cells[k])]
             todo[name, cond] = sorted((k for k in ready if k not in done and k not in modelless),
                                       key=lambda k: md_priority(k, ready))
             left = n_cells - len(done)
@@ -412,8 +427,7 @@ def md_rows(studies: list[tuple[str, dict, str]], runs_dir: Path) -> list[dict]:
     rows = []
     for name, _, _ in studies:
         cells = cell_runs(runs_dir / name)
-        for path in sorted(p for cond in conditions(name.rsplit("-", 1)[0])
-                           for p in (runs_dir / name / cond.folder).glob("*_d??.json")):
+        for path in cell_results(runs_dir / name):
             row = json.loads(path.read_text())
             if is_current(row, cells.get((row["variant"], row["depth"]), [])):
                 rows.append({k: row.get(k) for k in ROW_FIELDS})

@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         missing = [c for c in args.cells if len(cells.get(c, [])) < len(depth_study.pairs(study[1]))]
     if missing:
         raise SystemExit(f"{args.models or args.study}: cells {missing} have not finished their full stage here")
-    models = [d / "model.pt" for key in args.cells
-              for _, d in (cells[key] if args.all_runs else [depth_study_md.representative(cells[key])])]
-    absent = [str(m.relative_to(base)) for m in models if not m.is_file()]
+    absent = [str(m.relative_to(base)) for key in args.cells for m in depth_study_md.missing_models(
+        cells[key] if args.all_runs else [depth_study_md.representative(cells[key])])]
     if absent:  # before any MD: a probe that stops at its third cell has wasted the first two's hours
-        raise SystemExit(f"{args.study}: {len(absent)} model files are not here: {', '.join(absent[:3])}"
-                         f"{' …' if len(absent) > 3 else ''}. The committed archive keeps each cell's median model "
-                         f"only: --all-runs needs the cell's runs trained on this machine (or drop --all-runs)")
+        raise SystemExit(f"{args.models or args.study}: {len(absent)} model files are not here: "
+                         f"{', '.join(absent[:3])}{' …' if len(absent) > 3 else ''}. The committed archive keeps "
+                         f"each cell's median model only: --all-runs needs the cell's runs trained on this machine "
+                         f"(or drop --all-runs)")
     print(f"{args.study}: {len(args.cells)} cells × {args.replicas} replicas × {args.ps:g} ps at "
           f"{args.temperature:g} K ({cond.timestep_fs:g} fs) into {out_dir}", flush=True)
     rows = []
@@ -124,10 +124,7 @@ def other_runs(folder: Path) -> dict[tuple[str, int], list[tuple[dict, Path]]]:
     """The finished runs of an ``mlpot ablate`` folder by cell (variant, depth): (result, run folder)."""
     from mlpot.ablation.report import collect_results
 
-    cells: dict[tuple[str, int], list[tuple[dict, Path]]] = {}
-    for result in collect_results(folder):
-        cells.setdefault((result["variant"], result["depth"]), []).append((result, folder / "runs" / result["name"]))
-    return cells
+    return depth_study_md.by_cell((result, folder) for result in collect_results(folder))
 
 
 def _done(out: Path, args, cond, runs: list, run: tuple[dict, Path] | None = None) -> dict | None:
