@@ -30,9 +30,10 @@ The design (issue "The depth study, v2"), planned for a 2-core machine and run r
   :data:`MAX_EPOCHS`. A run whose best epoch lies in its last 10 % is reported as not
   converged.
 * **Stage ``md``** (``scripts/depth_study_md.py``): per cell whose full stage has finished,
-  its median-validation run runs ``--replicas`` NVT replicas at each MD condition of its
-  data set (a high temperature and a length: Si 3000 K for 10 ps, then 1518 K for 50 ps; Mo
-  3000 K for 50 ps) from held-out frames, until each fails; one result file per cell and
+  MD at each condition of its data set (a high temperature and a length: Si 3000 K for
+  10 ps with every model of the cell, two replicas each, then 1518 K for 50 ps with its
+  median-validation model, ``--replicas`` replicas; Mo 3000 K for 50 ps with the median
+  model) from held-out frames, until each replica fails; one result file per cell and
   condition, checkpointed while it runs. After each cell it computes the cell's observables.
 * **Observables** (``scripts/depth_study_observables.py``, cached beside each run): Si/Mo:
   elastic constants, equation of state and vacancy formation energy of every model; water:
